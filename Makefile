@@ -1,0 +1,26 @@
+# ferry: the two commands that matter are `make demo` and `make test`.
+
+CARGO      ?= cargo
+# The demo's state (SQLite store, received copies, reports) lives here.
+DEMO_HOME  ?= $(CURDIR)/demo-home
+
+.PHONY: all build demo test clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+## Build, then run the demo job on sample-data/ (no servers needed).
+demo: build
+	FERRY_HOME=$(DEMO_HOME) ./target/release/ferry run jobs/demo.toml
+	@echo "Planted cases and where they are: sample-data/README.md"
+
+## Build and run every test (installs what the tests need when missing).
+test:
+	./tests/install-deps.sh
+	$(CARGO) test --locked --all-targets
+
+clean:
+	rm -rf $(DEMO_HOME)
+	$(CARGO) clean

@@ -1,0 +1,338 @@
+//! What each `ferry` subcommand does, for `main.rs` to call. Messages for
+//! people go to stderr; data (parse output, history) goes to stdout.
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::flatfile::{Schema, parse_bytes};
+use crate::job::{ConfigError, Job, default_state_dir};
+use crate::model::{Field, Side};
+use crate::run::{RunOptions, preview_source, run_job};
+use crate::store::{RunRow, Store};
+
+/// How a command ended, as the exit status says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Done,
+    Failed,
+    BadConfig,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+pub struct Logging {
+    pub verbose: u8,
+    pub quiet: bool,
+    pub format: LogFormat,
+}
+
+/// Log lines go to stderr. The default level is `warn`, so cron stays quiet
+/// unless something needs a person; `FERRY_LOG` (an env-filter) overrides.
+pub fn init_logging(l: Logging) {
+    let level = match (l.quiet, l.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={level}")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match l.format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Print the error chain once and pick the exit status.
+pub fn exit_status(result: Result<Exit>) -> Exit {
+    match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("{ce}");
+                Exit::BadConfig
+            } else {
+                eprintln!("ferry: {e:#}");
+                Exit::Failed
+            }
+        }
+    }
+}
+
+pub fn run(job: &str, quiet: bool) -> Result<Exit> {
+    let job = Job::load(job)?;
+    let progress = !quiet && std::io::stderr().is_terminal();
+    let result = run_job(&job, &RunOptions { progress })?;
+    if !quiet {
+        let t = &result.totals;
+        eprintln!(
+            "{}: run {} {}: {} file(s) loaded, {} record(s), {} rejected, {} matched, {} ID conflict(s)",
+            job.name, result.run_id, t.outcome, t.files, t.records, t.rejects, t.matches, t.conflicts
+        );
+        for f in result.files.iter().filter(|f| f.status != "loaded") {
+            eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
+        }
+        eprintln!("Reports: {}", result.report_dir.display());
+    }
+    Ok(if result.failed { Exit::Failed } else { Exit::Done })
+}
+
+pub fn check(jobs: &[String]) -> Result<Exit> {
+    let mut bad = false;
+    if jobs.is_empty() {
+        let mut any = false;
+        for path in toml_files(Path::new("schemas"))? {
+            any = true;
+            match Schema::load(&path) {
+                Ok(s) => eprintln!("ok    schema {} ({} columns)", s.name, s.columns.len()),
+                Err(e) => {
+                    bad = true;
+                    eprintln!("{e}");
+                }
+            }
+        }
+        for path in toml_files(Path::new("jobs"))? {
+            any = true;
+            bad |= !check_job(&path.display().to_string());
+        }
+        if !any {
+            eprintln!("ferry: no jobs/*.toml or schemas/*.toml here; name a job to check");
+            return Ok(Exit::BadConfig);
+        }
+    } else {
+        for j in jobs {
+            bad |= !check_job(j);
+        }
+    }
+    Ok(if bad { Exit::BadConfig } else { Exit::Done })
+}
+
+fn check_job(name: &str) -> bool {
+    match Job::load(name) {
+        Ok(job) => {
+            eprintln!("ok    job {} ({})", job.name, job.file.display());
+            match preview_source(&job) {
+                Ok(names) => eprintln!("      source lists {} file(s) to consider", names.len()),
+                Err(e) => {
+                    eprintln!("      source: {e:#}");
+                    return false;
+                }
+            }
+            true
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
+    }
+}
+
+fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+pub fn parse(file: &Path, schema: &str, side: Option<&str>, json: bool) -> Result<Exit> {
+    let schema_path = if schema.ends_with(".toml") || schema.contains('/') {
+        PathBuf::from(schema)
+    } else {
+        Path::new("schemas").join(format!("{schema}.toml"))
+    };
+    let schema = Schema::load(&schema_path).map_err(|e| ConfigError::new(&schema_path, e))?;
+    let side = match side.and_then(Side::parse) {
+        Some(s) => s,
+        None if schema.check_side(Side::Ehr).is_ok() => Side::Ehr,
+        None => Side::Practice,
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let parsed = parse_bytes(&bytes, &schema, side, chrono::Local::now().date_naive());
+    let mut out = std::io::stdout().lock();
+    let mut rejects = parsed.rejects.iter().peekable();
+    for rec in &parsed.records {
+        while let Some(r) = rejects.next_if(|r| r.line <= rec.line) {
+            print_reject(&mut out, r, json)?;
+        }
+        if json {
+            let line = serde_json::json!({ "line": rec.line, "record": rec.patient });
+            writeln!(out, "{line}")?;
+        } else {
+            let fields: Vec<String> =
+                Field::ALL.iter().filter_map(|f| f.get(&rec.patient).map(|v| format!("{f}={v:?}"))).collect();
+            writeln!(out, "line {}: {}", rec.line, fields.join(" "))?;
+        }
+    }
+    for r in rejects {
+        print_reject(&mut out, r, json)?;
+    }
+    if let Some(f) = &parsed.fatal {
+        eprintln!("{}: {f}", file.display());
+        return Ok(Exit::Failed);
+    }
+    eprintln!(
+        "{}: {} read = {} accepted + {} rejected ({} warnings), as {side} records via schema {}",
+        file.display(),
+        parsed.read,
+        parsed.accepted(),
+        parsed.rejected(),
+        parsed.warnings(),
+        schema.name
+    );
+    Ok(Exit::Done)
+}
+
+fn print_reject(out: &mut impl Write, r: &crate::model::Reject, json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::json!({ "line": r.line, "reject": r }))?;
+    } else {
+        writeln!(
+            out,
+            "line {}: {} {}: {}",
+            r.line,
+            r.severity.as_str().to_uppercase(),
+            r.column.as_deref().unwrap_or("-"),
+            r.reason
+        )?;
+    }
+    Ok(())
+}
+
+/// State folders to look in: each job's, plus the default.
+fn known_stores() -> Vec<(PathBuf, Option<String>)> {
+    let mut dirs = BTreeSet::new();
+    let mut names = Vec::new();
+    if let Ok(files) = toml_files(Path::new("jobs")) {
+        for f in files {
+            if let Ok(job) = Job::load(&f.display().to_string()) {
+                dirs.insert(job.state_dir.clone());
+                names.push((job.state_dir, Some(job.name)));
+            }
+        }
+    }
+    let default = default_state_dir();
+    if !dirs.contains(&default) {
+        names.push((default, None));
+    }
+    names
+}
+
+pub fn status() -> Result<Exit> {
+    let mut seen = BTreeSet::new();
+    let mut rows: Vec<(String, Option<RunRow>)> = Vec::new();
+    for (dir, job) in known_stores() {
+        let db = dir.join("ferry.db");
+        let runs = if db.exists() { Store::open(&db)?.runs(None, 10_000)? } else { Vec::new() };
+        if let Some(name) = &job {
+            let last = runs.iter().find(|r| &r.job == name).cloned();
+            if seen.insert(name.clone()) {
+                rows.push((name.clone(), last));
+            }
+        }
+        for r in runs {
+            if seen.insert(r.job.clone()) {
+                rows.push((r.job.clone(), Some(r)));
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "JOB", "LAST RUN", "OUTCOME", "FILES", "RECORDS", "REJECTS", "MATCHES", "CONFLICTS"
+    )?;
+    for (job, last) in rows {
+        match last {
+            Some(r) => writeln!(
+                out,
+                "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
+                job,
+                short_time(&r.started_at),
+                r.outcome,
+                r.files,
+                r.records,
+                r.rejects,
+                r.matches,
+                r.conflicts
+            )?,
+            None => writeln!(out, "{job:<20} {:<20} {:<10}", "never", "-")?,
+        }
+    }
+    Ok(Exit::Done)
+}
+
+pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
+    let (dirs, name) = match job {
+        Some(j) => {
+            let job = Job::load(j)?;
+            (vec![job.state_dir.clone()], Some(job.name))
+        }
+        None => {
+            let mut d: Vec<PathBuf> = known_stores().into_iter().map(|(d, _)| d).collect();
+            d.sort();
+            d.dedup();
+            (d, None)
+        }
+    };
+    let mut runs = Vec::new();
+    for dir in dirs {
+        let db = dir.join("ferry.db");
+        if db.exists() {
+            runs.extend(Store::open(&db)?.runs(name.as_deref(), limit)?);
+        }
+    }
+    runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    runs.truncate(limit);
+    let mut out = std::io::stdout().lock();
+    if json {
+        for r in &runs {
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
+        }
+        return Ok(Exit::Done);
+    }
+    writeln!(
+        out,
+        "{:>5} {:<16} {:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "RUN", "JOB", "STARTED", "ENDED", "OUTCOME", "FILES", "RECORDS", "REJECTS", "MATCHES", "CONFLICTS"
+    )?;
+    for r in &runs {
+        writeln!(
+            out,
+            "{:>5} {:<16} {:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
+            r.id,
+            r.job,
+            short_time(&r.started_at),
+            r.finished_at.as_deref().map(short_time).unwrap_or_default(),
+            r.outcome,
+            r.files,
+            r.records,
+            r.rejects,
+            r.matches,
+            r.conflicts
+        )?;
+        if let Some(e) = &r.error {
+            writeln!(out, "      {e}")?;
+        }
+    }
+    Ok(Exit::Done)
+}
+
+/// "2026-11-21T02:30:00.123Z" -> local "2026-11-21 02:30:00".
+fn short_time(utc: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(utc)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| utc.to_string())
+}

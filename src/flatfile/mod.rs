@@ -1,0 +1,14 @@
+//! Flat files (CSV and other delimited text, fixed-width) read through a
+//! [`Schema`] into canonical patients. This module owns decoding, splitting
+//! and per-field normalisation, and decides whether a bad value rejects the
+//! record or only empties the field. It does not know where files come from
+//! or where records go.
+
+mod normalize;
+mod read;
+mod schema;
+
+pub use read::{ParsedFile, ParsedRecord, parse_bytes};
+pub use schema::{Column, EncodingName, Layout, Place, Schema};
+
+pub(crate) use normalize::{address_key, name_key, text_key, zip_key};

@@ -1,0 +1,386 @@
+//! Reading one file's bytes through a schema.
+//!
+//! Every data row ends in exactly one of two places: a [`ParsedRecord`] or a
+//! rejected [`Reject`], so `read == accepted + rejected` always holds.
+//! Warnings (a bad optional value, loaded as empty) ride alongside.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+
+use super::normalize;
+use super::schema::{Column, EncodingName, Layout, Place, Schema};
+use crate::model::{Field, FieldType, Patient, Reject, Severity, Side};
+
+/// One accepted record and the line it starts on.
+#[derive(Debug, Clone)]
+pub struct ParsedRecord {
+    pub line: u64,
+    pub patient: Patient,
+}
+
+/// What a file held.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    /// Data rows seen (header and blank lines not counted).
+    pub read: u64,
+    pub records: Vec<ParsedRecord>,
+    /// Rejected rows and warnings, in file order.
+    pub rejects: Vec<Reject>,
+    /// A problem with the whole file (wrong layout): nothing in it is usable.
+    pub fatal: Option<String>,
+}
+
+impl ParsedFile {
+    pub fn accepted(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.count(Severity::Rejected)
+    }
+
+    pub fn warnings(&self) -> u64 {
+        self.count(Severity::Warning)
+    }
+
+    fn count(&self, severity: Severity) -> u64 {
+        self.rejects.iter().filter(|r| r.severity == severity).count() as u64
+    }
+
+    fn fail(reason: String) -> ParsedFile {
+        ParsedFile { fatal: Some(reason), ..ParsedFile::default() }
+    }
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Parse a whole file. `today` bounds birth dates.
+pub fn parse_bytes(bytes: &[u8], schema: &Schema, side: Side, today: NaiveDate) -> ParsedFile {
+    // Windows-1252 decodes every byte, so convert up front and read UTF-8
+    // after; a UTF-8 file is read as bytes and checked field by field, so one
+    // stray byte rejects one record, not the file.
+    let decoded: Cow<[u8]> = match schema.encoding {
+        EncodingName::Utf8 => Cow::Borrowed(bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes)),
+        EncodingName::Windows1252 => {
+            let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
+            match text {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            }
+        }
+    };
+    let mut builder =
+        RecordBuilder { schema, side, today, out: ParsedFile::default(), own_ids: HashMap::new() };
+    match &schema.layout {
+        Layout::Delimited { delimiter, quote, header } => {
+            read_delimited(&decoded, *delimiter, *quote, *header, &mut builder)
+        }
+        Layout::FixedWidth { skip_lines } => read_fixed(&decoded, *skip_lines, &mut builder),
+    }
+}
+
+fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut RecordBuilder) -> ParsedFile {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .quote(quote)
+        .from_reader(bytes);
+    let mut record = csv::ByteRecord::new();
+
+    // Where each schema column sits in a row; None for an absent optional column.
+    let mut slots: Vec<Option<usize>> = Vec::with_capacity(b.schema.columns.len());
+    let mut width: Option<usize> = None;
+    if header {
+        match rdr.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => return ParsedFile::default(),
+            Err(e) => return ParsedFile::fail(format!("cannot read the header: {e}")),
+        }
+        let names: Vec<String> =
+            record.iter().map(|f| String::from_utf8_lossy(f).trim().to_ascii_lowercase()).collect();
+        let mut missing = Vec::new();
+        for c in &b.schema.columns {
+            let Place::Named(name) = &c.place else { unreachable!("schema checks named columns") };
+            let at = names.iter().position(|n| *n == name.trim().to_ascii_lowercase());
+            if at.is_none() && !c.optional_column {
+                missing.push(name.as_str());
+            }
+            slots.push(at);
+        }
+        if !missing.is_empty() {
+            return ParsedFile::fail(format!(
+                "line 1: header lacks column(s) {} that schema {:?} requires",
+                missing.join(", "),
+                b.schema.name
+            ));
+        }
+        width = Some(record.len());
+    } else {
+        for c in &b.schema.columns {
+            let Place::Index(ix) = c.place else { unreachable!("schema checks indexed columns") };
+            slots.push(Some(ix));
+        }
+    }
+    let needed = slots.iter().flatten().max().map_or(0, |m| m + 1);
+    let mut lines = LineCounter { bytes, offset: 0, line: 1 };
+
+    loop {
+        match rdr.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                // The csv reader only fails on I/O or (never here) UTF-8; stop
+                // the file rather than guess where the next record starts.
+                let line = e.position().map_or(0, |p| p.line());
+                b.out.fatal = Some(format!("line {line}: {e}"));
+                break;
+            }
+        }
+        let line = lines.line_at(record.position().map_or(0, |p| p.byte()));
+        if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+            // A row of bare delimiters is a blank line to people, but it was
+            // a record in the file: count it so the totals still add up.
+            if record.len() > 1 {
+                b.reject_row(line, None, "empty row".to_string());
+            }
+            continue;
+        }
+        let expected = width.unwrap_or(needed);
+        if (header && record.len() != expected) || (!header && record.len() < needed) {
+            b.reject_row(
+                line,
+                None,
+                format!("wrong column count: expected {expected} fields, found {}", record.len()),
+            );
+            continue;
+        }
+        let mut values: Vec<Option<Cow<str>>> = Vec::with_capacity(slots.len());
+        let mut bad = None;
+        for (c, slot) in b.schema.columns.iter().zip(&slots) {
+            let raw = slot.and_then(|i| record.get(i));
+            match raw.map(std::str::from_utf8) {
+                None => values.push(None),
+                Some(Ok(s)) => values.push(Some(Cow::Borrowed(s))),
+                Some(Err(e)) => {
+                    let raw = raw.unwrap_or_default();
+                    let byte = raw.get(e.valid_up_to()).copied().unwrap_or(0);
+                    bad = Some((
+                        c,
+                        format!(
+                            "invalid UTF-8 byte 0x{byte:02X} in column {} (the schema says utf-8; \
+                             was the file saved as Windows-1252?)",
+                            c.label
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some((c, reason)) = bad {
+            b.reject_row(line, Some(c), reason);
+            continue;
+        }
+        b.build(line, &values);
+    }
+    b.finish()
+}
+
+fn read_fixed(bytes: &[u8], skip_lines: usize, b: &mut RecordBuilder) -> ParsedFile {
+    let needed = b
+        .schema
+        .columns
+        .iter()
+        .filter(|c| c.required)
+        .filter_map(|c| match c.place {
+            Place::Span { end, .. } => Some(end),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    for (i, raw_line) in bytes.split(|&c| c == b'\n').enumerate() {
+        let line = i as u64 + 1;
+        if i < skip_lines {
+            continue;
+        }
+        let raw_line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
+        if raw_line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = match std::str::from_utf8(raw_line) {
+            Ok(t) => t,
+            Err(e) => {
+                let byte = raw_line[e.valid_up_to()];
+                b.reject_row(
+                    line,
+                    None,
+                    format!(
+                        "invalid UTF-8 byte 0x{byte:02X} at character {} (the schema says utf-8; \
+                         was the file saved as Windows-1252?)",
+                        e.valid_up_to() + 1
+                    ),
+                );
+                continue;
+            }
+        };
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        if chars.len() < needed {
+            b.reject_row(
+                line,
+                None,
+                format!("line is {} characters; the layout needs at least {needed}", chars.len()),
+            );
+            continue;
+        }
+        let slice = |start: usize, end: usize| -> Option<Cow<str>> {
+            if start >= chars.len() {
+                return None;
+            }
+            let from = chars[start].0;
+            let to = chars.get(end).map_or(text.len(), |c| c.0);
+            Some(Cow::Borrowed(&text[from..to]))
+        };
+        let values: Vec<Option<Cow<str>>> = b
+            .schema
+            .columns
+            .iter()
+            .map(|c| match c.place {
+                Place::Span { start, end } => slice(start, end),
+                _ => None,
+            })
+            .collect();
+        b.build(line, &values);
+    }
+    b.finish()
+}
+
+/// The field that is a record's own key on `side`.
+fn own_field(side: Side) -> Field {
+    match side {
+        Side::Ehr => Field::EhrId,
+        Side::Practice => Field::PracticeMrn,
+    }
+}
+
+/// Physical line numbers from byte offsets. The csv reader's own line count
+/// lags behind after CRLF endings and blank lines, and staff need the line
+/// their editor shows.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl LineCounter<'_> {
+    /// The line of the first byte at or after `offset` that is not a line
+    /// ending (a record's position can point at the previous terminator).
+    fn line_at(&mut self, offset: u64) -> u64 {
+        let mut at = (offset as usize).min(self.bytes.len());
+        while at < self.bytes.len() && matches!(self.bytes[at], b'\r' | b'\n') {
+            at += 1;
+        }
+        if at >= self.offset {
+            self.line += self.bytes[self.offset..at].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.offset = at;
+        }
+        self.line
+    }
+}
+
+/// Turns one row's raw values into a record, a rejection, or a record with warnings.
+struct RecordBuilder<'a> {
+    schema: &'a Schema,
+    side: Side,
+    today: NaiveDate,
+    out: ParsedFile,
+    /// Own ID -> line it was first seen on, to refuse a second record with it.
+    own_ids: HashMap<String, u64>,
+}
+
+impl RecordBuilder<'_> {
+    fn reject_row(&mut self, line: u64, column: Option<&Column>, reason: String) {
+        self.out.read += 1;
+        self.out.rejects.push(Reject {
+            line,
+            severity: Severity::Rejected,
+            record_id: None,
+            column: column.map(|c| c.label.clone()),
+            field: column.map(|c| c.field),
+            reason,
+        });
+    }
+
+    fn build(&mut self, line: u64, values: &[Option<Cow<str>>]) {
+        let schema = self.schema;
+        let mut patient = Patient::default();
+        let mut warnings: Vec<(&Column, String)> = Vec::new();
+        let mut rejection: Option<(&Column, String)> = None;
+        for (c, raw) in schema.columns.iter().zip(values) {
+            let text = raw.as_deref().map(normalize::text).filter(|t| !t.is_empty());
+            let Some(text) = text else {
+                if c.required {
+                    rejection.get_or_insert_with(|| {
+                        (c, format!("missing required field {} ({})", c.label, c.field))
+                    });
+                }
+                continue;
+            };
+            match self.value(c, &text) {
+                Ok(v) => c.field.set(&mut patient, Some(v)),
+                Err(reason) if c.required => {
+                    rejection.get_or_insert_with(|| (c, format!("{}: {reason}", c.label)));
+                }
+                Err(reason) => warnings.push((c, format!("{}: {reason}; loaded without it", c.label))),
+            }
+        }
+        let own_id = patient.own_id(self.side).map(str::to_string);
+        if rejection.is_none()
+            && let Some(id) = &own_id
+            && let Some(first) = self.own_ids.get(id)
+            && let Some(c) = schema.column_for(own_field(self.side))
+        {
+            rejection = Some((c, format!("duplicate {} {id:?}: already on line {first}", c.label)));
+        }
+        self.out.read += 1;
+        let reject = |severity, (c, reason): (&Column, String)| Reject {
+            line,
+            severity,
+            record_id: own_id.clone(),
+            column: Some(c.label.clone()),
+            field: Some(c.field),
+            reason,
+        };
+        if let Some(r) = rejection {
+            self.out.rejects.push(reject(Severity::Rejected, r));
+            return;
+        }
+        for w in warnings {
+            self.out.rejects.push(reject(Severity::Warning, w));
+        }
+        if let Some(id) = own_id {
+            self.own_ids.insert(id, line);
+        }
+        self.out.records.push(ParsedRecord { line, patient });
+    }
+
+    /// The normalised text of one non-empty value, as `Field::set` takes it.
+    fn value(&self, c: &Column, text: &str) -> Result<String, String> {
+        match c.field_type {
+            FieldType::Id | FieldType::Text => Ok(text.to_string()),
+            FieldType::Date => {
+                normalize::date(text, &c.formats, self.today).map(|d| d.format("%Y-%m-%d").to_string())
+            }
+            FieldType::Sex => normalize::sex(text, &c.sex_map).map(|s| s.as_str().to_string()),
+            FieldType::Phone => normalize::phone_e164(text, &self.schema.phone_country),
+            FieldType::UsState => normalize::us_state(text),
+            FieldType::UsZip => normalize::us_zip(text),
+            FieldType::Email => normalize::email(text),
+        }
+    }
+
+    fn finish(&mut self) -> ParsedFile {
+        std::mem::take(&mut self.out)
+    }
+}

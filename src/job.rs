@@ -1,0 +1,609 @@
+//! Job files: `jobs/*.toml` read in two steps. [`JobFile`] is the TOML as
+//! written, with every struct denying unknown keys so that a misspelt key
+//! fails `ferry check` instead of being ignored at 03:00. [`JobFile::build`]
+//! turns it into a [`Job`]: paths resolved against the job file's folder,
+//! schemas loaded, globs compiled. Nothing downstream sees the raw form.
+//!
+//! Secrets never live in a job file. A job names the environment variable
+//! that holds a secret (`password_env = "NAME"`); a key that looks like an
+//! inline secret is refused with a message that says so.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use crate::flatfile::Schema;
+use crate::model::{Field, Side};
+use crate::store::LoadMode;
+
+/// A job or schema file that cannot be used, with every problem found in it.
+/// The CLI turns this into exit status 2.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, problem: impl Into<String>) -> ConfigError {
+        ConfigError { file: file.to_path_buf(), problems: vec![problem.into()] }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}", self.file.display(), p)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------------------
+// The raw file.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Defaults to the file's stem.
+    name: Option<String>,
+    description: Option<String>,
+    /// Where the job's SQLite store, received files and reports live.
+    /// Defaults to `$FERRY_HOME`, then `$XDG_STATE_HOME/ferry`, then
+    /// `~/.local/state/ferry`.
+    state_dir: Option<PathBuf>,
+    /// Defaults to `STATE_DIR/reports`.
+    reports_dir: Option<PathBuf>,
+    /// Where schema names are looked up. Defaults to `../schemas` from the job.
+    schemas_dir: Option<PathBuf>,
+    source: SourceConfig,
+    #[serde(default)]
+    inputs: Vec<InputConfig>,
+    practice: Option<PracticeConfig>,
+    #[serde(default)]
+    reconcile: ReconcileConfig,
+}
+
+/// Where the EHR's files come from. One variant per transport.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A folder on this machine: the practice-hosted SFTP server's drop folder.
+    Local {
+        inbox: PathBuf,
+        #[serde(default = "default_include")]
+        include: Vec<String>,
+        #[serde(default)]
+        exclude: Vec<String>,
+        /// How long a file's size and mtime must have been unchanged.
+        #[serde(default = "default_min_age")]
+        min_age: String,
+        #[serde(default)]
+        after: AfterAction,
+        /// For `after = "archive"`; defaults to `INBOX/archive`.
+        archive_dir: Option<PathBuf>,
+    },
+}
+
+fn default_include() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+fn default_min_age() -> String {
+    "30s".to_string()
+}
+
+/// What happens to a source file once it is on local disk and in the ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterAction {
+    /// Move it to the archive folder.
+    #[default]
+    Archive,
+    /// Remove it.
+    Delete,
+    /// Leave it; the ledger stops it being loaded again.
+    Keep,
+}
+
+impl AfterAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AfterAction::Archive => "archive",
+            AfterAction::Delete => "delete",
+            AfterAction::Keep => "keep",
+        }
+    }
+}
+
+/// How files taken from the source are read: the first input whose `files`
+/// pattern matches a file's name reads it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputConfig {
+    files: String,
+    schema: String,
+    #[serde(default = "default_input_side")]
+    side: Side,
+    /// `upsert` (default: each file adds and updates records) or `replace`
+    /// (each file is a complete snapshot of its side).
+    load: Option<LoadMode>,
+}
+
+fn default_input_side() -> Side {
+    Side::Ehr
+}
+
+/// The practice system's own roster: one export file, read whole each time
+/// it changes (a snapshot that replaces the previous one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PracticeConfig {
+    file: PathBuf,
+    schema: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileConfig {
+    /// Keys trusted for linking, tried in order.
+    keys: Option<Vec<LinkKey>>,
+    #[serde(default)]
+    leading_zeros: LeadingZeros,
+    /// Fields compared on linked pairs.
+    compare: Option<Vec<Field>>,
+}
+
+/// An external ID that links an EHR patient to a practice patient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkKey {
+    /// The practice MRN the EHR carries (custom field) = the practice's own key.
+    PracticeMrn,
+    /// The EHR patient ID the practice carries = the EHR's own key.
+    EhrId,
+}
+
+impl LinkKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKey::PracticeMrn => "practice_mrn",
+            LinkKey::EhrId => "ehr_id",
+        }
+    }
+
+    /// The side whose records carry this key as a foreign ID.
+    pub fn carrier(self) -> Side {
+        match self {
+            LinkKey::PracticeMrn => Side::Ehr,
+            LinkKey::EhrId => Side::Practice,
+        }
+    }
+}
+
+/// Whether leading zeros in IDs are significant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadingZeros {
+    /// "000123" and "123" are different IDs; a pair that differs only in
+    /// leading zeros is reported as a clash and never linked.
+    #[default]
+    Exact,
+    /// "000123" and "123" are the same ID (the practice system drops or pads
+    /// zeros); two records whose IDs collide this way are a clash.
+    Ignore,
+}
+
+// ---------------------------------------------------------------------------
+// The validated job.
+
+#[derive(Debug)]
+pub struct Job {
+    pub name: String,
+    pub description: Option<String>,
+    pub file: PathBuf,
+    pub state_dir: PathBuf,
+    pub reports_dir: PathBuf,
+    pub source: Source,
+    pub inputs: Vec<Input>,
+    pub practice: Option<Practice>,
+    pub reconcile: Reconcile,
+}
+
+#[derive(Debug)]
+pub enum Source {
+    Local(LocalSource),
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalSource {
+    pub inbox: PathBuf,
+    pub filter: NameFilter,
+    pub min_age: Duration,
+    pub after: AfterAction,
+    pub archive_dir: PathBuf,
+}
+
+/// Include/exclude globs over file names.
+#[derive(Debug, Clone)]
+pub struct NameFilter {
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+impl NameFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<NameFilter, String> {
+        Ok(NameFilter { include: globs(include, "include")?, exclude: globs(exclude, "exclude")? })
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.include.is_match(name) && !self.exclude.is_match(name)
+    }
+}
+
+fn globs(patterns: &[String], key: &str) -> Result<GlobSet, String> {
+    let mut b = GlobSetBuilder::new();
+    for (i, p) in patterns.iter().enumerate() {
+        let g = Glob::new(p).map_err(|e| format!("{key}[{i}]: bad pattern {p:?}: {}", e.kind()))?;
+        b.add(g);
+    }
+    b.build().map_err(|e| format!("{key}: {e}"))
+}
+
+#[derive(Debug)]
+pub struct Input {
+    pub files: NameFilter,
+    pub pattern: String,
+    pub schema: Schema,
+    pub side: Side,
+    pub load: LoadMode,
+}
+
+#[derive(Debug)]
+pub struct Practice {
+    pub file: PathBuf,
+    pub schema: Schema,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reconcile {
+    pub keys: Vec<LinkKey>,
+    pub leading_zeros: LeadingZeros,
+    pub compare: Vec<Field>,
+}
+
+impl Default for Reconcile {
+    fn default() -> Self {
+        Reconcile {
+            keys: vec![LinkKey::PracticeMrn, LinkKey::EhrId],
+            leading_zeros: LeadingZeros::Exact,
+            compare: DEFAULT_COMPARE.to_vec(),
+        }
+    }
+}
+
+/// Fields compared on linked pairs unless the job lists its own.
+pub const DEFAULT_COMPARE: [Field; 11] = [
+    Field::FirstName,
+    Field::LastName,
+    Field::BirthDate,
+    Field::Sex,
+    Field::Address1,
+    Field::Address2,
+    Field::City,
+    Field::State,
+    Field::Zip,
+    Field::PhoneHome,
+    Field::Email,
+];
+
+/// Keys that look like a secret written into the file.
+const SECRET_KEYS: [&str; 6] = ["password", "passphrase", "secret", "token", "api_key", "private_key"];
+
+impl Job {
+    /// Read and validate a job file. `name_or_path` is a path, or a name
+    /// looked up as `jobs/NAME.toml` in the current folder.
+    pub fn load(name_or_path: &str) -> Result<Job, ConfigError> {
+        let path = resolve_job_path(name_or_path);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError::new(&path, format!("cannot read job file: {e}")))?;
+        JobFile::parse(&path, &text)?.build(&path)
+    }
+
+    /// The SQLite store of this job.
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("ferry.db")
+    }
+
+    /// The input that reads a taken file, by its name.
+    pub fn input_for(&self, name: &str) -> Option<&Input> {
+        self.inputs.iter().find(|i| i.files.matches(name))
+    }
+}
+
+/// `jobs/NAME.toml` for a bare name, else the path as given.
+pub fn resolve_job_path(name_or_path: &str) -> PathBuf {
+    let p = Path::new(name_or_path);
+    if p.components().count() == 1 && p.extension().is_none() {
+        let candidate = Path::new("jobs").join(format!("{name_or_path}.toml"));
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    p.to_path_buf()
+}
+
+impl JobFile {
+    pub fn parse(path: &Path, text: &str) -> Result<JobFile, ConfigError> {
+        let value: toml::Table = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        let mut problems = Vec::new();
+        find_inline_secrets(&value, "", &mut problems);
+        if !problems.is_empty() {
+            return Err(ConfigError { file: path.to_path_buf(), problems });
+        }
+        toml::from_str(text).map_err(|e| toml_error(path, text, &e))
+    }
+
+    pub fn build(self, path: &Path) -> Result<Job, ConfigError> {
+        // Absolute, so that paths mean the same from any working folder and
+        // a transport can join them onto its own root safely.
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
+        let mut problems = Vec::new();
+
+        let name = match self.name {
+            Some(n) => n,
+            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            problems.push(format!(
+                "name: {name:?} must be letters, digits, '-' or '_' (it names folders and locks)"
+            ));
+        }
+
+        let state_dir = match self.state_dir {
+            Some(d) => base.join(d),
+            None => default_state_dir(),
+        };
+        let reports_dir = self.reports_dir.map(|d| base.join(d)).unwrap_or_else(|| state_dir.join("reports"));
+        let schemas_dir = self.schemas_dir.map(|d| base.join(d)).unwrap_or_else(|| base.join("../schemas"));
+
+        let source = match self.source {
+            SourceConfig::Local { inbox, include, exclude, min_age, after, archive_dir } => {
+                let inbox = base.join(inbox);
+                if !inbox.is_dir() {
+                    problems.push(format!("source.inbox: folder {} does not exist", inbox.display()));
+                }
+                let filter = NameFilter::new(&include, &exclude)
+                    .map_err(|e| problems.push(format!("source.{e}")))
+                    .ok();
+                let min_age =
+                    parse_duration(&min_age).map_err(|e| problems.push(format!("source.min_age: {e}"))).ok();
+                let archive_dir = archive_dir.map(|d| base.join(d)).unwrap_or_else(|| inbox.join("archive"));
+                match (filter, min_age) {
+                    (Some(filter), Some(min_age)) => {
+                        Some(Source::Local(LocalSource { inbox, filter, min_age, after, archive_dir }))
+                    }
+                    _ => None,
+                }
+            }
+        };
+
+        let mut inputs = Vec::new();
+        if self.inputs.is_empty() {
+            problems.push("inputs: the job reads no files; add an [[inputs]] table".to_string());
+        }
+        for (i, input) in self.inputs.into_iter().enumerate() {
+            let files = NameFilter::new(std::slice::from_ref(&input.files), &[])
+                .map_err(|e| problems.push(format!("inputs[{i}].files: {e}")))
+                .ok();
+            let schema = load_schema(&base, &schemas_dir, &input.schema)
+                .and_then(|s| s.check_side(input.side).map(|()| s))
+                .map_err(|e| problems.push(format!("inputs[{i}].schema: {e}")))
+                .ok();
+            if let (Some(files), Some(schema)) = (files, schema) {
+                let load = input.load.unwrap_or(LoadMode::Upsert);
+                inputs.push(Input { files, pattern: input.files, schema, side: input.side, load });
+            }
+        }
+
+        let practice = self.practice.and_then(|p| {
+            let file = base.join(&p.file);
+            if !file.is_file() {
+                problems.push(format!("practice.file: {} does not exist", file.display()));
+            }
+            let schema = load_schema(&base, &schemas_dir, &p.schema)
+                .and_then(|s| s.check_side(Side::Practice).map(|()| s))
+                .map_err(|e| problems.push(format!("practice.schema: {e}")))
+                .ok()?;
+            Some(Practice { file, schema })
+        });
+
+        let mut reconcile = Reconcile { leading_zeros: self.reconcile.leading_zeros, ..Reconcile::default() };
+        if let Some(keys) = self.reconcile.keys {
+            if keys.is_empty() {
+                problems.push("reconcile.keys: list at least one key (practice_mrn, ehr_id)".to_string());
+            }
+            reconcile.keys = keys;
+        }
+        if let Some(compare) = self.reconcile.compare {
+            reconcile.compare = compare;
+        }
+
+        match source {
+            Some(source) if problems.is_empty() => Ok(Job {
+                name,
+                description: self.description,
+                file: path.to_path_buf(),
+                state_dir,
+                reports_dir,
+                source,
+                inputs,
+                practice,
+                reconcile,
+            }),
+            _ => Err(ConfigError { file: path.to_path_buf(), problems }),
+        }
+    }
+}
+
+/// A schema by name (`schemas_dir/NAME.toml`) or by a path relative to the job file.
+fn load_schema(base: &Path, dir: &Path, name: &str) -> Result<Schema, String> {
+    let path = if name.ends_with(".toml") || name.contains('/') {
+        base.join(name)
+    } else {
+        dir.join(format!("{name}.toml"))
+    };
+    if !path.is_file() {
+        return Err(format!("schema {name:?}: file {} does not exist", path.display()));
+    }
+    Schema::load(&path).map_err(|e| format!("schema {name:?}: {e}"))
+}
+
+/// `$FERRY_HOME`, else `$XDG_STATE_HOME/ferry`, else `~/.local/state/ferry`.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("FERRY_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home);
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("ferry");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/ferry")
+}
+
+/// "90s", "5m", "2h", "1d" or "0".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like \"30s\", \"5m\", \"2h\""))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    ConfigError::new(path, format!("{}{}", toml_location(text, e.span()), e.message()))
+}
+
+/// "line 7, key source.inbox: " for the span of a TOML error. toml's own
+/// message names an unknown key but not the key of a value of the wrong
+/// type, so the key is read back from the line the span points into.
+pub(crate) fn toml_location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else { return String::new() };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let header = line.trim();
+    if header.starts_with('[') {
+        // serde buffers a tagged table (the source), which loses the span
+        // of the key inside it: name the table at least.
+        return format!("line {line_no}, in {header}: ");
+    }
+    let Some((key, _)) = line.split_once('=') else { return format!("line {line_no}: ") };
+    let key = key.trim().trim_matches('"');
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match table {
+        Some(t) => format!("line {line_no}, key {t}.{key}: "),
+        None => format!("line {line_no}, key {key}: "),
+    }
+}
+
+fn find_inline_secrets(table: &toml::Table, prefix: &str, problems: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        if SECRET_KEYS.contains(&key.as_str()) {
+            problems.push(format!(
+                "{path}: secrets do not belong in job files; put it in an environment variable \
+                 and name that variable with `{key}_env`"
+            ));
+        }
+        match value {
+            toml::Value::Table(t) => find_inline_secrets(t, &path, problems),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(t) = item {
+                        find_inline_secrets(t, &format!("{path}[{i}]"), problems);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<JobFile, ConfigError> {
+        JobFile::parse(Path::new("jobs/t.toml"), text)
+    }
+
+    #[test]
+    fn misspelt_key_names_the_key() {
+        let err = parse("[source]\ntype = \"local\"\ninbx = \"in\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("inbx"), "{msg}");
+        assert!(msg.contains("jobs/t.toml"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let err = parse("[source]\ntype = \"local\"\ninbox = 3\n").unwrap_err();
+        assert!(err.to_string().contains("in [source]: invalid type"), "{err}");
+        let err = parse("[source]\ntype = \"local\"\ninbox = \"x\"\n[[inputs]]\nfiles = 7\n").unwrap_err();
+        assert!(err.to_string().contains("line 5, key inputs.files: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn inline_password_is_refused() {
+        let err = parse("[source]\ntype = \"local\"\ninbox = \"x\"\npassword = \"hunter2\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("source.password"), "{msg}");
+        assert!(msg.contains("password_env"), "{msg}");
+        assert!(!msg.contains("hunter2"), "the secret must not be echoed: {msg}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn filter_include_exclude() {
+        let f = NameFilter::new(&["*.csv".into()], &["*_test.csv".into()]).unwrap();
+        assert!(f.matches("a.csv"));
+        assert!(!f.matches("a_test.csv"));
+        assert!(!f.matches("a.hl7"));
+        assert!(NameFilter::new(&["[abc".into()], &[]).is_err());
+    }
+}

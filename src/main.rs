@@ -1,0 +1,87 @@
+//! The `ferry` command line: parse arguments, call the library, turn the
+//! outcome into an exit status (0 done, 1 failed, 2 bad command line or bad
+//! job/schema file). Nothing else lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ferry::commands::{self, Exit, LogFormat, Logging};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Move healthcare data files between a practice and its EHR, and reconcile them."
+)]
+struct Cli {
+    /// More detail in log lines (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log lines as readable text or as JSON objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one job now: take new files, load them, reconcile, write reports.
+    Run {
+        /// A job name (jobs/NAME.toml) or a path to a job file.
+        job: String,
+    },
+    /// Validate job and schema files; with a job, also check that its folders and files can be read.
+    Check {
+        /// Jobs to check; with none, every jobs/*.toml and schemas/*.toml.
+        jobs: Vec<String>,
+    },
+    /// Parse one file and print what ferry sees in it.
+    Parse {
+        file: PathBuf,
+        /// A schema name (schemas/NAME.toml) or a path to a schema file.
+        #[arg(long)]
+        schema: String,
+        /// Which side the file belongs to (default: guessed from the schema's own-ID column).
+        #[arg(long, value_parser = ["ehr", "practice"])]
+        side: Option<String>,
+        /// Print records as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each job's last run and its outcome.
+    Status,
+    /// Past runs with their counts, newest first.
+    History {
+        /// Only this job (name or path).
+        job: Option<String>,
+        /// How many runs to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON lines for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    commands::init_logging(Logging { verbose: cli.verbose, quiet: cli.quiet, format: cli.log_format });
+    let result = match cli.command {
+        Command::Run { job } => commands::run(&job, cli.quiet),
+        Command::Check { jobs } => commands::check(&jobs),
+        Command::Parse { file, schema, side, json } => commands::parse(&file, &schema, side.as_deref(), json),
+        Command::Status => commands::status(),
+        Command::History { job, limit, json } => commands::history(job.as_deref(), limit, json),
+    };
+    let exit = commands::exit_status(result);
+    ExitCode::from(match exit {
+        Exit::Done => 0,
+        Exit::Failed => 1,
+        Exit::BadConfig => 2,
+    })
+}

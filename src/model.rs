@@ -1,0 +1,425 @@
+//! The canonical records every input is turned into: [`Patient`] and its
+//! [`ExternalId`]s. Parsers (flat files, later HL7) produce these; the store
+//! keeps them; reconciliation compares them. Nothing here knows where a record
+//! came from beyond the side and the source position.
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// Which system a record belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The EHR (athenahealth and its peers).
+    Ehr,
+    /// The practice's own system.
+    Practice,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Ehr => "ehr",
+            Side::Practice => "practice",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Side> {
+        match s {
+            "ehr" => Some(Side::Ehr),
+            "practice" => Some(Side::Practice),
+            _ => None,
+        }
+    }
+
+    pub fn other(self) -> Side {
+        match self {
+            Side::Ehr => Side::Practice,
+            Side::Practice => Side::Ehr,
+        }
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Administrative sex, as both systems exchange it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Sex {
+    M,
+    F,
+    O,
+    U,
+}
+
+impl Sex {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sex::M => "M",
+            Sex::F => "F",
+            Sex::O => "O",
+            Sex::U => "U",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Sex> {
+        match s {
+            "M" => Some(Sex::M),
+            "F" => Some(Sex::F),
+            "O" => Some(Sex::O),
+            "U" => Some(Sex::U),
+            _ => None,
+        }
+    }
+}
+
+/// An identifier one system keeps for a record in another system (for
+/// example the practice MRN held in an EHR custom field).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalId {
+    /// What the identifier is: [`ExternalId::PRACTICE_MRN`], [`ExternalId::EHR_ID`],
+    /// or an assigning authority named by a schema.
+    pub kind: String,
+    pub value: String,
+}
+
+impl ExternalId {
+    /// The practice system's medical record number.
+    pub const PRACTICE_MRN: &'static str = "practice_mrn";
+    /// The EHR's own patient ID.
+    pub const EHR_ID: &'static str = "ehr_id";
+}
+
+/// One patient as one side knows them, after normalisation: names trimmed,
+/// dates parsed, phones in E.164, state as a two-letter code.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patient {
+    /// The EHR's patient ID: the record's own key on the EHR side, a carried
+    /// external ID on the practice side.
+    pub ehr_id: Option<String>,
+    /// The practice MRN: the record's own key on the practice side, a carried
+    /// external ID (custom field) on the EHR side.
+    pub practice_mrn: Option<String>,
+    pub first_name: Option<String>,
+    pub middle_name: Option<String>,
+    pub last_name: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub sex: Option<Sex>,
+    pub address1: Option<String>,
+    pub address2: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub zip: Option<String>,
+    pub phone_home: Option<String>,
+    pub phone_mobile: Option<String>,
+    pub email: Option<String>,
+    pub insurance_provider: Option<String>,
+    pub member_id: Option<String>,
+    pub group_number: Option<String>,
+}
+
+impl Patient {
+    /// The record's own key on `side`.
+    pub fn own_id(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::Ehr => self.ehr_id.as_deref(),
+            Side::Practice => self.practice_mrn.as_deref(),
+        }
+    }
+
+    /// The other side's key that this record carries, if any.
+    pub fn carried_id(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::Ehr => self.practice_mrn.as_deref(),
+            Side::Practice => self.ehr_id.as_deref(),
+        }
+    }
+
+    /// "Last, First" for reports (never for logs).
+    pub fn display_name(&self) -> String {
+        let last = self.last_name.as_deref().unwrap_or("");
+        let first = self.first_name.as_deref().unwrap_or("");
+        match (last.is_empty(), first.is_empty()) {
+            (false, false) => format!("{last}, {first}"),
+            (false, true) => last.to_string(),
+            _ => first.to_string(),
+        }
+    }
+}
+
+/// A patient with where it was read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PatientRecord {
+    pub side: Side,
+    pub patient: Patient,
+    /// File the record was last loaded from (its ledger name).
+    pub source_file: String,
+    /// 1-based line where the record starts in that file.
+    pub source_line: u64,
+}
+
+impl PatientRecord {
+    pub fn own_id(&self) -> &str {
+        self.patient.own_id(self.side).unwrap_or("")
+    }
+
+    pub fn carried_id(&self) -> Option<&str> {
+        self.patient.carried_id(self.side)
+    }
+}
+
+/// A canonical patient field: what a schema column maps to and what the
+/// reconciliation compares. The snake_case names are the ones schema files
+/// and reports use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    EhrId,
+    PracticeMrn,
+    FirstName,
+    MiddleName,
+    LastName,
+    BirthDate,
+    Sex,
+    Address1,
+    Address2,
+    City,
+    State,
+    Zip,
+    PhoneHome,
+    PhoneMobile,
+    Email,
+    InsuranceProvider,
+    MemberId,
+    GroupNumber,
+}
+
+/// How a field's raw text is read and checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// An identifier: trimmed, kept exactly (leading zeros matter).
+    Id,
+    /// Free text: trimmed, inner whitespace collapsed.
+    Text,
+    /// A calendar date read with the column's formats.
+    Date,
+    /// A sex code mapped to M/F/O/U.
+    Sex,
+    /// A phone number normalised to E.164.
+    Phone,
+    /// A US state or territory, as its two-letter code.
+    UsState,
+    /// A US ZIP or ZIP+4.
+    UsZip,
+    /// An email address.
+    Email,
+}
+
+impl FieldType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::Id => "id",
+            FieldType::Text => "text",
+            FieldType::Date => "date",
+            FieldType::Sex => "sex",
+            FieldType::Phone => "phone",
+            FieldType::UsState => "us_state",
+            FieldType::UsZip => "us_zip",
+            FieldType::Email => "email",
+        }
+    }
+}
+
+impl Field {
+    pub const ALL: [Field; 18] = [
+        Field::EhrId,
+        Field::PracticeMrn,
+        Field::FirstName,
+        Field::MiddleName,
+        Field::LastName,
+        Field::BirthDate,
+        Field::Sex,
+        Field::Address1,
+        Field::Address2,
+        Field::City,
+        Field::State,
+        Field::Zip,
+        Field::PhoneHome,
+        Field::PhoneMobile,
+        Field::Email,
+        Field::InsuranceProvider,
+        Field::MemberId,
+        Field::GroupNumber,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::EhrId => "ehr_id",
+            Field::PracticeMrn => "practice_mrn",
+            Field::FirstName => "first_name",
+            Field::MiddleName => "middle_name",
+            Field::LastName => "last_name",
+            Field::BirthDate => "birth_date",
+            Field::Sex => "sex",
+            Field::Address1 => "address1",
+            Field::Address2 => "address2",
+            Field::City => "city",
+            Field::State => "state",
+            Field::Zip => "zip",
+            Field::PhoneHome => "phone_home",
+            Field::PhoneMobile => "phone_mobile",
+            Field::Email => "email",
+            Field::InsuranceProvider => "insurance_provider",
+            Field::MemberId => "member_id",
+            Field::GroupNumber => "group_number",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The type a column mapped to this field is read as.
+    pub fn field_type(self) -> FieldType {
+        match self {
+            Field::EhrId | Field::PracticeMrn | Field::MemberId | Field::GroupNumber => FieldType::Id,
+            Field::BirthDate => FieldType::Date,
+            Field::Sex => FieldType::Sex,
+            Field::PhoneHome | Field::PhoneMobile => FieldType::Phone,
+            Field::State => FieldType::UsState,
+            Field::Zip => FieldType::UsZip,
+            Field::Email => FieldType::Email,
+            Field::FirstName
+            | Field::MiddleName
+            | Field::LastName
+            | Field::Address1
+            | Field::Address2
+            | Field::City
+            | Field::InsuranceProvider => FieldType::Text,
+        }
+    }
+
+    /// The field's value as text (dates as YYYY-MM-DD).
+    pub fn get(self, p: &Patient) -> Option<String> {
+        match self {
+            Field::BirthDate => p.birth_date.map(|d| d.format("%Y-%m-%d").to_string()),
+            Field::Sex => p.sex.map(|s| s.as_str().to_string()),
+            _ => self.text_slot_ref(p).and_then(|v| v.clone()),
+        }
+    }
+
+    /// Set the field from already-normalised text. Dates must be YYYY-MM-DD
+    /// and sex one of M/F/O/U; anything else leaves the field empty.
+    pub fn set(self, p: &mut Patient, value: Option<String>) {
+        match self {
+            Field::BirthDate => {
+                p.birth_date = value.and_then(|v| NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok())
+            }
+            Field::Sex => p.sex = value.and_then(|v| Sex::parse(&v)),
+            _ => {
+                if let Some(slot) = self.text_slot(p) {
+                    *slot = value;
+                }
+            }
+        }
+    }
+
+    fn text_slot_ref(self, p: &Patient) -> Option<&Option<String>> {
+        Some(match self {
+            Field::EhrId => &p.ehr_id,
+            Field::PracticeMrn => &p.practice_mrn,
+            Field::FirstName => &p.first_name,
+            Field::MiddleName => &p.middle_name,
+            Field::LastName => &p.last_name,
+            Field::Address1 => &p.address1,
+            Field::Address2 => &p.address2,
+            Field::City => &p.city,
+            Field::State => &p.state,
+            Field::Zip => &p.zip,
+            Field::PhoneHome => &p.phone_home,
+            Field::PhoneMobile => &p.phone_mobile,
+            Field::Email => &p.email,
+            Field::InsuranceProvider => &p.insurance_provider,
+            Field::MemberId => &p.member_id,
+            Field::GroupNumber => &p.group_number,
+            Field::BirthDate | Field::Sex => return None,
+        })
+    }
+
+    fn text_slot(self, p: &mut Patient) -> Option<&mut Option<String>> {
+        Some(match self {
+            Field::EhrId => &mut p.ehr_id,
+            Field::PracticeMrn => &mut p.practice_mrn,
+            Field::FirstName => &mut p.first_name,
+            Field::MiddleName => &mut p.middle_name,
+            Field::LastName => &mut p.last_name,
+            Field::Address1 => &mut p.address1,
+            Field::Address2 => &mut p.address2,
+            Field::City => &mut p.city,
+            Field::State => &mut p.state,
+            Field::Zip => &mut p.zip,
+            Field::PhoneHome => &mut p.phone_home,
+            Field::PhoneMobile => &mut p.phone_mobile,
+            Field::Email => &mut p.email,
+            Field::InsuranceProvider => &mut p.insurance_provider,
+            Field::MemberId => &mut p.member_id,
+            Field::GroupNumber => &mut p.group_number,
+            Field::BirthDate | Field::Sex => return None,
+        })
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad a problem with an input record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The record was not loaded.
+    Rejected,
+    /// The record was loaded with the one bad field left empty.
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Rejected => "rejected",
+            Severity::Warning => "warning",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "rejected" => Some(Severity::Rejected),
+            "warning" => Some(Severity::Warning),
+            _ => None,
+        }
+    }
+}
+
+/// An input record, or one field of it, that could not be read as it stood.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// 1-based line where the record starts (or message number, for HL7).
+    pub line: u64,
+    pub severity: Severity,
+    /// The record's own ID when it could be read.
+    pub record_id: Option<String>,
+    /// The column (as the file names it) the problem is in, if one.
+    pub column: Option<String>,
+    /// The canonical field that column maps to.
+    pub field: Option<Field>,
+    /// Why, in words staff can act on.
+    pub reason: String,
+}

@@ -1,0 +1,247 @@
+//! The reconciliation reports staff work from: one folder per run, written
+//! under a hidden name and renamed when complete, so nobody opens half a
+//! report. PHI goes only into these files, never into logs.
+
+mod csvfile;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+pub use csvfile::writer as csv_writer;
+
+use crate::job::LinkKey;
+use crate::model::{PatientRecord, Reject, Severity, Side};
+use crate::reconcile::{ConflictKind, Outcome};
+
+/// What became of one input file in this run.
+#[derive(Debug, Clone)]
+pub struct FileSummary {
+    pub side: Side,
+    pub name: String,
+    /// loaded, already loaded, failed, waiting, refused, unmatched.
+    pub status: String,
+    pub read: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub warnings: u64,
+    pub detail: String,
+}
+
+/// Everything a run's reports are made from.
+pub struct RunReport<'a> {
+    pub job: &'a str,
+    pub run_id: i64,
+    pub started: &'a str,
+    pub files: &'a [FileSummary],
+    pub ehr: &'a [PatientRecord],
+    pub practice: &'a [PatientRecord],
+    pub outcome: &'a Outcome,
+    /// (file name, reject) for the files this run loaded.
+    pub rejects: &'a [(String, Reject)],
+}
+
+/// Write the run's folder under `reports_dir/JOB/` and return its path.
+pub fn write(reports_dir: &Path, stamp: &str, r: &RunReport) -> Result<PathBuf> {
+    let parent = reports_dir.join(r.job);
+    std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let mut name = stamp.to_string();
+    let mut n = 1;
+    while parent.join(&name).exists() {
+        n += 1;
+        name = format!("{stamp}-{n}");
+    }
+    let partial = parent.join(format!(".{name}.partial"));
+    std::fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    write_all(&partial, r).with_context(|| format!("cannot write reports in {}", partial.display()))?;
+    let done = parent.join(&name);
+    std::fs::rename(&partial, &done).with_context(|| format!("cannot rename {}", partial.display()))?;
+    Ok(done)
+}
+
+fn write_all(dir: &Path, r: &RunReport) -> Result<()> {
+    summary(dir, r)?;
+    matched(dir, r)?;
+    differences(dir, r)?;
+    unmatched(dir, r, Side::Ehr)?;
+    unmatched(dir, r, Side::Practice)?;
+    conflicts(dir, r)?;
+    rejects(dir, r)?;
+    Ok(())
+}
+
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+fn summary(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("summary.csv"))?;
+    w.row(["scope", "metric", "value"])?;
+    w.row(["run", "job", r.job])?;
+    w.row(["run", "run_id", &r.run_id.to_string()])?;
+    w.row(["run", "started", r.started])?;
+    for f in r.files {
+        let scope = format!("file:{}/{}", f.side, f.name);
+        w.row([scope.as_str(), "status", &f.status])?;
+        for (metric, v) in
+            [("read", f.read), ("accepted", f.accepted), ("rejected", f.rejected), ("warnings", f.warnings)]
+        {
+            w.row([scope.as_str(), metric, &v.to_string()])?;
+        }
+        if !f.detail.is_empty() {
+            w.row([scope.as_str(), "detail", &f.detail])?;
+        }
+    }
+    let o = r.outcome;
+    let by_key = |k: LinkKey| o.links.iter().filter(|l| l.key == k).count();
+    let mut counts: Vec<(&str, usize)> = vec![
+        ("ehr_patients", r.ehr.len()),
+        ("practice_patients", r.practice.len()),
+        ("matched", o.links.len()),
+        ("matched_by_practice_mrn", by_key(LinkKey::PracticeMrn)),
+        ("matched_by_ehr_id", by_key(LinkKey::EhrId)),
+        ("field_differences", o.differences.len()),
+        ("cosmetic_differences_ignored", o.cosmetic as usize),
+        ("unmatched_ehr", o.unmatched_ehr.len()),
+        ("unmatched_practice", o.unmatched_practice.len()),
+        ("external_id_conflicts", o.conflicts.len()),
+    ];
+    for kind in [
+        ConflictKind::DuplicateId,
+        ConflictKind::LeadingZeroClash,
+        ConflictKind::UnknownId,
+        ConflictKind::DifferentPerson,
+        ConflictKind::KeyDisagreement,
+    ] {
+        counts.push((kind.as_str(), o.conflicts_of(kind)));
+    }
+    for (metric, v) in counts {
+        w.row(["reconcile", metric, &v.to_string()])?;
+    }
+    w.finish()
+}
+
+fn matched(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("matched.csv"))?;
+    w.row([
+        "ehr_id",
+        "practice_mrn",
+        "how",
+        "key",
+        "confirmed_by",
+        "score",
+        "ehr_name",
+        "practice_name",
+        "ehr_birth_date",
+        "practice_birth_date",
+    ])?;
+    for l in &r.outcome.links {
+        let (e, p) = (&r.ehr[l.ehr], &r.practice[l.practice]);
+        let confirmed: Vec<&str> = l.confirmed_by.iter().map(|k| k.as_str()).collect();
+        w.row([
+            e.own_id(),
+            p.own_id(),
+            "external_id",
+            l.key.as_str(),
+            &confirmed.join(" "),
+            &format!("{:.2}", l.score),
+            &e.patient.display_name(),
+            &p.patient.display_name(),
+            &birth(e),
+            &birth(p),
+        ])?;
+    }
+    w.finish()
+}
+
+fn birth(r: &PatientRecord) -> String {
+    r.patient.birth_date.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
+}
+
+fn differences(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("field_differences.csv"))?;
+    w.row(["ehr_id", "practice_mrn", "patient", "field", "ehr_value", "practice_value"])?;
+    for d in &r.outcome.differences {
+        let (e, p) = (&r.ehr[d.ehr], &r.practice[d.practice]);
+        w.row([
+            e.own_id(),
+            p.own_id(),
+            &e.patient.display_name(),
+            d.field.as_str(),
+            opt(&d.ehr_value),
+            opt(&d.practice_value),
+        ])?;
+    }
+    w.finish()
+}
+
+fn unmatched(dir: &Path, r: &RunReport, side: Side) -> Result<()> {
+    let (file, records, list, own, carried) = match side {
+        Side::Ehr => ("unmatched_ehr.csv", r.ehr, &r.outcome.unmatched_ehr, "ehr_id", "carried_practice_mrn"),
+        Side::Practice => (
+            "unmatched_practice.csv",
+            r.practice,
+            &r.outcome.unmatched_practice,
+            "practice_mrn",
+            "carried_ehr_id",
+        ),
+    };
+    let mut w = csv_writer(&dir.join(file))?;
+    w.row([own, "last_name", "first_name", "birth_date", carried, "source_file", "line", "reason"])?;
+    for u in list {
+        let rec = &records[u.index];
+        w.row([
+            rec.own_id(),
+            opt(&rec.patient.last_name),
+            opt(&rec.patient.first_name),
+            &birth(rec),
+            rec.carried_id().unwrap_or(""),
+            &rec.source_file,
+            &rec.source_line.to_string(),
+            &u.reason,
+        ])?;
+    }
+    w.finish()
+}
+
+fn conflicts(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("external_id_conflicts.csv"))?;
+    w.row(["kind", "key", "side", "id", "records", "detail"])?;
+    for c in &r.outcome.conflicts {
+        let records: Vec<String> = c
+            .records
+            .iter()
+            .map(|&(side, i)| {
+                let rec = match side {
+                    Side::Ehr => &r.ehr[i],
+                    Side::Practice => &r.practice[i],
+                };
+                format!("{side}:{}", rec.own_id())
+            })
+            .collect();
+        w.row([c.kind.as_str(), c.key.as_str(), c.side.as_str(), &c.id, &records.join("; "), &c.detail])?;
+    }
+    w.finish()
+}
+
+fn rejects(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("rejects.csv"))?;
+    w.row(["file", "line", "severity", "record_id", "column", "field", "reason"])?;
+    for (file, rej) in r.rejects {
+        w.row([
+            file.as_str(),
+            &rej.line.to_string(),
+            rej.severity.as_str(),
+            opt(&rej.record_id),
+            opt(&rej.column),
+            rej.field.map_or("", |f| f.as_str()),
+            &rej.reason,
+        ])?;
+    }
+    // Files that could not be read at all are one line each, so the sheet
+    // staff work from shows them too.
+    for f in r.files.iter().filter(|f| f.status == "failed") {
+        w.row([f.name.as_str(), "", Severity::Rejected.as_str(), "", "", "", &f.detail])?;
+    }
+    w.finish()
+}

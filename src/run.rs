@@ -1,0 +1,468 @@
+//! The job runner: one run of one job, stage by stage. Take new files from
+//! the source, put each on local disk (fsynced) and parse them in parallel,
+//! load each in its own transaction with its ledger row, only then archive
+//! or delete the source file, reconcile what the store holds, write the
+//! reports.
+//!
+//! A crash at any point loses nothing: before the ledger commit the source
+//! file is untouched and the next run takes it again; after it, the next
+//! run finds it in the ledger and only finishes the after-action.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::flatfile::{ParsedFile, Schema, parse_bytes};
+use crate::job::{AfterAction, Job, LocalSource, NameFilter, Source};
+use crate::model::Side;
+use crate::reconcile::reconcile;
+use crate::report::{self, FileSummary, RunReport};
+use crate::store::{LoadMode, RunTotals, Store, TakenFile};
+use crate::transport::{self, Entry, LocalTransport, Transport};
+
+/// How the caller wants the run to behave.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Draw a progress bar (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunResult {
+    pub run_id: i64,
+    pub report_dir: PathBuf,
+    pub files: Vec<FileSummary>,
+    pub totals: RunTotals,
+    /// A file could not be read at all: the run completed but failed.
+    pub failed: bool,
+}
+
+/// A file on local disk, ready to parse, with where it came from.
+struct Pending<'j> {
+    taken: TakenFile,
+    entry: Entry,
+    schema: &'j Schema,
+    load: LoadMode,
+    after: AfterAction,
+    /// The transport the file came from, for the after-action.
+    origin: Origin,
+}
+
+#[derive(Clone, Copy)]
+enum Origin {
+    Source,
+    Practice,
+}
+
+/// Hold this while a job runs; the OS drops the lock if the process dies,
+/// so a crashed run never leaves a job stuck.
+pub struct JobLock {
+    _file: File,
+}
+
+pub fn lock_job(job: &Job) -> Result<JobLock> {
+    let dir = job.state_dir.join("locks");
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{}.lock", job.name));
+    let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(JobLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => {
+            bail!("job {} is already running (lock {})", job.name, path.display())
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// Run a job once.
+pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunResult> {
+    let _lock = lock_job(job)?;
+    let mut store = Store::open(&job.db_path())?;
+    let abandoned = store.close_abandoned_runs(&job.name)?;
+    if abandoned > 0 {
+        warn!(job = %job.name, runs = abandoned, "Earlier runs were interrupted; marked abandoned.");
+    }
+    let started = chrono::Local::now();
+    let run_id = store.start_run(&job.name, "run")?;
+    info!(job = %job.name, run_id, "Run started.");
+    match run_stages(job, &mut store, run_id, &started, opts) {
+        Ok(result) => {
+            store.finish_run(run_id, &result.totals)?;
+            info!(job = %job.name, run_id, outcome = %result.totals.outcome, "Run finished.");
+            Ok(result)
+        }
+        Err(e) => {
+            let totals =
+                RunTotals { outcome: "failed".into(), error: Some(format!("{e:#}")), ..RunTotals::default() };
+            store.finish_run(run_id, &totals)?;
+            Err(e)
+        }
+    }
+}
+
+fn run_stages(
+    job: &Job,
+    store: &mut Store,
+    run_id: i64,
+    started: &chrono::DateTime<chrono::Local>,
+    opts: &RunOptions,
+) -> Result<RunResult> {
+    let received = job.state_dir.join("received").join(&job.name).join(format!("run-{run_id}"));
+    let mut files: Vec<FileSummary> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
+
+    let Source::Local(src) = &job.source;
+    let mut source = LocalTransport::new(&src.inbox);
+    take_from_source(job, src, &mut source, store, &received, &mut files, &mut pending)?;
+
+    let mut practice_transport = None;
+    if let Some(practice) = &job.practice {
+        let dir = practice.file.parent().unwrap_or(Path::new("."));
+        let name = practice.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut t = LocalTransport::new(dir);
+        let entry = t
+            .list()
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .into_iter()
+            .find(|e| e.name == name)
+            .with_context(|| format!("practice roster {} is missing", practice.file.display()))?;
+        let pick = Pick {
+            side: Side::Practice,
+            schema: &practice.schema,
+            load: LoadMode::Replace,
+            after: AfterAction::Keep,
+        };
+        take_one(job, &mut t, store, &received, entry, pick, Origin::Practice, &mut files, &mut pending)?;
+        practice_transport = Some(t);
+    }
+
+    // Parse in parallel, in input order so runs are repeatable.
+    let parsed: Vec<Result<ParsedFile>> = pending
+        .par_iter()
+        .map(|p| {
+            let bytes = fs::read(&p.taken.local_path)
+                .with_context(|| format!("cannot read {}", p.taken.local_path))?;
+            Ok(parse_bytes(&bytes, p.schema, p.taken.side, chrono::Local::now().date_naive()))
+        })
+        .collect();
+
+    let bar = progress_bar(opts.progress, pending.len() as u64);
+    let mut failed = false;
+    for (p, parsed) in pending.iter().zip(parsed) {
+        bar.inc(1);
+        let parsed = parsed?;
+        let mut summary = FileSummary {
+            side: p.taken.side,
+            name: p.taken.name.clone(),
+            status: "loaded".into(),
+            read: parsed.read,
+            accepted: parsed.accepted(),
+            rejected: parsed.rejected(),
+            warnings: parsed.warnings(),
+            detail: String::new(),
+        };
+        if let Some(reason) = &parsed.fatal {
+            // Not loaded and not in the ledger: the source file stays where
+            // it is, to be taken again once the schema or file is fixed.
+            warn!(file = %p.taken.name, "File could not be read; left at the source.");
+            failed = true;
+            summary.status = "failed".into();
+            summary.detail = reason.clone();
+            files.push(summary);
+            continue;
+        }
+        let file_id = store
+            .load_file(&job.name, run_id, &p.taken, &parsed, p.load)
+            .with_context(|| format!("cannot load {}", p.taken.name))?;
+        info!(file = %p.taken.name, read = parsed.read, accepted = parsed.accepted(), rejected = parsed.rejected(), warnings = parsed.warnings(), "Loaded file.");
+        let transport: &mut dyn Transport = match (p.origin, practice_transport.as_mut()) {
+            (Origin::Practice, Some(t)) => t,
+            _ => &mut source,
+        };
+        finish_source_file(transport, store, file_id, &p.entry.name, p.after, src_archive(job))?;
+        files.push(summary);
+    }
+    bar.finish_and_clear();
+
+    let ehr = store.patients(&job.name, Side::Ehr)?;
+    let practice = store.patients(&job.name, Side::Practice)?;
+    let outcome = reconcile(&ehr, &practice, &job.reconcile);
+    let rejects = store.rejects_of_run(run_id)?;
+    let started_text = started.format("%Y-%m-%d %H:%M:%S %z").to_string();
+    let report_dir = report::write(
+        &job.reports_dir,
+        &started.format("%Y-%m-%dT%H%M%S").to_string(),
+        &RunReport {
+            job: &job.name,
+            run_id,
+            started: &started_text,
+            files: &files,
+            ehr: &ehr,
+            practice: &practice,
+            outcome: &outcome,
+            rejects: &rejects,
+        },
+    )?;
+
+    let loaded = files.iter().filter(|f| f.status == "loaded");
+    let totals = RunTotals {
+        outcome: if failed { "failed" } else { "ok" }.to_string(),
+        files: files.iter().filter(|f| f.status == "loaded").count() as u64,
+        records: loaded.clone().map(|f| f.accepted).sum(),
+        rejects: loaded.map(|f| f.rejected).sum::<u64>(),
+        matches: outcome.links.len() as u64,
+        conflicts: outcome.conflicts.len() as u64,
+        report_dir: Some(report_dir.display().to_string()),
+        error: failed.then(|| "a file could not be read; see rejects.csv".to_string()),
+    };
+    Ok(RunResult { run_id, report_dir, files, totals, failed })
+}
+
+fn src_archive(job: &Job) -> &Path {
+    let Source::Local(src) = &job.source;
+    &src.archive_dir
+}
+
+/// How a taken file is to be read and finished.
+#[derive(Clone, Copy)]
+struct Pick<'j> {
+    side: Side,
+    schema: &'j Schema,
+    load: LoadMode,
+    after: AfterAction,
+}
+
+fn take_from_source<'j>(
+    job: &'j Job,
+    src: &LocalSource,
+    transport: &mut dyn Transport,
+    store: &Store,
+    received: &Path,
+    files: &mut Vec<FileSummary>,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let entries = transport.list().with_context(|| format!("cannot list {}", transport.describe()))?;
+    let now = SystemTime::now();
+    for entry in entries {
+        if transport::is_in_progress_name(&entry.name) || !src.filter.matches(&entry.name) {
+            continue;
+        }
+        let mut note = |status: &str, detail: String| {
+            files.push(FileSummary {
+                side: Side::Ehr,
+                name: entry.name.clone(),
+                status: status.into(),
+                read: 0,
+                accepted: 0,
+                rejected: 0,
+                warnings: 0,
+                detail,
+            })
+        };
+        if let Err(e) = transport::check_name(&entry.name) {
+            warn!(error = %e, "Refused a file name.");
+            note("refused", e.to_string());
+            continue;
+        }
+        let age = now.duration_since(entry.mtime).unwrap_or_default();
+        if age < src.min_age {
+            note(
+                "waiting",
+                format!(
+                    "modified {}s ago; taken once unchanged for {}s",
+                    age.as_secs(),
+                    src.min_age.as_secs()
+                ),
+            );
+            continue;
+        }
+        let Some(input) = job.input_for(&entry.name) else {
+            note("not taken", "no [[inputs]] pattern matches this name; left at the source".into());
+            continue;
+        };
+        let pick = Pick { side: input.side, schema: &input.schema, load: input.load, after: src.after };
+        take_one(job, transport, store, received, entry, pick, Origin::Source, files, pending)?;
+    }
+    Ok(())
+}
+
+/// Take one listed file: skip it if the ledger has it, else copy it to
+/// local disk, fsync, hash, and queue it for parsing.
+#[allow(clippy::too_many_arguments)]
+fn take_one<'j>(
+    job: &Job,
+    transport: &mut dyn Transport,
+    store: &Store,
+    received: &Path,
+    entry: Entry,
+    pick: Pick<'j>,
+    origin: Origin,
+    files: &mut Vec<FileSummary>,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let already = |run_id: i64| FileSummary {
+        side: pick.side,
+        name: entry.name.clone(),
+        status: "already loaded".into(),
+        read: 0,
+        accepted: 0,
+        rejected: 0,
+        warnings: 0,
+        detail: format!("in the ledger since run {run_id}; not loaded again"),
+    };
+    if let Some(seen) =
+        store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?
+    {
+        // Loaded before; a crash may have come between the ledger commit and
+        // the after-action, so finish that now.
+        finish_source_file(transport, store, seen.id, &entry.name, pick.after, src_archive(job))?;
+        files.push(already(seen.run_id));
+        return Ok(());
+    }
+    let (local, sha256) = fetch_durably(transport, &entry.name, received)?;
+    let size = fs::metadata(&local)?.len();
+    if size != entry.size {
+        // Changed between listing and reading: still being written.
+        fs::remove_file(&local)?;
+        files.push(FileSummary {
+            status: "waiting".into(),
+            detail: format!("size changed while reading ({} -> {size} bytes); taken next run", entry.size),
+            ..already(0)
+        });
+        return Ok(());
+    }
+    if let Some(found) = store.ledger_find(&job.name, pick.side, &entry.name, entry.size, &sha256)? {
+        fs::remove_file(&local)?;
+        finish_source_file(transport, store, found.id, &entry.name, pick.after, src_archive(job))?;
+        files.push(already(found.run_id));
+        return Ok(());
+    }
+    pending.push(Pending {
+        taken: TakenFile {
+            side: pick.side,
+            name: entry.name.clone(),
+            size,
+            mtime: entry.mtime_key(),
+            sha256,
+            local_path: local.display().to_string(),
+            schema: pick.schema.name.clone(),
+        },
+        entry,
+        schema: pick.schema,
+        load: pick.load,
+        after: pick.after,
+        origin,
+    });
+    Ok(())
+}
+
+/// Copy a source file into `dir` under a temporary name, fsync it, rename
+/// it into place and sync the folder. Returns the path and the SHA-256.
+fn fetch_durably(transport: &mut dyn Transport, name: &str, dir: &Path) -> Result<(PathBuf, String)> {
+    let name = transport::check_name(name)?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.part"));
+    let dest = dir.join(name);
+    let mut out = HashingWriter {
+        file: File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+        hash: Sha256::new(),
+    };
+    transport
+        .fetch(name, &mut out)
+        .with_context(|| format!("cannot fetch {name} from {}", transport.describe()))?;
+    out.file.sync_all()?;
+    fs::rename(&tmp, &dest)?;
+    File::open(dir)?.sync_all()?;
+    Ok((dest, hex(&out.hash.finalize())))
+}
+
+struct HashingWriter {
+    file: File,
+    hash: Sha256,
+}
+
+impl Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Archive, delete or keep a source file that is safely in the ledger.
+fn finish_source_file(
+    transport: &mut dyn Transport,
+    store: &Store,
+    file_id: i64,
+    name: &str,
+    after: AfterAction,
+    archive_dir: &Path,
+) -> Result<()> {
+    let result = match after {
+        AfterAction::Keep => Ok(()),
+        AfterAction::Delete => transport.remove(name),
+        AfterAction::Archive => transport.rename(name, &archive_dir.display().to_string()),
+    };
+    match result {
+        Ok(()) | Err(transport::TransportError::NotFound { .. }) => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot {} {name} at {}", after.as_str(), transport.describe()));
+        }
+    }
+    let state = match after {
+        AfterAction::Keep => "kept",
+        AfterAction::Delete => "deleted",
+        AfterAction::Archive => "archived",
+    };
+    store.set_file_state(file_id, state)
+}
+
+fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} loading files {pos}/{len} [{bar:30}] {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Used by `ferry check`: the job's source folder can be listed and what
+/// would be taken from it.
+pub fn preview_source(job: &Job) -> Result<Vec<String>> {
+    let Source::Local(src) = &job.source;
+    let mut t = LocalTransport::new(&src.inbox);
+    let entries = t.list().with_context(|| format!("cannot list {}", t.describe()))?;
+    Ok(entries
+        .into_iter()
+        .filter(|e| !transport::is_in_progress_name(&e.name) && src.filter.matches(&e.name))
+        .map(|e| e.name)
+        .collect())
+}
+
+#[allow(dead_code)]
+fn _assert_filter_is_send(f: NameFilter) -> impl Send {
+    f
+}

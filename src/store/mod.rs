@@ -1,0 +1,453 @@
+//! The SQLite store in a job's state folder: migrations, runs, the ledger of
+//! files taken, canonical patient records and rejects.
+//!
+//! Each file is loaded in one transaction together with its ledger row, so a
+//! file is either wholly in (and known to the ledger) or not at all. The
+//! store knows nothing of transports or reports.
+
+mod migrations;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::flatfile::ParsedFile;
+use crate::model::{Field, Patient, PatientRecord, Reject, Severity, Side};
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// How a file's records enter the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// Insert new records, replace existing ones with the same own ID.
+    Upsert,
+    /// The file is a complete snapshot of its side: it replaces every record.
+    Replace,
+}
+
+/// A file that is on local disk, hashed, and ready to load.
+#[derive(Debug, Clone)]
+pub struct TakenFile {
+    pub side: Side,
+    /// The name it had at the source (already checked to be a plain name).
+    pub name: String,
+    pub size: u64,
+    /// The source's modification time, as the source reported it.
+    pub mtime: String,
+    pub sha256: String,
+    pub local_path: String,
+    pub schema: String,
+}
+
+/// A ledger row.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub state: String,
+    pub run_id: i64,
+}
+
+/// A run's final counts and outcome.
+#[derive(Debug, Clone, Default)]
+pub struct RunTotals {
+    pub outcome: String,
+    pub files: u64,
+    pub records: u64,
+    pub rejects: u64,
+    pub matches: u64,
+    pub conflicts: u64,
+    pub report_dir: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A row of `ferry history`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub job: String,
+    pub kind: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub files: u64,
+    pub records: u64,
+    pub rejects: u64,
+    pub matches: u64,
+    pub conflicts: u64,
+    pub report_dir: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Columns of `patients` that hold canonical fields, in `Field::ALL` order.
+fn field_columns() -> impl Iterator<Item = &'static str> {
+    Field::ALL.iter().map(|f| f.as_str())
+}
+
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the store at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("cannot open store {}", path.display()))?;
+        Store::init(conn).with_context(|| format!("cannot prepare store {}", path.display()))
+    }
+
+    pub fn open_in_memory() -> Result<Store> {
+        Store::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    // -- runs ---------------------------------------------------------------
+
+    pub fn start_run(&self, job: &str, kind: &str) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (job, kind, started_at) VALUES (?1, ?2, ?3)",
+            params![job, kind, now()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run_id: i64, t: &RunTotals) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?2, outcome = ?3, files = ?4, records = ?5, rejects = ?6,
+                    matches = ?7, conflicts = ?8, report_dir = ?9, error = ?10
+             WHERE id = ?1",
+            params![
+                run_id,
+                now(),
+                t.outcome,
+                t.files as i64,
+                t.records as i64,
+                t.rejects as i64,
+                t.matches as i64,
+                t.conflicts as i64,
+                t.report_dir,
+                t.error
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, job, kind, started_at, finished_at, outcome, files, records, rejects, matches,
+                    conflicts, report_dir, error
+             FROM runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![job, limit as i64], |r| {
+            Ok(RunRow {
+                id: r.get(0)?,
+                job: r.get(1)?,
+                kind: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                outcome: r.get(5)?,
+                files: r.get::<_, i64>(6)? as u64,
+                records: r.get::<_, i64>(7)? as u64,
+                rejects: r.get::<_, i64>(8)? as u64,
+                matches: r.get::<_, i64>(9)? as u64,
+                conflicts: r.get::<_, i64>(10)? as u64,
+                report_dir: r.get(11)?,
+                error: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Runs that started but never finished (killed): mark them so.
+    pub fn close_abandoned_runs(&self, job: &str) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE job = ?1 AND outcome = 'running'",
+            params![job, now()],
+        )?)
+    }
+
+    // -- ledger -------------------------------------------------------------
+
+    /// A file seen before with this name, size and source mtime: it can be
+    /// skipped without fetching it again.
+    pub fn ledger_seen(
+        &self,
+        job: &str,
+        side: Side,
+        name: &str,
+        size: u64,
+        mtime: &str,
+    ) -> Result<Option<LedgerEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, state, run_id FROM files
+             WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND mtime = ?5
+             ORDER BY id DESC LIMIT 1",
+        )?;
+        Ok(stmt
+            .query_row(params![job, side.as_str(), name, size as i64, mtime], |r| {
+                Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)? })
+            })
+            .optional()?)
+    }
+
+    /// The ledger's rule: same name, size and hash is the same file.
+    pub fn ledger_find(
+        &self,
+        job: &str,
+        side: Side,
+        name: &str,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Option<LedgerEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, state, run_id FROM files
+             WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND sha256 = ?5",
+        )?;
+        Ok(stmt
+            .query_row(params![job, side.as_str(), name, size as i64, sha256], |r| {
+                Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)? })
+            })
+            .optional()?)
+    }
+
+    pub fn set_file_state(&self, file_id: i64, state: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE files SET state = ?2, state_at = ?3 WHERE id = ?1",
+            params![file_id, state, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Load one parsed file, its ledger row and its rejects in one
+    /// transaction. Returns the ledger id.
+    pub fn load_file(
+        &mut self,
+        job: &str,
+        run_id: i64,
+        file: &TakenFile,
+        parsed: &ParsedFile,
+        mode: LoadMode,
+    ) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let at = now();
+        tx.execute(
+            "INSERT INTO files (job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
+                                read, accepted, rejected, warnings, loaded_at, state_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'loaded', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+            params![
+                job,
+                file.side.as_str(),
+                file.name,
+                file.size as i64,
+                file.mtime,
+                file.sha256,
+                file.local_path,
+                file.schema,
+                run_id,
+                parsed.read as i64,
+                parsed.accepted() as i64,
+                parsed.rejected() as i64,
+                parsed.warnings() as i64,
+                at
+            ],
+        )?;
+        let file_id = tx.last_insert_rowid();
+        if mode == LoadMode::Replace {
+            tx.execute(
+                "DELETE FROM patients WHERE job = ?1 AND side = ?2",
+                params![job, file.side.as_str()],
+            )?;
+        }
+        {
+            let cols: Vec<&str> = field_columns().collect();
+            let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 6)).collect();
+            let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+            let sql = format!(
+                "INSERT INTO patients (job, side, own_id, file_id, line, {}) VALUES (?1, ?2, ?3, ?4, ?5, {})
+                 ON CONFLICT (job, side, own_id) DO UPDATE SET file_id = excluded.file_id,
+                     line = excluded.line, {}",
+                cols.join(", "),
+                placeholders.join(", "),
+                updates.join(", ")
+            );
+            let mut insert = tx.prepare_cached(&sql)?;
+            for rec in &parsed.records {
+                let own = rec.patient.own_id(file.side).unwrap_or_default();
+                let values: Vec<Option<String>> = Field::ALL.iter().map(|f| f.get(&rec.patient)).collect();
+                let side = file.side.as_str();
+                let mut p: Vec<&dyn rusqlite::ToSql> = vec![&job, &side, &own, &file_id];
+                let line = rec.line as i64;
+                p.push(&line);
+                for v in &values {
+                    p.push(v);
+                }
+                insert.execute(p.as_slice())?;
+            }
+            let mut reject = tx.prepare_cached(
+                "INSERT INTO rejects (file_id, line, severity, record_id, col, field, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for r in &parsed.rejects {
+                reject.execute(params![
+                    file_id,
+                    r.line as i64,
+                    r.severity.as_str(),
+                    r.record_id,
+                    r.column,
+                    r.field.map(|f| f.as_str()),
+                    r.reason
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(file_id)
+    }
+
+    // -- records ------------------------------------------------------------
+
+    /// Every current patient of one side, in own-ID order (stable reports).
+    pub fn patients(&self, job: &str, side: Side) -> Result<Vec<PatientRecord>> {
+        let cols: Vec<String> = field_columns().map(|c| format!("p.{c}")).collect();
+        let sql = format!(
+            "SELECT f.name, p.line, {} FROM patients p JOIN files f ON f.id = p.file_id
+             WHERE p.job = ?1 AND p.side = ?2 ORDER BY p.own_id",
+            cols.join(", ")
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![job, side.as_str()], |r| {
+            let mut patient = Patient::default();
+            for (i, f) in Field::ALL.iter().enumerate() {
+                f.set(&mut patient, r.get(i + 2)?);
+            }
+            Ok(PatientRecord {
+                side,
+                patient,
+                source_file: r.get(0)?,
+                source_line: r.get::<_, i64>(1)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Rejects and warnings of the files a run loaded: (file name, reject).
+    pub fn rejects_of_run(&self, run_id: i64) -> Result<Vec<(String, Reject)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.name, r.line, r.severity, r.record_id, r.col, r.reason, r.field
+             FROM rejects r JOIN files f ON f.id = r.file_id
+             WHERE f.run_id = ?1 ORDER BY f.id, r.line, r.id",
+        )?;
+        let rows = stmt.query_map(params![run_id], |r| {
+            let severity: String = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                Reject {
+                    line: r.get::<_, i64>(1)? as u64,
+                    severity: Severity::parse(&severity).unwrap_or(Severity::Rejected),
+                    record_id: r.get(3)?,
+                    column: r.get(4)?,
+                    reason: r.get(5)?,
+                    field: r.get::<_, Option<String>>(6)?.as_deref().and_then(Field::parse),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Number of ledger rows and patient rows for a job (for tests and status).
+    pub fn counts(&self, job: &str) -> Result<(u64, u64)> {
+        let files: i64 =
+            self.conn.query_row("SELECT count(*) FROM files WHERE job = ?1", [job], |r| r.get(0))?;
+        let patients: i64 =
+            self.conn.query_row("SELECT count(*) FROM patients WHERE job = ?1", [job], |r| r.get(0))?;
+        Ok((files as u64, patients as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flatfile::ParsedRecord;
+
+    #[test]
+    fn migrate_twice() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations::migrate(&mut conn).unwrap();
+        migrations::migrate(&mut conn).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, migrations::latest());
+    }
+
+    fn taken(name: &str, sha: &str) -> TakenFile {
+        TakenFile {
+            side: Side::Ehr,
+            name: name.into(),
+            size: 10,
+            mtime: "1".into(),
+            sha256: sha.into(),
+            local_path: "/x".into(),
+            schema: "s".into(),
+        }
+    }
+
+    fn parsed(ids: &[&str]) -> ParsedFile {
+        ParsedFile {
+            read: ids.len() as u64,
+            records: ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| ParsedRecord {
+                    line: i as u64 + 2,
+                    patient: Patient {
+                        ehr_id: Some(id.to_string()),
+                        last_name: Some("X".into()),
+                        ..Patient::default()
+                    },
+                })
+                .collect(),
+            ..ParsedFile::default()
+        }
+    }
+
+    #[test]
+    fn load_upsert_and_replace() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.start_run("j", "run").unwrap();
+        s.load_file("j", run, &taken("a.csv", "h1"), &parsed(&["E1", "E2"]), LoadMode::Upsert).unwrap();
+        s.load_file("j", run, &taken("b.csv", "h2"), &parsed(&["E2", "E3"]), LoadMode::Upsert).unwrap();
+        let ids: Vec<String> =
+            s.patients("j", Side::Ehr).unwrap().iter().map(|p| p.own_id().to_string()).collect();
+        assert_eq!(ids, ["E1", "E2", "E3"]);
+        let e2 = s.patients("j", Side::Ehr).unwrap().into_iter().find(|p| p.own_id() == "E2").unwrap();
+        assert_eq!(e2.source_file, "b.csv");
+        s.load_file("j", run, &taken("c.csv", "h3"), &parsed(&["E9"]), LoadMode::Replace).unwrap();
+        let ids: Vec<String> =
+            s.patients("j", Side::Ehr).unwrap().iter().map(|p| p.own_id().to_string()).collect();
+        assert_eq!(ids, ["E9"]);
+    }
+
+    #[test]
+    fn same_file_twice_is_refused_by_the_ledger() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.start_run("j", "run").unwrap();
+        s.load_file("j", run, &taken("a.csv", "h1"), &parsed(&["E1"]), LoadMode::Upsert).unwrap();
+        assert!(s.ledger_find("j", Side::Ehr, "a.csv", 10, "h1").unwrap().is_some());
+        // A second load of the same name, size and hash violates the ledger's
+        // unique key and leaves nothing behind (one transaction).
+        assert!(s.load_file("j", run, &taken("a.csv", "h1"), &parsed(&["E7"]), LoadMode::Upsert).is_err());
+        assert_eq!(s.counts("j").unwrap(), (1, 1));
+    }
+}

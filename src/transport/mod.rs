@@ -1,0 +1,139 @@
+//! Transports: where files come from and go to. One trait, [`Transport`],
+//! with one implementation per connectivity method (today: a local folder,
+//! which is how a practice-hosted SFTP drop folder looks to us).
+//!
+//! A transport moves bytes and names; it never parses a file and never
+//! touches the store. The job runner decides what to take and when to remove.
+
+mod local;
+
+use std::io::Write;
+use std::time::SystemTime;
+
+pub use local::LocalTransport;
+
+/// One plain file in a source folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+impl Entry {
+    /// The mtime as the ledger stores it: nanoseconds since the epoch.
+    pub fn mtime_key(&self) -> String {
+        let d = self.mtime.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        d.as_nanos().to_string()
+    }
+}
+
+/// What went wrong, in the terms a caller branches on.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The file or folder is not there (someone else took it, or a typo).
+    #[error("{what}: not found")]
+    NotFound { what: String },
+    /// A name that could escape the folder it is written to.
+    #[error("refused file name {name:?}: {why}")]
+    HostileName { name: String, why: &'static str },
+    /// Worth retrying: a dropped connection, a busy server, a timeout.
+    #[error("{what}: {source}")]
+    Temporary {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not worth retrying: permissions, a full disk, bad configuration.
+    #[error("{what}: {source}")]
+    Permanent {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl TransportError {
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, TransportError::Temporary { .. })
+    }
+}
+
+/// A place files are listed, read, renamed and removed.
+///
+/// The contract every implementation keeps:
+/// - `list` returns plain files only (no folders, links or specials) directly
+///   in the transport's folder, with names as the server gave them; the
+///   caller checks names with [`check_name`] before using them in a path.
+/// - `fetch` writes the whole file to `out` and returns the byte count; it
+///   never deletes or changes the source. A file that vanished is
+///   `NotFound`; a dropped connection is `Temporary` and the caller may retry
+///   from scratch (partial output is the caller's to discard).
+/// - `rename` moves a file within the transport (for archiving); it fails
+///   rather than overwrite an existing target.
+/// - `remove` deletes one file; removing a file that is already gone is
+///   `NotFound`, which callers treat as done.
+pub trait Transport {
+    /// For messages: "local folder /srv/inbox", "sftp ehr@host:22/outbound".
+    fn describe(&self) -> String;
+    fn list(&mut self) -> Result<Vec<Entry>, TransportError>;
+    fn fetch(&mut self, name: &str, out: &mut dyn Write) -> Result<u64, TransportError>;
+    fn rename(&mut self, from: &str, to_dir: &str) -> Result<(), TransportError>;
+    fn remove(&mut self, name: &str) -> Result<(), TransportError>;
+}
+
+/// Refuse a name that could land anywhere but inside the folder it is
+/// written to: empty, `.`/`..`, any slash or backslash (so no absolute or
+/// nested path), NUL or other control characters.
+pub fn check_name(name: &str) -> Result<&str, TransportError> {
+    let why = if name.is_empty() {
+        Some("empty")
+    } else if name == "." || name == ".." {
+        Some("a path component, not a file")
+    } else if name.contains('/') || name.contains('\\') {
+        Some("contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if name.len() > 255 {
+        Some("longer than 255 bytes")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(TransportError::HostileName { name: name.escape_debug().to_string(), why }),
+        None => Ok(name),
+    }
+}
+
+/// Files that are never taken: dot-files (editors, uploads in progress,
+/// our own temporaries) and `*.part` / `*.tmp` (uploads in progress).
+pub fn is_in_progress_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    name.starts_with('.')
+        || lower.ends_with(".part")
+        || lower.ends_with(".tmp")
+        || lower.ends_with(".filepart")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "a\0b", "a\nb", "a\x1bb"] {
+            assert!(check_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        for good in ["patients.csv", "ADT 2026-11-20.hl7", "ñame.csv", "..hidden"] {
+            assert!(check_name(good).is_ok(), "{good:?} should pass");
+        }
+    }
+
+    #[test]
+    fn in_progress_names() {
+        assert!(is_in_progress_name(".x.csv"));
+        assert!(is_in_progress_name("x.csv.part"));
+        assert!(is_in_progress_name("x.TMP"));
+        assert!(!is_in_progress_name("x.csv"));
+    }
+}

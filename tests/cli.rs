@@ -1,0 +1,164 @@
+use crate::util::{Dir, assert_exit, stderr, stdout};
+
+const GOOD_JOB: &str = r#"
+[source]
+type = "local"
+inbox = "../inbox"
+
+[[inputs]]
+files = "*.csv"
+schema = "ehr_patients"
+"#;
+
+fn job_dir_with(text: &str) -> Dir {
+    let d = Dir::with_project();
+    std::fs::create_dir_all(d.path("inbox")).unwrap();
+    d.write("jobs/t.toml", text);
+    d
+}
+
+#[test]
+fn check_misspelt_key_exits_2_naming_the_key() {
+    let d = job_dir_with(&GOOD_JOB.replace("inbox = ", "inbx = "));
+    let out = d.ferry(&["check", "jobs/t.toml"]);
+    assert_exit(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("jobs/t.toml"), "{err}");
+    assert!(err.contains("inbx"), "{err}");
+}
+
+#[test]
+fn check_reports_wrong_type_missing_file_and_bad_pattern() {
+    let d = job_dir_with(&GOOD_JOB.replace("files = \"*.csv\"", "files = 7"));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("line 7, key inputs.files: invalid type"), "{}", stderr(&out));
+
+    let d = job_dir_with(&GOOD_JOB.replace("ehr_patients", "no_such_schema"));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("inputs[0].schema") && stderr(&out).contains("does not exist"),
+        "{}",
+        stderr(&out)
+    );
+
+    let d = job_dir_with(&GOOD_JOB.replace("\"*.csv\"", "\"[*.csv\""));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("bad pattern"), "{}", stderr(&out));
+
+    let d = job_dir_with(&GOOD_JOB.replace("../inbox", "../nowhere"));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("source.inbox"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_refuses_a_password_in_the_job_file() {
+    let d = job_dir_with(&GOOD_JOB.replace("type = \"local\"", "type = \"local\"\npassword = \"s3cret\""));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("password_env"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("s3cret"), "the secret must not be echoed");
+}
+
+#[test]
+fn check_all_passes_on_the_shipped_files() {
+    let d = Dir::with_project();
+    let out = d.ferry(&["check"]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    for name in ["schema ehr_patients", "schema practice_roster", "schema practice_roster_fixed", "job demo"]
+    {
+        assert!(err.contains(name), "{name} not checked: {err}");
+    }
+}
+
+#[test]
+fn bad_schema_file_is_exit_2() {
+    let d = job_dir_with(GOOD_JOB);
+    d.write(
+        "schemas/ehr_patients.toml",
+        "format = \"delimited\"\n[[columns]]\nname = \"A\"\nfield = \"ehr_id\"\nrequired = tru\n",
+    );
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("ehr_patients.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_command_has_help_and_bad_usage_is_exit_2() {
+    let d = Dir::new();
+    for cmd in ["run", "check", "parse", "status", "history"] {
+        let out = d.ferry(&[cmd, "--help"]);
+        assert_exit(&out, 0);
+        assert!(stdout(&out).contains("Usage: ferry"), "{cmd}: {}", stdout(&out));
+    }
+    assert_exit(&d.ferry(&["frobnicate"]), 2);
+    assert_exit(&d.ferry(&["run"]), 2);
+}
+
+#[test]
+fn missing_job_is_exit_2() {
+    let d = Dir::new();
+    let out = d.ferry(&["run", "nope"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("cannot read job file"), "{}", stderr(&out));
+}
+
+#[test]
+fn parse_prints_records_and_rejects() {
+    let d = Dir::with_project();
+    d.fixture("ehr_small.csv", "ehr_small.csv");
+    let out = d.ferry(&["parse", "ehr_small.csv", "--schema", "ehr_patients"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("line 2: ehr_id=\"E1\""), "{text}");
+    assert!(text.contains("line 3: ehr_id=\"E2\""), "{text}");
+    assert!(text.contains("phone_home=\"+16175550100\""), "{text}");
+    assert!(text.contains("line 4: REJECTED DOB"), "{text}");
+    assert!(stderr(&out).contains("3 read = 2 accepted + 1 rejected"), "{}", stderr(&out));
+
+    let out = d.ferry(&["parse", "ehr_small.csv", "--schema", "ehr_patients", "--json"]);
+    assert_exit(&out, 0);
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["record"]["birth_date"], "1970-01-02");
+    assert_eq!(lines[2]["reject"]["severity"], "rejected");
+}
+
+#[test]
+fn parse_fixed_width_windows_1252() {
+    let d = Dir::with_project();
+    d.fixture("roster_fixed.txt", "roster.txt");
+    let out = d.ferry(&["parse", "roster.txt", "--schema", "practice_roster_fixed", "--json"]);
+    assert_exit(&out, 0);
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "{}", stdout(&out));
+    assert_eq!(lines[0]["record"]["practice_mrn"], "100");
+    assert_eq!(lines[0]["record"]["sex"], "F");
+    assert_eq!(lines[0]["record"]["address1"], "1 Main St");
+    assert_eq!(lines[2]["record"]["last_name"], "Muñoz");
+    assert_eq!(lines[2]["record"]["first_name"], "José");
+    assert_eq!(lines[3]["line"], 5);
+    assert_eq!(lines[3]["reject"]["severity"], "rejected");
+}
+
+#[test]
+fn status_and_history_after_a_run() {
+    let d = Dir::with_project();
+    let out = d.ferry(&["status"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("demo") && stdout(&out).contains("never"), "{}", stdout(&out));
+    assert_exit(&d.ferry(&["run", "demo"]), 0);
+    let out = d.ferry(&["status"]);
+    assert_exit(&out, 0);
+    let line = stdout(&out).lines().find(|l| l.starts_with("demo")).unwrap().to_string();
+    assert!(line.contains(" ok "), "{line}");
+    let out = d.ferry(&["history"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).lines().any(|l| l.contains("demo") && l.contains("ok")), "{}", stdout(&out));
+}

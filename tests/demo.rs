@@ -1,0 +1,132 @@
+use std::collections::HashSet;
+
+use crate::util::{Dir, assert_exit, count, read_csv, stderr, summary};
+
+/// Every case planted in sample-data/ (listed in sample-data/planted.csv and
+/// its README) shows up in the demo's reports where it should.
+#[test]
+fn demo_reports_find_every_planted_case() {
+    let d = Dir::with_project();
+    let out = d.ferry(&["run", "jobs/demo.toml"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("Reports: "), "{}", stderr(&out));
+    let dir = d.latest_report("demo");
+
+    let matched: HashSet<(String, String)> = read_csv(&dir.join("matched.csv"))
+        .into_iter()
+        .map(|r| (r["ehr_id"].clone(), r["practice_mrn"].clone()))
+        .collect();
+    let diffs: Vec<(String, String, String)> = read_csv(&dir.join("field_differences.csv"))
+        .into_iter()
+        .map(|r| (r["ehr_id"].clone(), r["practice_mrn"].clone(), r["field"].clone()))
+        .collect();
+    let unmatched_ehr: HashSet<String> =
+        read_csv(&dir.join("unmatched_ehr.csv")).into_iter().map(|r| r["ehr_id"].clone()).collect();
+    let unmatched_practice: HashSet<String> = read_csv(&dir.join("unmatched_practice.csv"))
+        .into_iter()
+        .map(|r| r["practice_mrn"].clone())
+        .collect();
+    let conflicts: HashSet<(String, String, String)> = read_csv(&dir.join("external_id_conflicts.csv"))
+        .into_iter()
+        .map(|r| (r["kind"].clone(), r["side"].clone(), r["id"].clone()))
+        .collect();
+    let rejects: Vec<std::collections::HashMap<String, String>> = read_csv(&dir.join("rejects.csv"));
+
+    let planted = read_csv(&d.path("sample-data/planted.csv"));
+    assert!(planted.len() >= 50, "planted.csv lists {} cases", planted.len());
+    let mut kinds_seen = HashSet::new();
+    for case in &planted {
+        let what = format!("{case:?}");
+        let (ehr, mrn) = (case["ehr_id"].clone(), case["practice_mrn"].clone());
+        kinds_seen.insert(case["expect"].clone());
+        match case["expect"].as_str() {
+            "matched" => {
+                assert!(matched.contains(&(ehr.clone(), mrn.clone())), "not matched: {what}");
+                assert!(
+                    !diffs.iter().any(|(e, p, _)| *e == ehr && *p == mrn),
+                    "differences listed for {what}"
+                );
+            }
+            "field_difference" => {
+                assert!(matched.contains(&(ehr.clone(), mrn.clone())), "not matched: {what}");
+                assert!(diffs.contains(&(ehr, mrn, case["field"].clone())), "difference missing: {what}");
+            }
+            "unmatched_ehr" => assert!(unmatched_ehr.contains(&ehr), "not in unmatched_ehr: {what}"),
+            "unmatched_practice" => {
+                assert!(unmatched_practice.contains(&mrn), "not in unmatched_practice: {what}")
+            }
+            "conflict" => assert!(
+                conflicts.contains(&(case["kind"].clone(), case["side"].clone(), case["id_value"].clone())),
+                "conflict missing: {what}\nhave: {conflicts:?}"
+            ),
+            "rejected" | "warning" => {
+                let severity = case["expect"].as_str();
+                assert!(
+                    rejects.iter().any(|r| r["file"] == case["file"]
+                        && r["line"] == case["line"]
+                        && r["severity"] == severity
+                        && (case["field"].is_empty() || r["field"] == case["field"])),
+                    "{severity} row missing: {what}"
+                );
+            }
+            other => panic!("planted.csv has an expectation this test does not know: {other}"),
+        }
+    }
+    for expect in [
+        "matched",
+        "field_difference",
+        "unmatched_ehr",
+        "unmatched_practice",
+        "conflict",
+        "rejected",
+        "warning",
+    ] {
+        assert!(kinds_seen.contains(expect), "planted.csv has no {expect} case");
+    }
+    // Nothing beyond the planted cases is rejected.
+    let planted_rejects =
+        planted.iter().filter(|c| c["expect"] == "rejected" || c["expect"] == "warning").count();
+    assert_eq!(rejects.len(), planted_rejects, "rejects.csv: {rejects:?}");
+
+    // Counts add up for every input file.
+    let s = summary(&dir);
+    for file in ["ehr/ehr_patients_20261120.csv", "practice/roster_20261120.csv"] {
+        let scope = format!("file:{file}");
+        let read = count(&s, &scope, "read");
+        assert!(read >= 300, "{file}: only {read} rows");
+        assert_eq!(read, count(&s, &scope, "accepted") + count(&s, &scope, "rejected"), "{file}");
+    }
+    assert_eq!(count(&s, "reconcile", "matched") as usize, matched.len());
+}
+
+/// Running the demo twice loads nothing twice: the ledger refuses files it has.
+#[test]
+fn demo_twice_loads_nothing_twice() {
+    let d = Dir::with_project();
+    assert_exit(&d.ferry(&["run", "demo"]), 0);
+    let first = summary(&d.latest_report("demo"));
+    let second_run = d.ferry(&["run", "demo"]);
+    assert_exit(&second_run, 0);
+    assert!(stderr(&second_run).contains("already loaded"), "{}", stderr(&second_run));
+    let dirs = d.report_dirs("demo");
+    assert_eq!(dirs.len(), 2, "each run writes its own folder");
+    let second = summary(&dirs[1]);
+    for file in ["ehr/ehr_patients_20261120.csv", "practice/roster_20261120.csv"] {
+        let scope = format!("file:{file}");
+        assert_eq!(second[&(scope.clone(), "status".to_string())], "already loaded");
+        assert_eq!(count(&second, &scope, "read"), 0);
+        assert_eq!(count(&second, &scope, "accepted"), 0);
+    }
+    // The store holds the same patients, so the reconciliation is the same.
+    for metric in ["ehr_patients", "practice_patients", "matched", "external_id_conflicts"] {
+        assert_eq!(count(&first, "reconcile", metric), count(&second, "reconcile", metric), "{metric}");
+    }
+    // And the history says the second run loaded no files.
+    let hist = d.ferry(&["history", "demo", "--json"]);
+    assert_exit(&hist, 0);
+    let runs: Vec<serde_json::Value> =
+        crate::util::stdout(&hist).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0]["files"], 0, "newest run first: {runs:?}");
+    assert_eq!(runs[1]["files"], 2);
+}

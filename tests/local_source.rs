@@ -1,0 +1,181 @@
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use crate::util::{Dir, assert_exit, count, read_csv, stderr, summary};
+
+fn job(after: &str, min_age: &str) -> String {
+    format!(
+        r#"
+[source]
+type = "local"
+inbox = "../inbox"
+include = ["*.csv"]
+exclude = ["*_test.csv"]
+min_age = "{min_age}"
+after = "{after}"
+
+[[inputs]]
+files = "*.csv"
+schema = "ehr_patients"
+"#
+    )
+}
+
+fn setup(after: &str, min_age: &str) -> Dir {
+    let d = Dir::with_project();
+    d.write("jobs/t.toml", job(after, min_age));
+    d.fixture("ehr_small.csv", "inbox/a.csv");
+    d
+}
+
+fn statuses(d: &Dir) -> Vec<(String, String)> {
+    read_csv(&d.latest_report("t").join("summary.csv"))
+        .into_iter()
+        .filter(|r| r["metric"] == "status")
+        .map(|r| (r["scope"].clone(), r["value"].clone()))
+        .collect()
+}
+
+#[test]
+fn archive_is_the_default_and_moves_the_file_after_loading() {
+    let d = Dir::with_project();
+    d.write("jobs/t.toml", job("archive", "0").replace("after = \"archive\"\n", ""));
+    d.fixture("ehr_small.csv", "inbox/a.csv");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert!(!d.path("inbox/a.csv").exists());
+    assert!(d.path("inbox/archive/a.csv").exists());
+    let s = summary(&d.latest_report("t"));
+    assert_eq!(count(&s, "file:ehr/a.csv", "read"), 3);
+    assert_eq!(count(&s, "file:ehr/a.csv", "accepted"), 2);
+    assert_eq!(count(&s, "file:ehr/a.csv", "rejected"), 1);
+    // The archive folder is not read again.
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert!(statuses(&d).is_empty(), "{:?}", statuses(&d));
+}
+
+#[test]
+fn delete_removes_the_file_after_loading() {
+    let d = setup("delete", "0");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert!(!d.path("inbox/a.csv").exists());
+    assert!(!d.path("inbox/archive").exists());
+    // A copy stays in the state folder.
+    let received: Vec<_> = walk(&d.home().join("received"));
+    assert!(received.iter().any(|p| p.ends_with("a.csv")), "{received:?}");
+}
+
+#[test]
+fn keep_leaves_the_file_and_the_ledger_stops_a_reload() {
+    let d = setup("keep", "0");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert!(d.path("inbox/a.csv").exists());
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "already loaded".to_string())]);
+    // Same name, new content: a new file, loaded.
+    d.write(
+        "inbox/a.csv",
+        fs::read(d.path("inbox/a.csv"))
+            .unwrap()
+            .into_iter()
+            .chain(*b"E4,Di,Ro,04/05/1960,F,,,,,,,,,,\r\n")
+            .collect::<Vec<u8>>(),
+    );
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let s = summary(&d.latest_report("t"));
+    assert_eq!(count(&s, "file:ehr/a.csv", "read"), 4);
+    assert_eq!(count(&s, "reconcile", "ehr_patients"), 3, "E1, E2 updated in place, E4 added");
+}
+
+/// A crash between the ledger commit and the after-action: the next run
+/// finishes the archive without loading the file again.
+#[test]
+fn interrupted_after_action_is_finished_without_a_reload() {
+    let d = setup("keep", "0");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    d.write("jobs/t.toml", job("archive", "0"));
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 0);
+    assert!(d.path("inbox/archive/a.csv").exists(), "{}", stderr(&out));
+    assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "already loaded".to_string())]);
+}
+
+#[test]
+fn skips_dot_files_partial_uploads_and_excluded_names() {
+    let d = setup("keep", "0");
+    for name in [".hidden.csv", "b.csv.part", "c.csv.tmp", "d_test.csv", "notes.txt"] {
+        d.fixture("ehr_small.csv", &format!("inbox/{name}"));
+    }
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "loaded".to_string())]);
+}
+
+#[test]
+fn a_file_still_being_written_waits() {
+    let d = setup("archive", "1h");
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 0);
+    assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "waiting".to_string())]);
+    assert!(d.path("inbox/a.csv").exists());
+    // Once its mtime is old enough it is taken.
+    let old = SystemTime::now() - Duration::from_secs(2 * 3600);
+    fs::File::options().write(true).open(d.path("inbox/a.csv")).unwrap().set_modified(old).unwrap();
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "loaded".to_string())]);
+}
+
+#[test]
+fn hostile_name_is_refused_and_nothing_escapes() {
+    let d = setup("archive", "0");
+    d.fixture("ehr_small.csv", "inbox/evil\nname.csv");
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 0);
+    let st = statuses(&d);
+    assert!(st.iter().any(|(s, v)| s.contains("evil") && v == "refused"), "{st:?}");
+    assert!(d.path("inbox/evil\nname.csv").exists(), "a refused file is left alone");
+}
+
+#[test]
+fn unreadable_layout_fails_the_run_and_leaves_the_file() {
+    let d = setup("archive", "0");
+    d.fixture("ehr_bad_header.csv", "inbox/b.csv");
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 1);
+    assert!(d.path("inbox/b.csv").exists(), "not archived");
+    assert!(d.path("inbox/archive/a.csv").exists(), "the good file still went through");
+    let rejects = read_csv(&d.latest_report("t").join("rejects.csv"));
+    assert!(
+        rejects.iter().any(|r| r["file"] == "b.csv" && r["reason"].contains("header lacks column")),
+        "{rejects:?}"
+    );
+    let hist = d.ferry(&["history", "t"]);
+    assert!(crate::util::stdout(&hist).contains("failed"), "{}", crate::util::stdout(&hist));
+}
+
+#[test]
+fn two_runs_of_one_job_do_not_overlap() {
+    let d = setup("keep", "0");
+    // Hold the job's lock as a running ferry would.
+    let lock_dir = d.home().join("locks");
+    fs::create_dir_all(&lock_dir).unwrap();
+    let f = fs::File::create(lock_dir.join("t.lock")).unwrap();
+    f.lock().unwrap();
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("already running"), "{}", stderr(&out));
+    drop(f);
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

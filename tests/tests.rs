@@ -1,0 +1,14 @@
+//! ferry's integration tests: each runs the real `ferry` binary in a fresh
+//! folder and reads what it wrote.
+
+// Helpers: a scratch project folder, running the binary, reading reports.
+mod util;
+
+// The demo job: every planted case in sample-data/ is found; a second run loads nothing.
+mod demo;
+
+// Command-line contract: exit statuses, --help, check, parse, status, history.
+mod cli;
+
+// The local source: globs, in-progress names, stability, after-actions, the ledger.
+mod local_source;
