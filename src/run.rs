@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::flatfile::{ParsedFile, Schema, parse_bytes};
-use crate::job::{AfterAction, Job, LocalSource, NameFilter, Source};
+use crate::job::{AfterAction, Job, LocalSource, Source};
 use crate::model::Side;
 use crate::reconcile::reconcile;
 use crate::report::{self, FileSummary, RunReport};
@@ -460,9 +460,4 @@ pub fn preview_source(job: &Job) -> Result<Vec<String>> {
         .filter(|e| !transport::is_in_progress_name(&e.name) && src.filter.matches(&e.name))
         .map(|e| e.name)
         .collect())
-}
-
-#[allow(dead_code)]
-fn _assert_filter_is_send(f: NameFilter) -> impl Send {
-    f
 }

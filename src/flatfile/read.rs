@@ -134,7 +134,7 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
             Err(e) => {
                 // The csv reader only fails on I/O or (never here) UTF-8; stop
                 // the file rather than guess where the next record starts.
-                let line = e.position().map_or(0, |p| p.line());
+                let line = lines.line_at(e.position().map_or(0, |p| p.byte()));
                 b.out.fatal = Some(format!("line {line}: {e}"));
                 break;
             }
@@ -195,7 +195,10 @@ fn read_fixed(bytes: &[u8], skip_lines: usize, b: &mut RecordBuilder) -> ParsedF
         .iter()
         .filter(|c| c.required)
         .filter_map(|c| match c.place {
-            Place::Span { end, .. } => Some(end),
+            // Exports often trim trailing spaces, so a line may end inside
+            // its last column; it is short only if a required column is
+            // wholly missing.
+            Place::Span { start, .. } => Some(start + 1),
             _ => None,
         })
         .max()
@@ -382,5 +385,191 @@ impl RecordBuilder<'_> {
 
     fn finish(&mut self) -> ParsedFile {
         std::mem::take(&mut self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const SCHEMA: &str = r#"
+format = "delimited"
+encoding = "ENCODING"
+[[columns]]
+name = "ID"
+field = "ehr_id"
+required = true
+[[columns]]
+name = "Last"
+field = "last_name"
+required = true
+[[columns]]
+name = "DOB"
+field = "birth_date"
+formats = ["%m/%d/%Y"]
+required = true
+[[columns]]
+name = "Phone"
+field = "phone_home"
+[[columns]]
+name = "MRN"
+field = "practice_mrn"
+optional_column = true
+"#;
+
+    fn schema(encoding: &str) -> Schema {
+        Schema::parse(Path::new("t.toml"), &SCHEMA.replace("ENCODING", encoding)).unwrap()
+    }
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 21).unwrap()
+    }
+
+    fn parse(bytes: &[u8]) -> ParsedFile {
+        parse_bytes(bytes, &schema("utf-8"), Side::Ehr, today())
+    }
+
+    fn lines(p: &ParsedFile) -> Vec<u64> {
+        p.records.iter().map(|r| r.line).collect()
+    }
+
+    fn assert_adds_up(p: &ParsedFile) {
+        assert_eq!(p.read, p.accepted() + p.rejected(), "{p:?}");
+    }
+
+    #[test]
+    fn bom_crlf_quotes_and_embedded_newlines() {
+        let p = parse(b"\xEF\xBB\xBFID,Last,DOB,Phone\r\nE1,\"Lee, Jr\",01/02/1970,\r\nE2,\"Multi\r\nLine\",02/03/1980,\r\nE3,Ng,03/04/1990,\r\n");
+        assert_eq!(p.fatal, None);
+        assert_eq!(lines(&p), [2, 3, 5], "an embedded newline moves later records down");
+        assert_eq!(p.records[0].patient.last_name.as_deref(), Some("Lee, Jr"));
+        assert_eq!(p.records[1].patient.last_name.as_deref(), Some("Multi Line"), "whitespace collapsed");
+        assert_eq!(p.records[0].patient.practice_mrn, None, "optional column absent");
+        assert_adds_up(&p);
+    }
+
+    #[test]
+    fn header_names_match_case_insensitively_in_any_order() {
+        let p = parse(b"dob,LAST,id,phone,mrn\n01/02/1970,Lee,E1,6175550100,0042\n");
+        let r = &p.records[0].patient;
+        assert_eq!(
+            (r.ehr_id.as_deref(), r.practice_mrn.as_deref()),
+            (Some("E1"), Some("0042")),
+            "IDs keep zeros"
+        );
+        assert_eq!(r.phone_home.as_deref(), Some("+16175550100"));
+    }
+
+    #[test]
+    fn bad_rows_are_rejected_and_the_rest_carries_on() {
+        let p = parse(
+            b"ID,Last,DOB,Phone\n\
+              E1,Lee,02/30/1970,\n\
+              E2,,01/01/1970,\n\
+              E3,Ng\n\
+              E4,Jos\xE9,01/01/1970,\n\
+              E5,Po,01/01/1970,555\n\
+              E1,Dup,01/01/1970,\n\
+              ,,,\n\
+              E6,Ok,01/01/1970,\n",
+        );
+        let got: Vec<(u64, Severity, Option<&str>)> =
+            p.rejects.iter().map(|r| (r.line, r.severity, r.column.as_deref())).collect();
+        assert_eq!(
+            got,
+            [
+                (2, Severity::Rejected, Some("DOB")),
+                (3, Severity::Rejected, Some("Last")),
+                (4, Severity::Rejected, None),
+                (5, Severity::Rejected, Some("Last")),
+                (6, Severity::Warning, Some("Phone")),
+                (8, Severity::Rejected, None),
+            ]
+        );
+        assert!(p.rejects[0].reason.contains("02/30/1970"), "{}", p.rejects[0].reason);
+        assert!(p.rejects[2].reason.contains("expected 4 fields, found 2"), "{}", p.rejects[2].reason);
+        assert!(p.rejects[3].reason.contains("0xE9"), "{}", p.rejects[3].reason);
+        assert_eq!(p.rejects[5].reason, "empty row");
+        // E1 on line 7 is not a duplicate: the E1 on line 2 was never accepted.
+        assert_eq!(lines(&p), [6, 7, 9], "E5 loaded without its phone");
+        assert_eq!(p.records[0].patient.phone_home, None);
+        assert_eq!(p.read, 8);
+        assert_adds_up(&p);
+    }
+
+    #[test]
+    fn duplicate_own_id_is_rejected_with_the_first_line() {
+        let p = parse(b"ID,Last,DOB,Phone\nE1,Lee,01/01/1970,\nE1,Dup,01/01/1970,\n");
+        assert_eq!(lines(&p), [2]);
+        assert_eq!(p.rejects[0].line, 3);
+        assert_eq!(p.rejects[0].reason, "duplicate ID \"E1\": already on line 2");
+        assert_adds_up(&p);
+    }
+
+    #[test]
+    fn windows_1252_is_decoded() {
+        let p = parse_bytes(
+            b"ID,Last,DOB,Phone\nE1,Mu\xF1oz,01/01/1970,\n",
+            &schema("windows-1252"),
+            Side::Ehr,
+            today(),
+        );
+        assert_eq!(p.records[0].patient.last_name.as_deref(), Some("Muñoz"));
+    }
+
+    #[test]
+    fn missing_column_fails_the_whole_file() {
+        let p = parse(b"ID,Last,Phone\nE1,Lee,\n");
+        assert!(p.fatal.as_deref().unwrap().contains("lacks column(s) DOB"), "{:?}", p.fatal);
+        assert_eq!(p.read, 0);
+    }
+
+    #[test]
+    fn header_only_and_empty_files_hold_nothing() {
+        for bytes in [&b""[..], b"ID,Last,DOB,Phone\r\n"] {
+            let p = parse(bytes);
+            assert_eq!((p.read, p.fatal.as_deref()), (0, None));
+        }
+    }
+
+    #[test]
+    fn fixed_width() {
+        let s = Schema::parse(
+            Path::new("f.toml"),
+            r#"
+format = "fixed_width"
+skip_lines = 1
+[[columns]]
+start = 1
+width = 4
+field = "practice_mrn"
+required = true
+[[columns]]
+start = 5
+width = 6
+field = "last_name"
+required = true
+[[columns]]
+start = 11
+width = 8
+field = "birth_date"
+formats = ["%Y%m%d"]
+"#,
+        )
+        .unwrap();
+        let p = parse_bytes(
+            b"HEADER\r\n0001Lee   19700102\r\n\r\n0002Ng\r\n0003Po    2099\r\n",
+            &s,
+            Side::Practice,
+            today(),
+        );
+        assert_eq!(lines(&p), [2, 4, 5], "trimmed lines are fine while every required column starts");
+        assert_eq!(p.records[0].patient.practice_mrn.as_deref(), Some("0001"));
+        assert_eq!(p.records[1].patient.birth_date, None);
+        assert_eq!(p.rejects.len(), 1);
+        assert_eq!((p.rejects[0].line, p.rejects[0].severity), (5, Severity::Warning));
+        assert_adds_up(&p);
     }
 }
