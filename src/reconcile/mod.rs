@@ -148,7 +148,11 @@ fn unmatched(out: &Outcome, side: Side, index: usize, rec: &PatientRecord) -> Un
     } else if let Some(id) = rec.carried_id() {
         format!("carries {} {id:?}, which links to no record", side.other_key_name())
     } else {
-        format!("no {} on this record and no {} record carries its ID", side.other_key_name(), side.other())
+        let other = match side {
+            Side::Ehr => "practice",
+            Side::Practice => "EHR",
+        };
+        format!("no {} on this record and no {other} record carries its ID", side.other_key_name())
     };
     Unmatched { index, reason }
 }

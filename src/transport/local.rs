@@ -80,7 +80,19 @@ impl Transport for LocalTransport {
                 ),
             });
         }
-        fs::rename(&src, &dest).map_err(|e| classify(src.display().to_string(), e))?;
+        match fs::rename(&src, &dest) {
+            Ok(()) => {}
+            // An archive on another filesystem: copy durably, then remove.
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                let tmp = dir.join(format!(".{from}.part"));
+                fs::copy(&src, &tmp)
+                    .and_then(|_| File::open(&tmp)?.sync_all())
+                    .and_then(|()| fs::rename(&tmp, &dest))
+                    .map_err(|e| classify(dest.display().to_string(), e))?;
+                fs::remove_file(&src).map_err(|e| classify(src.display().to_string(), e))?;
+            }
+            Err(e) => return Err(classify(src.display().to_string(), e)),
+        }
         // The rename is durable only once the folders are synced.
         for d in [&self.dir, &dir] {
             File::open(d).and_then(|f| f.sync_all()).map_err(|e| classify(d.display().to_string(), e))?;
