@@ -500,7 +500,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
-    ConfigError::new(path, format!("{}{}", toml_location(text, e.span()), e.message()))
+    ConfigError::new(path, format!("{}{}", toml_location(text, refine_span(text, e)), e.message()))
+}
+
+/// serde reports an unknown key inside a tagged table (the source) at the
+/// table's header; point at the key's own line instead.
+fn refine_span(text: &str, e: &toml::de::Error) -> Option<std::ops::Range<usize>> {
+    let span = e.span()?;
+    let unknown = e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+    if let Some(key) = unknown {
+        let mut offset = span.start;
+        for (i, line) in text[span.start.min(text.len())..].split_inclusive('\n').enumerate() {
+            let t = line.trim_start();
+            if i > 0 && t.starts_with('[') {
+                break;
+            }
+            if t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+                return Some(offset + line.len() - t.len()..offset + line.len());
+            }
+            offset += line.len();
+        }
+    }
+    Some(span)
 }
 
 /// "line 7, key source.inbox: " for the span of a TOML error. toml's own
@@ -567,7 +588,7 @@ mod tests {
     fn misspelt_key_names_the_key() {
         let err = parse("[source]\ntype = \"local\"\ninbx = \"in\"\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("inbx"), "{msg}");
+        assert!(msg.contains("line 3, key source.inbx: unknown field `inbx`"), "{msg}");
         assert!(msg.contains("jobs/t.toml"), "{msg}");
     }
 
