@@ -118,6 +118,14 @@ pub struct Patient {
     pub phone_home: Option<String>,
     pub phone_mobile: Option<String>,
     pub email: Option<String>,
+    /// ISO 639-2 code, e.g. "eng".
+    pub language: Option<String>,
+    /// CDC race code, e.g. "2106-3".
+    pub race: Option<String>,
+    /// CDC ethnicity code, e.g. "2186-5".
+    pub ethnicity: Option<String>,
+    /// Primary care or attending provider (NPI or EHR provider ID, as the job says).
+    pub provider_id: Option<String>,
     pub insurance_provider: Option<String>,
     pub member_id: Option<String>,
     pub group_number: Option<String>,
@@ -194,6 +202,10 @@ pub enum Field {
     PhoneHome,
     PhoneMobile,
     Email,
+    Language,
+    Race,
+    Ethnicity,
+    ProviderId,
     InsuranceProvider,
     MemberId,
     GroupNumber,
@@ -237,7 +249,7 @@ impl FieldType {
 }
 
 impl Field {
-    pub const ALL: [Field; 18] = [
+    pub const ALL: [Field; 22] = [
         Field::EhrId,
         Field::PracticeMrn,
         Field::FirstName,
@@ -253,6 +265,10 @@ impl Field {
         Field::PhoneHome,
         Field::PhoneMobile,
         Field::Email,
+        Field::Language,
+        Field::Race,
+        Field::Ethnicity,
+        Field::ProviderId,
         Field::InsuranceProvider,
         Field::MemberId,
         Field::GroupNumber,
@@ -275,6 +291,10 @@ impl Field {
             Field::PhoneHome => "phone_home",
             Field::PhoneMobile => "phone_mobile",
             Field::Email => "email",
+            Field::Language => "language",
+            Field::Race => "race",
+            Field::Ethnicity => "ethnicity",
+            Field::ProviderId => "provider_id",
             Field::InsuranceProvider => "insurance_provider",
             Field::MemberId => "member_id",
             Field::GroupNumber => "group_number",
@@ -288,7 +308,14 @@ impl Field {
     /// The type a column mapped to this field is read as.
     pub fn field_type(self) -> FieldType {
         match self {
-            Field::EhrId | Field::PracticeMrn | Field::MemberId | Field::GroupNumber => FieldType::Id,
+            Field::EhrId
+            | Field::PracticeMrn
+            | Field::MemberId
+            | Field::GroupNumber
+            | Field::Language
+            | Field::Race
+            | Field::Ethnicity
+            | Field::ProviderId => FieldType::Id,
             Field::BirthDate => FieldType::Date,
             Field::Sex => FieldType::Sex,
             Field::PhoneHome | Field::PhoneMobile => FieldType::Phone,
@@ -345,6 +372,10 @@ impl Field {
             Field::PhoneHome => &p.phone_home,
             Field::PhoneMobile => &p.phone_mobile,
             Field::Email => &p.email,
+            Field::Language => &p.language,
+            Field::Race => &p.race,
+            Field::Ethnicity => &p.ethnicity,
+            Field::ProviderId => &p.provider_id,
             Field::InsuranceProvider => &p.insurance_provider,
             Field::MemberId => &p.member_id,
             Field::GroupNumber => &p.group_number,
@@ -367,6 +398,10 @@ impl Field {
             Field::PhoneHome => &mut p.phone_home,
             Field::PhoneMobile => &mut p.phone_mobile,
             Field::Email => &mut p.email,
+            Field::Language => &mut p.language,
+            Field::Race => &mut p.race,
+            Field::Ethnicity => &mut p.ethnicity,
+            Field::ProviderId => &mut p.provider_id,
             Field::InsuranceProvider => &mut p.insurance_provider,
             Field::MemberId => &mut p.member_id,
             Field::GroupNumber => &mut p.group_number,
@@ -422,4 +457,56 @@ pub struct Reject {
     pub field: Option<Field>,
     /// Why, in words staff can act on.
     pub reason: String,
+}
+
+/// Where an appointment stands, as SCH-25 carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AppointmentStatus {
+    Booked,
+    Arrived,
+    Completed,
+    Update,
+    Cancelled,
+}
+
+impl AppointmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppointmentStatus::Booked => "BOOKED",
+            AppointmentStatus::Arrived => "ARRIVED",
+            AppointmentStatus::Completed => "COMPLETED",
+            AppointmentStatus::Update => "UPDATE",
+            AppointmentStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// SCH-25 text, case-insensitively; "CANCELED" too.
+    pub fn parse(s: &str) -> Option<AppointmentStatus> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "BOOKED" => Some(AppointmentStatus::Booked),
+            "ARRIVED" => Some(AppointmentStatus::Arrived),
+            "COMPLETED" | "COMPLETE" => Some(AppointmentStatus::Completed),
+            "UPDATE" => Some(AppointmentStatus::Update),
+            "CANCELLED" | "CANCELED" => Some(AppointmentStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// One appointment as the EHR sends it. A reschedule arrives as a cancel of
+/// the old ID plus a booking with a new ID: both are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appointment {
+    /// The EHR's appointment ID.
+    pub id: String,
+    pub patient_ehr_id: Option<String>,
+    pub patient_mrn: Option<String>,
+    pub provider_id: Option<String>,
+    pub department_id: Option<String>,
+    pub appointment_type: Option<String>,
+    /// Start, converted to UTC from the job's time zone.
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    pub duration_minutes: Option<u32>,
+    pub status: AppointmentStatus,
 }

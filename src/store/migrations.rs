@@ -85,6 +85,71 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rejects_file ON rejects(file_id);
     "#,
+    // 2: HL7: demographics from ADT, the message queue, appointments, merges,
+    // the history of external IDs, and the source time of each patient row
+    // (so an older message arriving late never overwrites newer data).
+    r#"
+    ALTER TABLE patients ADD COLUMN language TEXT;
+    ALTER TABLE patients ADD COLUMN race TEXT;
+    ALTER TABLE patients ADD COLUMN ethnicity TEXT;
+    ALTER TABLE patients ADD COLUMN provider_id TEXT;
+    ALTER TABLE patients ADD COLUMN source_time TEXT;
+
+    CREATE TABLE messages (
+        id          INTEGER PRIMARY KEY,
+        job         TEXT NOT NULL,
+        file_id     INTEGER NOT NULL REFERENCES files(id),
+        number      INTEGER NOT NULL,
+        line        INTEGER NOT NULL,
+        control_id  TEXT,
+        event       TEXT,
+        msg_time    TEXT,
+        state       TEXT NOT NULL,
+        reason      TEXT,
+        raw         BLOB,
+        state_at    TEXT NOT NULL
+    );
+    CREATE INDEX messages_state ON messages(job, state);
+
+    CREATE TABLE appointments (
+        id               INTEGER PRIMARY KEY,
+        job              TEXT NOT NULL,
+        appt_id          TEXT NOT NULL,
+        patient_ehr_id   TEXT,
+        patient_mrn      TEXT,
+        provider_id      TEXT,
+        department_id    TEXT,
+        appointment_type TEXT,
+        start_utc        TEXT,
+        duration_minutes INTEGER,
+        status           TEXT NOT NULL,
+        source_time      TEXT,
+        message_id       INTEGER REFERENCES messages(id),
+        UNIQUE (job, appt_id)
+    );
+
+    CREATE TABLE id_history (
+        id          INTEGER PRIMARY KEY,
+        job         TEXT NOT NULL,
+        side        TEXT NOT NULL,
+        own_id      TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        old_value   TEXT,
+        new_value   TEXT,
+        source_time TEXT,
+        message_id  INTEGER REFERENCES messages(id)
+    );
+    CREATE INDEX id_history_own ON id_history(job, side, own_id);
+
+    CREATE TABLE merges (
+        id            INTEGER PRIMARY KEY,
+        job           TEXT NOT NULL,
+        surviving_id  TEXT NOT NULL,
+        merged_id     TEXT NOT NULL,
+        source_time   TEXT,
+        message_id    INTEGER REFERENCES messages(id)
+    );
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
