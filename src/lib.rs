@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod flatfile;
+pub mod hl7;
 pub mod job;
 pub mod model;
 pub mod reconcile;

@@ -8,6 +8,7 @@ mod normalize;
 mod read;
 mod schema;
 
+pub(crate) use read::normalize_value;
 pub use read::{ParsedFile, ParsedRecord, parse_bytes};
 pub use schema::{Column, EncodingName, Layout, Place, Schema};
 

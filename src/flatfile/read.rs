@@ -259,6 +259,36 @@ fn read_fixed(bytes: &[u8], skip_lines: usize, b: &mut RecordBuilder) -> ParsedF
     b.finish()
 }
 
+/// The per-column rules a value is read with.
+struct Rules<'a> {
+    formats: &'a [String],
+    sex_map: &'a std::collections::BTreeMap<String, String>,
+    phone_country: &'a str,
+}
+
+fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Result<String, String> {
+    match t {
+        FieldType::Id | FieldType::Text => Ok(normalize::text(text)),
+        FieldType::Date => normalize::date(text, r.formats, today).map(|d| d.format("%Y-%m-%d").to_string()),
+        FieldType::Sex => normalize::sex(text, r.sex_map).map(|s| s.as_str().to_string()),
+        FieldType::Phone => normalize::phone_e164(text, r.phone_country),
+        FieldType::UsState => normalize::us_state(text),
+        FieldType::UsZip => normalize::us_zip(text),
+        FieldType::Email => normalize::email(text),
+    }
+}
+
+/// Normalise one value of `field` by the default rules (US phones, built-in
+/// sex codes, ISO dates), as `Field::set` takes it. For sources without a
+/// schema of columns, such as HL7.
+pub(crate) fn normalize_value(field: Field, text: &str) -> Result<String, String> {
+    let rules = Rules { formats: &[], sex_map: &std::collections::BTreeMap::new(), phone_country: "US" };
+    let formats = ["%Y-%m-%d".to_string()];
+    let rules =
+        if field.field_type() == FieldType::Date { Rules { formats: &formats, ..rules } } else { rules };
+    normalize_typed(field.field_type(), text, &rules, chrono::Local::now().date_naive())
+}
+
 /// The field that is a record's own key on `side`.
 fn own_field(side: Side) -> Field {
     match side {
@@ -370,17 +400,9 @@ impl RecordBuilder<'_> {
 
     /// The normalised text of one non-empty value, as `Field::set` takes it.
     fn value(&self, c: &Column, text: &str) -> Result<String, String> {
-        match c.field_type {
-            FieldType::Id | FieldType::Text => Ok(text.to_string()),
-            FieldType::Date => {
-                normalize::date(text, &c.formats, self.today).map(|d| d.format("%Y-%m-%d").to_string())
-            }
-            FieldType::Sex => normalize::sex(text, &c.sex_map).map(|s| s.as_str().to_string()),
-            FieldType::Phone => normalize::phone_e164(text, &self.schema.phone_country),
-            FieldType::UsState => normalize::us_state(text),
-            FieldType::UsZip => normalize::us_zip(text),
-            FieldType::Email => normalize::email(text),
-        }
+        let rules =
+            Rules { formats: &c.formats, sex_map: &c.sex_map, phone_country: &self.schema.phone_country };
+        normalize_typed(c.field_type, text, &rules, self.today)
     }
 
     fn finish(&mut self) -> ParsedFile {

@@ -1,0 +1,478 @@
+//! Mapping HL7 messages to the canonical model: ADT^A28/A31/A04/A08/A01 to a
+//! [`Patient`], ADT^A40 to a merge, SIU^S12/S14/S15 to an [`Appointment`].
+//!
+//! Every failure is a reason a person can act on ("no PID segment", "bad
+//! date in PID-7", "unknown event ADT^A99"); the caller puts the message in
+//! the ERROR queue with it. Reasons name fields, never patient values.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+use super::config::{Hl7Schema, IdRule};
+use super::{Field, Hl7Error, Message, Segment, seg};
+use crate::flatfile::normalize_value;
+use crate::model::{Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
+
+/// Which provider ID a job keeps: the NPI or the EHR's own provider ID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    Npi,
+    Ehr,
+}
+
+/// What mapping needs besides the message.
+#[derive(Debug, Clone)]
+pub struct MapSettings<'s> {
+    pub schema: &'s Hl7Schema,
+    pub provider: ProviderKind,
+    /// Times without an offset are in this zone.
+    pub time_zone: Tz,
+}
+
+/// What one message says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapped {
+    Patient(Patient),
+    Appointment(Appointment),
+    /// ADT^A40: `merged_ehr_id` (MRG-1) is merged into the patient in PID.
+    Merge {
+        surviving: Patient,
+        merged_ehr_id: String,
+    },
+}
+
+/// The header facts of a message, read even when mapping fails, so the
+/// queue can show them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageHeader {
+    /// "ADT^A28".
+    pub event: String,
+    pub control_id: Option<String>,
+    /// The message's own time: EVN-6 (event occurred), else EVN-2 (recorded), else MSH-7.
+    pub time: Option<DateTime<Utc>>,
+}
+
+pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
+    let (code, trigger) = msg.message_type();
+    let evn = msg.segment(seg::EVN);
+    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2))]
+        .into_iter()
+        .flatten()
+        .chain(msg.segment(seg::MSH).map(|m| m.field(7)))
+        .find_map(|f| f.component(1).text().ok().and_then(|t| parse_dtm(&t, tz).ok()));
+    MessageHeader { event: format!("{code}^{trigger}"), control_id: msg.control_id(), time }
+}
+
+/// Map one message.
+pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
+    let (code, trigger) = msg.message_type();
+    match (code.as_str(), trigger.as_str()) {
+        ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => patient(msg, s).map(Mapped::Patient),
+        ("ADT", "A40") => {
+            let surviving = patient(msg, s)?;
+            let mrg = msg.segment(seg::MRG).ok_or("ADT^A40 without an MRG segment")?;
+            let merged = pick_id(mrg.field(1), &s.schema.ehr_id, "MRG-1")?
+                .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
+            Ok(Mapped::Merge { surviving, merged_ehr_id: merged })
+        }
+        ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, &trigger).map(Mapped::Appointment),
+        ("", _) => Err("MSH-9 (message type) is empty".into()),
+        _ => Err(format!(
+            "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40 and SIU^S12/S14/S15"
+        )),
+    }
+}
+
+fn text<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Option<String>, String> {
+    match r {
+        Ok(t) if t.trim().is_empty() || t == "\"\"" => Ok(None),
+        Ok(t) => Ok(Some(t.trim().to_string())),
+        Err(e) => Err(format!("{at}: {e}")),
+    }
+}
+
+/// The first PID-3-style repetition (CX) that matches `rule`.
+fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> {
+    for rep in f.repetitions() {
+        let authority = text(rep.component(4).subcomponent(1).text(), at)?.unwrap_or_default();
+        let id_type = text(rep.component(5).text(), at)?.unwrap_or_default();
+        if rule.matches(&authority, &id_type) {
+            return text(rep.component(1).text(), at);
+        }
+    }
+    Ok(None)
+}
+
+fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
+    let pid = msg.segment(seg::PID).ok_or("no PID segment")?;
+    let mut p = Patient {
+        ehr_id: Some(pid_id(pid, s)?),
+        practice_mrn: match &s.schema.practice_mrn {
+            Some(rule) => pick_id(pid.field(3), rule, "PID-3")?,
+            None => None,
+        },
+        ..Patient::default()
+    };
+
+    // PID-5 (XPN): the legal name (type L) if marked, else the first.
+    let names = pid.field(5);
+    let name = names
+        .repetitions()
+        .find(|r| r.component(7).text().is_ok_and(|t| t.trim() == "L"))
+        .unwrap_or_else(|| names.repetition(1));
+    p.last_name = text(name.component(1).subcomponent(1).text(), "PID-5.1")?;
+    p.first_name = text(name.component(2).text(), "PID-5.2")?;
+    p.middle_name = text(name.component(3).text(), "PID-5.3")?;
+
+    if let Some(dob) = text(pid.field(7).component(1).text(), "PID-7")? {
+        p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
+    }
+    p.sex = optional(pid.field(8).text(), PatientField::Sex, "PID-8")?.as_deref().and_then(Sex::parse);
+    // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
+    p.race = text(pid.field(10).component(1).text(), "PID-10")?;
+    p.ethnicity = text(pid.field(22).component(1).text(), "PID-22")?;
+    p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|l| l.to_ascii_lowercase());
+
+    // PID-11 (XAD): the first address.
+    let addr = pid.field(11);
+    p.address1 = text(addr.component(1).subcomponent(1).text(), "PID-11.1")?;
+    p.address2 = text(addr.component(2).text(), "PID-11.2")?;
+    p.city = text(addr.component(3).text(), "PID-11.3")?;
+    // A bad optional value is dropped, as in flat files: a single bad
+    // value never hides a patient from reconciliation.
+    p.state = optional(addr.component(4).text(), PatientField::State, "PID-11.4")?;
+    p.zip = optional(addr.component(5).text(), PatientField::Zip, "PID-11.5")?;
+
+    // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
+    for rep in pid.field(13).repetitions() {
+        let usage = text(rep.component(2).text(), "PID-13.2")?.unwrap_or_default();
+        let kind = text(rep.component(3).text(), "PID-13.3")?.unwrap_or_default();
+        if usage.eq_ignore_ascii_case("NET")
+            || kind.eq_ignore_ascii_case("Internet")
+            || kind.eq_ignore_ascii_case("X.400")
+        {
+            if p.email.is_none() {
+                p.email = optional(rep.component(4).text(), PatientField::Email, "PID-13.4")?;
+            }
+            continue;
+        }
+        // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
+        let number = match text(rep.component(7).text(), "PID-13.7")? {
+            Some(local) => {
+                format!("{}{local}", text(rep.component(6).text(), "PID-13.6")?.unwrap_or_default())
+            }
+            None => text(rep.component(1).text(), "PID-13.1")?.unwrap_or_default(),
+        };
+        let slot = if kind.eq_ignore_ascii_case("CP")
+            || usage.eq_ignore_ascii_case("ORN") && kind.eq_ignore_ascii_case("CP")
+        {
+            &mut p.phone_mobile
+        } else {
+            &mut p.phone_home
+        };
+        if slot.is_none() && !number.is_empty() {
+            *slot = normalize_value(PatientField::PhoneHome, &number).ok();
+        }
+    }
+
+    // Primary care provider (PD1-4), else the attending doctor (PV1-7).
+    let provider_fields =
+        [msg.segment(seg::PD1).map(|s| s.field(4)), msg.segment(seg::PV1).map(|s| s.field(7))];
+    for f in provider_fields.into_iter().flatten() {
+        if let Some(id) = provider_id(f, s.provider)? {
+            p.provider_id = Some(id);
+            break;
+        }
+    }
+    Ok(p)
+}
+
+fn pid_id(pid: Segment, s: &MapSettings) -> Result<String, String> {
+    pick_id(pid.field(3), &s.schema.ehr_id, "PID-3")?.ok_or_else(|| {
+        format!("PID-3 has no identifier with {} (the EHR's patient ID)", s.schema.ehr_id.describe())
+    })
+}
+
+fn optional(r: Result<Cow<str>, Hl7Error>, field: PatientField, at: &str) -> Result<Option<String>, String> {
+    Ok(text(r, at)?.and_then(|v| normalize_value(field, &v).ok()))
+}
+
+/// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
+fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<String>, String> {
+    for rep in f.repetitions() {
+        let authority = text(rep.component(9).subcomponent(1).text(), "XCN.9")?.unwrap_or_default();
+        let id_type = text(rep.component(13).text(), "XCN.13")?.unwrap_or_default();
+        let is_npi = authority.eq_ignore_ascii_case("NPI") || id_type.eq_ignore_ascii_case("NPI");
+        if is_npi == (kind == ProviderKind::Npi) {
+            return text(rep.component(1).text(), "XCN.1");
+        }
+    }
+    Ok(None)
+}
+
+fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointment, String> {
+    let sch = msg.segment(seg::SCH).ok_or("no SCH segment")?;
+    // SCH-2 is the filler's (the EHR's) appointment ID; SCH-1 the placer's.
+    let id = text(sch.field(2).component(1).text(), "SCH-2")?
+        .or(text(sch.field(1).component(1).text(), "SCH-1")?)
+        .ok_or("no appointment ID in SCH-2 or SCH-1")?;
+    let status_text = text(sch.field(25).component(1).text(), "SCH-25")?;
+    let status = match status_text.as_deref().map(AppointmentStatus::parse) {
+        Some(Some(st)) => st,
+        Some(None) => {
+            return Err("SCH-25 (filler status) is not BOOKED, ARRIVED, COMPLETED, UPDATE or CANCELLED".into());
+        }
+        None if trigger == "S15" => AppointmentStatus::Cancelled,
+        None if trigger == "S12" => AppointmentStatus::Booked,
+        None => return Err("SCH-25 (filler status) is empty".into()),
+    };
+    // Start: SCH-11.4 (TQ start), else AIS-4 / AIL-6 / AIP-6 start times.
+    let start_text = text(sch.field(11).component(4).text(), "SCH-11.4")?.or(["AIS", seg::AIL, seg::AIP]
+        .iter()
+        .filter_map(|id| msg.segment(id))
+        .find_map(|g| g.field(if g.id() == "AIS" { 4 } else { 6 }).component(1).text().ok())
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()));
+    let start = match start_text {
+        Some(t) => Some(parse_dtm(&t, s.time_zone).map_err(|e| format!("bad start time in SCH-11.4: {e}"))?),
+        None => None,
+    };
+    let duration = match text(sch.field(9).component(1).text(), "SCH-9")? {
+        Some(d) => {
+            let n: u32 = d.parse().map_err(|_| "SCH-9 (duration) is not a whole number".to_string())?;
+            let unit = text(sch.field(10).component(1).text(), "SCH-10")?.unwrap_or_else(|| "MIN".into());
+            Some(match unit.to_ascii_uppercase().as_str() {
+                "MIN" | "M" | "MINUTES" => n,
+                "H" | "HR" | "HOURS" => n * 60,
+                "S" | "SEC" | "SECONDS" => n.div_ceil(60),
+                other => return Err(format!("SCH-10 (duration units) {other:?} is not MIN, H or S")),
+            })
+        }
+        None => None,
+    };
+    let (patient_ehr_id, patient_mrn) = match msg.segment(seg::PID) {
+        Some(pid) => (
+            Some(pid_id(pid, s)?),
+            match &s.schema.practice_mrn {
+                Some(rule) => pick_id(pid.field(3), rule, "PID-3")?,
+                None => None,
+            },
+        ),
+        None => return Err("no PID segment".into()),
+    };
+    let provider_id = match msg.segment(seg::AIP) {
+        Some(aip) => provider_id(aip.field(3), s.provider)?,
+        None => None,
+    };
+    let department_id = match msg.segment(seg::AIL) {
+        Some(ail) => text(ail.field(3).component(1).text(), "AIL-3")?,
+        None => match msg.segment(seg::PV1) {
+            Some(pv1) => text(pv1.field(3).component(1).text(), "PV1-3")?,
+            None => None,
+        },
+    };
+    let appointment_type =
+        text(sch.field(8).component(1).text(), "SCH-8")?.or(text(sch.field(7).component(1).text(), "SCH-7")?);
+    Ok(Appointment {
+        id,
+        patient_ehr_id,
+        patient_mrn,
+        provider_id,
+        department_id,
+        appointment_type,
+        start,
+        duration_minutes: duration,
+        status,
+    })
+}
+
+/// A birth date from a DTM: at least YYYYMMDD; any time part is ignored.
+pub fn parse_date(t: &str) -> Result<NaiveDate, String> {
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.len() < 8 {
+        return Err(format!("expected YYYYMMDD, got {} digit(s)", digits.len()));
+    }
+    NaiveDate::parse_from_str(&digits[..8], "%Y%m%d")
+        .map_err(|_| "not a calendar date (YYYYMMDD)".to_string())
+}
+
+/// An HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S...]]]]]][+/-ZZZZ]) as UTC. Without an
+/// offset the time is in `tz`; a local time that does not exist (the
+/// spring-forward gap) is an error, one that exists twice takes the earlier.
+pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    let t = t.trim();
+    let (body, offset) = match t.find(['+', '-']) {
+        Some(i) => (&t[..i], Some(&t[i..])),
+        None => (t, None),
+    };
+    let (main, _fraction) = body.split_once('.').unwrap_or((body, ""));
+    if !main.bytes().all(|b| b.is_ascii_digit()) || !matches!(main.len(), 8 | 10 | 12 | 14) {
+        return Err("expected YYYYMMDD[HH[MM[SS]]]".into());
+    }
+    let date =
+        NaiveDate::parse_from_str(&main[..8], "%Y%m%d").map_err(|_| "not a calendar date".to_string())?;
+    let num = |r: std::ops::Range<usize>| main.get(r).map_or(Ok(0), |s| s.parse::<u32>());
+    let (h, m, sec) = (num(8..10), num(10..12), num(12..14));
+    let time = match (h, m, sec) {
+        (Ok(h), Ok(m), Ok(s)) => NaiveTime::from_hms_opt(h, m, s).ok_or("not a valid time of day")?,
+        _ => return Err("not a valid time of day".into()),
+    };
+    let local = NaiveDateTime::new(date, time);
+    match offset {
+        Some(o) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let digits = &o[1..];
+            if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("time zone offset must be +HHMM or -HHMM".into());
+            }
+            let secs = sign
+                * (digits[..2].parse::<i32>().unwrap_or(0) * 3600
+                    + digits[2..].parse::<i32>().unwrap_or(0) * 60);
+            let fixed = chrono::FixedOffset::east_opt(secs).ok_or("time zone offset out of range")?;
+            fixed
+                .from_local_datetime(&local)
+                .single()
+                .map(|d| d.with_timezone(&Utc))
+                .ok_or_else(|| "invalid time".into())
+        }
+        None => match tz.from_local_datetime(&local) {
+            chrono::LocalResult::Single(d) => Ok(d.with_timezone(&Utc)),
+            chrono::LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
+            chrono::LocalResult::None => Err(format!("{local} does not exist in {tz} (daylight-saving gap)")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn schema() -> Hl7Schema {
+        Hl7Schema::parse(
+            Path::new("s.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"ATHENA\"\ntype = \"PI\"\n\
+             [ids.practice_mrn]\nauthority = \"PRACTICE\"\ntype = \"MR\"\n",
+        )
+        .unwrap()
+    }
+
+    fn settings(s: &Hl7Schema) -> MapSettings<'_> {
+        MapSettings { schema: s, provider: ProviderKind::Npi, time_zone: chrono_tz::America::New_York }
+    }
+
+    const A28: &str = "MSH|^~\\&|ATHENA|CLINIC|FERRY|PRACTICE|20261120083000||ADT^A28^ADT_A05|MSG0001|P|2.5.1\r\
+EVN|A28|20261120082959\r\
+PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||O\\S\\Brien^Mary^Ann^^^^L||19800102|F||2106-3^White^CDCREC|12 Main St^Apt 4^Boston^MA^02134||^PRN^PH^^^617^5550100~^ORN^CP^^^617^5550101~^NET^Internet^mary@example.com||eng^English^ISO6392|||||||2186-5^Not Hispanic^CDCREC\r\
+PD1|||Clinic|1234567890^Smith^John^^^^^^NPI~P42^Smith^John^^^^^^ATHENA\r";
+
+    #[test]
+    fn adt_a28_maps_a_patient() {
+        let s = schema();
+        let msg = Message::parse(A28.as_bytes()).unwrap();
+        let Mapped::Patient(p) = map(&msg, &settings(&s)).unwrap() else { panic!("not a patient") };
+        assert_eq!(p.ehr_id.as_deref(), Some("E10001"));
+        assert_eq!(p.practice_mrn.as_deref(), Some("0042"), "leading zeros kept");
+        assert_eq!(p.last_name.as_deref(), Some("O^Brien"), "\\S\\ unescaped");
+        assert_eq!((p.first_name.as_deref(), p.middle_name.as_deref()), (Some("Mary"), Some("Ann")));
+        assert_eq!(p.birth_date, NaiveDate::from_ymd_opt(1980, 1, 2));
+        assert_eq!(p.sex, Some(Sex::F));
+        assert_eq!(p.race.as_deref(), Some("2106-3"));
+        assert_eq!(p.ethnicity.as_deref(), Some("2186-5"));
+        assert_eq!(p.language.as_deref(), Some("eng"));
+        assert_eq!((p.address1.as_deref(), p.address2.as_deref()), (Some("12 Main St"), Some("Apt 4")));
+        assert_eq!(
+            (p.city.as_deref(), p.state.as_deref(), p.zip.as_deref()),
+            (Some("Boston"), Some("MA"), Some("02134"))
+        );
+        assert_eq!(p.phone_home.as_deref(), Some("+16175550100"));
+        assert_eq!(p.phone_mobile.as_deref(), Some("+16175550101"));
+        assert_eq!(p.email.as_deref(), Some("mary@example.com"));
+        assert_eq!(p.provider_id.as_deref(), Some("1234567890"));
+        let ehr = MapSettings { provider: ProviderKind::Ehr, ..settings(&s) };
+        let Mapped::Patient(p) = map(&msg, &ehr).unwrap() else { panic!() };
+        assert_eq!(p.provider_id.as_deref(), Some("P42"));
+        let h = header(&msg, chrono_tz::America::New_York);
+        assert_eq!(h.event, "ADT^A28");
+        assert_eq!(h.control_id.as_deref(), Some("MSG0001"));
+        assert_eq!(h.time.unwrap().to_rfc3339(), "2026-11-20T13:29:59+00:00", "EVN-2 in New York time");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let s = schema();
+        let cases = [
+            (A28.replace("19800102", "19801302"), "bad date in PID-7"),
+            (
+                A28.replace("^^^ATHENA^PI", "^^^OTHER^PI"),
+                "PID-3 has no identifier with assigning authority ATHENA",
+            ),
+            (A28.replace("ADT^A28", "ADT^A99"), "unknown event ADT^A99"),
+            (
+                A28.split('\r').filter(|s| !s.starts_with("PID")).collect::<Vec<_>>().join("\r"),
+                "no PID segment",
+            ),
+        ];
+        for (text, want) in cases {
+            let msg = Message::parse(text.as_bytes()).unwrap();
+            let err = map(&msg, &settings(&s)).unwrap_err();
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn siu_maps_an_appointment_in_utc() {
+        let s = schema();
+        let text = "MSH|^~\\&|ATHENA|CLINIC|FERRY|PRACTICE|20261120090000||SIU^S12|MSG0002|P|2.5.1\r\
+SCH|P1|A5001|||||Follow-up|FU^Follow up|30|MIN|^^^20261201093000|||||||||||||BOOKED\r\
+PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||Lee^Ann||19800102|F\r\
+AIL|1||DEP7^^^Main Clinic\r\
+AIP|1||1234567890^Smith^John^^^^^^NPI\r";
+        let msg = Message::parse(text.as_bytes()).unwrap();
+        let Mapped::Appointment(a) = map(&msg, &settings(&s)).unwrap() else { panic!("not an appointment") };
+        assert_eq!(a.id, "A5001");
+        assert_eq!(a.status, AppointmentStatus::Booked);
+        assert_eq!(a.start.unwrap().to_rfc3339(), "2026-12-01T14:30:00+00:00");
+        assert_eq!(a.duration_minutes, Some(30));
+        assert_eq!(a.patient_ehr_id.as_deref(), Some("E10001"));
+        assert_eq!(a.patient_mrn.as_deref(), Some("0042"));
+        assert_eq!(a.provider_id.as_deref(), Some("1234567890"));
+        assert_eq!(a.department_id.as_deref(), Some("DEP7"));
+        assert_eq!(a.appointment_type.as_deref(), Some("FU"));
+        let cancelled = text.replace("SIU^S12", "SIU^S15").replace("BOOKED", "CANCELLED");
+        let Mapped::Appointment(a) =
+            map(&Message::parse(cancelled.as_bytes()).unwrap(), &settings(&s)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.status, AppointmentStatus::Cancelled);
+    }
+
+    #[test]
+    fn a40_is_a_merge() {
+        let s = schema();
+        let text = "MSH|^~\\&|ATHENA|C|F|P|20261120090000||ADT^A40|M3|P|2.5.1\r\
+PID|1||E1^^^ATHENA^PI||Lee^Ann||19800102\r\
+MRG|E2^^^ATHENA^PI\r";
+        let m = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap();
+        let Mapped::Merge { surviving, merged_ehr_id } = m else { panic!() };
+        assert_eq!((surviving.ehr_id.as_deref(), merged_ehr_id.as_str()), (Some("E1"), "E2"));
+    }
+
+    #[test]
+    fn dtm_forms() {
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(parse_dtm("20260301", ny).unwrap().to_rfc3339(), "2026-03-01T05:00:00+00:00");
+        assert_eq!(parse_dtm("202603011230-0800", ny).unwrap().to_rfc3339(), "2026-03-01T20:30:00+00:00");
+        assert_eq!(parse_dtm("20260301123015.1234", ny).unwrap().to_rfc3339(), "2026-03-01T17:30:15+00:00");
+        assert!(parse_dtm("20260308023000", ny).unwrap_err().contains("daylight-saving gap"));
+        assert!(parse_dtm("2026", ny).is_err());
+        assert!(parse_date("19800230").is_err());
+        assert_eq!(parse_date("198001021230").unwrap(), NaiveDate::from_ymd_opt(1980, 1, 2).unwrap());
+    }
+}

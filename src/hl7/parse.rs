@@ -1,0 +1,1029 @@
+//! One HL7 v2 message read in place. [`Message::parse`] reads the delimiters
+//! from MSH-1 and MSH-2, the character set from MSH-18, and where each
+//! segment starts and ends; nothing more. Fields, repetitions, components and
+//! subcomponents are found when asked for, by scanning that segment's bytes,
+//! and text is decoded only by `text()`. This module owns that addressing,
+//! MSH's odd field numbering and `SEG-F[R].C.S` paths. Escapes and character
+//! sets are in `escape`, finding messages in a file is in `batch`, and what a
+//! field means belongs to the callers.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use memchr::{memchr_iter, memchr2};
+
+use super::error::Hl7Error;
+use super::escape;
+use super::seg;
+
+const CR: u8 = b'\r';
+const LF: u8 = b'\n';
+
+/// MSH fields read here. MSH numbering: MSH-1 is the field separator itself.
+pub(crate) const MSH_TIMESTAMP: usize = 7;
+pub(crate) const MSH_TYPE: usize = 9;
+pub(crate) const MSH_CONTROL_ID: usize = 10;
+pub(crate) const MSH_CHARSET: usize = 18;
+
+/// Segments whose first two fields are their own delimiters, numbered so
+/// that the separator is field 1.
+pub(crate) fn is_header_id(id: &[u8]) -> bool {
+    id == seg::MSH.as_bytes() || id == seg::FHS.as_bytes() || id == seg::BHS.as_bytes()
+}
+
+/// The separators and escape character of one message, read from its MSH-1
+/// and MSH-2 (or a batch's FHS/BHS), never assumed. Every one is an ASCII
+/// punctuation character: that keeps splitting UTF-8 bytes on them safe, as
+/// no byte of a multi-byte character is ASCII.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Delimiters {
+    /// MSH-1, usually `|`.
+    pub field: u8,
+    /// First MSH-2 character, usually `^`.
+    pub component: u8,
+    /// Second MSH-2 character, usually `~`.
+    pub repetition: u8,
+    /// Third MSH-2 character, usually `\`. `None` when MSH-2 has only two
+    /// characters; then nothing is unescaped.
+    pub escape: Option<u8>,
+    /// Fourth MSH-2 character, usually `&`. HL7 lets a sender that uses no
+    /// subcomponents stop MSH-2 before it; then this is the field separator,
+    /// which cannot occur inside a field, so nothing is split on it.
+    pub subcomponent: u8,
+    /// Fifth MSH-2 character (v2.7 and later), usually `#`; `\P\` stands for it.
+    pub truncation: Option<u8>,
+}
+
+impl Delimiters {
+    /// `|^~\&`, what `encode` writes.
+    pub const STANDARD: Delimiters = Delimiters {
+        field: b'|',
+        component: b'^',
+        repetition: b'~',
+        escape: Some(b'\\'),
+        subcomponent: b'&',
+        truncation: None,
+    };
+
+    /// Reads the delimiters of a header segment (MSH, FHS or BHS) from its
+    /// first line: the byte after the ID, then the field up to the next one.
+    pub(crate) fn from_header(line: &[u8], id: &'static str) -> Result<Delimiters, Hl7Error> {
+        let bad = |reason: String| Hl7Error::BadDelimiters { segment: id, reason };
+        let field = match line.get(3) {
+            None | Some(&CR) | Some(&LF) => {
+                return Err(bad(format!("nothing follows {id}: the field separator ({id}-1) is missing")));
+            }
+            Some(&b) if !b.is_ascii_punctuation() => {
+                return Err(bad(format!(
+                    "the field separator ({id}-1) is {}; it must be a punctuation character such as |",
+                    show(b)
+                )));
+            }
+            Some(&b) => b,
+        };
+        let rest = &line[4..];
+        let end = rest.iter().position(|&b| b == field || b == CR || b == LF).unwrap_or(rest.len());
+        let chars = &rest[..end];
+        if !(2..=5).contains(&chars.len()) {
+            return Err(bad(format!(
+                "{id}-2 has {} encoding characters; it needs the component, repetition, escape and \
+                 subcomponent characters, usually ^~\\&",
+                chars.len()
+            )));
+        }
+        for (i, &c) in chars.iter().enumerate() {
+            if !c.is_ascii_punctuation() {
+                return Err(bad(format!(
+                    "{id}-2 contains {}, which cannot be a delimiter: delimiters are punctuation characters",
+                    show(c)
+                )));
+            }
+            if chars[..i].contains(&c) {
+                return Err(bad(format!("{id}-2 uses {} twice; each delimiter must be different", show(c))));
+            }
+        }
+        Ok(Delimiters {
+            field,
+            component: chars[0],
+            repetition: chars[1],
+            escape: chars.get(2).copied(),
+            subcomponent: chars.get(3).copied().unwrap_or(field),
+            truncation: chars.get(4).copied(),
+        })
+    }
+
+    /// Delimiters that split nothing and unescape nothing, for MSH-1 and
+    /// MSH-2, whose bytes are the delimiters themselves. CR never occurs
+    /// inside them (they end at the first line end), so splitting on it
+    /// always yields the whole value.
+    fn inert() -> Delimiters {
+        Delimiters {
+            field: CR,
+            component: CR,
+            repetition: CR,
+            escape: None,
+            subcomponent: CR,
+            truncation: None,
+        }
+    }
+}
+
+fn show(b: u8) -> String {
+    if b.is_ascii_graphic() { format!("{:?}", b as char) } else { format!("byte 0x{b:02X}") }
+}
+
+/// The character set of a message's text, from MSH-18.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Charset {
+    /// MSH-18 empty or `ASCII`. Strictly that allows only 7-bit bytes, but
+    /// senders that leave MSH-18 empty very often write UTF-8, and ASCII is
+    /// a subset of it, so valid UTF-8 is accepted and anything else is an
+    /// [`Hl7Error::InvalidText`].
+    Ascii,
+    /// `UNICODE UTF-8`.
+    Utf8,
+    /// `8859/1`, ISO-8859-1: every byte is a character.
+    Latin1,
+}
+
+impl Charset {
+    /// Reads MSH-18 (its first repetition: later ones name sets switched to
+    /// with `\C..\` escapes, which are not supported). Besides the standard
+    /// names `ASCII`, `UNICODE UTF-8` and `8859/1`, the spellings `UTF-8`,
+    /// `UTF8`, `ISO-8859-1`, `ISO8859-1` and `LATIN1` are seen in the wild
+    /// and accepted; case and surrounding spaces are ignored.
+    pub fn from_msh18(value: &[u8]) -> Result<Charset, Hl7Error> {
+        let name = value.trim_ascii();
+        let is = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
+        if is(&["", "ASCII"]) {
+            Ok(Charset::Ascii)
+        } else if is(&["UNICODE UTF-8", "UTF-8", "UTF8"]) {
+            Ok(Charset::Utf8)
+        } else if is(&["8859/1", "ISO-8859-1", "ISO8859-1", "LATIN1"]) {
+            Ok(Charset::Latin1)
+        } else {
+            Err(Hl7Error::UnknownCharset(String::from_utf8_lossy(name).into_owned()))
+        }
+    }
+
+    /// The standard MSH-18 name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Charset::Ascii => "ASCII",
+            Charset::Utf8 => "UNICODE UTF-8",
+            Charset::Latin1 => "8859/1",
+        }
+    }
+}
+
+impl fmt::Display for Charset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One message, borrowing from the buffer it was found in. Parsing indexes
+/// segment boundaries only; fields are split lazily.
+///
+/// Segment terminators may be CR, LF or CRLF, mixed; blank lines are
+/// skipped. A line that does not start like a segment (three capitals or
+/// digits, then the field separator or the line end) continues the segment
+/// before it, line break included: some senders put raw line breaks inside
+/// long text values, and cutting them off would lose the rest of the value.
+/// (Splitting a file is stricter and calls most such lines junk: see
+/// [`Splitter`](super::Splitter).)
+pub struct Message<'a> {
+    raw: &'a [u8],
+    delimiters: Delimiters,
+    charset: Charset,
+    /// Byte ranges of the segments in `raw`, terminators excluded. The first
+    /// is always MSH.
+    segments: Vec<(usize, usize)>,
+}
+
+impl<'a> Message<'a> {
+    /// Parses a message starting at `MSH`. Fails if the start is not MSH,
+    /// MSH-1/MSH-2 are unusable or MSH-18 names an unknown character set.
+    pub fn parse(raw: &'a [u8]) -> Result<Message<'a>, Hl7Error> {
+        let (delimiters, segments) = index(raw)?;
+        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii);
+        let charset = Charset::from_msh18(msh.field(MSH_CHARSET).repetition(1).raw())?;
+        Ok(Message { raw, delimiters, charset, segments })
+    }
+
+    /// Parses a message but decodes its text as `charset` whatever MSH-18
+    /// says: for a source known to mislabel its character set, or to still
+    /// read a message whose MSH-18 is unknown.
+    pub fn parse_with_charset(raw: &'a [u8], charset: Charset) -> Result<Message<'a>, Hl7Error> {
+        let (delimiters, segments) = index(raw)?;
+        Ok(Message { raw, delimiters, charset, segments })
+    }
+
+    pub fn delimiters(&self) -> &Delimiters {
+        &self.delimiters
+    }
+
+    pub fn charset(&self) -> Charset {
+        self.charset
+    }
+
+    /// The bytes the message was parsed from.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    pub fn segments(&self) -> impl Iterator<Item = Segment<'a>> + '_ {
+        self.segments.iter().map(|&(start, end)| self.segment_at(start, end))
+    }
+
+    /// The first segment with this ID.
+    pub fn segment(&self, id: &str) -> Option<Segment<'a>> {
+        self.segments_named(id).next()
+    }
+
+    /// Every segment with this ID, in order.
+    pub fn segments_named<'s>(&'s self, id: &'s str) -> impl Iterator<Item = Segment<'a>> + 's {
+        self.segments().filter(move |s| s.id() == id)
+    }
+
+    /// MSH-9.1 and MSH-9.2, such as `("ADT", "A28")`; empty strings where
+    /// absent or not decodable.
+    pub fn message_type(&self) -> (String, String) {
+        let field = self.msh().field(MSH_TYPE);
+        let text = |c: Component<'a>| c.text().map(Cow::into_owned).unwrap_or_default();
+        (text(field.component(1)), text(field.component(2)))
+    }
+
+    /// MSH-10, the message control ID; `None` when empty or not decodable.
+    pub fn control_id(&self) -> Option<String> {
+        non_empty(self.msh().field(MSH_CONTROL_ID).text())
+    }
+
+    /// MSH-7 as written (its first component, the DTM, such as
+    /// `20260102153000-0500`); not interpreted, as the callers know which
+    /// time zone a sender that omits the offset means.
+    pub fn timestamp(&self) -> Option<String> {
+        non_empty(self.msh().field(MSH_TIMESTAMP).component(1).text())
+    }
+
+    /// The text at a path `SEG-F[R].C.S` in the first segment with that ID:
+    /// field `F`, repetition `R` (default 1), component `C` and subcomponent
+    /// `S` (both optional; without them the whole field or component), all
+    /// 1-based, with MSH numbered as the standard does (MSH-9.1 is the
+    /// message code). Examples: `PID-5.1.1`, `PID-3[2].4.1`, `MSH-10`.
+    ///
+    /// `None` when the segment or value is absent or empty, and also when
+    /// the path is malformed or the text cannot be decoded: use
+    /// [`Message::try_value`] where those must be reported.
+    pub fn value(&self, path: &str) -> Option<Cow<'a, str>> {
+        self.try_value(path).ok().flatten()
+    }
+
+    /// [`Message::value`], with malformed paths and undecodable text as errors.
+    pub fn try_value(&self, path: &str) -> Result<Option<Cow<'a, str>>, Hl7Error> {
+        let p = Path::parse(path)?;
+        let Some(segment) = self.segment(p.segment) else { return Ok(None) };
+        let field = segment.field(p.field).repetition(p.repetition);
+        let text = match (p.component, p.subcomponent) {
+            (None, _) => field.text()?,
+            (Some(c), None) => field.component(c).text()?,
+            (Some(c), Some(s)) => field.component(c).subcomponent(s).text()?,
+        };
+        Ok(Some(text).filter(|t| !t.is_empty()))
+    }
+
+    fn msh(&self) -> Segment<'a> {
+        let (start, end) = self.segments[0];
+        self.segment_at(start, end)
+    }
+
+    fn segment_at(&self, start: usize, end: usize) -> Segment<'a> {
+        Segment::new(&self.raw[start..end], self.delimiters, self.charset)
+    }
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("len", &self.raw.len())
+            .field("segments", &self.segments.len())
+            .field("delimiters", &self.delimiters)
+            .field("charset", &self.charset)
+            .finish()
+    }
+}
+
+fn non_empty(text: Result<Cow<'_, str>, Hl7Error>) -> Option<String> {
+    text.ok().filter(|t| !t.is_empty()).map(Cow::into_owned)
+}
+
+/// Reads the delimiters and finds the segments. See [`Message`] for the rules.
+fn index(raw: &[u8]) -> Result<(Delimiters, Vec<(usize, usize)>), Hl7Error> {
+    if !raw.starts_with(seg::MSH.as_bytes()) {
+        return Err(Hl7Error::NotMsh { start: raw[..raw.len().min(8)].escape_ascii().to_string() });
+    }
+    let delimiters = Delimiters::from_header(raw, seg::MSH)?;
+    let mut segments: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    while pos < raw.len() {
+        let end = memchr2(CR, LF, &raw[pos..]).map_or(raw.len(), |i| pos + i);
+        let line = &raw[pos..end];
+        if starts_segment(line, delimiters.field) {
+            segments.push((pos, end));
+        } else if !is_blank(line)
+            && let Some(last) = segments.last_mut()
+        {
+            last.1 = end;
+        }
+        pos = end + 1;
+    }
+    Ok((delimiters, segments))
+}
+
+/// Three capitals or digits (the first a capital), then the field separator
+/// or the end of the line.
+pub(crate) fn starts_segment(line: &[u8], field: u8) -> bool {
+    line.len() >= 3
+        && line[0].is_ascii_uppercase()
+        && line[1..3].iter().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && line.get(3).is_none_or(|&b| b == field)
+}
+
+pub(crate) fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|&b| b == b' ' || b == b'\t')
+}
+
+/// The `n`th (0-based) piece of `bytes` split on `sep`; empty past the end.
+fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
+    let mut start = 0;
+    let mut seps = memchr_iter(sep, bytes);
+    for _ in 0..n {
+        match seps.next() {
+            Some(i) => start = i + 1,
+            None => return &[],
+        }
+    }
+    let end = seps.next().unwrap_or(bytes.len());
+    &bytes[start..end]
+}
+
+/// 1-based piece; piece 0 is empty.
+fn piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
+    n.checked_sub(1).map_or(&[][..], |i| nth_piece(bytes, sep, i))
+}
+
+/// Every piece of `bytes` split on `sep`: none for empty bytes, the bytes
+/// themselves when there is no separator.
+fn pieces(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    (!bytes.is_empty()).then(|| bytes.split(move |&b| b == sep)).into_iter().flatten()
+}
+
+/// One segment of a message.
+#[derive(Clone, Copy)]
+pub struct Segment<'a> {
+    raw: &'a [u8],
+    delimiters: Delimiters,
+    charset: Charset,
+    /// MSH, FHS or BHS: fields 1 and 2 are the delimiters.
+    header: bool,
+}
+
+impl<'a> Segment<'a> {
+    /// `raw` must start with a segment ID, as [`starts_segment`] checks.
+    pub(crate) fn new(raw: &'a [u8], delimiters: Delimiters, charset: Charset) -> Segment<'a> {
+        let header = raw.get(3) == Some(&delimiters.field) && is_header_id(&raw[..3]);
+        Segment { raw, delimiters, charset, header }
+    }
+
+    /// The three-character ID, such as `PID`.
+    pub fn id(&self) -> &'a str {
+        // The ID was checked to be ASCII when the segment was found.
+        std::str::from_utf8(&self.raw[..self.raw.len().min(3)]).unwrap_or_default()
+    }
+
+    /// The segment's bytes, ID included, terminator excluded.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Field `n`, numbered as HL7 does: `field(3)` of a PID is PID-3. In MSH
+    /// (and FHS, BHS) field 1 is the field separator and field 2 the
+    /// encoding characters, both read literally. Field 0 and fields past
+    /// the end are empty.
+    pub fn field(&self, n: usize) -> Field<'a> {
+        let sep = self.delimiters.field;
+        let (raw, delimiters) = match (self.header, n) {
+            (_, 0) => (&[][..], self.delimiters),
+            (true, 1) => (&self.raw[3..4], Delimiters::inert()),
+            (true, 2) => (nth_piece(self.raw, sep, 1), Delimiters::inert()),
+            (true, n) => (nth_piece(self.raw, sep, n - 1), self.delimiters),
+            (false, n) => (nth_piece(self.raw, sep, n), self.delimiters),
+        };
+        Field { raw, delimiters, charset: self.charset }
+    }
+
+    /// How many fields the segment has (the last may be empty, as in `PID|1|`).
+    pub fn field_count(&self) -> usize {
+        let separators = memchr_iter(self.delimiters.field, self.raw).count();
+        // In a header the first separator is itself MSH-1.
+        if self.header { separators + 1 } else { separators }
+    }
+
+    /// Fields 1 to [`Segment::field_count`], in one pass.
+    pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
+        let Segment { raw, delimiters, charset, header } = *self;
+        let mut rest = raw.split(move |&b| b == delimiters.field).skip(1);
+        let mut head = [None, None];
+        if header {
+            let literal = |raw| Field { raw, delimiters: Delimiters::inert(), charset };
+            head = [Some(literal(&raw[3..4])), Some(literal(rest.next().unwrap_or_default()))];
+        }
+        head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset }))
+    }
+}
+
+impl fmt::Debug for Segment<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment").field("id", &self.id()).field("len", &self.raw.len()).finish()
+    }
+}
+
+/// One field: its raw bytes, with what is needed to split and decode them.
+#[derive(Clone, Copy)]
+pub struct Field<'a> {
+    raw: &'a [u8],
+    delimiters: Delimiters,
+    charset: Charset,
+}
+
+impl<'a> Field<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// `""`: HL7's explicit null, which tells the receiver to delete the
+    /// value it holds. Not empty, and its text is two quote marks; callers
+    /// that update records must check for it.
+    pub fn is_null(&self) -> bool {
+        self.raw == b"\"\""
+    }
+
+    /// The raw bytes of the whole field, all repetitions, still escaped.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Each repetition as a field: none for an empty field, the field itself
+    /// when it does not repeat, and empty ones where the sender left a gap.
+    pub fn repetitions(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
+        let Field { raw, delimiters, charset } = *self;
+        pieces(raw, delimiters.repetition).map(move |raw| Field { raw, delimiters, charset })
+    }
+
+    /// Repetition `n`, 1-based; empty past the end.
+    pub fn repetition(&self, n: usize) -> Field<'a> {
+        Field { raw: piece(self.raw, self.delimiters.repetition, n), ..*self }
+    }
+
+    /// Component `n` (1-based) of the first repetition; empty past the end.
+    pub fn component(&self, n: usize) -> Component<'a> {
+        let d = self.delimiters;
+        let first = nth_piece(self.raw, d.repetition, 0);
+        Component { raw: piece(first, d.component, n), delimiters: d, charset: self.charset }
+    }
+
+    /// The components of the first repetition: none when it is empty.
+    pub fn components(&self) -> impl Iterator<Item = Component<'a>> + use<'a> {
+        let Field { raw, delimiters, charset } = *self;
+        let first = nth_piece(raw, delimiters.repetition, 0);
+        pieces(first, delimiters.component).map(move |raw| Component { raw, delimiters, charset })
+    }
+
+    /// The first repetition decoded and unescaped, separators inside it
+    /// included as written (`Smith^John`). Borrowed when there is nothing
+    /// to unescape and the bytes are valid as they are.
+    ///
+    /// Escapes become the characters they stand for (`\F\ \S\ \T\ \R\
+    /// \E\ \P\`, using this message's delimiters), and `\Xhh..\` the bytes
+    /// `hh..`, which are then decoded by the message's character set like
+    /// the rest (`\XC3A9\` is "é" in UTF-8, `\XE9\` in ISO-8859-1).
+    /// Formatting escapes become plain text: `\.br\` and `\.sp\` a line
+    /// break `\n`; `\H\`, `\N\` and other `\.xx\` nothing. An escape
+    /// character with no closing one, or a sequence not known (`\Zxx\`),
+    /// is kept as written, since senders that never escape a backslash are
+    /// common. Errors: bytes invalid in the character set
+    /// ([`Hl7Error::InvalidText`]), and `\X..\` that is not hex or a
+    /// `\Cxxyy\`/`\Mxxyyzz\` character-set switch ([`Hl7Error::BadEscape`]).
+    pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
+        escape::text(nth_piece(self.raw, self.delimiters.repetition, 0), &self.delimiters, self.charset)
+    }
+}
+
+impl fmt::Debug for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Field").field("len", &self.raw.len()).finish_non_exhaustive()
+    }
+}
+
+/// One component of a field's repetition.
+#[derive(Clone, Copy)]
+pub struct Component<'a> {
+    raw: &'a [u8],
+    delimiters: Delimiters,
+    charset: Charset,
+}
+
+impl<'a> Component<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The raw bytes, still escaped, subcomponent separators included.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Subcomponent `m`, 1-based; empty past the end.
+    pub fn subcomponent(&self, m: usize) -> SubComponent<'a> {
+        SubComponent {
+            raw: piece(self.raw, self.delimiters.subcomponent, m),
+            delimiters: self.delimiters,
+            charset: self.charset,
+        }
+    }
+
+    /// The subcomponents: none when the component is empty.
+    pub fn subcomponents(&self) -> impl Iterator<Item = SubComponent<'a>> + use<'a> {
+        let Component { raw, delimiters, charset } = *self;
+        pieces(raw, delimiters.subcomponent).map(move |raw| SubComponent { raw, delimiters, charset })
+    }
+
+    /// The whole component decoded and unescaped, as [`Field::text`].
+    pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
+        escape::text(self.raw, &self.delimiters, self.charset)
+    }
+}
+
+impl fmt::Debug for Component<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Component").field("len", &self.raw.len()).finish_non_exhaustive()
+    }
+}
+
+/// One subcomponent of a component.
+#[derive(Clone, Copy)]
+pub struct SubComponent<'a> {
+    raw: &'a [u8],
+    delimiters: Delimiters,
+    charset: Charset,
+}
+
+impl<'a> SubComponent<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The raw bytes, still escaped.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Decoded and unescaped, as [`Field::text`].
+    pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
+        escape::text(self.raw, &self.delimiters, self.charset)
+    }
+}
+
+impl fmt::Debug for SubComponent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubComponent").field("len", &self.raw.len()).finish_non_exhaustive()
+    }
+}
+
+/// A parsed `SEG-F[R].C.S` path.
+#[derive(Debug, PartialEq, Eq)]
+struct Path<'p> {
+    segment: &'p str,
+    field: usize,
+    repetition: usize,
+    component: Option<usize>,
+    subcomponent: Option<usize>,
+}
+
+impl<'p> Path<'p> {
+    fn parse(path: &'p str) -> Result<Path<'p>, Hl7Error> {
+        let bad = |reason| Hl7Error::BadPath { path: path.to_string(), reason };
+        let (segment, rest) = path.split_once('-').ok_or_else(|| bad("no '-' after the segment ID"))?;
+        if !starts_segment(segment.as_bytes(), b'-') || segment.len() != 3 {
+            return Err(bad("the segment ID must be three capital letters or digits"));
+        }
+        let (field, dotted) = match rest.split_once('.') {
+            Some((f, d)) => (f, Some(d)),
+            None => (rest, None),
+        };
+        let (field, repetition) = match field.split_once('[') {
+            Some((f, r)) => (f, Some(r.strip_suffix(']').ok_or_else(|| bad("'[' without a closing ']'"))?)),
+            None => (field, None),
+        };
+        let number = |s: &str| match s.parse::<usize>() {
+            Ok(0) => Err(bad("numbers start at 1")),
+            Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(bad("expected a number")),
+        };
+        let mut parts = dotted.into_iter().flat_map(|d| d.split('.'));
+        let component = parts.next().map(number).transpose()?;
+        let subcomponent = parts.next().map(number).transpose()?;
+        if parts.next().is_some() {
+            return Err(bad("more than a component and a subcomponent after the field"));
+        }
+        Ok(Path {
+            segment,
+            field: number(field)?,
+            repetition: repetition.map(number).transpose()?.unwrap_or(1),
+            component,
+            subcomponent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADT: &[u8] = b"MSH|^~\\&|EHR|CLINIC|FERRY|PRACTICE|20260102153000-0500||ADT^A28^ADT_A05|MSG0001|P|2.5.1||||||UNICODE UTF-8\r\
+EVN|A28|20260102153000\r\
+PID|1||12345^^^EHR^MR~998877^^^SSA^SS||Doe^Jane^Q||19800101|F|||1 Main St^^Springfield^MA^01101\r\
+PV1|1|O\r";
+
+    fn parse(raw: &[u8]) -> Message<'_> {
+        Message::parse(raw).unwrap()
+    }
+
+    fn text(f: Result<Cow<'_, str>, Hl7Error>) -> String {
+        f.unwrap().into_owned()
+    }
+
+    #[test]
+    fn reads_msh_fields_with_msh_numbering() {
+        let m = parse(ADT);
+        let msh = m.segment("MSH").unwrap();
+        assert_eq!(msh.field(1).raw(), b"|");
+        assert_eq!(msh.field(2).raw(), b"^~\\&");
+        assert_eq!(text(msh.field(2).text()), "^~\\&", "MSH-2 is read literally, not unescaped");
+        assert_eq!(msh.field(2).components().count(), 1, "nor split");
+        assert_eq!(msh.field(3).raw(), b"EHR");
+        assert_eq!(msh.field(7).raw(), b"20260102153000-0500");
+        assert_eq!(msh.field(9).raw(), b"ADT^A28^ADT_A05");
+        assert_eq!(msh.field(10).raw(), b"MSG0001");
+        assert_eq!(msh.field(18).raw(), b"UNICODE UTF-8");
+        assert_eq!(msh.field_count(), 18);
+        assert_eq!(msh.fields().count(), 18);
+        assert_eq!(m.message_type(), ("ADT".to_string(), "A28".to_string()));
+        assert_eq!(m.control_id().as_deref(), Some("MSG0001"));
+        assert_eq!(m.timestamp().as_deref(), Some("20260102153000-0500"));
+        assert_eq!(m.charset(), Charset::Utf8);
+        assert_eq!(*m.delimiters(), Delimiters::STANDARD);
+        assert_eq!(m.value("MSH-12").as_deref(), Some("2.5.1"));
+        assert_eq!(m.value("MSH-1").as_deref(), Some("|"));
+    }
+
+    #[test]
+    fn fields_iterator_matches_field_by_number() {
+        let m = parse(ADT);
+        for s in m.segments() {
+            let by_iter: Vec<&[u8]> = s.fields().map(|f| f.raw()).collect();
+            let by_number: Vec<&[u8]> = (1..=s.field_count()).map(|n| s.field(n).raw()).collect();
+            assert_eq!(by_iter, by_number, "{}", s.id());
+        }
+    }
+
+    #[test]
+    fn segments_in_order_and_by_name() {
+        let m = parse(ADT);
+        let ids: Vec<&str> = m.segments().map(|s| s.id()).collect();
+        assert_eq!(ids, ["MSH", "EVN", "PID", "PV1"]);
+        assert!(m.segment("NK1").is_none());
+        assert_eq!(m.segments_named("PID").count(), 1);
+        assert_eq!(m.segment("PV1").unwrap().raw(), b"PV1|1|O");
+    }
+
+    #[test]
+    fn pid3_repetitions_with_authority_and_type() {
+        let m = parse(ADT);
+        let pid3 = m.segment(seg::PID).unwrap().field(3);
+        let ids: Vec<(String, String, String)> = pid3
+            .repetitions()
+            .map(|r| (text(r.component(1).text()), text(r.component(4).text()), text(r.component(5).text())))
+            .collect();
+        assert_eq!(
+            ids,
+            [("12345".into(), "EHR".into(), "MR".into()), ("998877".into(), "SSA".into(), "SS".into())]
+        );
+        assert_eq!(text(pid3.text()), "12345^^^EHR^MR", "text() is the first repetition");
+        assert_eq!(pid3.component(4).raw(), b"EHR", "component() reads the first repetition");
+        assert_eq!(m.value("PID-3[2].4").as_deref(), Some("SSA"));
+        assert_eq!(m.value("PID-3[2].5.1").as_deref(), Some("SS"));
+        assert_eq!(m.value("PID-3.1").as_deref(), Some("12345"));
+        assert_eq!(m.value("PID-3[3].1"), None, "no third repetition");
+        assert_eq!(m.value("PID-5.2").as_deref(), Some("Jane"));
+        assert_eq!(m.value("PID-11.3").as_deref(), Some("Springfield"));
+    }
+
+    #[test]
+    fn empty_fields_components_and_repetitions() {
+        let m = parse(b"MSH|^~\\&|A\rPID|||~x~|^^c^|\"\"|\r");
+        let pid = m.segment("PID").unwrap();
+        assert_eq!(pid.field_count(), 6);
+        assert!(pid.field(1).is_empty());
+        assert_eq!(pid.field(1).repetitions().count(), 0, "an empty field has no repetitions");
+        assert_eq!(pid.field(1).components().count(), 0);
+        let reps: Vec<&[u8]> = pid.field(3).repetitions().map(|r| r.raw()).collect();
+        assert_eq!(reps, [&b""[..], b"x", b""]);
+        assert!(pid.field(3).text().unwrap().is_empty(), "the first repetition is empty");
+        let comps: Vec<&[u8]> = pid.field(4).components().map(|c| c.raw()).collect();
+        assert_eq!(comps, [&b""[..], b"", b"c", b""]);
+        assert!(pid.field(4).component(1).is_empty());
+        assert!(pid.field(4).component(9).is_empty(), "past the end");
+        assert!(pid.field(4).component(0).is_empty(), "components are 1-based");
+        assert!(pid.field(5).is_null());
+        assert!(!pid.field(5).is_empty());
+        assert!(pid.field(6).is_empty(), "trailing empty field");
+        assert!(pid.field(7).is_empty(), "past the end");
+        assert!(pid.field(0).is_empty(), "there is no field 0");
+        assert_eq!(m.value("PID-4.3").as_deref(), Some("c"));
+        assert_eq!(m.value("PID-4.1"), None, "empty reads as None");
+        assert_eq!(m.value("PID-4.3.2"), None);
+        let sub: Vec<&[u8]> = pid.field(4).component(3).subcomponents().map(|s| s.raw()).collect();
+        assert_eq!(sub, [b"c"]);
+        assert_eq!(pid.field(4).component(1).subcomponents().count(), 0);
+    }
+
+    #[test]
+    fn subcomponents() {
+        let m = parse(b"MSH|^~\\&\rPID|1||123^^^&1.2.3&ISO^MR\r");
+        let auth = m.segment("PID").unwrap().field(3).component(4);
+        let subs: Vec<&[u8]> = auth.subcomponents().map(|s| s.raw()).collect();
+        assert_eq!(subs, [&b""[..], b"1.2.3", b"ISO"]);
+        assert_eq!(text(auth.subcomponent(2).text()), "1.2.3");
+        assert!(auth.subcomponent(4).is_empty());
+        assert_eq!(text(auth.text()), "&1.2.3&ISO");
+        assert_eq!(m.value("PID-3.4.3").as_deref(), Some("ISO"));
+    }
+
+    #[test]
+    fn custom_delimiters_are_read_from_msh() {
+        let m = parse(b"MSH#@*$!#EHR####20260102##ADT@A08#42\rPID#1##X1@@@AUTH!SUB*X2@@@B#$F$ and $S$\r");
+        let d = *m.delimiters();
+        assert_eq!(
+            d,
+            Delimiters {
+                field: b'#',
+                component: b'@',
+                repetition: b'*',
+                escape: Some(b'$'),
+                subcomponent: b'!',
+                truncation: None
+            }
+        );
+        assert_eq!(m.message_type(), ("ADT".into(), "A08".into()));
+        assert_eq!(m.control_id().as_deref(), Some("42"));
+        assert_eq!(m.timestamp().as_deref(), Some("20260102"));
+        assert_eq!(m.value("PID-3[2].1").as_deref(), Some("X2"));
+        assert_eq!(m.value("PID-3.4.2").as_deref(), Some("SUB"));
+        assert_eq!(m.value("PID-4").as_deref(), Some("# and @"), "escapes use the message's delimiters");
+        let pid = m.segment("PID").unwrap();
+        assert_eq!(pid.field(3).raw(), b"X1@@@AUTH!SUB*X2@@@B");
+        // A standard delimiter is plain text here.
+        let m = parse(b"MSH#@*$!\rNTE#1#a|b^c~d\\e&f\r");
+        assert_eq!(m.value("NTE-2").as_deref(), Some("a|b^c~d\\e&f"));
+    }
+
+    #[test]
+    fn truncation_character_of_v27() {
+        let m = parse(b"MSH|^~\\&#|A\rNTE|1|long text#|\\P\\\r");
+        let d = m.delimiters();
+        assert_eq!((d.subcomponent, d.truncation), (b'&', Some(b'#')));
+        assert_eq!(m.value("MSH-2").as_deref(), Some("^~\\&#"));
+        assert_eq!(m.value("MSH-3").as_deref(), Some("A"));
+        assert_eq!(m.value("NTE-2").as_deref(), Some("long text#"));
+        assert_eq!(m.value("NTE-3").as_deref(), Some("#"));
+    }
+
+    #[test]
+    fn short_encoding_characters() {
+        // No subcomponent separator: '&' is plain text.
+        let m = parse(b"MSH|^~\\|A\rPID|1||a&b^c\r");
+        let d = *m.delimiters();
+        assert_eq!((d.escape, d.subcomponent), (Some(b'\\'), b'|'));
+        assert_eq!(m.value("PID-3.1").as_deref(), Some("a&b"));
+        assert_eq!(m.value("PID-3.1.1").as_deref(), Some("a&b"));
+        // No escape character either: backslashes are plain text.
+        let m = parse(b"MSH|^~|A\rPID|1||a\\F\\b\r");
+        assert_eq!(m.delimiters().escape, None);
+        assert_eq!(m.value("PID-3").as_deref(), Some("a\\F\\b"));
+    }
+
+    #[test]
+    fn bad_delimiters_are_reported() {
+        let reason = |raw: &[u8]| match Message::parse(raw) {
+            Err(Hl7Error::BadDelimiters { segment: "MSH", reason }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(reason(b"MSH").contains("field separator (MSH-1) is missing"));
+        assert!(reason(b"MSH\rPID|1").contains("field separator (MSH-1) is missing"));
+        assert!(reason(b"MSHA^~\\&").contains("\'A\'"));
+        assert!(reason(b"MSH||A").contains("has 0 encoding characters"));
+        assert!(reason(b"MSH|^|A").contains("has 1 encoding characters"));
+        assert!(reason(b"MSH|^~\\&#!|A").contains("has 6 encoding characters"));
+        assert!(reason(b"MSH|^^\\&|A").contains("uses '^' twice"));
+        assert!(reason(b"MSH|^~a&|A").contains("contains 'a'"));
+        assert!(reason(b"MSH|^~ &|A").contains("contains byte 0x20"));
+        assert!(reason(b"MSH \xe9~\\&|A").contains("byte 0x20"));
+        let e = Message::parse(b"MSH|^^\\&").unwrap_err().to_string();
+        assert_eq!(e, "bad delimiters in MSH: MSH-2 uses '^' twice; each delimiter must be different");
+    }
+
+    #[test]
+    fn not_msh_is_reported_with_its_start() {
+        for (raw, start) in [
+            (&b"PID|1"[..], "PID|1"),
+            (b"", ""),
+            (b"\xEF\xBB\xBFMSH|^~\\&", "\\xef\\xbb\\xbfMSH|^"),
+            (b" MSH|^~\\&", " MSH|^~\\\\"),
+        ] {
+            assert_eq!(Message::parse(raw).unwrap_err(), Hl7Error::NotMsh { start: start.to_string() });
+        }
+        assert!(Message::parse(b"PID|1").unwrap_err().to_string().contains("should start with \"MSH\""));
+    }
+
+    #[test]
+    fn cr_lf_and_crlf_terminators_read_the_same() {
+        let base = b"MSH|^~\\&|A\rPID|1||X\rPV1|1|O";
+        let mut seen = Vec::new();
+        for terminator in [&b"\r"[..], b"\n", b"\r\n", b"\n\r", b"\r\n\r\n"] {
+            let raw: Vec<u8> = base
+                .split(|&b| b == b'\r')
+                .flat_map(|s| s.iter().copied().chain(terminator.iter().copied()))
+                .collect();
+            let m = parse(&raw);
+            let segs: Vec<(String, Vec<Vec<u8>>)> = m
+                .segments()
+                .map(|s| (s.id().to_string(), s.fields().map(|f| f.raw().to_vec()).collect()))
+                .collect();
+            assert_eq!(segs.len(), 3, "{terminator:?}");
+            assert_eq!(m.value("PID-3").as_deref(), Some("X"));
+            assert_eq!(m.value("PV1-2").as_deref(), Some("O"), "the last field has no terminator in it");
+            seen.push(segs);
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]));
+    }
+
+    #[test]
+    fn mixed_terminators_and_blank_lines_inside_a_message() {
+        let m = parse(b"MSH|^~\\&|A\r\n\r\nEVN|A28\n  \nPID|1\rPV1|1\r\n");
+        let ids: Vec<&str> = m.segments().map(|s| s.id()).collect();
+        assert_eq!(ids, ["MSH", "EVN", "PID", "PV1"]);
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_segment_continues_the_one_before() {
+        // Seen from senders that put raw line breaks in report text.
+        let m = parse(b"MSH|^~\\&|A\rOBX|1|TX|||line one\nline two\n\nline four|F\rNTE|1\r");
+        let ids: Vec<&str> = m.segments().map(|s| s.id()).collect();
+        assert_eq!(ids, ["MSH", "OBX", "NTE"]);
+        assert_eq!(m.value("OBX-5").as_deref(), Some("line one\nline two\n\nline four"));
+        assert_eq!(m.value("OBX-6").as_deref(), Some("F"));
+        // Lower case, or an ID not followed by this message's separator, is not a segment start.
+        let m = parse(b"MSH|^~\\&\rNTE|1|a\rpid|2\rPID#3\rZZ9|4\rZZZ\r");
+        let ids: Vec<&str> = m.segments().map(|s| s.id()).collect();
+        assert_eq!(ids, ["MSH", "NTE", "ZZ9", "ZZZ"]);
+        assert_eq!(m.segment("NTE").unwrap().raw(), b"NTE|1|a\rpid|2\rPID#3");
+        assert_eq!(m.segment("ZZZ").unwrap().field_count(), 0);
+    }
+
+    #[test]
+    fn charset_names() {
+        for (name, cs) in [
+            (&b""[..], Charset::Ascii),
+            (b"ASCII", Charset::Ascii),
+            (b"UNICODE UTF-8", Charset::Utf8),
+            (b" unicode utf-8 ", Charset::Utf8),
+            (b"UTF-8", Charset::Utf8),
+            (b"8859/1", Charset::Latin1),
+            (b"ISO-8859-1", Charset::Latin1),
+        ] {
+            assert_eq!(Charset::from_msh18(name), Ok(cs), "{name:?}");
+        }
+        assert_eq!(Charset::from_msh18(b"ISO IR87"), Err(Hl7Error::UnknownCharset("ISO IR87".into())));
+        assert_eq!(Charset::Utf8.to_string(), "UNICODE UTF-8");
+    }
+
+    #[test]
+    fn msh18_selects_the_charset_and_unknown_is_an_error() {
+        let m = parse(b"MSH|^~\\&|||||||ADT^A01|1|P|2.3|||||| 8859/1 ~ISO IR87\rPID|1||||Mu\xF1oz\r");
+        assert_eq!(m.charset(), Charset::Latin1, "the first repetition of MSH-18 counts");
+        assert_eq!(m.value("PID-5").as_deref(), Some("Muñoz"));
+        assert_eq!(m.value("MSH-18").as_deref(), Some(" 8859/1 "));
+        let raw = b"MSH|^~\\&|||||||ADT^A01|1|P|2.3||||||KOI8-R\rPID|1\r";
+        let e = Message::parse(raw).unwrap_err();
+        assert_eq!(e, Hl7Error::UnknownCharset("KOI8-R".into()));
+        assert!(e.to_string().contains("ask the sender"), "{e}");
+        let m = Message::parse_with_charset(raw, Charset::Latin1).unwrap();
+        assert_eq!(m.charset(), Charset::Latin1);
+        assert_eq!(m.value("PID-1").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn latin1_bytes_are_decoded() {
+        let m = parse(b"MSH|^~\\&|||||||ADT^A01|1|P|2.3||||||8859/1\rPID|1||||Jos\xE9^Ren\xE9e\r");
+        assert_eq!(m.value("PID-5.1").as_deref(), Some("José"));
+        assert_eq!(m.value("PID-5").as_deref(), Some("José^Renée"));
+        assert!(matches!(m.value("PID-1"), Some(Cow::Borrowed("1"))), "ASCII in Latin-1 is borrowed");
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported() {
+        let m = parse(b"MSH|^~\\&|||||||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||||Jos\xE9\r");
+        let e = m.segment("PID").unwrap().field(5).text().unwrap_err();
+        assert_eq!(e, Hl7Error::InvalidText { charset: Charset::Utf8, byte: 0xE9, position: 3 });
+        assert!(e.to_string().contains("8859/1"), "{e}");
+        assert_eq!(m.value("PID-5"), None);
+        assert_eq!(m.try_value("PID-5"), Err(e));
+        // The same bytes with no MSH-18 get a hint to fill it.
+        let m = parse(b"MSH|^~\\&\rPID|1||||Jos\xE9\r");
+        let e = m.try_value("PID-5").unwrap_err();
+        assert!(matches!(e, Hl7Error::InvalidText { charset: Charset::Ascii, .. }), "{e:?}");
+        assert!(e.to_string().contains("MSH-18 names no character set"), "{e}");
+    }
+
+    #[test]
+    fn ascii_charset_accepts_utf8() {
+        let m = parse("MSH|^~\\&\rPID|1||||Jos\u{e9}\r".as_bytes());
+        assert_eq!(m.charset(), Charset::Ascii);
+        assert!(matches!(m.value("PID-5"), Some(Cow::Borrowed("José"))));
+    }
+
+    #[test]
+    fn text_is_borrowed_unless_unescaped() {
+        let m = parse(b"MSH|^~\\&\rNTE|1|plain|a\\T\\b\r");
+        assert!(matches!(m.value("NTE-2"), Some(Cow::Borrowed(_))));
+        assert!(matches!(m.value("NTE-3"), Some(Cow::Owned(s)) if s == "a&b"));
+    }
+
+    #[test]
+    fn escapes_in_values_and_paths() {
+        let m = parse(b"MSH|^~\\&\rNTE|1|O\\T\\Brien \\F\\ \\S\\ \\R\\ \\E\\|line\\.br\\two^x\\X0D0A\\y\r");
+        assert_eq!(m.value("NTE-2").as_deref(), Some("O&Brien | ^ ~ \\"));
+        assert_eq!(m.value("NTE-3.1").as_deref(), Some("line\ntwo"));
+        assert_eq!(m.value("NTE-3.2").as_deref(), Some("x\r\ny"));
+    }
+
+    #[test]
+    fn paths() {
+        let p = Path::parse("PID-3[2].4.1").unwrap();
+        assert_eq!(
+            p,
+            Path { segment: "PID", field: 3, repetition: 2, component: Some(4), subcomponent: Some(1) }
+        );
+        assert_eq!(
+            Path::parse("MSH-10").unwrap(),
+            Path { segment: "MSH", field: 10, repetition: 1, component: None, subcomponent: None }
+        );
+        assert_eq!(Path::parse("PD1-4.2").unwrap().component, Some(2));
+        for (bad, why) in [
+            ("PID", "no '-'"),
+            ("pid-3", "three capital"),
+            ("PIDX-3", "three capital"),
+            ("1ID-3", "three capital"),
+            ("PID-", "expected a number"),
+            ("PID-0", "start at 1"),
+            ("PID-3[0]", "start at 1"),
+            ("PID-3[2", "closing"),
+            ("PID-3.", "expected a number"),
+            ("PID-3.+1", "expected a number"),
+            ("PID-3.1.1.1", "more than"),
+            ("PID-x", "expected a number"),
+        ] {
+            let e = Path::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let m = parse(ADT);
+        assert!(m.try_value("PID-0").is_err());
+        assert_eq!(m.value("PID-0"), None);
+        assert_eq!(m.try_value("NK1-2"), Ok(None), "absent segment");
+    }
+
+    #[test]
+    fn debug_does_not_print_values() {
+        let m = parse(ADT);
+        let pid = m.segment("PID").unwrap();
+        let all = format!(
+            "{m:?} {pid:?} {:?} {:?} {:?}",
+            pid.field(5),
+            pid.field(5).component(1),
+            pid.field(5).component(1).subcomponent(1)
+        );
+        assert!(!all.contains("Doe"), "{all}");
+        assert!(all.contains("PID"), "{all}");
+    }
+}
