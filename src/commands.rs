@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::flatfile::{Schema, parse_bytes};
-use crate::job::{ConfigError, Job, default_state_dir};
+use crate::flatfile::parse_bytes;
+use crate::hl7;
+use crate::job::{ConfigError, InputSchema, Job, default_state_dir, load_schema_file};
 use crate::model::{Field, Side};
 use crate::run::{RunOptions, preview_source, run_job};
 use crate::store::{RunRow, Store};
@@ -91,8 +92,11 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
         let mut any = false;
         for path in toml_files(Path::new("schemas"))? {
             any = true;
-            match Schema::load(&path) {
-                Ok(s) => eprintln!("ok    schema {} ({} columns)", s.name, s.columns.len()),
+            match load_schema_file(&path) {
+                Ok(InputSchema::Flat(s)) => {
+                    eprintln!("ok    schema {} ({} columns)", s.name, s.columns.len())
+                }
+                Ok(InputSchema::Hl7(s)) => eprintln!("ok    schema {} (HL7)", s.name),
                 Err(e) => {
                     bad = true;
                     eprintln!("{e}");
@@ -147,19 +151,34 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub fn parse(file: &Path, schema: &str, side: Option<&str>, json: bool) -> Result<Exit> {
-    let schema_path = if schema.ends_with(".toml") || schema.contains('/') {
-        PathBuf::from(schema)
-    } else {
-        Path::new("schemas").join(format!("{schema}.toml"))
+pub fn parse(file: &Path, schema: Option<&str>, side: Option<&str>, json: bool) -> Result<Exit> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let schema_path = |name: &str| {
+        if name.ends_with(".toml") || name.contains('/') {
+            PathBuf::from(name)
+        } else {
+            Path::new("schemas").join(format!("{name}.toml"))
+        }
     };
-    let schema = Schema::load(&schema_path).map_err(|e| ConfigError::new(&schema_path, e))?;
+    if looks_like_hl7(&bytes) {
+        let path = schema_path(schema.unwrap_or("ehr_hl7"));
+        return parse_hl7(file, &bytes, &path, json);
+    }
+    let Some(schema) = schema else {
+        return Err(ConfigError::new(file, "not HL7: name the flat-file layout with --schema").into());
+    };
+    let schema_path = schema_path(schema);
+    let schema = match load_schema_file(&schema_path).map_err(|e| ConfigError::new(&schema_path, e))? {
+        InputSchema::Flat(s) => s,
+        InputSchema::Hl7(_) => {
+            return Err(ConfigError::new(&schema_path, "an HL7 schema, but the file is not HL7").into());
+        }
+    };
     let side = match side.and_then(Side::parse) {
         Some(s) => s,
         None if schema.check_side(Side::Ehr).is_ok() => Side::Ehr,
         None => Side::Practice,
     };
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let parsed = parse_bytes(&bytes, &schema, side, chrono::Local::now().date_naive());
     let mut out = std::io::stdout().lock();
     let mut rejects = parsed.rejects.iter().peekable();
@@ -193,6 +212,107 @@ pub fn parse(file: &Path, schema: &str, side: Option<&str>, json: bool) -> Resul
         schema.name
     );
     Ok(Exit::Done)
+}
+
+/// HL7 starts with MSH, FHS or BHS, or an MLLP start byte, after any BOM and blank lines.
+fn looks_like_hl7(bytes: &[u8]) -> bool {
+    let b = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let b = &b[b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len())..];
+    b.first() == Some(&0x0B) || [b"MSH", b"FHS", b"BHS"].iter().any(|h| b.starts_with(*h))
+}
+
+/// The debug view of an HL7 file: each message's segments and fields with
+/// their components, or (`--json`) the records each message maps to.
+fn parse_hl7(file: &Path, bytes: &[u8], schema_path: &Path, json: bool) -> Result<Exit> {
+    let mut out = std::io::stdout().lock();
+    let (mut read, mut errors) = (0u64, 0u64);
+    if json {
+        let schema = match load_schema_file(schema_path).map_err(|e| ConfigError::new(schema_path, e))? {
+            InputSchema::Hl7(s) => s,
+            InputSchema::Flat(_) => return Err(ConfigError::new(schema_path, "not an HL7 schema").into()),
+        };
+        let tz = std::env::var("TZ").ok().and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::Tz::UTC);
+        let settings = hl7::MapSettings { schema: &schema, provider: hl7::ProviderKind::Npi, time_zone: tz };
+        let problems = hl7::read_file(bytes, &settings, |chunk| -> Result<()> {
+            for o in chunk {
+                read += 1;
+                let mut v = serde_json::json!({
+                    "message": o.number, "line": o.line, "event": o.header.event,
+                    "control_id": o.header.control_id, "time": o.header.time,
+                });
+                match &o.result {
+                    Ok(m) => v["record"] = serde_json::to_value(m)?,
+                    Err(e) => {
+                        errors += 1;
+                        v["error"] = e.clone().into();
+                    }
+                }
+                writeln!(out, "{v}")?;
+            }
+            Ok(())
+        })?;
+        for p in &problems {
+            print_reject(&mut out, p, true)?;
+        }
+    } else {
+        let batch = hl7::split(bytes);
+        for item in &batch.items {
+            read += 1;
+            let flag = if item.truncated { " (truncated)" } else { "" };
+            writeln!(out, "message {} (line {}){flag}", item.number, item.line)?;
+            match item.parse() {
+                Ok(msg) => print_segments(&mut out, &msg)?,
+                Err(e) => {
+                    errors += 1;
+                    writeln!(out, "  ERROR {e}")?;
+                }
+            }
+        }
+        for p in &batch.problems {
+            writeln!(out, "PROBLEM {p}")?;
+        }
+    }
+    let what = if json { "read or mapped" } else { "read" };
+    eprintln!("{}: {read} message(s), {errors} that could not be {what}", file.display());
+    Ok(Exit::Done)
+}
+
+fn print_segments(out: &mut impl Write, msg: &hl7::Message) -> Result<()> {
+    for seg in msg.segments() {
+        for n in 1..=seg.field_count() {
+            let field = seg.field(n);
+            if field.is_empty() {
+                continue;
+            }
+            let reps: Vec<hl7::Field> = field.repetitions().collect();
+            for (r, rep) in reps.iter().enumerate() {
+                let at = if reps.len() > 1 {
+                    format!("{}-{n}[{}]", seg.id(), r + 1)
+                } else {
+                    format!("{}-{n}", seg.id())
+                };
+                // MSH-1 and MSH-2 are the delimiters themselves: show them raw.
+                let parts: Vec<String> = if seg.id() == "MSH" && n <= 2 {
+                    vec![String::from_utf8_lossy(rep.raw()).into_owned()]
+                } else {
+                    rep.components()
+                        .enumerate()
+                        .filter(|(_, c)| !c.is_empty())
+                        .map(|(i, c)| {
+                            let t = c.text().map(|t| t.into_owned()).unwrap_or_else(|e| format!("<{e}>"));
+                            if rep.components().count() > 1 {
+                                format!(".{}={t:?}", i + 1)
+                            } else {
+                                format!("{t:?}")
+                            }
+                        })
+                        .collect()
+                };
+                writeln!(out, "  {at:<10} {}", parts.join(" "))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_reject(out: &mut impl Write, r: &crate::model::Reject, json: bool) -> Result<()> {

@@ -15,7 +15,10 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
+use chrono_tz::Tz;
+
 use crate::flatfile::Schema;
+use crate::hl7::{Hl7Schema, ProviderKind};
 use crate::model::{Field, Side};
 use crate::store::LoadMode;
 
@@ -64,12 +67,26 @@ pub struct JobFile {
     reports_dir: Option<PathBuf>,
     /// Where schema names are looked up. Defaults to `../schemas` from the job.
     schemas_dir: Option<PathBuf>,
+    /// IANA time zone of times without an offset (HL7 DTMs), and later of
+    /// the schedule. Defaults to UTC.
+    time_zone: Option<String>,
     source: SourceConfig,
     #[serde(default)]
     inputs: Vec<InputConfig>,
     practice: Option<PracticeConfig>,
     #[serde(default)]
     reconcile: ReconcileConfig,
+    #[serde(default)]
+    hl7: Hl7Config,
+}
+
+/// Settings for HL7 inputs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hl7Config {
+    /// Which provider ID to keep: `npi` (default) or `ehr`.
+    #[serde(default)]
+    provider_id: ProviderKind,
 }
 
 /// Where the EHR's files come from. One variant per transport.
@@ -216,6 +233,8 @@ pub struct Job {
     pub inputs: Vec<Input>,
     pub practice: Option<Practice>,
     pub reconcile: Reconcile,
+    pub time_zone: Tz,
+    pub provider: ProviderKind,
 }
 
 #[derive(Debug)]
@@ -258,11 +277,37 @@ fn globs(patterns: &[String], key: &str) -> Result<GlobSet, String> {
     b.build().map_err(|e| format!("{key}: {e}"))
 }
 
+/// How an input file is read: a flat-file layout or an HL7 mapping.
+#[derive(Debug, Clone)]
+pub enum InputSchema {
+    Flat(Schema),
+    Hl7(Hl7Schema),
+}
+
+impl InputSchema {
+    pub fn name(&self) -> &str {
+        match self {
+            InputSchema::Flat(s) => &s.name,
+            InputSchema::Hl7(s) => &s.name,
+        }
+    }
+
+    fn check_side(&self, side: Side) -> Result<(), String> {
+        match (self, side) {
+            (InputSchema::Flat(s), _) => s.check_side(side),
+            (InputSchema::Hl7(_), Side::Ehr) => Ok(()),
+            (InputSchema::Hl7(s), Side::Practice) => {
+                Err(format!("schema {:?} is an HL7 interface, which is the EHR side", s.name))
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Input {
     pub files: NameFilter,
     pub pattern: String,
-    pub schema: Schema,
+    pub schema: InputSchema,
     pub side: Side,
     pub load: LoadMode,
 }
@@ -270,7 +315,8 @@ pub struct Input {
 #[derive(Debug)]
 pub struct Practice {
     pub file: PathBuf,
-    pub schema: Schema,
+    /// Always a flat-file schema.
+    pub schema: InputSchema,
 }
 
 #[derive(Debug, Clone)]
@@ -421,11 +467,25 @@ impl JobFile {
                 problems.push(format!("practice.file: {} does not exist", file.display()));
             }
             let schema = load_schema(&base, &schemas_dir, &p.schema)
-                .and_then(|s| s.check_side(Side::Practice).map(|()| s))
+                .and_then(|s| match s {
+                    InputSchema::Flat(f) => f.check_side(Side::Practice).map(|()| InputSchema::Flat(f)),
+                    InputSchema::Hl7(h) => {
+                        Err(format!("schema {:?} is HL7; the roster is a flat file", h.name))
+                    }
+                })
                 .map_err(|e| problems.push(format!("practice.schema: {e}")))
                 .ok()?;
             Some(Practice { file, schema })
         });
+
+        let time_zone = match self.time_zone.as_deref() {
+            None => Tz::UTC,
+            Some(z) => z.parse::<Tz>().unwrap_or_else(|_| {
+                problems
+                    .push(format!("time_zone: {z:?} is not an IANA time zone such as \"America/New_York\""));
+                Tz::UTC
+            }),
+        };
 
         let mut reconcile = Reconcile { leading_zeros: self.reconcile.leading_zeros, ..Reconcile::default() };
         if let Some(keys) = self.reconcile.keys {
@@ -449,6 +509,8 @@ impl JobFile {
                 inputs,
                 practice,
                 reconcile,
+                time_zone,
+                provider: self.hl7.provider_id,
             }),
             _ => Err(ConfigError { file: path.to_path_buf(), problems }),
         }
@@ -456,7 +518,7 @@ impl JobFile {
 }
 
 /// A schema by name (`schemas_dir/NAME.toml`) or by a path relative to the job file.
-fn load_schema(base: &Path, dir: &Path, name: &str) -> Result<Schema, String> {
+fn load_schema(base: &Path, dir: &Path, name: &str) -> Result<InputSchema, String> {
     let path = if name.ends_with(".toml") || name.contains('/') {
         base.join(name)
     } else {
@@ -465,7 +527,20 @@ fn load_schema(base: &Path, dir: &Path, name: &str) -> Result<Schema, String> {
     if !path.is_file() {
         return Err(format!("schema {name:?}: file {} does not exist", path.display()));
     }
-    Schema::load(&path).map_err(|e| format!("schema {name:?}: {e}"))
+    load_schema_file(&path).map_err(|e| format!("schema {name:?}: {e}"))
+}
+
+/// A schema file of either kind, told apart by its `format`.
+pub fn load_schema_file(path: &Path) -> Result<InputSchema, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let is_hl7 = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .is_some_and(|t| t.get("format").and_then(|f| f.as_str()) == Some("hl7"));
+    if is_hl7 {
+        Hl7Schema::parse(path, &text).map(InputSchema::Hl7)
+    } else {
+        Schema::parse(path, &text).map(InputSchema::Flat)
+    }
 }
 
 /// `$FERRY_HOME`, else `$XDG_STATE_HOME/ferry`, else `~/.local/state/ferry`.

@@ -40,12 +40,13 @@ enum Command {
         /// Jobs to check; with none, every jobs/*.toml and schemas/*.toml.
         jobs: Vec<String>,
     },
-    /// Parse one file and print what ferry sees in it.
+    /// Parse one file and print what ferry sees in it (HL7: segments and fields; --json: mapped records).
     Parse {
         file: PathBuf,
         /// A schema name (schemas/NAME.toml) or a path to a schema file.
+        /// Required for flat files; for HL7 it defaults to schemas/ehr_hl7.toml.
         #[arg(long)]
-        schema: String,
+        schema: Option<String>,
         /// Which side the file belongs to (default: guessed from the schema's own-ID column).
         #[arg(long, value_parser = ["ehr", "practice"])]
         side: Option<String>,
@@ -74,7 +75,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { job } => commands::run(&job, cli.quiet),
         Command::Check { jobs } => commands::check(&jobs),
-        Command::Parse { file, schema, side, json } => commands::parse(&file, &schema, side.as_deref(), json),
+        Command::Parse { file, schema, side, json } => {
+            commands::parse(&file, schema.as_deref(), side.as_deref(), json)
+        }
         Command::Status => commands::status(),
         Command::History { job, limit, json } => commands::history(job.as_deref(), limit, json),
     };

@@ -18,12 +18,14 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::flatfile::{ParsedFile, Schema, parse_bytes};
-use crate::job::{AfterAction, Job, LocalSource, Source};
+use crate::flatfile::{ParsedFile, parse_bytes};
+use crate::hl7::{self, MapSettings, Mapped, MessageOutcome};
+use crate::job::{AfterAction, InputSchema, Job, LocalSource, Source};
 use crate::model::Side;
+use crate::model::{Reject, Severity};
 use crate::reconcile::reconcile;
 use crate::report::{self, FileSummary, RunReport};
-use crate::store::{LoadMode, RunTotals, Store, TakenFile};
+use crate::store::{Applied, Counts, FileLoad, LoadMode, MessageRow, RunTotals, Store, TakenFile};
 use crate::transport::{self, Entry, LocalTransport, Transport};
 
 /// How the caller wants the run to behave.
@@ -48,7 +50,7 @@ pub struct RunResult {
 struct Pending<'j> {
     taken: TakenFile,
     entry: Entry,
-    schema: &'j Schema,
+    schema: &'j InputSchema,
     load: LoadMode,
     after: AfterAction,
     /// The transport the file came from, for the after-action.
@@ -143,13 +145,19 @@ fn run_stages(
         practice_transport = Some(t);
     }
 
-    // Parse in parallel, in input order so runs are repeatable.
-    let parsed: Vec<Result<ParsedFile>> = pending
+    // Flat files are parsed in parallel, in input order so runs are
+    // repeatable; HL7 files map their messages in parallel as they load.
+    let parsed: Vec<Option<Result<ParsedFile>>> = pending
         .par_iter()
-        .map(|p| {
-            let bytes = fs::read(&p.taken.local_path)
-                .with_context(|| format!("cannot read {}", p.taken.local_path))?;
-            Ok(parse_bytes(&bytes, p.schema, p.taken.side, chrono::Local::now().date_naive()))
+        .map(|p| match p.schema {
+            InputSchema::Flat(schema) => Some(
+                fs::read(&p.taken.local_path)
+                    .with_context(|| format!("cannot read {}", p.taken.local_path))
+                    .map(|bytes| {
+                        parse_bytes(&bytes, schema, p.taken.side, chrono::Local::now().date_naive())
+                    }),
+            ),
+            InputSchema::Hl7(_) => None,
         })
         .collect();
 
@@ -157,31 +165,38 @@ fn run_stages(
     let mut failed = false;
     for (p, parsed) in pending.iter().zip(parsed) {
         bar.inc(1);
-        let parsed = parsed?;
-        let mut summary = FileSummary {
-            side: p.taken.side,
-            name: p.taken.name.clone(),
-            status: "loaded".into(),
-            read: parsed.read,
-            accepted: parsed.accepted(),
-            rejected: parsed.rejected(),
-            warnings: parsed.warnings(),
-            detail: String::new(),
+        let (file_id, summary) = match (p.schema, parsed) {
+            (InputSchema::Hl7(schema), _) => load_hl7(job, store, run_id, p, schema)?,
+            (_, Some(parsed)) => {
+                let parsed = parsed?;
+                let mut summary = FileSummary {
+                    side: p.taken.side,
+                    name: p.taken.name.clone(),
+                    status: "loaded".into(),
+                    read: parsed.read,
+                    accepted: parsed.accepted(),
+                    rejected: parsed.rejected(),
+                    warnings: parsed.warnings(),
+                    detail: String::new(),
+                };
+                if let Some(reason) = &parsed.fatal {
+                    // Not loaded and not in the ledger: the source file stays where
+                    // it is, to be taken again once the schema or file is fixed.
+                    warn!(file = %p.taken.name, "File could not be read; left at the source.");
+                    failed = true;
+                    summary.status = "failed".into();
+                    summary.detail = reason.clone();
+                    files.push(summary);
+                    continue;
+                }
+                let file_id = store
+                    .load_file(&job.name, run_id, &p.taken, &parsed, p.load)
+                    .with_context(|| format!("cannot load {}", p.taken.name))?;
+                (file_id, summary)
+            }
+            (InputSchema::Flat(_), None) => unreachable!("flat files are parsed above"),
         };
-        if let Some(reason) = &parsed.fatal {
-            // Not loaded and not in the ledger: the source file stays where
-            // it is, to be taken again once the schema or file is fixed.
-            warn!(file = %p.taken.name, "File could not be read; left at the source.");
-            failed = true;
-            summary.status = "failed".into();
-            summary.detail = reason.clone();
-            files.push(summary);
-            continue;
-        }
-        let file_id = store
-            .load_file(&job.name, run_id, &p.taken, &parsed, p.load)
-            .with_context(|| format!("cannot load {}", p.taken.name))?;
-        info!(file = %p.taken.name, read = parsed.read, accepted = parsed.accepted(), rejected = parsed.rejected(), warnings = parsed.warnings(), "Loaded file.");
+        info!(file = %p.taken.name, read = summary.read, accepted = summary.accepted, rejected = summary.rejected, warnings = summary.warnings, "Loaded file.");
         let transport: &mut dyn Transport = match (p.origin, practice_transport.as_mut()) {
             (Origin::Practice, Some(t)) => t,
             _ => &mut source,
@@ -234,7 +249,7 @@ fn src_archive(job: &Job) -> &Path {
 #[derive(Clone, Copy)]
 struct Pick<'j> {
     side: Side,
-    schema: &'j Schema,
+    schema: &'j InputSchema,
     load: LoadMode,
     after: AfterAction,
 }
@@ -352,7 +367,7 @@ fn take_one<'j>(
             mtime: entry.mtime_key(),
             sha256,
             local_path: local.display().to_string(),
-            schema: pick.schema.name.clone(),
+            schema: pick.schema.name().to_string(),
         },
         entry,
         schema: pick.schema,
@@ -406,6 +421,112 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// Load one HL7 file: memory-mapped, its messages mapped in parallel a
+/// chunk at a time and loaded in one transaction with its ledger row. Every
+/// message lands in the queue as PROCESSED or ERROR.
+fn load_hl7(
+    job: &Job,
+    store: &mut Store,
+    run_id: i64,
+    p: &Pending,
+    schema: &hl7::Hl7Schema,
+) -> Result<(i64, FileSummary)> {
+    let file =
+        File::open(&p.taken.local_path).with_context(|| format!("cannot open {}", p.taken.local_path))?;
+    // SAFETY: the map is of ferry's own fsynced copy in the state folder,
+    // which nothing else writes while it is mapped.
+    let map = if p.taken.size == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&file)? }) };
+    let bytes: &[u8] = map.as_deref().unwrap_or_default();
+    let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
+    let mut load = store.begin_file(&job.name, run_id, &p.taken, p.load)?;
+    let mut counts = Counts::default();
+    let mut stale = 0u64;
+    let problems = hl7::read_file(bytes, &settings, |chunk| -> Result<()> {
+        for o in &chunk {
+            if apply_message(&mut load, o)? == Some(Applied::Stale) {
+                stale += 1;
+            }
+            counts.read += 1;
+            match o.result {
+                Ok(_) => counts.accepted += 1,
+                Err(_) => counts.rejected += 1,
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot load {}", p.taken.name))?;
+    for r in &problems {
+        load.reject(r)?;
+        match r.severity {
+            Severity::Rejected => {
+                counts.read += 1;
+                counts.rejected += 1;
+            }
+            Severity::Warning => counts.warnings += 1,
+        }
+    }
+    let file_id = load.finish(&counts)?;
+    let detail = if stale > 0 {
+        format!("{stale} message(s) older than the stored data were queued but not applied")
+    } else {
+        String::new()
+    };
+    let summary = FileSummary {
+        side: p.taken.side,
+        name: p.taken.name.clone(),
+        status: "loaded".into(),
+        read: counts.read,
+        accepted: counts.accepted,
+        rejected: counts.rejected,
+        warnings: counts.warnings,
+        detail,
+    };
+    Ok((file_id, summary))
+}
+
+/// Queue one message and apply what it says. Returns whether its record
+/// was written, or None for a message in ERROR.
+fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Applied>> {
+    let time = o.header.time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let row = MessageRow {
+        number: o.number,
+        line: o.line,
+        control_id: o.header.control_id.as_deref(),
+        event: &o.header.event,
+        time: time.as_deref(),
+        state: "PROCESSED",
+        reason: None,
+        raw: None,
+    };
+    let mapped = match &o.result {
+        Ok(m) => m,
+        Err(reason) => {
+            load.message(&MessageRow { state: "ERROR", reason: Some(reason), raw: o.raw.as_deref(), ..row })?;
+            let event = if o.header.event.is_empty() { "HL7" } else { o.header.event.as_str() };
+            load.reject(&Reject {
+                line: o.line,
+                severity: Severity::Rejected,
+                record_id: o.header.control_id.clone(),
+                column: Some(format!("message {}", o.number)),
+                field: None,
+                reason: format!("{event} message {}: {reason}", o.number),
+            })?;
+            return Ok(None);
+        }
+    };
+    let id = load.message(&row)?;
+    let t = time.as_deref();
+    Ok(Some(match mapped {
+        Mapped::Patient(pt) => load.patient(pt, o.line, t, Some(id))?,
+        Mapped::Appointment(a) => load.appointment(a, t, Some(id))?,
+        Mapped::Merge { surviving, merged_ehr_id } => {
+            let applied = load.patient(surviving, o.line, t, Some(id))?;
+            load.merge(surviving.ehr_id.as_deref().unwrap_or_default(), merged_ehr_id, t, Some(id))?;
+            applied
+        }
+    }))
 }
 
 /// Archive, delete or keep a source file that is safely in the ledger.

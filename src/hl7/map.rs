@@ -34,7 +34,8 @@ pub struct MapSettings<'s> {
 }
 
 /// What one message says.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mapped {
     Patient(Patient),
     Appointment(Appointment),
@@ -224,7 +225,9 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
     let status = match status_text.as_deref().map(AppointmentStatus::parse) {
         Some(Some(st)) => st,
         Some(None) => {
-            return Err("SCH-25 (filler status) is not BOOKED, ARRIVED, COMPLETED, UPDATE or CANCELLED".into());
+            return Err(
+                "SCH-25 (filler status) is not BOOKED, ARRIVED, COMPLETED, UPDATE or CANCELLED".into()
+            );
         }
         None if trigger == "S15" => AppointmentStatus::Cancelled,
         None if trigger == "S12" => AppointmentStatus::Booked,

@@ -23,6 +23,7 @@ mod error;
 mod escape;
 mod map;
 mod parse;
+mod read;
 
 pub use batch::{Batch, BatchProblem, Header, Item, Splitter, split};
 pub use config::{Hl7Schema, IdRule};
@@ -30,6 +31,7 @@ pub use encode::{ComponentTree, FieldTree, MessageTree, RepetitionTree, SegmentT
 pub use error::Hl7Error;
 pub use map::{MapSettings, Mapped, MessageHeader, ProviderKind, header, map, parse_dtm};
 pub use parse::{Charset, Component, Delimiters, Field, Message, Segment, SubComponent};
+pub use read::{CHUNK, MessageOutcome, read_file};
 
 /// Segment IDs, so that names are written once and not scattered as
 /// literals through parsing and mapping code.

@@ -5,12 +5,15 @@
 //! file is either wholly in (and known to the ledger) or not at all. The
 //! store knows nothing of transports or reports.
 
+mod load;
 mod migrations;
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
+
+pub use load::{Applied, Counts, FileLoad, MessageRow};
 
 use crate::flatfile::ParsedFile;
 use crate::model::{Field, Patient, PatientRecord, Reject, Severity, Side};
@@ -83,11 +86,11 @@ pub struct RunRow {
 }
 
 /// Columns of `patients` that hold canonical fields, in `Field::ALL` order.
-fn field_columns() -> impl Iterator<Item = &'static str> {
+pub(crate) fn field_columns() -> impl Iterator<Item = &'static str> {
     Field::ALL.iter().map(|f| f.as_str())
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
@@ -232,7 +235,7 @@ impl Store {
         Ok(())
     }
 
-    /// Load one parsed file, its ledger row and its rejects in one
+    /// Load one parsed flat file, its ledger row and its rejects in one
     /// transaction. Returns the ledger id.
     pub fn load_file(
         &mut self,
@@ -242,79 +245,32 @@ impl Store {
         parsed: &ParsedFile,
         mode: LoadMode,
     ) -> Result<i64> {
-        let tx = self.conn.transaction()?;
-        let at = now();
-        tx.execute(
-            "INSERT INTO files (job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
-                                read, accepted, rejected, warnings, loaded_at, state_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'loaded', ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
-            params![
-                job,
-                file.side.as_str(),
-                file.name,
-                file.size as i64,
-                file.mtime,
-                file.sha256,
-                file.local_path,
-                file.schema,
-                run_id,
-                parsed.read as i64,
-                parsed.accepted() as i64,
-                parsed.rejected() as i64,
-                parsed.warnings() as i64,
-                at
-            ],
-        )?;
-        let file_id = tx.last_insert_rowid();
-        if mode == LoadMode::Replace {
-            tx.execute(
-                "DELETE FROM patients WHERE job = ?1 AND side = ?2",
-                params![job, file.side.as_str()],
-            )?;
+        let mut load = self.begin_file(job, run_id, file, mode)?;
+        for rec in &parsed.records {
+            load.patient(&rec.patient, rec.line, None, None)?;
         }
-        {
-            let cols: Vec<&str> = field_columns().collect();
-            let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 6)).collect();
-            let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-            let sql = format!(
-                "INSERT INTO patients (job, side, own_id, file_id, line, {}) VALUES (?1, ?2, ?3, ?4, ?5, {})
-                 ON CONFLICT (job, side, own_id) DO UPDATE SET file_id = excluded.file_id,
-                     line = excluded.line, {}",
-                cols.join(", "),
-                placeholders.join(", "),
-                updates.join(", ")
-            );
-            let mut insert = tx.prepare_cached(&sql)?;
-            for rec in &parsed.records {
-                let own = rec.patient.own_id(file.side).unwrap_or_default();
-                let values: Vec<Option<String>> = Field::ALL.iter().map(|f| f.get(&rec.patient)).collect();
-                let side = file.side.as_str();
-                let mut p: Vec<&dyn rusqlite::ToSql> = vec![&job, &side, &own, &file_id];
-                let line = rec.line as i64;
-                p.push(&line);
-                for v in &values {
-                    p.push(v);
-                }
-                insert.execute(p.as_slice())?;
-            }
-            let mut reject = tx.prepare_cached(
-                "INSERT INTO rejects (file_id, line, severity, record_id, col, field, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for r in &parsed.rejects {
-                reject.execute(params![
-                    file_id,
-                    r.line as i64,
-                    r.severity.as_str(),
-                    r.record_id,
-                    r.column,
-                    r.field.map(|f| f.as_str()),
-                    r.reason
-                ])?;
-            }
+        for r in &parsed.rejects {
+            load.reject(r)?;
         }
-        tx.commit()?;
-        Ok(file_id)
+        load.finish(&Counts {
+            read: parsed.read,
+            accepted: parsed.accepted(),
+            rejected: parsed.rejected(),
+            warnings: parsed.warnings(),
+        })
+    }
+
+    /// Start loading a file: its ledger row and everything in it go in one
+    /// transaction, committed by [`FileLoad::finish`]. Dropped unfinished,
+    /// nothing of the file stays.
+    pub fn begin_file(
+        &mut self,
+        job: &str,
+        run_id: i64,
+        file: &TakenFile,
+        mode: LoadMode,
+    ) -> Result<FileLoad<'_>> {
+        FileLoad::begin(self.conn.transaction()?, job, run_id, file, mode)
     }
 
     // -- records ------------------------------------------------------------

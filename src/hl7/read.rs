@@ -1,0 +1,101 @@
+//! Reading a whole HL7 file: split it into messages, parse and map them in
+//! parallel a chunk at a time, and hand each chunk on in file order, so a
+//! run is repeatable and memory stays bounded by one chunk however large
+//! the file (the caller memory-maps it).
+
+use rayon::prelude::*;
+
+use super::map::{self, MapSettings, Mapped, MessageHeader};
+use super::{BatchProblem, Item, Splitter};
+use crate::model::{Reject, Severity};
+
+/// Messages mapped per parallel step: large enough to keep both cores busy,
+/// small enough that a chunk's records stay a few MB.
+pub const CHUNK: usize = 4096;
+
+/// What became of one message.
+#[derive(Debug, Clone)]
+pub struct MessageOutcome {
+    /// 1-based message number in the file.
+    pub number: u64,
+    /// Line on which its MSH stands.
+    pub line: u64,
+    pub header: MessageHeader,
+    pub result: Result<Mapped, String>,
+    /// The message bytes, kept only when it failed (for the queue).
+    pub raw: Option<Vec<u8>>,
+}
+
+/// Envelope problems and bytes outside any message: a warning (counts
+/// that do not add up, a missing trailer) or a rejected record (junk).
+fn problem_reject(p: &BatchProblem) -> Option<Reject> {
+    let (line, severity) = match *p {
+        // The truncated message itself comes as an item and goes to ERROR.
+        BatchProblem::Truncated { .. } => return None,
+        BatchProblem::Junk { line, .. } => (line, Severity::Rejected),
+        BatchProblem::CountMismatch { line, .. } | BatchProblem::BadCount { line, .. } => {
+            (line, Severity::Warning)
+        }
+        BatchProblem::MissingTrailer { header_line, .. } => (header_line, Severity::Warning),
+    };
+    let reason = p.to_string();
+    let reason = reason.strip_prefix(&format!("line {line}: ")).unwrap_or(&reason).to_string();
+    Some(Reject { line: line as u64, severity, record_id: None, column: None, field: None, reason })
+}
+
+fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
+    let failed = |header: MessageHeader, reason: String| MessageOutcome {
+        number: item.number as u64,
+        line: item.line as u64,
+        header,
+        result: Err(reason),
+        raw: Some(item.raw.to_vec()),
+    };
+    let unknown = MessageHeader { event: String::new(), control_id: None, time: None };
+    let msg = match item.parse() {
+        Ok(m) => m,
+        Err(e) => return failed(unknown, e.to_string()),
+    };
+    let header = map::header(&msg, s.time_zone);
+    if item.truncated {
+        return failed(header, "truncated: the file ends inside this message".into());
+    }
+    match map::map(&msg, s) {
+        Ok(mapped) => MessageOutcome {
+            number: item.number as u64,
+            line: item.line as u64,
+            header,
+            result: Ok(mapped),
+            raw: None,
+        },
+        Err(reason) => failed(header, reason),
+    }
+}
+
+/// Read `buf`, calling `sink` with each chunk of outcomes in file order.
+/// Returns the envelope problems as rejects (junk counts as a rejected record).
+pub fn read_file<E>(
+    buf: &[u8],
+    s: &MapSettings,
+    mut sink: impl FnMut(Vec<MessageOutcome>) -> Result<(), E>,
+) -> Result<Vec<Reject>, E> {
+    let mut splitter = Splitter::new(buf);
+    let mut problems = Vec::new();
+    loop {
+        let mut items = Vec::with_capacity(CHUNK);
+        for found in splitter.by_ref() {
+            match found {
+                Ok(item) => items.push(item),
+                Err(p) => problems.extend(problem_reject(&p)),
+            }
+            if items.len() == CHUNK {
+                break;
+            }
+        }
+        if items.is_empty() {
+            return Ok(problems);
+        }
+        let outcomes: Vec<MessageOutcome> = items.par_iter().map(|item| outcome(item, s)).collect();
+        sink(outcomes)?;
+    }
+}

@@ -1,0 +1,265 @@
+//! Loading one file: the ledger row, records, messages and rejects inside
+//! one transaction. Records carry the time their source says they were
+//! true (an HL7 message's own timestamp); an older one arriving late never
+//! overwrites a newer one.
+
+use anyhow::Result;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{LoadMode, TakenFile, field_columns, now};
+use crate::model::{Appointment, Field, Patient, Reject, Side};
+
+/// A file's totals, written to its ledger row.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub read: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub warnings: u64,
+}
+
+/// Whether a record changed the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Written,
+    /// The store already holds newer data for this record.
+    Stale,
+}
+
+/// One HL7 message as the queue keeps it.
+#[derive(Debug, Clone)]
+pub struct MessageRow<'a> {
+    pub number: u64,
+    pub line: u64,
+    pub control_id: Option<&'a str>,
+    pub event: &'a str,
+    /// RFC 3339 UTC.
+    pub time: Option<&'a str>,
+    /// PROCESSED or ERROR.
+    pub state: &'a str,
+    pub reason: Option<&'a str>,
+    /// Kept for messages in ERROR, so they can be shown and retried.
+    pub raw: Option<&'a [u8]>,
+}
+
+pub struct FileLoad<'c> {
+    tx: Transaction<'c>,
+    job: String,
+    side: Side,
+    file_id: i64,
+}
+
+impl<'c> FileLoad<'c> {
+    pub(super) fn begin(
+        tx: Transaction<'c>,
+        job: &str,
+        run_id: i64,
+        file: &TakenFile,
+        mode: LoadMode,
+    ) -> Result<Self> {
+        let at = now();
+        tx.execute(
+            "INSERT INTO files (job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
+                                read, accepted, rejected, warnings, loaded_at, state_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'loading', ?7, ?8, ?9, 0, 0, 0, 0, ?10, ?10)",
+            params![
+                job,
+                file.side.as_str(),
+                file.name,
+                file.size as i64,
+                file.mtime,
+                file.sha256,
+                file.local_path,
+                file.schema,
+                run_id,
+                at
+            ],
+        )?;
+        let file_id = tx.last_insert_rowid();
+        if mode == LoadMode::Replace {
+            tx.execute(
+                "DELETE FROM patients WHERE job = ?1 AND side = ?2",
+                params![job, file.side.as_str()],
+            )?;
+        }
+        Ok(FileLoad { tx, job: job.to_string(), side: file.side, file_id })
+    }
+
+    pub fn file_id(&self) -> i64 {
+        self.file_id
+    }
+
+    /// Insert or update a patient by its own ID, unless the store holds a
+    /// newer version. A practice MRN that differs from the stored one is
+    /// recorded in the ID history either way.
+    pub fn patient(
+        &mut self,
+        p: &Patient,
+        line: u64,
+        time: Option<&str>,
+        message_id: Option<i64>,
+    ) -> Result<Applied> {
+        let own = p.own_id(self.side).unwrap_or_default();
+        let stored: Option<(Option<String>, Option<String>)> = self
+            .tx
+            .prepare_cached(
+                "SELECT practice_mrn, source_time FROM patients WHERE job = ?1 AND side = ?2 AND own_id = ?3",
+            )?
+            .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((old_mrn, _)) = &stored
+            && self.side == Side::Ehr
+            && message_id.is_some()
+            && *old_mrn != p.practice_mrn
+        {
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO id_history (job, side, own_id, kind, old_value, new_value, source_time, message_id)
+                     VALUES (?1, ?2, ?3, 'practice_mrn', ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![self.job, self.side.as_str(), own, old_mrn, p.practice_mrn, time, message_id])?;
+        }
+        if let Some((_, Some(stored_time))) = &stored
+            && let Some(t) = time
+            && t < stored_time.as_str()
+        {
+            return Ok(Applied::Stale);
+        }
+        let cols: Vec<&str> = field_columns().collect();
+        let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 7)).collect();
+        let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let sql = format!(
+            "INSERT INTO patients (job, side, own_id, file_id, line, source_time, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {})
+             ON CONFLICT (job, side, own_id) DO UPDATE SET file_id = excluded.file_id,
+                 line = excluded.line, source_time = excluded.source_time, {}",
+            cols.join(", "),
+            placeholders.join(", "),
+            updates.join(", ")
+        );
+        let values: Vec<Option<String>> = Field::ALL.iter().map(|f| f.get(p)).collect();
+        let side = self.side.as_str();
+        let line = line as i64;
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&self.job, &side, &own, &self.file_id, &line, &time];
+        for v in &values {
+            args.push(v);
+        }
+        self.tx.prepare_cached(&sql)?.execute(args.as_slice())?;
+        Ok(Applied::Written)
+    }
+
+    /// Insert or update an appointment by its ID, unless the store holds a newer version.
+    pub fn appointment(
+        &mut self,
+        a: &Appointment,
+        time: Option<&str>,
+        message_id: Option<i64>,
+    ) -> Result<Applied> {
+        let stored: Option<Option<String>> = self
+            .tx
+            .prepare_cached("SELECT source_time FROM appointments WHERE job = ?1 AND appt_id = ?2")?
+            .query_row(params![self.job, a.id], |r| r.get(0))
+            .optional()?;
+        if let (Some(Some(stored)), Some(t)) = (&stored, time)
+            && t < stored.as_str()
+        {
+            return Ok(Applied::Stale);
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO appointments (job, appt_id, patient_ehr_id, patient_mrn, provider_id, department_id,
+                     appointment_type, start_utc, duration_minutes, status, source_time, message_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (job, appt_id) DO UPDATE SET patient_ehr_id = excluded.patient_ehr_id,
+                     patient_mrn = excluded.patient_mrn, provider_id = excluded.provider_id,
+                     department_id = excluded.department_id, appointment_type = excluded.appointment_type,
+                     start_utc = excluded.start_utc, duration_minutes = excluded.duration_minutes,
+                     status = excluded.status, source_time = excluded.source_time, message_id = excluded.message_id",
+            )?
+            .execute(params![
+                self.job,
+                a.id,
+                a.patient_ehr_id,
+                a.patient_mrn,
+                a.provider_id,
+                a.department_id,
+                a.appointment_type,
+                a.start.map(|s| s.to_rfc3339()),
+                a.duration_minutes,
+                a.status.as_str(),
+                time,
+                message_id
+            ])?;
+        Ok(Applied::Written)
+    }
+
+    /// Record an ADT^A40: `merged` no longer exists in the EHR, so its row
+    /// leaves the store (the merge row keeps what happened).
+    pub fn merge(
+        &mut self,
+        surviving: &str,
+        merged: &str,
+        time: Option<&str>,
+        message_id: Option<i64>,
+    ) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO merges (job, surviving_id, merged_id, source_time, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![self.job, surviving, merged, time, message_id])?;
+        self.tx
+            .prepare_cached("DELETE FROM patients WHERE job = ?1 AND side = 'ehr' AND own_id = ?2")?
+            .execute(params![self.job, merged])?;
+        Ok(())
+    }
+
+    /// Add a message to the queue; returns its ID.
+    pub fn message(&mut self, m: &MessageRow) -> Result<i64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO messages (job, file_id, number, line, control_id, event, msg_time, state, reason, raw, state_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                self.job,
+                self.file_id,
+                m.number as i64,
+                m.line as i64,
+                m.control_id,
+                m.event,
+                m.time,
+                m.state,
+                m.reason,
+                m.raw,
+                now()
+            ])?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    pub fn reject(&mut self, r: &Reject) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO rejects (file_id, line, severity, record_id, col, field, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                self.file_id,
+                r.line as i64,
+                r.severity.as_str(),
+                r.record_id,
+                r.column,
+                r.field.map(|f| f.as_str()),
+                r.reason
+            ])?;
+        Ok(())
+    }
+
+    /// Write the totals and commit. Returns the ledger id.
+    pub fn finish(self, c: &Counts) -> Result<i64> {
+        self.tx.execute(
+            "UPDATE files SET state = 'loaded', read = ?2, accepted = ?3, rejected = ?4, warnings = ?5 WHERE id = ?1",
+            params![self.file_id, c.read as i64, c.accepted as i64, c.rejected as i64, c.warnings as i64],
+        )?;
+        self.tx.commit()?;
+        Ok(self.file_id)
+    }
+}
