@@ -12,7 +12,7 @@ use crate::hl7;
 use crate::job::{ConfigError, InputSchema, Job, default_state_dir, load_schema_file};
 use crate::model::{Field, Side};
 use crate::run::{RunOptions, preview_source, run_job};
-use crate::store::{RunRow, Store};
+use crate::store::{QueueItem, RunRow, Store};
 
 /// How a command ended, as the exit status says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,6 +348,128 @@ fn known_stores() -> Vec<(PathBuf, Option<String>)> {
         names.push((default, None));
     }
     names
+}
+
+/// The stores to look in: the job's, or every known one.
+fn stores_for(job: Option<&str>) -> Result<Vec<Store>> {
+    let dirs: Vec<PathBuf> = match job {
+        Some(j) => vec![Job::load(j)?.state_dir],
+        None => {
+            let mut d: Vec<PathBuf> = known_stores().into_iter().map(|(d, _)| d).collect();
+            d.sort();
+            d.dedup();
+            d
+        }
+    };
+    dirs.iter().map(|d| d.join("ferry.db")).filter(|db| db.exists()).map(|db| Store::open(&db)).collect()
+}
+
+fn find_message(job: Option<&str>, id: i64) -> Result<(Store, QueueItem)> {
+    for store in stores_for(job)? {
+        if let Some(item) = store.queue_item(id)? {
+            return Ok((store, item));
+        }
+    }
+    anyhow::bail!("no message {id} in the queue{}", job.map(|j| format!(" of job {j}")).unwrap_or_default())
+}
+
+pub fn queue_list(job: Option<&str>, json: bool) -> Result<Exit> {
+    let name = job.map(Job::load).transpose()?.map(|j| j.name);
+    let mut out = std::io::stdout().lock();
+    if !json {
+        writeln!(
+            out,
+            "{:>6} {:<12} {:<28} {:>6} {:>6} {:<14} {:<10} REASON",
+            "ID", "JOB", "FILE", "MSG", "LINE", "CONTROL ID", "EVENT"
+        )?;
+    }
+    for store in stores_for(job)? {
+        for q in store.queue(name.as_deref(), "ERROR")? {
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&q)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:>6} {:<12} {:<28} {:>6} {:>6} {:<14} {:<10} {}",
+                    q.id,
+                    q.job,
+                    q.file,
+                    q.number,
+                    q.line,
+                    q.control_id.as_deref().unwrap_or("-"),
+                    q.event.as_deref().unwrap_or("-"),
+                    q.reason.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+    }
+    Ok(Exit::Done)
+}
+
+pub fn queue_show(job: Option<&str>, id: i64) -> Result<Exit> {
+    let (_, q) = find_message(job, id)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "message {} of job {}: {} message {} (line {})", q.id, q.job, q.file, q.number, q.line)?;
+    writeln!(out, "control ID: {}", q.control_id.as_deref().unwrap_or("-"))?;
+    writeln!(out, "event:      {}", q.event.as_deref().unwrap_or("-"))?;
+    writeln!(out, "state:      {}", q.state)?;
+    if let Some(r) = &q.reason {
+        writeln!(out, "reason:     {r}")?;
+    }
+    match q.raw.as_deref().map(hl7::Message::parse) {
+        Some(Ok(msg)) => print_segments(&mut out, &msg)?,
+        Some(Err(e)) => writeln!(
+            out,
+            "  (cannot be parsed: {e})\n{}",
+            String::from_utf8_lossy(q.raw.as_deref().unwrap_or_default()).replace('\r', "\n")
+        )?,
+        None => {}
+    }
+    Ok(Exit::Done)
+}
+
+pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
+    let (mut store, q) = find_message(job, id)?;
+    if q.state != "ERROR" {
+        anyhow::bail!("message {id} is {}, not in ERROR", q.state);
+    }
+    let job = Job::load(job.unwrap_or(&q.job))?;
+    let schema = job
+        .inputs
+        .iter()
+        .find_map(|i| match &i.schema {
+            InputSchema::Hl7(s) if s.name == q.schema => Some(s),
+            _ => None,
+        })
+        .with_context(|| format!("job {} has no HL7 input with schema {:?} any more", job.name, q.schema))?;
+    let raw = q.raw.clone().unwrap_or_default();
+    let settings = hl7::MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
+    let mapped = hl7::Message::parse(&raw).map_err(|e| e.to_string()).and_then(|msg| {
+        let time = hl7::header(&msg, job.time_zone).time;
+        hl7::map(&msg, &settings).map(|m| (m, time))
+    });
+    match mapped {
+        Ok((m, time)) => {
+            let time = time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            let mut load = store.reopen_file(&job.name, q.file_id)?;
+            crate::run::apply_mapped(&mut load, &m, q.line, time.as_deref(), id)?;
+            load.processed(id)?;
+            eprintln!("message {id} processed; the next run's reports include it");
+            Ok(Exit::Done)
+        }
+        Err(reason) => {
+            store.requeue_message(id, &reason)?;
+            eprintln!("message {id} is still in ERROR: {reason}");
+            Ok(Exit::Failed)
+        }
+    }
+}
+
+pub fn queue_delete(job: Option<&str>, id: i64) -> Result<Exit> {
+    let (store, _) = find_message(job, id)?;
+    store.delete_message(id)?;
+    eprintln!("message {id} deleted");
+    Ok(Exit::Done)
 }
 
 pub fn status() -> Result<Exit> {

@@ -54,6 +54,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// HL7 messages in ERROR: list them, show one, retry it after a mapping fix, or delete it.
+    Queue {
+        #[command(subcommand)]
+        action: Option<QueueAction>,
+        /// Only this job's queue (name or path).
+        #[arg(long, global = true)]
+        job: Option<String>,
+        /// List as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Each job's last run and its outcome.
     Status,
     /// Past runs with their counts, newest first.
@@ -69,6 +80,16 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Why a message is in ERROR, and the message itself.
+    Show { id: i64 },
+    /// Map a message again (after a schema or job fix) and load it.
+    Retry { id: i64 },
+    /// Mark a message DELETED: it will not be loaded.
+    Delete { id: i64 },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     commands::init_logging(Logging { verbose: cli.verbose, quiet: cli.quiet, format: cli.log_format });
@@ -78,6 +99,12 @@ fn main() -> ExitCode {
         Command::Parse { file, schema, side, json } => {
             commands::parse(&file, schema.as_deref(), side.as_deref(), json)
         }
+        Command::Queue { action, job, json } => match action {
+            None => commands::queue_list(job.as_deref(), json),
+            Some(QueueAction::Show { id }) => commands::queue_show(job.as_deref(), id),
+            Some(QueueAction::Retry { id }) => commands::queue_retry(job.as_deref(), id),
+            Some(QueueAction::Delete { id }) => commands::queue_delete(job.as_deref(), id),
+        },
         Command::Status => commands::status(),
         Command::History { job, limit, json } => commands::history(job.as_deref(), limit, json),
     };

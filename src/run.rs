@@ -517,16 +517,31 @@ fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Appli
         }
     };
     let id = load.message(&row)?;
-    let t = time.as_deref();
-    Ok(Some(match mapped {
-        Mapped::Patient(pt) => load.patient(pt, o.line, t, Some(id))?,
-        Mapped::Appointment(a) => load.appointment(a, t, Some(id))?,
+    apply_mapped(load, mapped, o.line, time.as_deref(), id).map(Some)
+}
+
+/// Write what a mapped message says. Used by loading and by `ferry queue retry`.
+pub(crate) fn apply_mapped(
+    load: &mut FileLoad,
+    mapped: &Mapped,
+    line: u64,
+    time: Option<&str>,
+    message_id: i64,
+) -> Result<Applied> {
+    Ok(match mapped {
+        Mapped::Patient(pt) => load.patient(pt, line, time, Some(message_id))?,
+        Mapped::Appointment(a) => load.appointment(a, time, Some(message_id))?,
         Mapped::Merge { surviving, merged_ehr_id } => {
-            let applied = load.patient(surviving, o.line, t, Some(id))?;
-            load.merge(surviving.ehr_id.as_deref().unwrap_or_default(), merged_ehr_id, t, Some(id))?;
+            let applied = load.patient(surviving, line, time, Some(message_id))?;
+            load.merge(
+                surviving.ehr_id.as_deref().unwrap_or_default(),
+                merged_ehr_id,
+                time,
+                Some(message_id),
+            )?;
             applied
         }
-    }))
+    })
 }
 
 /// Archive, delete or keep a source file that is safely in the ledger.

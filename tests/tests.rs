@@ -12,3 +12,6 @@ mod cli;
 
 // The local source: globs, in-progress names, stability, after-actions, the ledger.
 mod local_source;
+
+// HL7 feeds: ordering by message time, ID history, the ERROR queue, appointments, the debug view.
+mod hl7;

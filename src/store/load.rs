@@ -85,8 +85,20 @@ impl<'c> FileLoad<'c> {
         Ok(FileLoad { tx, job: job.to_string(), side: file.side, file_id })
     }
 
-    pub fn file_id(&self) -> i64 {
-        self.file_id
+    /// The file of a queued message, for a retry: no new ledger row.
+    pub(super) fn reopen(tx: Transaction<'c>, job: &str, file_id: i64) -> Result<Self> {
+        let side: String = tx.query_row("SELECT side FROM files WHERE id = ?1", [file_id], |r| r.get(0))?;
+        Ok(FileLoad { tx, job: job.to_string(), side: Side::parse(&side).unwrap_or(Side::Ehr), file_id })
+    }
+
+    /// A retried message applied: mark it PROCESSED and commit.
+    pub fn processed(self, message_id: i64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE messages SET state = 'PROCESSED', reason = NULL, raw = NULL, state_at = ?2 WHERE id = ?1",
+            params![message_id, now()],
+        )?;
+        self.tx.commit()?;
+        Ok(())
     }
 
     /// Insert or update a patient by its own ID, unless the store holds a

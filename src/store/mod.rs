@@ -7,6 +7,7 @@
 
 mod load;
 mod migrations;
+mod queue;
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use load::{Applied, Counts, FileLoad, MessageRow};
+pub use queue::QueueItem;
 
 use crate::flatfile::ParsedFile;
 use crate::model::{Field, Patient, PatientRecord, Reject, Severity, Side};

@@ -1,0 +1,194 @@
+use rusqlite::Connection;
+
+use crate::util::{Dir, assert_exit, read_csv, stderr, stdout, summary};
+
+const JOB: &str = r#"
+time_zone = "America/New_York"
+
+[source]
+type = "local"
+inbox = "../inbox"
+min_age = "0"
+
+[[inputs]]
+files = "*.hl7"
+schema = "ehr_hl7"
+
+[practice]
+file = "../roster.csv"
+schema = "practice_roster"
+"#;
+
+const ROSTER: &str = "Chart Number,EHR Patient ID,Last Name,First Name,Middle Name,Date of Birth,Sex,Street,Street 2,City,ST,ZIP Code,Home Phone,Cell Phone,E-mail\n\
+100100,E1,Lee,Ann,,1980-01-02,F,2 New St,,Boston,MA,02134,,,\n\
+100200,E2,Ng,Bo,,1970-03-04,M,5 Elm St,,Salem,MA,01970,,,\n";
+
+fn msg(control: &str, event: &str, evn_time: &str, pid: &str) -> String {
+    format!("MSH|^~\\&|ATHENA|C|FERRY|P|{evn_time}||{event}|{control}|P|2.5.1\rEVN||{evn_time}\r{pid}\r\n")
+}
+
+fn pid(id: &str, mrn: &str, street: &str) -> String {
+    format!("PID|1||{id}^^^ATHENA^PI~{mrn}^^^PRACTICE^MR||Lee^Ann||19800102|F|||{street}^^Boston^MA^02134")
+}
+
+/// A batch exercising ordering, ID history, the queue and appointments.
+fn batch() -> String {
+    let mut b = String::from("FHS|^~\\&|ATHENA\r\nBHS|^~\\&|ATHENA\r\n");
+    b += &msg("M1", "ADT^A28", "20261101090000", &pid("E1", "100100", "1 Old St"));
+    b += &msg("M2", "ADT^A31", "20261103090000", &pid("E1", "100100", "2 New St"));
+    // Older than M2, arriving after it: must not overwrite.
+    b += &msg("M3", "ADT^A08", "20261102090000", &pid("E1", "100100", "1 Old St"));
+    b += &msg(
+        "M4",
+        "ADT^A28",
+        "20261101090000",
+        "PID|1||E2^^^ATHENA^PI~100999^^^PRACTICE^MR||Ng^Bo||19700304|M|||5 Elm St^^Salem^MA^01970",
+    );
+    b += &msg(
+        "M5",
+        "ADT^A31",
+        "20261104090000",
+        "PID|1||E2^^^ATHENA^PI~100200^^^PRACTICE^MR||Ng^Bo||19700304|M|||5 Elm St^^Salem^MA^01970",
+    );
+    // The EHR ID under the wrong identifier type: ERROR until the schema accepts it.
+    b += &msg("M6", "ADT^A28", "20261104090000", "PID|1||E3^^^ATHENA^MR||Po^Cy||19900101|M");
+    b += &msg("M7", "ADT^A99", "20261104090000", &pid("E4", "1", "x"));
+    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261105090000||SIU^S12|M8|P|2.5.1\rSCH||A1|||||Visit|FU|30|MIN|^^^20261201093000|||||||||||||BOOKED\rPID|1||E1^^^ATHENA^PI\r\n";
+    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261106090000||SIU^S15|M9|P|2.5.1\rSCH||A1|||||Visit|FU|30|MIN|^^^20261201093000|||||||||||||CANCELLED\rPID|1||E1^^^ATHENA^PI\r\n";
+    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261106090100||SIU^S12|M10|P|2.5.1\rSCH||A2|||||Visit|FU|30|MIN|^^^20261202093000|||||||||||||BOOKED\rPID|1||E1^^^ATHENA^PI\r\n";
+    // Ten messages, but the trailer says eleven.
+    b += "BTS|11\r\nFTS|1\r\n";
+    b
+}
+
+fn setup() -> Dir {
+    let d = Dir::with_project();
+    d.write("jobs/h.toml", JOB);
+    d.write("roster.csv", ROSTER);
+    d.write("inbox/feed.hl7", batch());
+    d
+}
+
+#[test]
+fn hl7_batch_loads_in_order_and_queues_bad_messages() {
+    let d = setup();
+    let out = d.ferry(&["run", "h"]);
+    assert_exit(&out, 0);
+    let dir = d.latest_report("h");
+    let s = summary(&dir);
+    let n = |m: &str| s[&("file:ehr/feed.hl7".to_string(), m.to_string())].clone();
+    assert_eq!(
+        (n("read"), n("accepted"), n("rejected"), n("warnings")),
+        ("10".into(), "8".into(), "2".into(), "1".into())
+    );
+
+    // E1's newest address won although an older message came last; E2's MRN
+    // changed from 100999 to 100200 and it links under the new one.
+    let matched = read_csv(&dir.join("matched.csv"));
+    let pairs: Vec<(&str, &str)> =
+        matched.iter().map(|r| (r["ehr_id"].as_str(), r["practice_mrn"].as_str())).collect();
+    assert_eq!(pairs, [("E1", "100100"), ("E2", "100200")]);
+    assert!(read_csv(&dir.join("field_differences.csv")).is_empty(), "the late A08 must not win");
+
+    let rejects = read_csv(&dir.join("rejects.csv"));
+    let got: Vec<(&str, &str, &str)> = rejects
+        .iter()
+        .map(|r| (r["line"].as_str(), r["severity"].as_str(), r["record_id"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [("18", "rejected", "M6"), ("21", "rejected", "M7"), ("33", "warning", "")],
+        "{rejects:?}"
+    );
+    assert!(rejects[0]["reason"].contains("no identifier with assigning authority ATHENA and type PI"));
+    assert!(rejects[2]["reason"].contains("BTS-1 says 11"), "{}", rejects[2]["reason"]);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let history: Vec<(String, String)> = db
+        .prepare("SELECT old_value, new_value FROM id_history WHERE own_id = 'E2'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(history, [("100999".to_string(), "100200".to_string())]);
+    let appts: Vec<(String, String)> = db
+        .prepare("SELECT appt_id, status FROM appointments ORDER BY appt_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        appts,
+        [("A1".into(), "CANCELLED".into()), ("A2".into(), "BOOKED".into())],
+        "a reschedule keeps both"
+    );
+    let start: String =
+        db.query_row("SELECT start_utc FROM appointments WHERE appt_id = 'A2'", [], |r| r.get(0)).unwrap();
+    assert_eq!(start, "2026-12-02T14:30:00+00:00", "09:30 New York is 14:30 UTC");
+
+    // The queue lists both errors, shows one, retries it after a schema fix, deletes the other.
+    let out = d.ferry(&["queue"]);
+    assert_exit(&out, 0);
+    let list = stdout(&out);
+    let ids: Vec<String> =
+        list.lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert!(list.contains("feed.hl7") && list.contains("M6") && list.contains("ADT^A99"), "{list}");
+    let out = d.ferry(&["queue", "show", &ids[0]]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("PID-3") && stdout(&out).contains("reason:"), "{}", stdout(&out));
+
+    let out = d.ferry(&["queue", "retry", &ids[0]]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("still in ERROR"), "{}", stderr(&out));
+    let schema = std::fs::read_to_string(d.path("schemas/ehr_hl7.toml")).unwrap();
+    d.write("schemas/ehr_hl7.toml", schema.replacen("type = \"PI\"\n", "", 1));
+    let out = d.ferry(&["queue", "retry", &ids[0], "--job", "h"]);
+    assert_exit(&out, 0);
+    let n: i64 = db.query_row("SELECT count(*) FROM patients WHERE own_id = 'E3'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 1, "the retried message was loaded");
+
+    assert_exit(&d.ferry(&["queue", "delete", &ids[1]]), 0);
+    let out = d.ferry(&["queue", "--json"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out).trim(), "", "nothing left in ERROR");
+    assert_exit(&d.ferry(&["queue", "delete", &ids[1]]), 1);
+}
+
+#[test]
+fn truncated_last_message_goes_to_error_and_the_rest_loads() {
+    let d = setup();
+    // A batch header promises a trailer; the file ends mid-segment instead.
+    let text = String::from("BHS|^~\\&|ATHENA\r\n")
+        + &msg("M1", "ADT^A28", "20261101090000", &pid("E1", "100100", "2 New St"))
+        + "MSH|^~\\&|ATHENA|C|FERRY|P|20261101090000||ADT^A28|M2|P|2.5.1\rPID|1||E1^^^ATHENA^PI||Le";
+    d.write("inbox/feed.hl7", text);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let dir = d.latest_report("h");
+    let rejects = read_csv(&dir.join("rejects.csv"));
+    assert_eq!(rejects.len(), 2, "{rejects:?}");
+    assert!(rejects[0]["reason"].contains("has no BTS"), "{}", rejects[0]["reason"]);
+    assert_eq!((rejects[1]["line"].as_str(), rejects[1]["record_id"].as_str()), ("5", "M2"));
+    assert!(rejects[1]["reason"].contains("truncated"), "{}", rejects[1]["reason"]);
+    let s = summary(&dir);
+    assert_eq!(s[&("file:ehr/feed.hl7".into(), "accepted".into())], "1");
+}
+
+#[test]
+fn parse_shows_segments_and_mapped_records() {
+    let d = setup();
+    let out = d.ferry(&["parse", "inbox/feed.hl7"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("message 3 (line 9)"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("PID-3[2]   .1=\"100100\" .4=\"PRACTICE\" .5=\"MR\""), "{}", stdout(&out));
+    assert!(stdout(&out).contains("PROBLEM line 33: BTS-1 says 11"), "{}", stdout(&out));
+    let out = d.ferry(&["parse", "inbox/feed.hl7", "--json"]);
+    assert_exit(&out, 0);
+    let lines: Vec<serde_json::Value> =
+        stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["record"]["patient"]["ehr_id"], "E1");
+    assert_eq!(lines[7]["record"]["appointment"]["id"], "A1");
+    assert!(lines[5]["error"].as_str().unwrap().contains("PID-3"));
+}
