@@ -13,7 +13,10 @@ Run from the repository root:
 It writes, next to this script:
 
     inbox/ehr_patients_20261120.csv  the EHR's export (UTF-8 with a BOM, CRLF)
-    practice/roster_20261120.csv     the practice roster (Windows-1252, LF)
+    inbox/ehr_adt_siu_20261120.hl7   the EHR's HL7 v2 ADT/SIU feed, a FHS/BHS batch
+    inbox/ehr_adt_20261121.hl7       the next HL7 batch, cut off mid-message
+    practice/roster_20261120.csv     the practice roster (Windows-1252, LF); the
+                                     HL7 people are appended after its sorted rows
     planted.csv                      every planted case, read by an integration test
 
 and rewrites the generated part of README.md (counts and the table of cases).
@@ -34,9 +37,18 @@ roster row holds their EHR PatientID. Among them it plants:
 * malformed rows that must be rejected (bad dates, missing keys, a short row,
   a raw Windows-1252 byte in the UTF-8 file) and bad values that only warn.
 
+The HL7 files hold new people only (not in the EHR export): registrations,
+updates (a newer one wins; one arriving late with an older event time must
+not), a real difference, a changed MRN, a merge (ADT^A40), appointments
+(SIU^S12/S14/S15), messages ferry must reject, a BTS count one too high and a
+last message cut off at the end of its file.
+
 planted.csv gives, for each expectation, the physical line where the record
 starts: the header is line 1, and the quoted newline moves every later record
-of its file down a line. The output is deterministic (random.Random(20261120)).
+of its file down a line. For HL7 it is the line of the message's MSH, with
+CR, LF and CRLF each ending a line. The output is deterministic
+(random.Random(20261120)); the HL7 part draws on it after the CSV part, so
+changing the HL7 part leaves the CSV files as they are.
 """
 
 from __future__ import annotations
@@ -251,7 +263,7 @@ class Expect:
     """One row of planted.csv: what one report must (or must not) show."""
 
     expect: str
-    row: Row
+    row: Row | Message  # where the expectation points: side, file, line
     kind: str = ""
     ehr_id: str = ""
     practice_mrn: str = ""
@@ -751,6 +763,526 @@ PLANTERS = [
 ]
 
 
+# HL7 v2: the EHR's outbound ADT/SIU feed (schema schemas/ehr_hl7.toml).
+#
+# Everyone in it is new: not in the EHR export. Every person whose messages
+# load is appended to the END of the roster (after the sorted rows, so the
+# line numbers above stay put), with the same values as their last message
+# unless a case says otherwise. Everything here draws on demo.rng after the
+# CSV planters, so the CSV files do not change when this part does.
+
+HL7_BATCH_PATH = HERE / "inbox" / "ehr_adt_siu_20261120.hl7"
+HL7_CUT_PATH = HERE / "inbox" / "ehr_adt_20261121.hl7"
+HL7_NEW_PATIENTS = 20
+HL7_ENCODING = "|^~\\&"
+HL7_SENDER = ["ATHENA", "DEMOCLINIC", "FERRY", "PRACTICE"]  # MSH-3..6, FHS-3..6, BHS-3..6
+HL7_BATCH_TIME = dt.datetime(2026, 11, 20, 23, 0, 0)
+HL7_CUT_TIME = dt.datetime(2026, 11, 21, 6, 30, 0)
+PROVIDER_NPI = "1234567893^Rivera^Ana^^^^^^NPI"
+PROVIDER_EHR = "P100^Rivera^Ana^^^^^^ATHENA"
+# CDC race and ethnicity codes, ISO 639-2 languages: (code, text, weight).
+RACES = [
+    ("2106-3", "White", 60), ("2054-5", "Black or African American", 13), ("2028-9", "Asian", 8),
+    ("2131-1", "Other Race", 6), ("1002-5", "American Indian or Alaska Native", 1),
+    ("2076-8", "Native Hawaiian or Other Pacific Islander", 1),
+]
+ETHNICITIES = [("2186-5", "Not Hispanic or Latino", 82), ("2135-2", "Hispanic or Latino", 18)]
+LANGUAGES = [("eng", "English", 85), ("spa", "Spanish", 8), ("por", "Portuguese", 4),
+             ("vie", "Vietnamese", 2), ("zho", "Chinese", 1)]
+# (type code, type text, minutes, reason); "&" in a reason is written \T\.
+APPOINTMENT_TYPES = [
+    ("FU", "Follow up", 20, "Follow-up & labs"), ("PE", "Physical exam", 30, "Annual physical"),
+    ("NP", "New patient", 40, "Establish care"), ("SV", "Sick visit", 15, "Cough and fever"),
+    ("BP", "Blood pressure check", 15, "Blood pressure & medication review"),
+]
+DEPARTMENTS = [("DEP01", "Family Medicine"), ("DEP02", "Pediatrics"), ("DEP03", "Internal Medicine")]
+
+
+def hl7_escape(text: str) -> str:
+    """A text value with HL7's delimiters written as escape sequences."""
+    for char, seq in [("\\", "\\E\\"), ("|", "\\F\\"), ("^", "\\S\\"), ("&", "\\T\\"), ("~", "\\R\\")]:
+        text = text.replace(char, seq)
+    return text
+
+
+def hl7_time(t: dt.datetime) -> str:
+    return t.strftime("%Y%m%d%H%M%S")
+
+
+def on_nov20(hh: int, mm: int, ss: int = 0) -> dt.datetime:
+    return dt.datetime(2026, 11, 20, hh, mm, ss)
+
+
+@dataclass(eq=False)
+class Hl7Patient:
+    """One person as the EHR's interface sends them."""
+
+    person: Person
+    ehr_id: str  # "" = PID-3 has no ATHENA repetition
+    mrn: str  # "" = PID-3 has no PRACTICE repetition
+    race: tuple[str, str]
+    ethnicity: tuple[str, str]
+    language: tuple[str, str]
+
+
+@dataclass
+class Appt:
+    id: str
+    placer: str
+    type_code: str
+    type_text: str
+    minutes: int
+    reason: str
+    start: dt.datetime
+    department: tuple[str, str]
+
+
+@dataclass(eq=False)
+class Message:
+    """One HL7 message: MSH is built when written, once the control ID is known."""
+
+    path: Path
+    sent: dt.datetime  # MSH-7; messages are written in this order
+    event: str  # MSH-9
+    body: list[str]  # the segments after MSH
+    cut: int | None = None  # truncated: keep this many characters of the last segment, no terminator
+    control_id: str = ""  # MSH-10; set when written
+    line: int = 0  # line of MSH (CR, LF and CRLF each end a line); set when written
+    side: str = "ehr"
+    case: str = ""  # the case it was planted for
+    patient: Hl7Patient | None = None
+
+    @property
+    def file(self) -> str:
+        return self.path.name
+
+    @property
+    def charset(self) -> str:
+        """MSH-18: named only when the text is not plain ASCII."""
+        return "" if all(s.isascii() for s in self.body) else "UNICODE UTF-8"
+
+    def segments(self) -> list[str]:
+        msh = ["MSH", HL7_ENCODING[1:], *HL7_SENDER, hl7_time(self.sent), "", self.event,
+               self.control_id, "P", "2.5.1"]
+        if self.charset:
+            msh += ["", "", "", "", "", self.charset]  # MSH-13..17 empty, MSH-18
+        segments = ["|".join(msh), *self.body]
+        if self.cut is not None:
+            segments[-1] = segments[-1][: self.cut]
+        return segments
+
+    def text(self) -> str:
+        """Segments end in CR; a whole message also gets an LF so it reads well in an editor."""
+        joined = "\r".join(self.segments())
+        return joined if self.cut is not None else joined + "\r\n"
+
+
+@dataclass
+class Hl7Case:
+    """A planted HL7 situation: its messages, its roster rows, what it must produce."""
+
+    name: str
+    planted: str
+    messages: list[Message]
+    roster_rows: list[Row]
+    expects: list[Expect]
+
+
+class Hl7:
+    """The HL7 people, messages and cases, built on the demo's names, phones and rng."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+        self.rng = demo.rng
+        self._ehr_next = 20001
+        self._mrns = demo.rng.sample(range(300000, 400000), 60)
+        self._appt_next = 7001
+        self.batch: list[Message] = []  # ehr_adt_siu_20261120.hl7
+        self.cut_file: list[Message] = []  # ehr_adt_20261121.hl7
+        self.roster_rows: list[Row] = []
+        self.cases: list[Hl7Case] = []
+        self.current = ""  # the case being planted, stamped on its messages
+
+    # People and IDs
+
+    def new_mrn(self) -> str:
+        return str(self._mrns.pop())
+
+    def patient(self, *, ehr_id: bool = True, mrn: bool = True, **person: object) -> Hl7Patient:
+        rng = self.rng
+        p = self.demo.person(**person) if "sex" in person else self.demo.person(sex=rng.choice("MF"), **person)
+        pick = lambda table: tuple(rng.choices([t[:2] for t in table], [t[2] for t in table])[0])  # noqa: E731
+        own = ""
+        if ehr_id:
+            own, self._ehr_next = f"E{self._ehr_next}", self._ehr_next + 1
+        return Hl7Patient(p, own, self.new_mrn() if mrn else "", pick(RACES), pick(ETHNICITIES),
+                          pick(LANGUAGES))
+
+    def roster(self, case: str, pt: Hl7Patient, *, chart: str | None = None,
+               person: Person | None = None) -> Row:
+        """The patient's roster row, appended after the CSV people's rows."""
+        row = self.demo.roster(case, person or pt.person, ehr_id=pt.ehr_id, chart=chart or pt.mrn)
+        self.demo.roster_rows.remove(row)
+        self.roster_rows.append(row)
+        return row
+
+    def appointment(self, pt: Hl7Patient, start: dt.datetime | None = None) -> Appt:
+        rng = self.rng
+        code, text, minutes, reason = rng.choice(APPOINTMENT_TYPES)
+        if start is None:
+            day = rng.choice([d for d in range(1, 19) if dt.date(2026, 12, d).weekday() < 5])
+            slot = rng.randrange(8 * 4, 16 * 4)  # quarter hours, 08:00..15:45
+            start = dt.datetime(2026, 12, day, slot // 4, slot % 4 * 15)
+        age = (EXPORT_DATE - pt.person.dob).days // 365
+        department = DEPARTMENTS[1] if age < 18 else rng.choice([DEPARTMENTS[0], DEPARTMENTS[2]])
+        number, self._appt_next = self._appt_next, self._appt_next + 1
+        return Appt(f"A{number}", f"P{number}", code, text, minutes, reason, start, department)
+
+    # Segments
+
+    def pid(self, pt: Hl7Patient, person: Person | None = None, mrn: str | None = None) -> str:
+        p = person or pt.person
+        mrn = pt.mrn if mrn is None else mrn
+        ids = [f"{pt.ehr_id}^^^ATHENA^PI"] if pt.ehr_id else []
+        ids += [f"{mrn}^^^PRACTICE^MR"] if mrn else []
+        digits = phone_digits(p.phone)
+        phones = [f"^PRN^PH^^^{digits[:3]}^{digits[3:]}"]
+        if p.cell:
+            cell = phone_digits(p.cell)
+            phones.append(f"^ORN^CP^^^{cell[:3]}^{cell[3:]}")
+        if p.email:
+            phones.append(f"^NET^Internet^{hl7_escape(p.email)}")
+        fields = [""] * 23  # fields[n] is PID-n
+        fields[0], fields[1] = "PID", "1"
+        fields[3] = "~".join(ids)
+        fields[5] = "^".join(hl7_escape(v) for v in [p.last, p.first, p.middle]) + "^^^^L"
+        fields[7] = p.dob.strftime("%Y%m%d")
+        fields[8] = p.sex
+        fields[10] = f"{pt.race[0]}^{pt.race[1]}^CDCREC"
+        fields[11] = "^".join(hl7_escape(v) for v in [p.address1, p.address2, p.city, p.state, p.zip])
+        fields[13] = "~".join(phones)
+        fields[15] = f"{pt.language[0]}^{pt.language[1]}^ISO6392"
+        fields[22] = f"{pt.ethnicity[0]}^{pt.ethnicity[1]}^CDCREC"
+        return "|".join(fields)
+
+    def _sent(self, event: dt.datetime) -> dt.datetime:
+        """When the interface sent an event: a few seconds after it happened."""
+        return event + dt.timedelta(seconds=self.rng.randint(2, 45))
+
+    def adt(self, trigger: str, event: dt.datetime, pt: Hl7Patient | None, *,
+            person: Person | None = None, mrn: str | None = None, sent: dt.datetime | None = None,
+            merged: str = "", path: Path = HL7_BATCH_PATH) -> Message:
+        structure = {"A28": "ADT_A05", "A31": "ADT_A05", "A08": "ADT_A01", "A40": "ADT_A39"}
+        msh9 = f"ADT^{trigger}" + (f"^{structure[trigger]}" if trigger in structure else "")
+        body = [f"EVN|{trigger}|{hl7_time(event)}"]
+        if pt is not None:
+            body += [self.pid(pt, person, mrn), f"PD1|||Demo Family Practice|{PROVIDER_NPI}~{PROVIDER_EHR}"]
+        if merged:
+            body.append(f"MRG|{merged}^^^ATHENA^PI")
+        else:
+            body.append("PV1|1|N")
+        return self._add(Message(path, sent or self._sent(event), msh9, body), pt)
+
+    def siu(self, trigger: str, sent: dt.datetime, pt: Hl7Patient, appt: Appt, status: str) -> Message:
+        sch = [""] * 26  # sch[n] is SCH-n
+        sch[0], sch[1], sch[2] = "SCH", appt.placer, appt.id
+        sch[7] = hl7_escape(appt.reason)
+        sch[8] = f"{appt.type_code}^{hl7_escape(appt.type_text)}"
+        sch[9], sch[10] = str(appt.minutes), "MIN"
+        sch[11] = f"^^^{hl7_time(appt.start)}"
+        sch[25] = status
+        dep_id, dep_name = appt.department
+        body = ["|".join(sch), self.pid(pt), "RGS|1", f"AIL|1||{dep_id}^^^{hl7_escape(dep_name)}",
+                f"AIP|1||{PROVIDER_NPI}"]
+        return self._add(Message(HL7_BATCH_PATH, sent, f"SIU^{trigger}^SIU_S12", body), pt)
+
+    def _add(self, message: Message, pt: Hl7Patient | None) -> Message:
+        message.case, message.patient = self.current, pt
+        (self.batch if message.path == HL7_BATCH_PATH else self.cut_file).append(message)
+        return message
+
+    def plant(self, name: str, planted: str, messages: list[Message], roster_rows: list[Row],
+              expects: list[Expect]) -> None:
+        self.cases.append(Hl7Case(name, planted, messages, roster_rows, expects))
+
+
+def hl7_matched(message: Message, pt: Hl7Patient, mrn: str | None = None, field: str = "",
+                note: str = "") -> Expect:
+    return Expect("matched", message, ehr_id=pt.ehr_id, practice_mrn=mrn or pt.mrn, field=field, note=note)
+
+
+def hl7_rejected(message: Message, note: str, *, ehr_id: str = "") -> Expect:
+    """`id_value` is the message's control ID, filled in once it is written. No
+    `field`: a message is rejected as a whole, and its reason says why."""
+    return Expect("rejected", message, ehr_id=ehr_id, note=note)
+
+
+def plant_hl7_new_patients(h: Hl7) -> list[Hl7Patient]:
+    """ADT^A28 for new people; returns the plain ones, some of whom get appointments."""
+    h.current = "hl7_new_patient"
+    kinds = ["plain"] * (HL7_NEW_PATIENTS - 4) + ["utf8"] * 2 + ["escape"] * 2
+    h.rng.shuffle(kinds)
+    utf8_names = iter([("F", "Zoë", "Bélanger"), ("M", "Jérôme", "Thériault")])
+    escaped = iter(["Apt 2 & Rear", "Bldg B & C"])
+    plain: list[tuple[Hl7Patient, Message, Row]] = []
+    special: list[tuple[str, Hl7Patient, Message, Row]] = []
+    for i, kind in enumerate(kinds):
+        if kind == "utf8":
+            sex, first, last = next(utf8_names)
+            pt = h.patient(sex=sex, first=first, last=last)
+        else:
+            pt = h.patient()
+        if kind == "escape":
+            pt.person = replace(pt.person, address2=next(escaped))
+        start = on_nov20(7, 30) + dt.timedelta(minutes=9 * i)
+        msg = h.adt("A28", start, pt)
+        row = h.roster("hl7_new_patient", pt)
+        (plain.append((pt, msg, row)) if kind == "plain" else special.append((kind, pt, msg, row)))
+    listed = h.rng.sample(plain, 1)
+    h.plant("hl7_new_patient",
+            f"{HL7_NEW_PATIENTS} new people, one ADT^A28 each, all in the roster with the same data "
+            f"(5 listed: this one and the four below)",
+            [m for _, m, _ in listed], [r for _, _, r in listed],
+            [hl7_matched(m, pt) for pt, m, _ in listed])
+    for kind, pt, msg, row in special:
+        p = pt.person
+        if kind == "utf8":
+            what = (f"'{p.first} {p.last}' in UTF-8, MSH-18 'UNICODE UTF-8'; "
+                    f"Windows-1252 in the roster")
+            h.plant("hl7_new_patient", what, [msg], [row], [hl7_matched(msg, pt, field="first_name", note=what)])
+        else:
+            what = f"PID-11.2 '{hl7_escape(p.address2)}' (\\T\\ = '&'); roster Street 2 '{p.address2}'"
+            h.plant("hl7_new_patient", what, [msg], [row], [hl7_matched(msg, pt, field="address2", note=what)])
+    return [pt for pt, _, _ in plain]
+
+
+def moved(h: Hl7, p: Person) -> Person:
+    """`p` at an older address: another street and town in the same state."""
+    city, zip_code = h.demo.other_town(p)
+    return replace(p, address1=h.demo.street(), address2="", city=city, zip=zip_code)
+
+
+def plant_hl7_updates(h: Hl7) -> None:
+    """A28 with an old address at t1, A31 with the new one at t3; for two of
+    them an A08 dated t2 (between) with the old address arrives last."""
+    t1s = [on_nov20(8, 5), on_nov20(8, 40), on_nov20(9, 10), on_nov20(9, 50)]
+    t2s = [None, None, on_nov20(12, 15), on_nov20(12, 40)]
+    t3s = [on_nov20(15, 20), on_nov20(15, 45), on_nov20(16, 10), on_nov20(16, 30)]
+    late_sent = [None, None, on_nov20(21, 30, 12), on_nov20(21, 31, 5)]
+    for t1, t2, t3, sent in zip(t1s, t2s, t3s, late_sent):
+        h.current = "hl7_update_newer_wins" if t2 is None else "hl7_late_message_ignored"
+        pt = h.patient()
+        old = moved(h, pt.person)
+        a28 = h.adt("A28", t1, pt, person=old)
+        a31 = h.adt("A31", t3, pt)
+        new = pt.person
+        if t2 is None:
+            case = "hl7_update_newer_wins"
+            row = h.roster(case, pt)
+            what = (f"A28 at {t1:%H:%M} with '{old.address1}, {old.city}', A31 at {t3:%H:%M} with "
+                    f"'{new.address1}, {new.city}'; roster has the A31's address")
+            h.plant(case, what, [a28, a31], [row], [hl7_matched(a31, pt, field="address1", note=what)])
+        else:
+            case = "hl7_late_message_ignored"
+            a08 = h.adt("A08", t2, pt, person=old, sent=sent)
+            row = h.roster(case, pt)
+            what = (f"A28 at {t1:%H:%M} and A31 at {t3:%H:%M} (new address '{new.address1}, {new.city}'), "
+                    f"then an A08 sent {sent:%H:%M} but with EVN-2 {t2:%H:%M} carrying the old "
+                    f"'{old.address1}, {old.city}': older than the A31, it must not win")
+            h.plant(case, what, [a28, a31, a08], [row], [hl7_matched(a08, pt, field="address1", note=what)])
+
+
+def plant_hl7_real_difference(h: Hl7) -> None:
+    h.current = "hl7_real_difference"
+    pt = h.patient()
+    p = pt.person
+    style = next(s for s in PHONE_STYLES if format_phone(phone_digits(p.phone), s) == p.phone)
+    new_phone = h.demo.phone(p.state, style)
+    msg = h.adt("A28", on_nov20(9, 25), pt, person=replace(p, phone=new_phone))
+    row = h.roster("hl7_real_difference", pt)
+    what = f"new home phone: PID-13 '{phone_digits(new_phone)}', roster '{p.phone}'"
+    h.plant("hl7_real_difference", what, [msg], [row],
+            [Expect("field_difference", msg, ehr_id=pt.ehr_id, practice_mrn=pt.mrn, field="phone_home",
+                    note=what)])
+
+
+def plant_hl7_mrn_changed(h: Hl7) -> None:
+    h.current = "hl7_mrn_changed"
+    pt = h.patient()
+    old_mrn = h.new_mrn()
+    a28 = h.adt("A28", on_nov20(8, 20), pt, mrn=old_mrn)
+    a31 = h.adt("A31", on_nov20(16, 50), pt)
+    row = h.roster("hl7_mrn_changed", pt)
+    what = (f"{pt.ehr_id}: A28 carries MRN {old_mrn}, a later A31 carries {pt.mrn}; "
+            f"the roster has chart {pt.mrn} (ID history {old_mrn} → {pt.mrn})")
+    h.plant("hl7_mrn_changed", what, [a28, a31], [row], [hl7_matched(a31, pt, note=what)])
+
+
+def plant_hl7_merge(h: Hl7) -> None:
+    h.current = "hl7_merge"
+    keep = h.patient()
+    dup = Hl7Patient(keep.person, "", "", keep.race, keep.ethnicity, keep.language)
+    dup.ehr_id, h._ehr_next = f"E{h._ehr_next}", h._ehr_next + 1
+    a28_x = h.adt("A28", on_nov20(10, 5), keep)
+    a28_y = h.adt("A28", on_nov20(10, 35), dup)
+    a40 = h.adt("A40", on_nov20(17, 15), keep, merged=dup.ehr_id)
+    row = h.roster("hl7_merge", keep)
+    what = (f"{keep.ehr_id} (MRN {keep.mrn}) and {dup.ehr_id} (no MRN, not in the roster) are the same "
+            f"person registered twice; ADT^A40 merges {dup.ehr_id} into {keep.ehr_id}")
+    h.plant("hl7_merge", what, [a28_x, a28_y, a40], [row], [
+        hl7_matched(a40, keep),
+        Expect("merge", a40, ehr_id=keep.ehr_id, id_value=dup.ehr_id,
+               note=f"{dup.ehr_id} merged into {keep.ehr_id}"),
+    ])
+
+
+def appointment_expect(message: Message, pt: Hl7Patient, appt: Appt, status: str) -> Expect:
+    return Expect("appointment", message, ehr_id=pt.ehr_id, id_value=appt.id, note=status)
+
+
+def plant_hl7_appointments(h: Hl7, patients: list[Hl7Patient]) -> None:
+    """SIU^S12 bookings for ten new patients; one arrives (S14), one is
+    rescheduled (S15 cancels it, an S12 books a new ID)."""
+    h.current = "hl7_appointment"
+    chosen = sorted(h.rng.sample(patients, 10), key=lambda pt: pt.ehr_id)
+    booked, (arriving, moving) = chosen[:8], chosen[8:]
+    sends = [on_nov20(11, 0) + dt.timedelta(minutes=11 * i, seconds=h.rng.randint(0, 59)) for i in range(10)]
+    for pt, sent in zip(booked, sends):
+        appt = h.appointment(pt)
+        msg = h.siu("S12", sent, pt, appt, "BOOKED")
+        what = f"SIU^S12 books {appt.id} for {appt.start:%Y-%m-%d %H:%M} ({appt.type_text}, {appt.department[1]})"
+        h.plant("hl7_appointment", what, [msg], [], [appointment_expect(msg, pt, appt, "BOOKED")])
+    appt = h.appointment(arriving, start=on_nov20(15, 0))
+    s12 = h.siu("S12", sends[8], arriving, appt, "BOOKED")
+    s14 = h.siu("S14", on_nov20(14, 52, 31), arriving, appt, "ARRIVED")
+    h.plant("hl7_appointment", f"SIU^S12 books {appt.id} for today 15:00; SIU^S14 at 14:52 sets it ARRIVED",
+            [s12, s14], [], [appointment_expect(s14, arriving, appt, "ARRIVED")])
+    first = h.appointment(moving)
+    s12_a = h.siu("S12", sends[9], moving, first, "BOOKED")
+    s15 = h.siu("S15", on_nov20(13, 5, 14), moving, first, "CANCELLED")
+    second = h.appointment(moving)
+    s12_b = h.siu("S12", on_nov20(13, 6, 2), moving, second, "BOOKED")
+    h.plant("hl7_appointment",
+            f"reschedule: SIU^S12 books {first.id} ({first.start:%Y-%m-%d %H:%M}); SIU^S15 cancels it; "
+            f"SIU^S12 books {second.id} ({second.start:%Y-%m-%d %H:%M}) for the same patient",
+            [s12_a, s15, s12_b], [],
+            [appointment_expect(s15, moving, first, "CANCELLED"),
+             appointment_expect(s12_b, moving, second, "BOOKED")])
+
+
+def plant_hl7_rejected(h: Hl7) -> None:
+    """Messages ferry must put in its ERROR queue; the rest of the file carries on."""
+    h.current = "hl7_no_pid"
+    msg = h.adt("A28", on_nov20(8, 55), None)
+    h.plant("hl7_no_pid", "ADT^A28 with MSH, EVN and PV1 but no PID", [msg], [],
+            [hl7_rejected(msg, "no PID segment")])
+    h.current = "hl7_bad_birth_date"
+    pt = h.patient(mrn=False)
+    msg = h.adt("A28", on_nov20(9, 35), pt)
+    msg.body[1] = msg.body[1].replace(f"|{pt.person.dob:%Y%m%d}|", "|19801345|", 1)
+    h.plant("hl7_bad_birth_date", "ADT^A28 with PID-7 '19801345' (month 13)", [msg], [],
+            [hl7_rejected(msg, "bad date in PID-7", ehr_id=pt.ehr_id, )])
+    h.current = "hl7_unknown_event"
+    pt = h.patient(mrn=False)
+    msg = h.adt("A99", on_nov20(10, 45), pt)
+    h.plant("hl7_unknown_event", "ADT^A99, an event ferry does not map", [msg], [],
+            [hl7_rejected(msg, "unknown event ADT^A99", ehr_id=pt.ehr_id)])
+    h.current = "hl7_no_ehr_id"
+    pt = h.patient(ehr_id=False)
+    msg = h.adt("A28", on_nov20(11, 15), pt)
+    h.plant("hl7_no_ehr_id", f"ADT^A28 whose PID-3 has only the PRACTICE repetition ({pt.mrn}), no ATHENA one",
+            [msg], [], [hl7_rejected(msg, f"PID-3 has no ATHENA^PI identifier (only MRN {pt.mrn})")])
+    h.current = "hl7_bad_status"
+    pt = h.patient(mrn=False)
+    appt = h.appointment(pt)
+    msg = h.siu("S14", on_nov20(13, 40, 9), pt, appt, "MAYBE")
+    h.plant("hl7_bad_status", f"SIU^S14 for {appt.id} with SCH-25 'MAYBE'", [msg], [],
+            [hl7_rejected(msg, "SCH-25 (filler status) 'MAYBE' is not a known status", ehr_id=pt.ehr_id)])
+
+
+def plant_hl7_cut_file(h: Hl7) -> None:
+    """ehr_adt_20261121.hl7: a BHS, two good A28s, and a third cut off mid-PID
+    at the end of the file, with no terminator and no BTS."""
+    path = HL7_CUT_PATH
+    h.current = "hl7_before_truncation"
+    for i in range(2):
+        pt = h.patient()
+        msg = h.adt("A28", dt.datetime(2026, 11, 21, 6, 5 + 7 * i), pt, path=path)
+        row = h.roster("hl7_before_truncation", pt)
+        h.plant("hl7_before_truncation", f"ADT^A28 in {path.name} before the cut-off message: loads",
+                [msg], [row], [hl7_matched(msg, pt)])
+    h.current = "hl7_truncated_last"
+    pt = h.patient()
+    msg = h.adt("A28", dt.datetime(2026, 11, 21, 6, 26), pt, path=path)
+    pid = msg.body[1]
+    msg.body = msg.body[:2]  # the file ends inside PID: nothing after it
+    name_at = pid.index("^PRACTICE^MR||") + len("^PRACTICE^MR||")
+    msg.cut = pid.index("^", name_at) - 2  # all but the last two letters of the last name
+    h.plant("hl7_truncated_last",
+            f"last message of {path.name} ends mid-PID-5 ('…{pid[msg.cut - 12:msg.cut]}') with no CR or LF, "
+            "before the BTS its BHS promised", [msg], [],
+            [hl7_rejected(msg, "truncated: the file ends mid-segment, before the BTS", ehr_id=pt.ehr_id)])
+
+
+def plant_hl7(h: Hl7) -> None:
+    plain = plant_hl7_new_patients(h)
+    plant_hl7_updates(h)
+    plant_hl7_real_difference(h)
+    plant_hl7_mrn_changed(h)
+    plant_hl7_merge(h)
+    plant_hl7_appointments(h, plain)
+    plant_hl7_rejected(h)
+    plant_hl7_cut_file(h)
+
+
+def envelope_line(segment: str, when: dt.datetime) -> str:
+    return "|".join([segment, HL7_ENCODING[1:], *HL7_SENDER, hl7_time(when)]) + "\r\n"
+
+
+def write_hl7(path: Path, messages: list[Message], first_control: int, *, header: list[str],
+              when: dt.datetime, trailer: list[str]) -> tuple[int, int]:
+    """Write `header` lines, the messages in the order sent and `trailer`
+    lines (texts given without their CRLF); number the control IDs from
+    `first_control` and set each message's line. Returns (lines, next control number)."""
+    messages.sort(key=lambda m: m.sent)
+    chunks = [envelope_line(h, when) for h in header]
+    line = 1 + len(chunks)
+    for i, msg in enumerate(messages):
+        msg.control_id = f"MSG{first_control + i:05d}"
+        msg.line = line
+        text = msg.text()
+        chunks.append(text)
+        line += len(msg.segments())
+    chunks += [f"{t}\r\n" for t in trailer]
+    text = "".join(chunks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode("utf-8"))
+    lines = text.count("\r\n") + text.replace("\r\n", "").count("\r") + text.replace("\r\n", "").count("\n")
+    return lines + (0 if text.endswith(("\r", "\n")) else 1), first_control + len(messages)
+
+
+def write_hl7_files(h: Hl7) -> dict[str, int]:
+    """Both HL7 files; sets lines and control IDs, then the expectations that need them."""
+    batch_lines, next_control = write_hl7(
+        HL7_BATCH_PATH, h.batch, 1, header=["FHS", "BHS"], when=HL7_BATCH_TIME,
+        trailer=[f"BTS|{len(h.batch) + 1}", "FTS|1"])  # BTS-1 one too many: planted
+    cut_lines, _ = write_hl7(HL7_CUT_PATH, h.cut_file, next_control, header=["BHS"], when=HL7_CUT_TIME,
+                             trailer=[])
+    bts = Message(HL7_BATCH_PATH, HL7_BATCH_TIME, "", [], line=batch_lines - 1)
+    h.plant("bts_count_mismatch",
+            f"BTS-1 says {len(h.batch) + 1} messages; the batch holds {len(h.batch)}", [], [], [
+                Expect("warning", bts, note=f"BTS-1 says {len(h.batch) + 1}, the batch holds {len(h.batch)}"),
+            ])
+    bhs = Message(HL7_CUT_PATH, HL7_CUT_TIME, "", [], line=1)
+    h.plant("hl7_missing_trailer", f"the BHS on line 1 of {HL7_CUT_PATH.name} has no BTS (the file is cut off)",
+            [], [], [Expect("warning", bhs, note="BHS without a BTS: the file may be incomplete")])
+    for case in h.cases:
+        for x in case.expects:
+            if x.expect == "rejected" and isinstance(x.row, Message):
+                x.id_value = x.row.control_id
+    return {"batch": batch_lines, "cut": cut_lines}
+
+
 # Output
 
 def csv_record(cells: list[str], terminator: str) -> str:
@@ -760,11 +1292,13 @@ def csv_record(cells: list[str], terminator: str) -> str:
 
 
 def write_csv(path: Path, header: list[str], rows: list[Row], *, encoding: str,
-              terminator: str, bom: bytes = b"") -> int:
-    """Write header and rows sorted by their order; set each row's line. Returns the line count."""
+              terminator: str, bom: bytes = b"", appended: list[Row] | None = None) -> int:
+    """Write header and rows sorted by their order, then `appended` sorted the
+    same way; set each row's line. Returns the line count."""
     chunks = [bom, csv_record(header, terminator).encode(encoding)]
     line = 2
-    for row in sorted(rows, key=lambda r: r.order):
+    in_order = sorted(rows, key=lambda r: r.order) + sorted(appended or [], key=lambda r: r.order)
+    for row in in_order:
         text = csv_record(row.cells(header), terminator)
         row.line = line
         line += text.count("\n")
@@ -774,7 +1308,7 @@ def write_csv(path: Path, header: list[str], rows: list[Row], *, encoding: str,
     return line - 1
 
 
-def write_planted(cases: list[Case]) -> int:
+def write_planted(cases: list[Case | Hl7Case]) -> int:
     with PLANTED_PATH.open("w", encoding="utf-8", newline="") as out:
         writer = csv.DictWriter(out, PLANTED_HEADER, lineterminator="\n")
         writer.writeheader()
@@ -807,17 +1341,28 @@ def describe_expect(x: Expect) -> str:
     if x.expect == "conflict":
         return f"conflict {x.kind} on {x.id_value} ({x.row.side})"
     if x.expect == "warning":
-        return f"warning on {x.field}"
+        return f"warning on {x.field}" if x.field else "warning"
+    if x.expect == "merge":
+        return f"merge {x.id_value} into {x.ehr_id}"
+    if x.expect == "appointment":
+        return f"appointment {x.id_value} of {x.ehr_id}: {x.note}"
+    if x.id_value:
+        return f"rejected {x.id_value}: {x.note}"
     return "rejected"
 
 
-def readme_section(demo: Demo, line_counts: dict[str, int], planted_rows: int) -> str:
+def readme_section(demo: Demo, h: Hl7, line_counts: dict[str, int], planted_rows: int) -> str:
     files = markdown_table(
         ["File", "Encoding", "Line ends", "Data records", "Physical lines"],
         [[f"`inbox/{EHR_PATH.name}`", "UTF-8 with BOM (EF BB BF)", "CRLF",
           len(demo.ehr_rows), line_counts["ehr"]],
          [f"`practice/{ROSTER_PATH.name}`", "Windows-1252", "LF",
-          len(demo.roster_rows), line_counts["practice"]],
+          f"{len(demo.roster_rows) + len(h.roster_rows)} ({len(h.roster_rows)} HL7 people appended)",
+          line_counts["practice"]],
+         [f"`inbox/{HL7_BATCH_PATH.name}`", "UTF-8, no BOM", "CR; CRLF after each message and envelope line",
+          f"{len(h.batch)} messages", line_counts["hl7_batch"]],
+         [f"`inbox/{HL7_CUT_PATH.name}`", "UTF-8, no BOM", "CR; CRLF after each message; none at the end",
+          f"{len(h.cut_file)} messages", line_counts["hl7_cut"]],
          ["`planted.csv`", "UTF-8, no BOM", "LF", planted_rows, planted_rows + 1]],
     )
     categories = list(dict.fromkeys(case.name for case in demo.cases))
@@ -846,6 +1391,43 @@ def readme_section(demo: Demo, line_counts: dict[str, int], planted_rows: int) -
         "## Planted cases",
         "Lines are physical lines (header = 1). `→` shows the other side's ID a row carries.",
         cases,
+        hl7_readme_section(h),
+    ])
+
+
+def describe_message(m: Message) -> str:
+    return f"{m.line}: {'^'.join(m.event.split('^')[:2])} {m.control_id}"
+
+
+def hl7_readme_section(h: Hl7) -> str:
+    categories = list(dict.fromkeys(case.name for case in h.cases))
+    messages = h.batch + h.cut_file
+    people = {c: {id(m.patient.person) for m in messages if m.case == c and m.patient} for c in categories}
+    message_counts = Counter(m.case for m in messages)
+    roster_counts = Counter(r.case for r in h.roster_rows)
+    counts = markdown_table(
+        ["Category", "People", "Messages", "Roster rows (appended)"],
+        [[f"`{c}`", len(people[c]), message_counts[c], roster_counts[c]] for c in categories]
+        + [["**total**", len({p for s in people.values() for p in s}), len(messages), len(h.roster_rows)]],
+    )
+    cases = markdown_table(
+        ["Case", "File", "What was planted", "Lines: message", "Roster rows", "Reports should show"],
+        [[f"`{case.name}`", f"`{(case.messages or [x.row for x in case.expects])[0].file}`", case.planted,
+          "<br>".join(describe_message(m) for m in case.messages)
+          or "<br>".join(str(x.row.line) for x in case.expects),
+          "<br>".join(f"roster {r.line}: {describe_row(r)}" for r in case.roster_rows),
+          "<br>".join(describe_expect(x) for x in case.expects)]
+         for case in h.cases],
+    )
+    return "\n\n".join([
+        "## HL7 people per category",
+        "Everyone here is in no EHR CSV row. A person with two EHR IDs (`hl7_merge`) counts once; "
+        "`hl7_appointment` counts patients already counted under `hl7_new_patient`.",
+        counts,
+        "## Planted HL7 cases",
+        "Lines count CR, LF and CRLF each as one line end (FHS or BHS = line 1); a message's line "
+        "is its MSH's.",
+        cases,
     ])
 
 
@@ -860,17 +1442,24 @@ def main() -> None:
     demo = Demo(random.Random(SEED))
     for plant in PLANTERS:
         plant(demo)
+    h = Hl7(demo)
+    plant_hl7(h)
     line_counts = {
         "ehr": write_csv(EHR_PATH, EHR_HEADER, demo.ehr_rows, encoding="utf-8",
                          terminator="\r\n", bom=b"\xef\xbb\xbf"),
         "practice": write_csv(ROSTER_PATH, ROSTER_HEADER, demo.roster_rows,
-                              encoding="cp1252", terminator="\n"),
+                              encoding="cp1252", terminator="\n", appended=h.roster_rows),
     }
-    planted_rows = write_planted(demo.cases)
-    update_readme(readme_section(demo, line_counts, planted_rows))
+    hl7_lines = write_hl7_files(h)
+    line_counts.update(hl7_batch=hl7_lines["batch"], hl7_cut=hl7_lines["cut"])
+    planted_rows = write_planted([*demo.cases, *h.cases])
+    update_readme(readme_section(demo, h, line_counts, planted_rows))
     print(f"{EHR_PATH.name}: {len(demo.ehr_rows)} rows, {line_counts['ehr']} lines; "
-          f"{ROSTER_PATH.name}: {len(demo.roster_rows)} rows, {line_counts['practice']} lines; "
-          f"{PLANTED_PATH.name}: {planted_rows} expectations in {len(demo.cases)} cases")
+          f"{ROSTER_PATH.name}: {len(demo.roster_rows) + len(h.roster_rows)} rows, "
+          f"{line_counts['practice']} lines; "
+          f"{HL7_BATCH_PATH.name}: {len(h.batch)} messages, {line_counts['hl7_batch']} lines; "
+          f"{HL7_CUT_PATH.name}: {len(h.cut_file)} messages, {line_counts['hl7_cut']} lines; "
+          f"{PLANTED_PATH.name}: {planted_rows} expectations in {len(demo.cases) + len(h.cases)} cases")
 
 
 if __name__ == "__main__":

@@ -210,6 +210,8 @@ fn run_stages(
     let practice = store.patients(&job.name, Side::Practice)?;
     let outcome = reconcile(&ehr, &practice, &job.reconcile);
     let rejects = store.rejects_of_run(run_id)?;
+    let merges = store.merges(&job.name)?;
+    let appointments = store.appointment_counts(&job.name)?;
     let started_text = started.format("%Y-%m-%d %H:%M:%S %z").to_string();
     let report_dir = report::write(
         &job.reports_dir,
@@ -223,6 +225,8 @@ fn run_stages(
             practice: &practice,
             outcome: &outcome,
             rejects: &rejects,
+            merges: &merges,
+            appointments: &appointments,
         },
     )?;
 

@@ -53,9 +53,9 @@ fn batch() -> String {
     // The EHR ID under the wrong identifier type: ERROR until the schema accepts it.
     b += &msg("M6", "ADT^A28", "20261104090000", "PID|1||E3^^^ATHENA^MR||Po^Cy||19900101|M");
     b += &msg("M7", "ADT^A99", "20261104090000", &pid("E4", "1", "x"));
-    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261105090000||SIU^S12|M8|P|2.5.1\rSCH||A1|||||Visit|FU|30|MIN|^^^20261201093000|||||||||||||BOOKED\rPID|1||E1^^^ATHENA^PI\r\n";
-    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261106090000||SIU^S15|M9|P|2.5.1\rSCH||A1|||||Visit|FU|30|MIN|^^^20261201093000|||||||||||||CANCELLED\rPID|1||E1^^^ATHENA^PI\r\n";
-    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261106090100||SIU^S12|M10|P|2.5.1\rSCH||A2|||||Visit|FU|30|MIN|^^^20261202093000|||||||||||||BOOKED\rPID|1||E1^^^ATHENA^PI\r\n";
+    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261105090000||SIU^S12|M8|P|2.5.1\rSCH||A1|||||Visit|FU|30|MIN|^^^20261201093000||||||||||||||BOOKED\rPID|1||E1^^^ATHENA^PI\r\n";
+    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261106090000||SIU^S15|M9|P|2.5.1\rSCH||A1|||||Visit|FU|30|MIN|^^^20261201093000||||||||||||||CANCELLED\rPID|1||E1^^^ATHENA^PI\r\n";
+    b += "MSH|^~\\&|ATHENA|C|FERRY|P|20261106090100||SIU^S12|M10|P|2.5.1\rSCH||A2|||||Visit|FU|30|MIN|^^^20261202093000||||||||||||||BOOKED\rPID|1||E1^^^ATHENA^PI\r\n";
     // Ten messages, but the trailer says eleven.
     b += "BTS|11\r\nFTS|1\r\n";
     b

@@ -432,7 +432,7 @@ PD1|||Clinic|1234567890^Smith^John^^^^^^NPI~P42^Smith^John^^^^^^ATHENA\r";
     fn siu_maps_an_appointment_in_utc() {
         let s = schema();
         let text = "MSH|^~\\&|ATHENA|CLINIC|FERRY|PRACTICE|20261120090000||SIU^S12|MSG0002|P|2.5.1\r\
-SCH|P1|A5001|||||Follow-up|FU^Follow up|30|MIN|^^^20261201093000|||||||||||||BOOKED\r\
+SCH|P1|A5001|||||Follow-up|FU^Follow up|30|MIN|^^^20261201093000||||||||||||||BOOKED\r\
 PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||Lee^Ann||19800102|F\r\
 AIL|1||DEP7^^^Main Clinic\r\
 AIP|1||1234567890^Smith^John^^^^^^NPI\r";

@@ -39,6 +39,10 @@ pub struct RunReport<'a> {
     pub outcome: &'a Outcome,
     /// (file name, reject) for the files this run loaded.
     pub rejects: &'a [(String, Reject)],
+    /// ADT^A40 merges the store holds: (surviving, merged, time).
+    pub merges: &'a [(String, String, Option<String>)],
+    /// Appointments the store holds, by status.
+    pub appointments: &'a [(String, u64)],
 }
 
 /// Write the run's folder under `reports_dir/JOB/` and return its path.
@@ -67,6 +71,7 @@ fn write_all(dir: &Path, r: &RunReport) -> Result<()> {
     unmatched(dir, r, Side::Practice)?;
     conflicts(dir, r)?;
     rejects(dir, r)?;
+    merges(dir, r)?;
     Ok(())
 }
 
@@ -115,8 +120,12 @@ fn summary(dir: &Path, r: &RunReport) -> Result<()> {
     ] {
         counts.push((kind.as_str(), o.conflicts_of(kind)));
     }
+    counts.push(("merges", r.merges.len()));
     for (metric, v) in counts {
         w.row(["reconcile", metric, &v.to_string()])?;
+    }
+    for (status, n) in r.appointments {
+        w.row(["appointments", &status.to_lowercase(), &n.to_string()])?;
     }
     w.finish()
 }
@@ -220,6 +229,15 @@ fn conflicts(dir: &Path, r: &RunReport) -> Result<()> {
             })
             .collect();
         w.row([c.kind.as_str(), c.key.as_str(), c.side.as_str(), &c.id, &records.join("; "), &c.detail])?;
+    }
+    w.finish()
+}
+
+fn merges(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("merges.csv"))?;
+    w.row(["surviving_ehr_id", "merged_ehr_id", "time"])?;
+    for (surviving, merged, time) in r.merges {
+        w.row([surviving.as_str(), merged.as_str(), time.as_deref().unwrap_or("")])?;
     }
     w.finish()
 }

@@ -301,6 +301,24 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every recorded ADT^A40 merge: (surviving EHR ID, merged EHR ID, time), in order.
+    pub fn merges(&self, job: &str) -> Result<Vec<(String, String, Option<String>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT surviving_id, merged_id, source_time FROM merges WHERE job = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Appointments by status, for the summary.
+    pub fn appointment_counts(&self, job: &str) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT status, count(*) FROM appointments WHERE job = ?1 GROUP BY status ORDER BY status",
+        )?;
+        let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Rejects and warnings of the files a run loaded: (file name, reject).
     pub fn rejects_of_run(&self, run_id: i64) -> Result<Vec<(String, Reject)>> {
         let mut stmt = self.conn.prepare_cached(
