@@ -4,7 +4,7 @@ CARGO      ?= cargo
 # The demo's state (SQLite store, received copies, reports) lives here.
 DEMO_HOME  ?= $(CURDIR)/demo-home
 
-.PHONY: all build demo test clean
+.PHONY: all build demo test bench clean
 
 all: build
 
@@ -20,6 +20,10 @@ demo: build
 test:
 	./tests/install-deps.sh
 	$(CARGO) test --locked --all-targets
+
+## Throughput benchmarks (release build; prints side-by-side tables).
+bench:
+	$(CARGO) bench --locked --bench hl7
 
 clean:
 	rm -rf $(DEMO_HOME)

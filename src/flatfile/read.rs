@@ -282,11 +282,19 @@ fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Res
 /// sex codes, ISO dates), as `Field::set` takes it. For sources without a
 /// schema of columns, such as HL7.
 pub(crate) fn normalize_value(field: Field, text: &str) -> Result<String, String> {
-    let rules = Rules { formats: &[], sex_map: &std::collections::BTreeMap::new(), phone_country: "US" };
-    let formats = ["%Y-%m-%d".to_string()];
-    let rules =
-        if field.field_type() == FieldType::Date { Rules { formats: &formats, ..rules } } else { rules };
-    normalize_typed(field.field_type(), text, &rules, chrono::Local::now().date_naive())
+    static NO_MAP: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    match field.field_type() {
+        // Only dates need today (and a clock read): keep it off the hot path.
+        FieldType::Date => {
+            let formats = ["%Y-%m-%d".to_string()];
+            let rules = Rules { formats: &formats, sex_map: &NO_MAP, phone_country: "US" };
+            normalize_typed(FieldType::Date, text, &rules, chrono::Local::now().date_naive())
+        }
+        t => {
+            let rules = Rules { formats: &[], sex_map: &NO_MAP, phone_country: "US" };
+            normalize_typed(t, text, &rules, NaiveDate::MIN)
+        }
+    }
 }
 
 /// The field that is a record's own key on `side`.

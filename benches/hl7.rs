@@ -1,0 +1,214 @@
+//! `make bench` (HL7 part): ferry's HL7 parse-and-map throughput on one and
+//! two threads, with peak memory, beside python-hl7 on a slice of the same
+//! file and `wc -l` over it as the floor.
+//!
+//! FERRY_BENCH_MESSAGES sets the file size (default 1,000,000 ADT messages
+//! of about 1.2 KB); the file is generated once under target/bench/.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use ferry::hl7::{self, Hl7Schema, MapSettings, ProviderKind};
+
+const FIRST: [&str; 12] =
+    ["Mary", "John", "Ana", "Luis", "Wei", "Fatima", "James", "Zoë", "Olga", "Ken", "Priya", "Noah"];
+const LAST: [&str; 12] = [
+    "Smith", "O'Brien", "Nguyen", "Garcia", "Kowalski", "Okafor", "Lee", "Müller", "Rossi", "Khan", "Cohen",
+    "Silva",
+];
+const STREETS: [&str; 6] = ["Main St", "Oak Ave", "Elm Rd", "Pine Ln", "Maple Dr", "Cedar Ct"];
+const CITIES: [(&str, &str, &str); 4] = [
+    ("Boston", "MA", "02134"),
+    ("Salem", "MA", "01970"),
+    ("Nashua", "NH", "03060"),
+    ("Providence", "RI", "02903"),
+];
+
+/// One ADT^A31 of about 1.2 KB: MSH, EVN, PID, PD1, NK1, PV1, IN1, with escapes.
+fn message(i: usize, out: &mut impl Write) -> std::io::Result<()> {
+    let (first, last) = (FIRST[i % 12], LAST[(i / 12) % 12]);
+    let (city, st, zip) = CITIES[i % 4];
+    let street = STREETS[i % 6];
+    let ts = format!("2026{:02}{:02}{:02}{:02}00", 1 + i % 12, 1 + i % 28, i % 24, i % 60);
+    write!(
+        out,
+        "MSH|^~\\&|ATHENA|DEMOCLINIC|FERRY|PRACTICE|{ts}||ADT^A31^ADT_A05|MSG{i:08}|P|2.5.1|||AL|NE||UNICODE UTF-8\r\
+EVN|A31|{ts}|||U{i}^Clerk^Front^^^^^^ATHENA\r\
+PID|1||E{i:08}^^^ATHENA^PI~{:06}^^^PRACTICE^MR~{i:09}^^^SSA^SS||{last}^{first}^Q^^^^L~{last}^{first}^^^^^M||{}{:02}{:02}|{}||2106-3^White^CDCREC|{} {street} \\T\\ Rear^Apt {}^{city}^{st}^{zip}^USA^H||^PRN^PH^^1^617^555{:04}~^ORN^CP^^1^857^555{:04}~^NET^Internet^{}.{}@example.com||eng^English^ISO6392|M^Married^HL70002|||{i:09}|||2186-5^Not Hispanic or Latino^CDCREC\r\
+PD1|||Demo Clinic^^1001|1234567893^Rivera^Ana^^^Dr.^MD^^NPI~P100^Rivera^Ana^^^Dr.^MD^^ATHENA\r\
+NK1|1|{last}^Alex^^^^^L|SPO^Spouse^HL70063|{} {street}^^{city}^{st}^{zip}^USA|^PRN^PH^^1^617^555{:04}||EC^Emergency Contact^HL70131\r\
+PV1|1|O|DEP{:02}^^^Demo Clinic||||1234567893^Rivera^Ana^^^Dr.^MD^^NPI|||||||||||||||||||||||||||||||||||||{ts}\r\
+IN1|1|BCBS01^Blue Cross Blue Shield PPO|60054|Blue Cross Blue Shield of Massachusetts|PO Box 986030^^Boston^MA^02298^USA||^WPN^PH^^1^800^5550199|GRP{:05}|Acme Corp Employee Plan \\T\\ Dependents||||20260101|20261231|||{last}^{first}^Q|01^Self^HL70063|{}{:02}{:02}|{} {street}^^{city}^{st}^{zip}^USA|||1||||||||||||||XYZ{i:09}\r\n",
+        100000 + i % 900000,
+        1930 + i % 90,
+        1 + i % 12,
+        1 + i % 28,
+        if i % 2 == 0 { "F" } else { "M" },
+        1 + i % 999,
+        1 + i % 40,
+        i % 100,
+        (i + 7) % 100,
+        first.to_lowercase(),
+        last.to_lowercase().replace('\'', ""),
+        1 + i % 999,
+        (i + 3) % 100,
+        i % 30,
+        i % 5000,
+        1930 + i % 90,
+        1 + i % 12,
+        1 + i % 28,
+        1 + i % 999,
+    )
+}
+
+fn generate(path: &Path, n: usize) -> std::io::Result<()> {
+    let tmp = path.with_extension("part");
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    for i in 0..n {
+        message(i, &mut out)?;
+    }
+    out.flush()?;
+    drop(out);
+    fs::rename(tmp, path)
+}
+
+/// Resident anonymous memory (heap), in KiB: file pages of the map are
+/// page cache, not the process's own memory.
+fn rss_anon_kib() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+struct Run {
+    secs: f64,
+    mapped: u64,
+    errors: u64,
+    peak_anon_kib: u64,
+}
+
+fn ferry_run(bytes: &[u8], schema: &Hl7Schema, threads: usize) -> Run {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let settings =
+        MapSettings { schema, provider: ProviderKind::Npi, time_zone: chrono_tz::America::New_York };
+    pool.install(|| {
+        let start = Instant::now();
+        let (mut mapped, mut errors, mut peak) = (0u64, 0u64, rss_anon_kib());
+        hl7::read_file(bytes, &settings, |chunk| -> Result<(), ()> {
+            for o in &chunk {
+                match o.result {
+                    Ok(_) => mapped += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            peak = peak.max(rss_anon_kib());
+            Ok(())
+        })
+        .unwrap();
+        Run { secs: start.elapsed().as_secs_f64(), mapped, errors, peak_anon_kib: peak }
+    })
+}
+
+fn python_hl7(dir: &Path, slice: &Path) -> Option<(f64, usize)> {
+    let venv = dir.join("venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success())
+            && Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "hl7"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "bench: could not set up python-hl7 (python3 -m venv, pip install hl7); skipping its row"
+            );
+            return None;
+        }
+    }
+    let script = r#"
+import sys, time, hl7
+data = open(sys.argv[1], 'rb').read().decode('utf-8')
+msgs = [m for m in data.split('\r\n') if m.startswith('MSH')]
+t = time.perf_counter()
+n = 0
+for m in msgs:
+    h = hl7.parse(m)
+    pid = h.segment('PID')
+    # the same fields ferry maps
+    _ = (str(pid[3]), str(pid[5][0][0]), str(pid[5][0][1]), str(pid[7]), str(pid[8]), str(pid[10]),
+         str(pid[11]), str(pid[13]), str(pid[15]), str(pid[22]), str(h.segment('PD1')[4]), str(h['MSH.F7']))
+    n += 1
+print(time.perf_counter() - t, n)
+"#;
+    let out = Command::new(&py).arg("-c").arg(script).arg(slice).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn main() {
+    // cargo bench passes --bench; nothing else to parse.
+    let n: usize =
+        std::env::var("FERRY_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("adt_{n}.hl7"));
+    if !path.exists() {
+        eprintln!("bench: generating {} ...", path.display());
+        generate(&path, n).unwrap();
+    }
+    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/ehr_hl7.toml");
+    let schema = Hl7Schema::parse(&schema_path, &fs::read_to_string(&schema_path).unwrap()).unwrap();
+    let file = File::open(&path).unwrap();
+    // SAFETY: the bench's own generated file, not written while mapped.
+    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+    let size_mb = map.len() as f64 / 1e6;
+
+    // wc -l: the floor (reads every byte once).
+    let t = Instant::now();
+    let wc = Command::new("wc").arg("-l").arg(&path).output().unwrap();
+    let wc_secs = t.elapsed().as_secs_f64();
+    assert!(wc.status.success());
+
+    let _warm = ferry_run(&map, &schema, 2);
+    let one = ferry_run(&map, &schema, 1);
+    let two = ferry_run(&map, &schema, 2);
+    assert_eq!(one.mapped as usize, n, "every generated message maps ({} errors)", one.errors);
+
+    // python-hl7 on a 20,000-message slice, scaled.
+    let slice_n = n.min(20_000);
+    let slice = dir.join(format!("adt_slice_{slice_n}.hl7"));
+    if !slice.exists() {
+        generate(&slice, slice_n).unwrap();
+    }
+    let py = python_hl7(&dir, &slice);
+
+    println!();
+    println!("HL7 parse-and-map, {n} ADT^A31 messages, {size_mb:.0} MB ({})", path.display());
+    println!("{:<34} {:>12} {:>14} {:>10} {:>16}", "tool", "seconds", "messages/s", "MB/s", "peak heap MiB");
+    let row = |name: &str, secs: f64, msgs: f64, mb: f64, mem: Option<u64>| {
+        let mem = mem.map_or("-".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
+        println!("{name:<34} {secs:>12.2} {:>14.0} {:>10.0} {mem:>16}", msgs / secs, mb / secs);
+    };
+    row("wc -l (floor)", wc_secs, n as f64, size_mb, None);
+    row("ferry, 1 thread", one.secs, n as f64, size_mb, Some(one.peak_anon_kib));
+    row("ferry, 2 threads", two.secs, n as f64, size_mb, Some(two.peak_anon_kib));
+    match py {
+        Some((secs, count)) => {
+            let scaled = secs * n as f64 / count as f64;
+            row(&format!("python-hl7 ({count} msgs, scaled)"), scaled, n as f64, size_mb, None)
+        }
+        None => println!("python-hl7: not measured (see above)"),
+    }
+    println!(
+        "ferry 1 thread is {:.1}x wc -l's time; 2 threads are {:.2}x 1 thread",
+        one.secs / wc_secs,
+        one.secs / two.secs
+    );
+}
