@@ -74,6 +74,9 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
 
 /// Read `buf`, calling `sink` with each chunk of outcomes in file order.
 /// Returns the envelope problems as rejects (junk counts as a rejected record).
+///
+/// Splitting is serial, so the next chunk is split while the current one
+/// is mapped: with two threads neither waits for the other.
 pub fn read_file<E>(
     buf: &[u8],
     s: &MapSettings,
@@ -81,21 +84,29 @@ pub fn read_file<E>(
 ) -> Result<Vec<Reject>, E> {
     let mut splitter = Splitter::new(buf);
     let mut problems = Vec::new();
-    loop {
-        let mut items = Vec::with_capacity(CHUNK);
-        for found in splitter.by_ref() {
-            match found {
-                Ok(item) => items.push(item),
-                Err(p) => problems.extend(problem_reject(&p)),
-            }
-            if items.len() == CHUNK {
-                break;
-            }
-        }
-        if items.is_empty() {
-            return Ok(problems);
-        }
-        let outcomes: Vec<MessageOutcome> = items.par_iter().map(|item| outcome(item, s)).collect();
+    let mut next = take_chunk(&mut splitter, &mut problems);
+    while !next.is_empty() {
+        let current = next;
+        let (outcomes, following) = rayon::join(
+            || current.par_iter().map(|item| outcome(item, s)).collect::<Vec<_>>(),
+            || take_chunk(&mut splitter, &mut problems),
+        );
         sink(outcomes)?;
+        next = following;
     }
+    Ok(problems)
+}
+
+fn take_chunk<'a>(splitter: &mut Splitter<'a>, problems: &mut Vec<Reject>) -> Vec<Item<'a>> {
+    let mut items = Vec::with_capacity(CHUNK);
+    for found in splitter.by_ref() {
+        match found {
+            Ok(item) => items.push(item),
+            Err(p) => problems.extend(problem_reject(&p)),
+        }
+        if items.len() == CHUNK {
+            break;
+        }
+    }
+    items
 }
