@@ -46,7 +46,7 @@ IN1|1|BCBS01^Blue Cross Blue Shield PPO|60054|Blue Cross Blue Shield of Massachu
         1930 + i % 90,
         1 + i % 12,
         1 + i % 28,
-        if i % 2 == 0 { "F" } else { "M" },
+        if i.is_multiple_of(2) { "F" } else { "M" },
         1 + i % 999,
         1 + i % 40,
         i % 100,

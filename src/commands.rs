@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::flatfile::parse_bytes;
 use crate::hl7;
-use crate::job::{ConfigError, InputSchema, Job, default_state_dir, load_schema_file};
+use crate::job::{ConfigError, InputSchema, Job, default_state_dir, load_schema_file, schema_path};
 use crate::model::{Field, Side};
 use crate::run::{RunOptions, preview_source, run_job};
 use crate::store::{QueueItem, RunRow, Store};
@@ -153,13 +153,7 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 pub fn parse(file: &Path, schema: Option<&str>, side: Option<&str>, json: bool) -> Result<Exit> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let schema_path = |name: &str| {
-        if name.ends_with(".toml") || name.contains('/') {
-            PathBuf::from(name)
-        } else {
-            Path::new("schemas").join(format!("{name}.toml"))
-        }
-    };
+    let schema_path = |name: &str| schema_path(Path::new(""), Path::new("schemas"), name);
     if looks_like_hl7(&bytes) {
         let path = schema_path(schema.unwrap_or("ehr_hl7"));
         return parse_hl7(file, &bytes, &path, json);

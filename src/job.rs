@@ -519,15 +519,21 @@ impl JobFile {
 
 /// A schema by name (`schemas_dir/NAME.toml`) or by a path relative to the job file.
 fn load_schema(base: &Path, dir: &Path, name: &str) -> Result<InputSchema, String> {
-    let path = if name.ends_with(".toml") || name.contains('/') {
-        base.join(name)
-    } else {
-        dir.join(format!("{name}.toml"))
-    };
+    let path = schema_path(base, dir, name);
     if !path.is_file() {
         return Err(format!("schema {name:?}: file {} does not exist", path.display()));
     }
     load_schema_file(&path).map_err(|e| format!("schema {name:?}: {e}"))
+}
+
+/// Where a schema reference points: a path (it ends in `.toml` or has a
+/// slash) relative to `base`, else `dir/NAME.toml`.
+pub fn schema_path(base: &Path, dir: &Path, name: &str) -> PathBuf {
+    if name.ends_with(".toml") || name.contains('/') {
+        base.join(name)
+    } else {
+        dir.join(format!("{name}.toml"))
+    }
 }
 
 /// A schema file of either kind, told apart by its `format`.

@@ -42,6 +42,24 @@ pub struct MessageRow<'a> {
     pub raw: Option<&'a [u8]>,
 }
 
+/// The patient upsert, built once from the field list: it runs per record.
+fn upsert_patient_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let cols: Vec<&str> = field_columns().collect();
+        let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 7)).collect();
+        let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        format!(
+            "INSERT INTO patients (job, side, own_id, file_id, line, source_time, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {})
+             ON CONFLICT (job, side, own_id) DO UPDATE SET file_id = excluded.file_id,
+                 line = excluded.line, source_time = excluded.source_time, {}",
+            cols.join(", "),
+            placeholders.join(", "),
+            updates.join(", ")
+        )
+    })
+}
+
 pub struct FileLoad<'c> {
     tx: Transaction<'c>,
     job: String,
@@ -137,17 +155,6 @@ impl<'c> FileLoad<'c> {
         {
             return Ok(Applied::Stale);
         }
-        let cols: Vec<&str> = field_columns().collect();
-        let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 7)).collect();
-        let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-        let sql = format!(
-            "INSERT INTO patients (job, side, own_id, file_id, line, source_time, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {})
-             ON CONFLICT (job, side, own_id) DO UPDATE SET file_id = excluded.file_id,
-                 line = excluded.line, source_time = excluded.source_time, {}",
-            cols.join(", "),
-            placeholders.join(", "),
-            updates.join(", ")
-        );
         let values: Vec<Option<String>> = Field::ALL.iter().map(|f| f.get(p)).collect();
         let side = self.side.as_str();
         let line = line as i64;
@@ -155,7 +162,7 @@ impl<'c> FileLoad<'c> {
         for v in &values {
             args.push(v);
         }
-        self.tx.prepare_cached(&sql)?.execute(args.as_slice())?;
+        self.tx.prepare_cached(upsert_patient_sql())?.execute(args.as_slice())?;
         Ok(Applied::Written)
     }
 

@@ -56,6 +56,11 @@ pub struct LedgerEntry {
     pub run_id: i64,
 }
 
+/// `SELECT id, state, run_id FROM files` as a ledger entry.
+fn ledger_entry(r: &rusqlite::Row) -> rusqlite::Result<LedgerEntry> {
+    Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)? })
+}
+
 /// A run's final counts and outcome.
 #[derive(Debug, Clone, Default)]
 pub struct RunTotals {
@@ -202,11 +207,7 @@ impl Store {
              WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND mtime = ?5
              ORDER BY id DESC LIMIT 1",
         )?;
-        Ok(stmt
-            .query_row(params![job, side.as_str(), name, size as i64, mtime], |r| {
-                Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)? })
-            })
-            .optional()?)
+        Ok(stmt.query_row(params![job, side.as_str(), name, size as i64, mtime], ledger_entry).optional()?)
     }
 
     /// The ledger's rule: same name, size and hash is the same file.
@@ -222,11 +223,7 @@ impl Store {
             "SELECT id, state, run_id FROM files
              WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND sha256 = ?5",
         )?;
-        Ok(stmt
-            .query_row(params![job, side.as_str(), name, size as i64, sha256], |r| {
-                Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)? })
-            })
-            .optional()?)
+        Ok(stmt.query_row(params![job, side.as_str(), name, size as i64, sha256], ledger_entry).optional()?)
     }
 
     pub fn set_file_state(&self, file_id: i64, state: &str) -> Result<()> {
