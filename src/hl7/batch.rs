@@ -903,6 +903,10 @@ mod tests {
             let _ = m.to_tree();
             for s in m.segments() {
                 let _ = (s.id(), s.field_count(), s.field(0), s.field(s.field_count() + 1).text());
+                let indexed = s.indexed();
+                for n in 0..=s.field_count() + 1 {
+                    assert_eq!(indexed.field(n).raw(), s.field(n).raw(), "{} field {n}", s.id());
+                }
                 for f in s.fields() {
                     let _ = (f.text(), f.is_null(), f.component(3).subcomponent(2).text());
                     for r in f.repetitions() {

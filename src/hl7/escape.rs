@@ -41,7 +41,7 @@ use super::parse::{Charset, Delimiters};
 /// character in it and the bytes are valid as they are.
 pub(crate) fn text<'a>(raw: &'a [u8], d: &Delimiters, charset: Charset) -> Result<Cow<'a, str>, Hl7Error> {
     let bytes = match d.escape {
-        Some(esc) if memchr(esc, raw).is_some() => Cow::Owned(unescape(raw, esc, d)?),
+        Some(esc) if raw.contains(&esc) => Cow::Owned(unescape(raw, esc, d)?),
         _ => Cow::Borrowed(raw),
     };
     decode(bytes, charset)

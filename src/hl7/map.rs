@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use super::config::{Hl7Schema, IdRule};
-use super::{Field, Hl7Error, Message, Segment, seg};
+use super::{Field, Hl7Error, IndexedSegment, Message, seg};
 use crate::flatfile::normalize_value;
 use crate::model::{Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
 
@@ -71,7 +71,7 @@ pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
 /// Map one message.
 pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
     let (code, trigger) = msg.message_type();
-    match (code.as_str(), trigger.as_str()) {
+    match (code.as_ref(), trigger.as_ref()) {
         ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => patient(msg, s).map(Mapped::Patient),
         ("ADT", "A40") => {
             let surviving = patient(msg, s)?;
@@ -88,19 +88,36 @@ pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
     }
 }
 
-fn text<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Option<String>, String> {
-    match r {
-        Ok(t) if t.trim().is_empty() || t == "\"\"" => Ok(None),
-        Ok(t) => Ok(Some(t.trim().to_string())),
-        Err(e) => Err(format!("{at}: {e}")),
+/// A value trimmed, `None` when empty or HL7's null `""`, borrowed from the
+/// message where it needed no unescaping.
+fn value<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Option<Cow<'a, str>>, String> {
+    let t = r.map_err(|e| format!("{at}: {e}"))?;
+    let trimmed = t.trim();
+    if trimmed.is_empty() || trimmed == "\"\"" {
+        return Ok(None);
     }
+    Ok(Some(match t {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) if o.len() == o.trim().len() => Cow::Owned(o),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+    }))
+}
+
+/// [`value`] as an owned string, for the record.
+fn text(r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<Option<String>, String> {
+    Ok(value(r, at)?.map(Cow::into_owned))
+}
+
+/// [`value`] for comparing: empty when absent.
+fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>, String> {
+    Ok(value(r, at)?.unwrap_or_default())
 }
 
 /// The first PID-3-style repetition (CX) that matches `rule`.
 fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> {
     for rep in f.repetitions() {
-        let authority = text(rep.component(4).subcomponent(1).text(), at)?.unwrap_or_default();
-        let id_type = text(rep.component(5).text(), at)?.unwrap_or_default();
+        let authority = code(rep.component(4).subcomponent(1).text(), at)?;
+        let id_type = code(rep.component(5).text(), at)?;
         if rule.matches(&authority, &id_type) {
             return text(rep.component(1).text(), at);
         }
@@ -109,7 +126,7 @@ fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> 
 }
 
 fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
-    let pid = msg.segment(seg::PID).ok_or("no PID segment")?;
+    let pid = msg.segment(seg::PID).ok_or("no PID segment")?.indexed();
     let mut p = Patient {
         ehr_id: Some(pid_id(pid, s)?),
         practice_mrn: match &s.schema.practice_mrn {
@@ -129,7 +146,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     p.first_name = text(name.component(2).text(), "PID-5.2")?;
     p.middle_name = text(name.component(3).text(), "PID-5.3")?;
 
-    if let Some(dob) = text(pid.field(7).component(1).text(), "PID-7")? {
+    if let Some(dob) = value(pid.field(7).component(1).text(), "PID-7")? {
         p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
     }
     p.sex = optional(pid.field(8).text(), PatientField::Sex, "PID-8")?.as_deref().and_then(Sex::parse);
@@ -150,8 +167,8 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
     for rep in pid.field(13).repetitions() {
-        let usage = text(rep.component(2).text(), "PID-13.2")?.unwrap_or_default();
-        let kind = text(rep.component(3).text(), "PID-13.3")?.unwrap_or_default();
+        let usage = code(rep.component(2).text(), "PID-13.2")?;
+        let kind = code(rep.component(3).text(), "PID-13.3")?;
         if usage.eq_ignore_ascii_case("NET")
             || kind.eq_ignore_ascii_case("Internet")
             || kind.eq_ignore_ascii_case("X.400")
@@ -162,11 +179,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
             continue;
         }
         // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
-        let number = match text(rep.component(7).text(), "PID-13.7")? {
-            Some(local) => {
-                format!("{}{local}", text(rep.component(6).text(), "PID-13.6")?.unwrap_or_default())
-            }
-            None => text(rep.component(1).text(), "PID-13.1")?.unwrap_or_default(),
+        let number = match value(rep.component(7).text(), "PID-13.7")? {
+            Some(local) => Cow::Owned(format!("{}{local}", code(rep.component(6).text(), "PID-13.6")?)),
+            None => code(rep.component(1).text(), "PID-13.1")?,
         };
         let slot = if kind.eq_ignore_ascii_case("CP")
             || usage.eq_ignore_ascii_case("ORN") && kind.eq_ignore_ascii_case("CP")
@@ -192,21 +207,21 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     Ok(p)
 }
 
-fn pid_id(pid: Segment, s: &MapSettings) -> Result<String, String> {
+fn pid_id(pid: IndexedSegment, s: &MapSettings) -> Result<String, String> {
     pick_id(pid.field(3), &s.schema.ehr_id, "PID-3")?.ok_or_else(|| {
         format!("PID-3 has no identifier with {} (the EHR's patient ID)", s.schema.ehr_id.describe())
     })
 }
 
 fn optional(r: Result<Cow<str>, Hl7Error>, field: PatientField, at: &str) -> Result<Option<String>, String> {
-    Ok(text(r, at)?.and_then(|v| normalize_value(field, &v).ok()))
+    Ok(value(r, at)?.and_then(|v| normalize_value(field, &v).ok()))
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
 fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<String>, String> {
     for rep in f.repetitions() {
-        let authority = text(rep.component(9).subcomponent(1).text(), "XCN.9")?.unwrap_or_default();
-        let id_type = text(rep.component(13).text(), "XCN.13")?.unwrap_or_default();
+        let authority = code(rep.component(9).subcomponent(1).text(), "XCN.9")?;
+        let id_type = code(rep.component(13).text(), "XCN.13")?;
         let is_npi = authority.eq_ignore_ascii_case("NPI") || id_type.eq_ignore_ascii_case("NPI");
         if is_npi == (kind == ProviderKind::Npi) {
             return text(rep.component(1).text(), "XCN.1");
@@ -216,7 +231,7 @@ fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<String>, String> {
 }
 
 fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointment, String> {
-    let sch = msg.segment(seg::SCH).ok_or("no SCH segment")?;
+    let sch = msg.segment(seg::SCH).ok_or("no SCH segment")?.indexed();
     // SCH-2 is the filler's (the EHR's) appointment ID; SCH-1 the placer's.
     let id = text(sch.field(2).component(1).text(), "SCH-2")?
         .or(text(sch.field(1).component(1).text(), "SCH-1")?)
@@ -259,7 +274,7 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
     };
     let (patient_ehr_id, patient_mrn) = match msg.segment(seg::PID) {
         Some(pid) => (
-            Some(pid_id(pid, s)?),
+            Some(pid_id(pid.indexed(), s)?),
             match &s.schema.practice_mrn {
                 Some(rule) => pick_id(pid.field(3), rule, "PID-3")?,
                 None => None,
@@ -295,12 +310,21 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
 
 /// A birth date from a DTM: at least YYYYMMDD; any time part is ignored.
 pub fn parse_date(t: &str) -> Result<NaiveDate, String> {
-    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
-    if digits.len() < 8 {
-        return Err(format!("expected YYYYMMDD, got {} digit(s)", digits.len()));
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    if digits < 8 {
+        return Err(format!("expected YYYYMMDD, got {digits} digit(s)"));
     }
-    NaiveDate::parse_from_str(&digits[..8], "%Y%m%d")
-        .map_err(|_| "not a calendar date (YYYYMMDD)".to_string())
+    ymd(&t.as_bytes()[..8]).ok_or_else(|| "not a calendar date (YYYYMMDD)".to_string())
+}
+
+/// The number written by ASCII digits (the caller has checked they are).
+fn number(digits: &[u8]) -> u32 {
+    digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'))
+}
+
+/// YYYYMMDD, eight ASCII digits, as a date if there is one.
+fn ymd(d: &[u8]) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(number(&d[..4]) as i32, number(&d[4..6]), number(&d[6..8]))
 }
 
 /// An HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S...]]]]]][+/-ZZZZ]) as UTC. Without an
@@ -316,14 +340,11 @@ pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     if !main.bytes().all(|b| b.is_ascii_digit()) || !matches!(main.len(), 8 | 10 | 12 | 14) {
         return Err("expected YYYYMMDD[HH[MM[SS]]]".into());
     }
-    let date =
-        NaiveDate::parse_from_str(&main[..8], "%Y%m%d").map_err(|_| "not a calendar date".to_string())?;
-    let num = |r: std::ops::Range<usize>| main.get(r).map_or(Ok(0), |s| s.parse::<u32>());
-    let (h, m, sec) = (num(8..10), num(10..12), num(12..14));
-    let time = match (h, m, sec) {
-        (Ok(h), Ok(m), Ok(s)) => NaiveTime::from_hms_opt(h, m, s).ok_or("not a valid time of day")?,
-        _ => return Err("not a valid time of day".into()),
-    };
+    let main = main.as_bytes();
+    let date = ymd(main).ok_or("not a calendar date")?;
+    let num = |r: std::ops::Range<usize>| main.get(r).map_or(0, number);
+    let time =
+        NaiveTime::from_hms_opt(num(8..10), num(10..12), num(12..14)).ok_or("not a valid time of day")?;
     let local = NaiveDateTime::new(date, time);
     match offset {
         Some(o) => {

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr_iter, memchr2};
+use memchr::{memchr_iter, memchr2, memchr2_iter};
 
 use super::error::Hl7Error;
 use super::escape;
@@ -248,9 +248,9 @@ impl<'a> Message<'a> {
 
     /// MSH-9.1 and MSH-9.2, such as `("ADT", "A28")`; empty strings where
     /// absent or not decodable.
-    pub fn message_type(&self) -> (String, String) {
+    pub fn message_type(&self) -> (Cow<'a, str>, Cow<'a, str>) {
         let field = self.msh().field(MSH_TYPE);
-        let text = |c: Component<'a>| c.text().map(Cow::into_owned).unwrap_or_default();
+        let text = |c: Component<'a>| c.text().unwrap_or_default();
         (text(field.component(1)), text(field.component(2)))
     }
 
@@ -353,8 +353,25 @@ pub(crate) fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|&b| b == b' ' || b == b'\t')
 }
 
+/// Values at most this long are split with a plain loop: most components
+/// are a few bytes, where memchr's set-up costs more than the scan.
+const SHORT: usize = 64;
+
 /// The `n`th (0-based) piece of `bytes` split on `sep`; empty past the end.
 fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
+    if bytes.len() <= SHORT {
+        let (mut start, mut seen) = (0, 0);
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == sep {
+                if seen == n {
+                    return &bytes[start..i];
+                }
+                seen += 1;
+                start = i + 1;
+            }
+        }
+        return if seen == n { &bytes[start..] } else { &[] };
+    }
     let mut start = 0;
     let mut seps = memchr_iter(sep, bytes);
     for _ in 0..n {
@@ -365,6 +382,40 @@ fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
     }
     let end = seps.next().unwrap_or(bytes.len());
     &bytes[start..end]
+}
+
+/// The `n`th (0-based) piece, split on `sep`, of the part of `bytes` before
+/// the first `stop`, in one pass: component `n + 1` of a field's first
+/// repetition without finding the repetition first.
+fn nth_piece_before(bytes: &[u8], sep: u8, stop: u8, n: usize) -> &[u8] {
+    let (mut start, mut seen) = (0, 0);
+    let mut at = |i: usize| -> Option<&[u8]> {
+        if seen == n {
+            return Some(&bytes[start..i]);
+        }
+        if bytes[i] == stop {
+            return Some(&[]);
+        }
+        seen += 1;
+        start = i + 1;
+        None
+    };
+    if bytes.len() <= SHORT {
+        for (i, &b) in bytes.iter().enumerate() {
+            if (b == sep || b == stop)
+                && let Some(piece) = at(i)
+            {
+                return piece;
+            }
+        }
+    } else {
+        for i in memchr2_iter(sep, stop, bytes) {
+            if let Some(piece) = at(i) {
+                return piece;
+            }
+        }
+    }
+    if seen == n { &bytes[start..] } else { &[] }
 }
 
 /// 1-based piece; piece 0 is empty.
@@ -422,6 +473,29 @@ impl<'a> Segment<'a> {
         Field { raw, delimiters, charset: self.charset }
     }
 
+    /// This segment with its field boundaries indexed (MSH, FHS and BHS,
+    /// with their odd numbering, are not indexed and scan as before).
+    pub fn indexed(&self) -> IndexedSegment<'a> {
+        let mut index = IndexedSegment { segment: *self, bounds: [(0, 0); INDEXED], count: 0 };
+        // Segments longer than u32 offsets allow are left to scanning.
+        if self.header || u32::try_from(self.raw.len()).is_err() {
+            return index;
+        }
+        let mut seps = memchr_iter(self.delimiters.field, self.raw);
+        let Some(mut start) = seps.next().map(|i| i + 1) else { return index };
+        while index.count < INDEXED {
+            let end = seps.next();
+            let stop = end.unwrap_or(self.raw.len());
+            index.bounds[index.count] = (start as u32, stop as u32);
+            index.count += 1;
+            match end {
+                Some(e) => start = e + 1,
+                None => break,
+            }
+        }
+        index
+    }
+
     /// How many fields the segment has (the last may be empty, as in `PID|1|`).
     pub fn field_count(&self) -> usize {
         let separators = memchr_iter(self.delimiters.field, self.raw).count();
@@ -439,6 +513,40 @@ impl<'a> Segment<'a> {
             head = [Some(literal(&raw[3..4])), Some(literal(rest.next().unwrap_or_default()))];
         }
         head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset }))
+    }
+}
+
+/// Fields a [`Segment::indexed`] records; later ones are found by scanning.
+const INDEXED: usize = 48;
+
+/// A segment whose field boundaries were found in one pass, for a caller
+/// that reads many of its fields: [`IndexedSegment::field`] is then a
+/// lookup where [`Segment::field`] scans from the segment's start.
+#[derive(Clone, Copy)]
+pub struct IndexedSegment<'a> {
+    segment: Segment<'a>,
+    /// `bounds[n - 1]` is the byte range of field `n` in the segment.
+    bounds: [(u32, u32); INDEXED],
+    /// Fields recorded; `INDEXED` when there may be more.
+    count: usize,
+}
+
+impl<'a> IndexedSegment<'a> {
+    pub fn segment(&self) -> Segment<'a> {
+        self.segment
+    }
+
+    /// The same field as [`Segment::field`] gives.
+    pub fn field(&self, n: usize) -> Field<'a> {
+        let s = &self.segment;
+        if s.header || n == 0 || n > INDEXED {
+            return s.field(n);
+        }
+        let raw = match self.bounds[..self.count].get(n - 1) {
+            Some(&(start, end)) => &s.raw[start as usize..end as usize],
+            None => &[],
+        };
+        Field { raw, delimiters: s.delimiters, charset: s.charset }
     }
 }
 
@@ -488,8 +596,9 @@ impl<'a> Field<'a> {
     /// Component `n` (1-based) of the first repetition; empty past the end.
     pub fn component(&self, n: usize) -> Component<'a> {
         let d = self.delimiters;
-        let first = nth_piece(self.raw, d.repetition, 0);
-        Component { raw: piece(first, d.component, n), delimiters: d, charset: self.charset }
+        let raw =
+            n.checked_sub(1).map_or(&[][..], |i| nth_piece_before(self.raw, d.component, d.repetition, i));
+        Component { raw, delimiters: d, charset: self.charset }
     }
 
     /// The components of the first repetition: none when it is empty.
@@ -678,7 +787,7 @@ PV1|1|O\r";
         assert_eq!(msh.field(18).raw(), b"UNICODE UTF-8");
         assert_eq!(msh.field_count(), 18);
         assert_eq!(msh.fields().count(), 18);
-        assert_eq!(m.message_type(), ("ADT".to_string(), "A28".to_string()));
+        assert_eq!(m.message_type(), ("ADT".into(), "A28".into()));
         assert_eq!(m.control_id().as_deref(), Some("MSG0001"));
         assert_eq!(m.timestamp().as_deref(), Some("20260102153000-0500"));
         assert_eq!(m.charset(), Charset::Utf8);
@@ -695,6 +804,29 @@ PV1|1|O\r";
             let by_number: Vec<&[u8]> = (1..=s.field_count()).map(|n| s.field(n).raw()).collect();
             assert_eq!(by_iter, by_number, "{}", s.id());
         }
+    }
+
+    #[test]
+    fn indexed_fields_match_scanned_ones() {
+        // 60 fields, past what the index records, some longer than the
+        // short-value loop handles.
+        let long = "x^".repeat(40);
+        let fields: Vec<String> =
+            (1..=60).map(|i| if i % 7 == 0 { long.clone() } else { i.to_string() }).collect();
+        let text = format!("MSH|^~\\&|A\rZZZ|{}\rPV1\r", fields.join("|"));
+        let m = parse(text.as_bytes());
+        for s in m.segments() {
+            let indexed = s.indexed();
+            for n in 0..=s.field_count() + 2 {
+                assert_eq!(indexed.field(n).raw(), s.field(n).raw(), "{}-{n}", s.id());
+            }
+        }
+        let zzz = m.segment("ZZZ").unwrap().indexed();
+        assert_eq!(zzz.field(59).raw(), b"59");
+        assert_eq!(zzz.field(14).component(40).raw(), b"x");
+        assert_eq!(zzz.field(14).component(41).raw(), b"");
+        assert_eq!(zzz.field(14).component(42).raw(), b"", "past the end");
+        assert_eq!(zzz.field(61).raw(), b"");
     }
 
     #[test]
