@@ -14,6 +14,8 @@
 
 mod diff;
 mod ids;
+pub mod matching;
+pub mod nicknames;
 
 use crate::job::{LinkKey, Reconcile};
 use crate::model::{Field, PatientRecord, Side};

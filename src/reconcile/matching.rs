@@ -1,0 +1,877 @@
+//! Demographic matching in the Fellegi–Sunter way, for records no trusted
+//! ID links, and for duplicates within one side.
+//!
+//! 1. **Features.** Each record is reduced once to comparison keys: names
+//!    folded to upper-case letters with a Soundex code, the birth date, sex,
+//!    5-digit ZIP, address key, phone numbers and email.
+//! 2. **Blocking.** Only pairs that share at least one blocking key are
+//!    compared (birth date with the first or last name's code, the birth date
+//!    with day and month swapped, both name codes with the birth year, a
+//!    phone, an email, the street address). Blocks larger than
+//!    [`MatchSettings::max_block`] pairs are skipped and counted, so common
+//!    values cannot make the work grow with the square of the input.
+//! 3. **Comparison.** Each pair gets a level per comparison (exact,
+//!    nickname, close Jaro–Winkler, day and month swapped, ...), or "missing"
+//!    when either side lacks the value; missing values weigh nothing.
+//! 4. **Weights.** u (how often a level occurs between two random people) is
+//!    counted on random pairs; m (how often it occurs for the same person)
+//!    and the share of matches among candidate pairs are estimated by EM on
+//!    the candidate pairs' level patterns, with u held fixed. The job may fix
+//!    any m or u instead. A pair's match weight is the log2 of its odds.
+//! 5. **Decision.** Above the link probability a pair is linked, between the
+//!    review and link probabilities it is a possible match for a person to
+//!    look at, below it nothing. Links are one-to-one, best weight first; a
+//!    pair is never linked automatically when its first names disagree
+//!    outright (twins share everything else) or when another candidate of
+//!    either record comes within [`AMBIGUITY_BITS`] of it.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use chrono::Datelike;
+use rayon::prelude::*;
+
+use super::nicknames;
+use crate::flatfile::{address_key, name_key};
+use crate::model::{Patient, PatientRecord, Sex};
+
+/// Comparisons, in the order of a pattern's levels.
+pub const COMPARISONS: [Comparison; 8] = [
+    Comparison::FirstName,
+    Comparison::LastName,
+    Comparison::BirthDate,
+    Comparison::Sex,
+    Comparison::Address,
+    Comparison::Zip,
+    Comparison::Phone,
+    Comparison::Email,
+];
+const N: usize = COMPARISONS.len();
+
+/// A level value meaning "missing on either side".
+const MISSING: u8 = u8::MAX;
+
+/// A pair is not linked automatically when another candidate of either of
+/// its records has a weight within this many bits (a factor of 8 in odds).
+pub const AMBIGUITY_BITS: f64 = 3.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    FirstName,
+    LastName,
+    BirthDate,
+    Sex,
+    Address,
+    Zip,
+    Phone,
+    Email,
+}
+
+impl Comparison {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::FirstName => "first_name",
+            Comparison::LastName => "last_name",
+            Comparison::BirthDate => "birth_date",
+            Comparison::Sex => "sex",
+            Comparison::Address => "address",
+            Comparison::Zip => "zip",
+            Comparison::Phone => "phone",
+            Comparison::Email => "email",
+        }
+    }
+
+    /// Names of the levels, best agreement first; the last is "different".
+    pub fn levels(self) -> &'static [&'static str] {
+        match self {
+            Comparison::FirstName => &["exact", "nickname", "close", "similar", "different"],
+            Comparison::LastName => &["exact", "close", "similar", "different"],
+            Comparison::BirthDate => &["exact", "day_month_swapped", "one_part_differs", "different"],
+            Comparison::Address => &["exact", "same_number_similar_street", "different"],
+            Comparison::Sex | Comparison::Zip | Comparison::Phone | Comparison::Email => {
+                &["same", "different"]
+            }
+        }
+    }
+
+    fn index(self) -> usize {
+        COMPARISONS.iter().position(|&c| c == self).unwrap_or(0)
+    }
+}
+
+/// The job's matching settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchSettings {
+    /// Match probability at or above which a pair is linked.
+    pub link_at: f64,
+    /// Match probability at or above which a pair is listed for review.
+    pub review_at: f64,
+    /// Blocks whose pair count exceeds this are skipped (and counted).
+    pub max_block: usize,
+    /// m and u probabilities fixed by the job: (comparison, level, m, u).
+    pub fixed: Vec<FixedWeight>,
+    /// Random pairs sampled to count u.
+    pub u_sample: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedWeight {
+    pub comparison: Comparison,
+    pub level: usize,
+    pub m: Option<f64>,
+    pub u: Option<f64>,
+}
+
+impl Default for MatchSettings {
+    fn default() -> Self {
+        MatchSettings {
+            link_at: 0.99,
+            review_at: 0.5,
+            max_block: 2_500,
+            fixed: Vec::new(),
+            u_sample: 500_000,
+        }
+    }
+}
+
+/// The comparison keys of one record.
+#[derive(Debug, Clone, Default)]
+pub struct Features {
+    first: String,
+    middle: String,
+    last: String,
+    first_code: u32,
+    last_code: u32,
+    /// (year, month, day).
+    dob: Option<(i32, u32, u32)>,
+    sex: Option<Sex>,
+    zip: Option<u32>,
+    /// House number and the rest of the address key.
+    house: String,
+    street: String,
+    phones: [Option<u64>; 2],
+    email: String,
+}
+
+impl Features {
+    pub fn of(p: &Patient) -> Features {
+        let key = |v: &Option<String>| v.as_deref().map(name_key).unwrap_or_default();
+        let (first, last) = (key(&p.first_name), key(&p.last_name));
+        let address = p.address1.as_deref().map(address_key).unwrap_or_default();
+        let (house, street) = match address.split_once(' ') {
+            Some((h, s)) if h.bytes().any(|b| b.is_ascii_digit()) => (h.to_string(), s.to_string()),
+            _ => (String::new(), address),
+        };
+        let phone = |v: &Option<String>| {
+            v.as_deref().and_then(|s| {
+                let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+                digits.parse::<u64>().ok()
+            })
+        };
+        Features {
+            first_code: soundex(&first),
+            last_code: soundex(&last),
+            first,
+            middle: key(&p.middle_name),
+            last,
+            dob: p.birth_date.map(|d| (d.year(), d.month(), d.day())),
+            sex: p.sex.filter(|s| matches!(s, Sex::F | Sex::M)),
+            zip: p.zip.as_deref().and_then(|z| z.get(..5)).and_then(|z| z.parse().ok()),
+            house,
+            street,
+            phones: [phone(&p.phone_home), phone(&p.phone_mobile)],
+            email: p.email.as_deref().map(|e| e.trim().to_lowercase()).unwrap_or_default(),
+        }
+    }
+}
+
+/// American Soundex of an upper-case name key, packed as the letter and
+/// three digits (0 for an empty key). Spaces and other characters are
+/// skipped, so "SMITH JONES" codes as one word.
+pub fn soundex(key: &str) -> u32 {
+    fn digit(c: u8) -> u8 {
+        match c {
+            b'B' | b'F' | b'P' | b'V' => 1,
+            b'C' | b'G' | b'J' | b'K' | b'Q' | b'S' | b'X' | b'Z' => 2,
+            b'D' | b'T' => 3,
+            b'L' => 4,
+            b'M' | b'N' => 5,
+            b'R' => 6,
+            _ => 0,
+        }
+    }
+    let mut letters = key.bytes().filter(u8::is_ascii_uppercase);
+    let Some(first) = letters.next() else { return 0 };
+    let mut code = u32::from(first) << 12;
+    let (mut last, mut n) = (digit(first), 0);
+    for c in letters {
+        let d = digit(c);
+        if d != 0 && d != last {
+            code |= u32::from(d) << (8 - 4 * n);
+            n += 1;
+            if n == 3 {
+                break;
+            }
+        }
+        // H and W do not separate equal codes; vowels do.
+        if c != b'H' && c != b'W' {
+            last = d;
+        }
+    }
+    code
+}
+
+/// The levels of one pair, in [`COMPARISONS`] order.
+pub type Pattern = [u8; N];
+
+pub fn compare(a: &Features, b: &Features) -> Pattern {
+    let mut p = [MISSING; N];
+    p[0] = first_level(a, b);
+    p[1] = if a.last.is_empty() || b.last.is_empty() {
+        MISSING
+    } else if a.last == b.last {
+        0
+    } else {
+        // A hyphenated or double surname containing the other counts as close.
+        let within = |x: &str, y: &str| x.split(' ').any(|w| w == y);
+        let jw = strsim::jaro_winkler(&a.last, &b.last);
+        if jw >= 0.92 || within(&a.last, &b.last) || within(&b.last, &a.last) {
+            1
+        } else if jw >= 0.8 {
+            2
+        } else {
+            3
+        }
+    };
+    p[2] = match (a.dob, b.dob) {
+        (Some(x), Some(y)) if x == y => 0,
+        (Some((y1, m1, d1)), Some((y2, m2, d2))) if y1 == y2 && m1 == d2 && d1 == m2 => 1,
+        (Some((y1, m1, d1)), Some((y2, m2, d2))) => {
+            let same = u8::from(y1 == y2) + u8::from(m1 == m2) + u8::from(d1 == d2);
+            if same == 2 { 2 } else { 3 }
+        }
+        _ => MISSING,
+    };
+    p[3] = match (a.sex, b.sex) {
+        (Some(x), Some(y)) => u8::from(x != y),
+        _ => MISSING,
+    };
+    p[4] = if a.street.is_empty() || b.street.is_empty() {
+        MISSING
+    } else if a.house == b.house && a.street == b.street {
+        0
+    } else if a.house == b.house && strsim::jaro_winkler(&a.street, &b.street) >= 0.85 {
+        1
+    } else {
+        2
+    };
+    p[5] = match (a.zip, b.zip) {
+        (Some(x), Some(y)) => u8::from(x != y),
+        _ => MISSING,
+    };
+    let phones = |f: &Features| f.phones.into_iter().flatten().collect::<Vec<_>>();
+    let (pa, pb) = (phones(a), phones(b));
+    p[6] =
+        if pa.is_empty() || pb.is_empty() { MISSING } else { u8::from(!pa.iter().any(|x| pb.contains(x))) };
+    p[7] = if a.email.is_empty() || b.email.is_empty() { MISSING } else { u8::from(a.email != b.email) };
+    p
+}
+
+fn first_level(a: &Features, b: &Features) -> u8 {
+    if a.first.is_empty() || b.first.is_empty() {
+        return MISSING;
+    }
+    if a.first == b.first {
+        return 0;
+    }
+    // "Mary Ann" against "Mary", or a first name recorded as the middle.
+    let word = |x: &str, y: &str| x.split(' ').next() == Some(y);
+    if nicknames::are_nicknames(&a.first, &b.first)
+        || word(&a.first, &b.first)
+        || word(&b.first, &a.first)
+        || a.first == b.middle
+        || b.first == a.middle
+    {
+        return 1;
+    }
+    let jw = strsim::jaro_winkler(&a.first, &b.first);
+    if jw >= 0.92 {
+        2
+    } else if jw >= 0.8 {
+        3
+    } else {
+        4
+    }
+}
+
+/// m and u per comparison level, and the prior share of matches among
+/// candidate pairs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub m: [Vec<f64>; N],
+    pub u: [Vec<f64>; N],
+    pub lambda: f64,
+    /// EM iterations run (0 when every m was fixed).
+    pub iterations: usize,
+}
+
+impl Model {
+    /// log2 Bayes factor of a pattern, prior excluded.
+    pub fn bayes_bits(&self, p: &Pattern) -> f64 {
+        p.iter()
+            .enumerate()
+            .filter(|&(_, &l)| l != MISSING)
+            .map(|(c, &l)| (self.m[c][l as usize] / self.u[c][l as usize]).log2())
+            .sum()
+    }
+
+    /// Match weight: log2 of the posterior odds.
+    pub fn weight(&self, p: &Pattern) -> f64 {
+        (self.lambda / (1.0 - self.lambda)).log2() + self.bayes_bits(p)
+    }
+}
+
+/// Probability from a match weight.
+pub fn probability(weight: f64) -> f64 {
+    let odds = weight.exp2();
+    if odds.is_infinite() { 1.0 } else { odds / (1.0 + odds) }
+}
+
+/// Human-readable levels of a pattern: "first_name=nickname; dob=exact; ...".
+pub fn evidence(p: &Pattern) -> String {
+    COMPARISONS
+        .iter()
+        .zip(p)
+        .map(|(c, &l)| {
+            let level = if l == MISSING { "missing" } else { c.levels()[l as usize] };
+            format!("{}={level}", c.as_str())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Blocking keys of a record, as hashes; a record missing a field has no key for rules that need it.
+fn blocking_keys(f: &Features, out: &mut Vec<u64>) {
+    out.clear();
+    let mut key = |rule: u8, parts: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        rule.hash(&mut h);
+        parts(&mut h);
+        out.push(h.finish());
+    };
+    if let Some((y, m, d)) = f.dob {
+        if f.first_code != 0 {
+            key(1, &|h| (y, m, d, f.first_code).hash(h));
+        }
+        if f.last_code != 0 {
+            key(2, &|h| (y, m, d, f.last_code).hash(h));
+            // Written with day and month swapped: key both ways round.
+            if m != d && d <= 12 {
+                key(3, &|h| (y, m.min(d), m.max(d), f.last_code).hash(h));
+            } else if m != d {
+                key(3, &|h| (y, m, d, f.last_code).hash(h));
+            }
+        }
+        if f.first_code != 0 && f.last_code != 0 {
+            key(4, &|h| (y, f.first_code, f.last_code).hash(h));
+        }
+    }
+    for phone in f.phones.iter().flatten() {
+        key(5, &|h| phone.hash(h));
+    }
+    if !f.email.is_empty() {
+        key(6, &|h| f.email.hash(h));
+    }
+    if !f.house.is_empty() && !f.street.is_empty() {
+        key(7, &|h| (&f.house, &f.street, f.zip).hash(h));
+    }
+}
+
+/// Candidate pairs and what blocking did.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    /// (index into `a`, index into `b`), sorted, no repeats.
+    pub pairs: Vec<(u32, u32)>,
+    /// Blocks skipped for being larger than `max_block` pairs.
+    pub skipped_blocks: usize,
+}
+
+/// Pairs of `a` x `b` sharing a blocking key. With `same_side`, `a` and `b`
+/// are the same records and only pairs i < j are returned.
+pub fn candidates(a: &[Features], b: &[Features], same_side: bool, max_block: usize) -> Candidates {
+    let keys_of = |fs: &[Features]| -> Vec<Vec<u64>> {
+        fs.par_iter()
+            .map_init(Vec::new, |buf, f| {
+                blocking_keys(f, buf);
+                let mut k = buf.clone();
+                k.sort_unstable();
+                k.dedup();
+                k
+            })
+            .collect()
+    };
+    let a_keys = keys_of(a);
+    let b_keys = if same_side { Vec::new() } else { keys_of(b) };
+    let b_keys = if same_side { &a_keys } else { &b_keys };
+    let mut blocks: HashMap<u64, (Vec<u32>, Vec<u32>)> = HashMap::new();
+    for (i, ks) in a_keys.iter().enumerate() {
+        for &k in ks {
+            blocks.entry(k).or_default().0.push(i as u32);
+        }
+    }
+    if !same_side {
+        for (j, ks) in b_keys.iter().enumerate() {
+            for &k in ks {
+                if let Some(block) = blocks.get_mut(&k) {
+                    block.1.push(j as u32);
+                }
+            }
+        }
+    }
+    let mut out = Candidates::default();
+    for (left, right) in blocks.values() {
+        let right = if same_side { left } else { right };
+        let size =
+            if same_side { left.len() * left.len().saturating_sub(1) / 2 } else { left.len() * right.len() };
+        if size == 0 {
+            continue;
+        }
+        if size > max_block {
+            out.skipped_blocks += 1;
+            continue;
+        }
+        for &i in left {
+            for &j in right {
+                if !same_side || i < j {
+                    out.pairs.push((i, j));
+                }
+            }
+        }
+    }
+    out.pairs.par_sort_unstable();
+    out.pairs.dedup();
+    out
+}
+
+/// Fit the model: u from random pairs of `a` x `b`, m and the match share by
+/// EM on the candidate patterns, then the job's fixed values.
+pub fn fit(a: &[Features], b: &[Features], patterns: &[Pattern], s: &MatchSettings) -> Model {
+    let mut model = Model {
+        m: std::array::from_fn(|c| initial_m(COMPARISONS[c])),
+        u: random_u(a, b, s.u_sample),
+        lambda: 0.1,
+        iterations: 0,
+    };
+    for f in &s.fixed {
+        let c = f.comparison.index();
+        if let Some(u) = f.u
+            && let Some(slot) = model.u[c].get_mut(f.level)
+        {
+            *slot = u;
+        }
+    }
+    // Distinct patterns with their counts: EM runs on a few thousand rows
+    // however many pairs there are.
+    let mut counts: HashMap<Pattern, f64> = HashMap::new();
+    for p in patterns {
+        *counts.entry(*p).or_default() += 1.0;
+    }
+    let rows: Vec<(Pattern, f64)> = counts.into_iter().collect();
+    let all_m_fixed = COMPARISONS.iter().all(|&c| {
+        (0..c.levels().len())
+            .all(|l| s.fixed.iter().any(|f| f.comparison == c && f.level == l && f.m.is_some()))
+    });
+    if !rows.is_empty() && !all_m_fixed {
+        em(&mut model, &rows, s);
+    }
+    for f in &s.fixed {
+        let c = f.comparison.index();
+        if let Some(m) = f.m
+            && let Some(slot) = model.m[c].get_mut(f.level)
+        {
+            *slot = m;
+        }
+    }
+    model
+}
+
+fn initial_m(c: Comparison) -> Vec<f64> {
+    let n = c.levels().len();
+    // Most true pairs agree exactly; the rest spread over the other levels.
+    (0..n).map(|l| if l == 0 { 0.9 } else { 0.1 / (n - 1) as f64 }).collect()
+}
+
+/// u of every comparison: level frequencies among random pairs, each level
+/// counted at least once so no weight is infinite.
+fn random_u(a: &[Features], b: &[Features], sample: usize) -> [Vec<f64>; N] {
+    let mut counts: [Vec<f64>; N] = std::array::from_fn(|c| vec![1.0; COMPARISONS[c].levels().len()]);
+    if !a.is_empty() && !b.is_empty() {
+        // xorshift: deterministic, and spread over both sides.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let pairs: Vec<(usize, usize)> = (0..sample)
+            .map(|_| ((next() % a.len() as u64) as usize, (next() % b.len() as u64) as usize))
+            .collect();
+        let patterns: Vec<Pattern> = pairs.par_iter().map(|&(i, j)| compare(&a[i], &b[j])).collect();
+        for p in &patterns {
+            for (c, &l) in p.iter().enumerate() {
+                if l != MISSING {
+                    counts[c][l as usize] += 1.0;
+                }
+            }
+        }
+    }
+    counts.map(|levels| {
+        let total: f64 = levels.iter().sum();
+        levels.iter().map(|n| n / total).collect()
+    })
+}
+
+fn em(model: &mut Model, rows: &[(Pattern, f64)], s: &MatchSettings) {
+    let m_fixed = |c: usize, l: usize| {
+        s.fixed.iter().any(|f| f.comparison.index() == c && f.level == l && f.m.is_some())
+    };
+    for iteration in 1..=200 {
+        let mut m_num: [Vec<f64>; N] = std::array::from_fn(|c| vec![0.0; model.m[c].len()]);
+        let (mut matches, mut total) = (0.0, 0.0);
+        for (p, n) in rows {
+            let prob = probability(model.weight(p));
+            matches += prob * n;
+            total += n;
+            for (c, &l) in p.iter().enumerate() {
+                if l != MISSING {
+                    m_num[c][l as usize] += prob * n;
+                }
+            }
+        }
+        let mut change: f64 = 0.0;
+        for c in 0..N {
+            let sum: f64 = m_num[c].iter().sum();
+            if sum <= 0.0 {
+                continue;
+            }
+            let levels = m_num[c].len() as f64;
+            for (l, num) in m_num[c].iter().enumerate() {
+                if m_fixed(c, l) {
+                    continue;
+                }
+                // A little smoothing keeps a level never seen among matches
+                // from weighing minus infinity.
+                let m = (num + 0.01) / (sum + 0.01 * levels);
+                change = change.max((m - model.m[c][l]).abs());
+                model.m[c][l] = m;
+            }
+        }
+        let lambda = (matches / total).clamp(1e-6, 1.0 - 1e-6);
+        change = change.max((lambda - model.lambda).abs());
+        model.lambda = lambda;
+        model.iterations = iteration;
+        if change < 1e-6 {
+            break;
+        }
+    }
+}
+
+/// A scored pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub a: usize,
+    pub b: usize,
+    pub pattern: Pattern,
+    pub weight: f64,
+    pub probability: f64,
+}
+
+/// Why a pair above the review threshold was not linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Its probability is between the review and link thresholds.
+    BelowLink,
+    /// First names differ outright: twins agree on everything else.
+    FirstNamesDiffer,
+    /// Another candidate of one of the records scores nearly as well.
+    Ambiguous,
+    /// One of the records is linked to a better candidate.
+    PartnerTaken,
+}
+
+impl Hold {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::BelowLink => "score between the review and link thresholds",
+            Hold::FirstNamesDiffer => "first names differ: never linked without a person",
+            Hold::Ambiguous => "another candidate scores nearly as well",
+            Hold::PartnerTaken => "one record is linked to a better candidate",
+        }
+    }
+}
+
+/// What matching decided.
+#[derive(Debug, Default)]
+pub struct Decided {
+    pub links: Vec<Scored>,
+    pub review: Vec<(Scored, Hold)>,
+    pub candidates: usize,
+    pub skipped_blocks: usize,
+    pub model: Option<Model>,
+}
+
+/// Score every candidate pair of `a` x `b`.
+pub fn score(a: &[Features], b: &[Features], pairs: &[(u32, u32)], model: &Model) -> Vec<Scored> {
+    pairs
+        .par_iter()
+        .map(|&(i, j)| {
+            let pattern = compare(&a[i as usize], &b[j as usize]);
+            let weight = model.weight(&pattern);
+            Scored { a: i as usize, b: j as usize, pattern, weight, probability: probability(weight) }
+        })
+        .collect()
+}
+
+/// Match `a` against `b`: candidates, model, scores, then one-to-one links
+/// and pairs for review.
+pub fn match_sides(a: &[Features], b: &[Features], s: &MatchSettings) -> Decided {
+    let cands = candidates(a, b, false, s.max_block);
+    let patterns: Vec<Pattern> =
+        cands.pairs.par_iter().map(|&(i, j)| compare(&a[i as usize], &b[j as usize])).collect();
+    let model = fit(a, b, &patterns, s);
+    let scored: Vec<Scored> = cands
+        .pairs
+        .iter()
+        .zip(&patterns)
+        .map(|(&(i, j), p)| {
+            let weight = model.weight(p);
+            Scored { a: i as usize, b: j as usize, pattern: *p, weight, probability: probability(weight) }
+        })
+        .filter(|x| x.probability >= s.review_at)
+        .collect();
+    let mut out = decide(scored, a.len(), b.len(), s);
+    out.candidates = cands.pairs.len();
+    out.skipped_blocks = cands.skipped_blocks;
+    out.model = Some(model);
+    out
+}
+
+/// One-to-one decisions on pairs already above the review threshold.
+fn decide(mut scored: Vec<Scored>, a_len: usize, b_len: usize, s: &MatchSettings) -> Decided {
+    // Best and second-best weight of each record, for the ambiguity rule.
+    let mut best_a = vec![(f64::NEG_INFINITY, f64::NEG_INFINITY); a_len];
+    let mut best_b = vec![(f64::NEG_INFINITY, f64::NEG_INFINITY); b_len];
+    let push = |slot: &mut (f64, f64), w: f64| {
+        if w > slot.0 {
+            *slot = (w, slot.0);
+        } else if w > slot.1 {
+            slot.1 = w;
+        }
+    };
+    for x in &scored {
+        push(&mut best_a[x.a], x.weight);
+        push(&mut best_b[x.b], x.weight);
+    }
+    scored.sort_by(|x, y| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
+    let (mut a_taken, mut b_taken) = (vec![false; a_len], vec![false; b_len]);
+    let mut out = Decided::default();
+    for x in scored {
+        let hold = if a_taken[x.a] || b_taken[x.b] {
+            Some(Hold::PartnerTaken)
+        } else if x.probability < s.link_at {
+            Some(Hold::BelowLink)
+        } else if x.pattern[0] == 4 {
+            Some(Hold::FirstNamesDiffer)
+        } else if best_a[x.a].1 > x.weight - AMBIGUITY_BITS || best_b[x.b].1 > x.weight - AMBIGUITY_BITS {
+            Some(Hold::Ambiguous)
+        } else {
+            None
+        };
+        match hold {
+            // A pair that lost to a confident link is not worth a person's time.
+            Some(Hold::PartnerTaken) => {
+                let lost_to_link = out.links.iter().any(|l| l.a == x.a || l.b == x.b);
+                if !lost_to_link {
+                    out.review.push((x, Hold::PartnerTaken));
+                }
+            }
+            Some(h) => out.review.push((x, h)),
+            None => {
+                a_taken[x.a] = true;
+                b_taken[x.b] = true;
+                out.links.push(x);
+            }
+        }
+    }
+    out.links.sort_by_key(|x| (x.a, x.b));
+    out
+}
+
+/// Possible duplicates within one side: pairs at or above the review
+/// threshold under `model`, best first.
+pub fn duplicates(f: &[Features], model: &Model, s: &MatchSettings) -> (Vec<Scored>, usize) {
+    let cands = candidates(f, f, true, s.max_block);
+    let mut found: Vec<Scored> =
+        score(f, f, &cands.pairs, model).into_iter().filter(|x| x.probability >= s.review_at).collect();
+    found.sort_by(|x, y| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
+    (found, cands.pairs.len())
+}
+
+/// Features of every record, in parallel.
+pub fn features(records: &[PatientRecord]) -> Vec<Features> {
+    records.par_iter().map(|r| Features::of(&r.patient)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    fn person(first: &str, last: &str, dob: (i32, u32, u32)) -> Patient {
+        Patient {
+            first_name: Some(first.into()),
+            last_name: Some(last.into()),
+            birth_date: NaiveDate::from_ymd_opt(dob.0, dob.1, dob.2),
+            ..Patient::default()
+        }
+    }
+
+    #[test]
+    fn soundex_codes() {
+        let code = |s: &str| {
+            let c = soundex(s);
+            if c == 0 {
+                return String::new();
+            }
+            format!("{}{}{}{}", (c >> 12) as u8 as char, (c >> 8) & 0xF, (c >> 4) & 0xF, c & 0xF)
+        };
+        assert_eq!(code("ROBERT"), "R163");
+        assert_eq!(code("RUPERT"), "R163");
+        assert_eq!(code("ASHCRAFT"), "A261", "H does not separate S and C");
+        assert_eq!(code("TYMCZAK"), "T522");
+        assert_eq!(code("PFISTER"), "P236", "first letter's code is not repeated");
+        assert_eq!(code("LEE"), "L000");
+        assert_eq!(code(""), "");
+    }
+
+    #[test]
+    fn comparison_levels() {
+        let a = Features::of(&person("William", "Smith", (1980, 3, 4)));
+        let cases = [
+            (person("Bill", "Smith", (1980, 3, 4)), [1, 0, 0]),
+            (person("Wiliam", "Smithe", (1980, 4, 3)), [2, 1, 1]),
+            (person("Bill", "Smyth", (1980, 3, 4)), [1, 2, 0]),
+            (person("William", "Smith", (1981, 3, 4)), [0, 0, 2]),
+            (person("Anne", "Jones", (1975, 1, 1)), [4, 3, 3]),
+        ];
+        for (b, want) in cases {
+            let p = compare(&a, &Features::of(&b));
+            assert_eq!(p[..3], want, "{:?}", b.first_name);
+            assert_eq!(p[3..], [MISSING; 5], "absent values are missing, not different");
+        }
+    }
+
+    /// Two sides of `n` people, the second with a typo in every tenth last name.
+    fn sides(n: usize) -> (Vec<Features>, Vec<Features>) {
+        const FIRST: [&str; 8] = ["Ann", "Bob", "Carl", "Dina", "Eve", "Fay", "Gus", "Hal"];
+        const LAST: [&str; 8] = ["Lee", "Park", "Cho", "Diaz", "Khan", "Ross", "Wong", "Hill"];
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for i in 0..n {
+            let mut p = person(
+                FIRST[i % 8],
+                LAST[(i / 8) % 8],
+                (1950 + (i % 50) as i32, 1 + (i % 12) as u32, 1 + (i % 28) as u32),
+            );
+            p.zip = Some(format!("{:05}", 1000 + i % 300));
+            p.phone_home = Some(format!("+1617555{:04}", i));
+            a.push(Features::of(&p));
+            if i % 10 == 0 {
+                p.last_name = Some(format!("{}e", p.last_name.unwrap()));
+            }
+            if i % 7 == 0 {
+                p.phone_home = None;
+            }
+            b.push(Features::of(&p));
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn em_learns_and_links_one_to_one() {
+        let (a, b) = sides(2000);
+        let s = MatchSettings::default();
+        let d = match_sides(&a, &b, &s);
+        let model = d.model.as_ref().unwrap();
+        assert!(model.iterations > 0);
+        // Agreement on the birth date is far likelier among matches.
+        let dob = Comparison::BirthDate.index();
+        assert!(model.m[dob][0] > 0.8 && model.u[dob][0] < 0.01, "{model:?}");
+        let correct = d.links.iter().filter(|l| l.a == l.b).count();
+        assert_eq!(correct, d.links.len(), "every link is right");
+        assert!(d.links.len() >= 1990, "nearly all linked: {}", d.links.len());
+        let mut seen_a: Vec<usize> = d.links.iter().map(|l| l.a).collect();
+        seen_a.dedup();
+        assert_eq!(seen_a.len(), d.links.len(), "one-to-one");
+    }
+
+    #[test]
+    fn twins_are_never_linked_automatically() {
+        let mut twin_a = person("Ann", "Lee", (1990, 5, 6));
+        twin_a.address1 = Some("12 Main St".into());
+        twin_a.zip = Some("02134".into());
+        twin_a.phone_home = Some("+16175550100".into());
+        let twin_b = Patient { first_name: Some("Zoe".into()), ..twin_a.clone() };
+        let p = compare(&Features::of(&twin_a), &Features::of(&twin_b));
+        assert_eq!(p[0], 4);
+        let strong = Scored { a: 0, b: 0, pattern: p, weight: 40.0, probability: 1.0 };
+        let d = decide(vec![strong], 1, 1, &MatchSettings::default());
+        assert!(d.links.is_empty());
+        assert_eq!(d.review[0].1, Hold::FirstNamesDiffer);
+    }
+
+    #[test]
+    fn thresholds_and_ambiguity() {
+        let s = MatchSettings { link_at: 0.99, review_at: 0.5, ..MatchSettings::default() };
+        let pair =
+            |a, b, weight: f64| Scored { a, b, pattern: [0; N], weight, probability: probability(weight) };
+        // Clear winner, a pair between the thresholds, and a near tie.
+        let d = decide(vec![pair(0, 0, 20.0), pair(1, 1, 2.0), pair(2, 2, 15.0), pair(2, 3, 14.0)], 3, 4, &s);
+        assert_eq!(d.links.iter().map(|l| (l.a, l.b)).collect::<Vec<_>>(), [(0, 0)]);
+        let holds: Vec<(usize, usize, Hold)> = d.review.iter().map(|(x, h)| (x.a, x.b, *h)).collect();
+        assert!(holds.contains(&(1, 1, Hold::BelowLink)));
+        assert!(holds.contains(&(2, 2, Hold::Ambiguous)));
+        assert!(holds.contains(&(2, 3, Hold::Ambiguous)));
+        // A pair that lost to a link is not listed for review.
+        let d = decide(vec![pair(0, 0, 30.0), pair(0, 1, 10.0)], 1, 2, &s);
+        assert_eq!(d.links.len(), 1);
+        assert!(d.review.is_empty());
+    }
+
+    #[test]
+    fn blocking_skips_oversized_blocks_and_dedups() {
+        let same = Features::of(&person("Ann", "Lee", (1990, 5, 6)));
+        let many = vec![same.clone(); 60];
+        let c = candidates(&many, &many, false, 100);
+        assert!(c.pairs.is_empty());
+        assert!(c.skipped_blocks > 0);
+        let c = candidates(&many[..5], &many[..5], true, 100);
+        assert_eq!(c.pairs.len(), 10, "i < j only, once per pair though several keys agree");
+    }
+
+    #[test]
+    fn fixed_weights_override_estimates() {
+        let (a, b) = sides(300);
+        let s = MatchSettings {
+            fixed: vec![FixedWeight { comparison: Comparison::Sex, level: 0, m: Some(0.97), u: Some(0.5) }],
+            ..MatchSettings::default()
+        };
+        let d = match_sides(&a, &b, &s);
+        let model = d.model.unwrap();
+        assert_eq!(model.m[Comparison::Sex.index()][0], 0.97);
+        assert_eq!(model.u[Comparison::Sex.index()][0], 0.5);
+    }
+}
