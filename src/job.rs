@@ -20,6 +20,7 @@ use chrono_tz::Tz;
 use crate::flatfile::Schema;
 use crate::hl7::{Hl7Schema, ProviderKind};
 use crate::model::{Field, Side};
+use crate::reconcile::matching::{Comparison, FixedWeight, MatchSettings};
 use crate::store::LoadMode;
 
 /// A job or schema file that cannot be used, with every problem found in it.
@@ -177,6 +178,100 @@ struct ReconcileConfig {
     leading_zeros: LeadingZeros,
     /// Fields compared on linked pairs.
     compare: Option<Vec<Field>>,
+    #[serde(default)]
+    matching: MatchingConfig,
+}
+
+/// `[reconcile.matching]`: demographic matching of records no ID links.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchingConfig {
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// Match probability at or above which a pair is linked.
+    link_at: Option<f64>,
+    /// Match probability at or above which a pair is listed for review.
+    review_at: Option<f64>,
+    /// Blocks with more candidate pairs than this are skipped.
+    max_block: Option<usize>,
+    /// m and u values fixed instead of estimated.
+    #[serde(default)]
+    fixed: Vec<FixedWeightConfig>,
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        MatchingConfig { enabled: true, link_at: None, review_at: None, max_block: None, fixed: Vec::new() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `[[reconcile.matching.fixed]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FixedWeightConfig {
+    comparison: Comparison,
+    /// A level name of the comparison, such as `exact` or `nickname`.
+    level: String,
+    m: Option<f64>,
+    u: Option<f64>,
+}
+
+impl MatchingConfig {
+    fn settings(self, problems: &mut Vec<String>) -> Option<MatchSettings> {
+        if !self.enabled {
+            return None;
+        }
+        let mut s = MatchSettings::default();
+        let mut probability = |name: &str, v: Option<f64>, slot: &mut f64| {
+            if let Some(v) = v {
+                if v > 0.0 && v < 1.0 {
+                    *slot = v;
+                } else {
+                    problems.push(format!(
+                        "reconcile.matching.{name}: {v} must be a probability between 0 and 1"
+                    ));
+                }
+            }
+        };
+        probability("link_at", self.link_at, &mut s.link_at);
+        probability("review_at", self.review_at, &mut s.review_at);
+        if s.review_at > s.link_at {
+            problems.push(format!(
+                "reconcile.matching: review_at ({}) must not be above link_at ({})",
+                s.review_at, s.link_at
+            ));
+        }
+        if let Some(n) = self.max_block {
+            s.max_block = n;
+        }
+        for f in self.fixed {
+            let levels = f.comparison.levels();
+            let Some(level) = levels.iter().position(|l| *l == f.level) else {
+                problems.push(format!(
+                    "reconcile.matching.fixed: {} has no level {:?}; its levels are {}",
+                    f.comparison.as_str(),
+                    f.level,
+                    levels.join(", ")
+                ));
+                continue;
+            };
+            for (name, v) in [("m", f.m), ("u", f.u)] {
+                if v.is_some_and(|v| !(v > 0.0 && v < 1.0)) {
+                    problems.push(format!(
+                        "reconcile.matching.fixed: {} {} {name} must be between 0 and 1",
+                        f.comparison.as_str(),
+                        f.level
+                    ));
+                }
+            }
+            s.fixed.push(FixedWeight { comparison: f.comparison, level, m: f.m, u: f.u });
+        }
+        Some(s)
+    }
 }
 
 /// An external ID that links an EHR patient to a practice patient.
@@ -324,6 +419,8 @@ pub struct Reconcile {
     pub keys: Vec<LinkKey>,
     pub leading_zeros: LeadingZeros,
     pub compare: Vec<Field>,
+    /// Demographic matching; `None` when the job turns it off.
+    pub matching: Option<MatchSettings>,
 }
 
 impl Default for Reconcile {
@@ -332,6 +429,7 @@ impl Default for Reconcile {
             keys: vec![LinkKey::PracticeMrn, LinkKey::EhrId],
             leading_zeros: LeadingZeros::Exact,
             compare: DEFAULT_COMPARE.to_vec(),
+            matching: Some(MatchSettings::default()),
         }
     }
 }
@@ -497,6 +595,7 @@ impl JobFile {
         if let Some(compare) = self.reconcile.compare {
             reconcile.compare = compare;
         }
+        reconcile.matching = self.reconcile.matching.settings(&mut problems);
 
         match source {
             Some(source) if problems.is_empty() => Ok(Job {

@@ -169,6 +169,9 @@ pub struct PatientRecord {
     pub source_file: String,
     /// 1-based line where the record starts in that file.
     pub source_line: u64,
+    /// When the record last changed, as far as the store knows: the HL7
+    /// message's own time, else when its file was loaded.
+    pub updated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PatientRecord {

@@ -208,7 +208,8 @@ fn run_stages(
 
     let ehr = store.patients(&job.name, Side::Ehr)?;
     let practice = store.patients(&job.name, Side::Practice)?;
-    let outcome = reconcile(&ehr, &practice, &job.reconcile);
+    let history = store.id_changes(&job.name)?;
+    let outcome = reconcile(&ehr, &practice, &history, &job.reconcile);
     let rejects = store.rejects_of_run(run_id)?;
     let merges = store.merges(&job.name)?;
     let appointments = store.appointment_counts(&job.name)?;

@@ -4,7 +4,7 @@
 
 use super::{Difference, Link};
 use crate::flatfile::{address_key, name_key, text_key, zip_key};
-use crate::model::{Field, Patient, PatientRecord};
+use crate::model::{Field, Patient, PatientRecord, Side};
 
 /// The value staff would call "the same" for this field.
 fn compare_key(field: Field, value: &str) -> String {
@@ -62,6 +62,11 @@ pub(super) fn differences(
     let mut cosmetic = 0;
     for l in links {
         let (a, b) = (&ehr[l.ehr].patient, &practice[l.practice].patient);
+        let changed_last = match (ehr[l.ehr].updated, practice[l.practice].updated) {
+            (Some(x), Some(y)) if x > y => Some(Side::Ehr),
+            (Some(x), Some(y)) if y > x => Some(Side::Practice),
+            _ => None,
+        };
         for &f in fields {
             let (x, y) = (f.get(a), f.get(b));
             match compare(f, x.as_deref(), y.as_deref()) {
@@ -73,6 +78,7 @@ pub(super) fn differences(
                     field: f,
                     ehr_value: x,
                     practice_value: y,
+                    changed_last,
                 }),
             }
         }

@@ -279,7 +279,15 @@ impl<'a> Linker<'a> {
         }
         self.ehr_link[e] = Some(p);
         self.practice_link[p] = Some(e);
-        self.out.links.push(Link { ehr: e, practice: p, key, confirmed_by: Vec::new(), score: 0.0 });
+        self.out.links.push(Link {
+            ehr: e,
+            practice: p,
+            key: Some(key),
+            confirmed_by: Vec::new(),
+            score: 0.0,
+            probability: None,
+            evidence: String::new(),
+        });
     }
 }
 
@@ -312,7 +320,7 @@ mod tests {
                 p.ehr_id = carried.map(Into::into);
             }
         }
-        PatientRecord { side, patient: p, source_file: "f".into(), source_line: 2 }
+        PatientRecord { side, patient: p, source_file: "f".into(), source_line: 2, updated: None }
     }
 
     fn cfg(policy: LeadingZeros) -> Reconcile {
@@ -335,9 +343,12 @@ mod tests {
         ];
         let out = link(&ehr, &pr, &cfg(LeadingZeros::Exact));
         assert_eq!(out.links.len(), 2);
-        assert_eq!((out.links[0].ehr, out.links[0].practice, out.links[0].key), (0, 0, LinkKey::PracticeMrn));
+        assert_eq!(
+            (out.links[0].ehr, out.links[0].practice, out.links[0].key),
+            (0, 0, Some(LinkKey::PracticeMrn))
+        );
         assert_eq!(out.links[0].confirmed_by, vec![LinkKey::EhrId]);
-        assert_eq!((out.links[1].ehr, out.links[1].practice, out.links[1].key), (1, 1, LinkKey::EhrId));
+        assert_eq!((out.links[1].ehr, out.links[1].practice, out.links[1].key), (1, 1, Some(LinkKey::EhrId)));
         assert!(out.conflicts.is_empty());
     }
 

@@ -551,13 +551,13 @@ fn em(model: &mut Model, rows: &[(Pattern, f64)], s: &MatchSettings) {
             }
         }
         let mut change: f64 = 0.0;
-        for c in 0..N {
-            let sum: f64 = m_num[c].iter().sum();
+        for (c, nums) in m_num.iter().enumerate() {
+            let sum: f64 = nums.iter().sum();
             if sum <= 0.0 {
                 continue;
             }
-            let levels = m_num[c].len() as f64;
-            for (l, num) in m_num[c].iter().enumerate() {
+            let levels = nums.len() as f64;
+            for (l, num) in nums.iter().enumerate() {
                 if m_fixed(c, l) {
                     continue;
                 }
@@ -599,6 +599,9 @@ pub enum Hold {
     Ambiguous,
     /// One of the records is linked to a better candidate.
     PartnerTaken,
+    /// One of the records is in an external-ID conflict, which a person
+    /// must settle first.
+    IdConflict,
 }
 
 impl Hold {
@@ -608,6 +611,7 @@ impl Hold {
             Hold::FirstNamesDiffer => "first names differ: never linked without a person",
             Hold::Ambiguous => "another candidate scores nearly as well",
             Hold::PartnerTaken => "one record is linked to a better candidate",
+            Hold::IdConflict => "a record is in an external-ID conflict (see external_id_conflicts.csv)",
         }
     }
 }
@@ -659,7 +663,7 @@ pub fn match_sides(a: &[Features], b: &[Features], s: &MatchSettings) -> Decided
 }
 
 /// One-to-one decisions on pairs already above the review threshold.
-fn decide(mut scored: Vec<Scored>, a_len: usize, b_len: usize, s: &MatchSettings) -> Decided {
+pub fn decide(mut scored: Vec<Scored>, a_len: usize, b_len: usize, s: &MatchSettings) -> Decided {
     // Best and second-best weight of each record, for the ambiguity rule.
     let mut best_a = vec![(f64::NEG_INFINITY, f64::NEG_INFINITY); a_len];
     let mut best_b = vec![(f64::NEG_INFINITY, f64::NEG_INFINITY); b_len];

@@ -5,8 +5,9 @@
 //! 1. [`ids`]: link by the external IDs the job trusts, checking every ID
 //!    rule on the way (duplicates, leading-zero clashes, IDs that point
 //!    nowhere or at a different person, keys that contradict each other);
-//! 2. demographic (probabilistic) matching of what is still unlinked: the
-//!    seam is [`Outcome::unlinked`], which later stages take as their input;
+//! 2. [`matching`]: demographic (Fellegi–Sunter) matching of what is still
+//!    unlinked, scores for the ID links, pairs for review and duplicates
+//!    within each side;
 //! 3. [`diff`]: field differences of every linked pair, compared on
 //!    normalised values so that staff see real differences only.
 //!
@@ -17,20 +18,64 @@ mod ids;
 pub mod matching;
 pub mod nicknames;
 
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
 use crate::job::{LinkKey, Reconcile};
 use crate::model::{Field, PatientRecord, Side};
+pub use matching::MatchSettings;
 
 /// How a pair was linked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {
     pub ehr: usize,
     pub practice: usize,
-    /// The key that made the link.
-    pub key: LinkKey,
+    /// The key that made the link; `None` when demographics made it.
+    pub key: Option<LinkKey>,
     /// Other keys that point the same way.
     pub confirmed_by: Vec<LinkKey>,
     /// Share of compared fields that agree, 0 to 1.
     pub score: f64,
+    /// The demographic match probability of the pair (with matching on).
+    pub probability: Option<f64>,
+    /// The comparison levels behind `probability`.
+    pub evidence: String,
+}
+
+/// A pair across the sides for a person to review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PossibleMatch {
+    pub ehr: usize,
+    pub practice: usize,
+    pub probability: f64,
+    pub weight: f64,
+    pub evidence: String,
+    pub reason: &'static str,
+}
+
+/// Two records of one side that look like one person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Duplicate {
+    pub side: Side,
+    pub a: usize,
+    pub b: usize,
+    pub probability: f64,
+    pub evidence: String,
+}
+
+/// What demographic matching did, for the summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MatchStats {
+    /// Pairs across the sides that blocking let through and were compared.
+    pub candidates: usize,
+    /// Pairs within each side compared for duplicates.
+    pub duplicate_candidates: usize,
+    /// Blocks skipped as too large.
+    pub skipped_blocks: usize,
+    /// Estimated share of matches among the candidate pairs.
+    pub match_share: f64,
+    pub em_iterations: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,6 +90,8 @@ pub enum ConflictKind {
     DifferentPerson,
     /// Two trusted keys that point at different partners.
     KeyDisagreement,
+    /// The ID a record carries changed over time.
+    ChangedId,
 }
 
 impl ConflictKind {
@@ -55,6 +102,7 @@ impl ConflictKind {
             ConflictKind::UnknownId => "unknown_id",
             ConflictKind::DifferentPerson => "different_person",
             ConflictKind::KeyDisagreement => "key_disagreement",
+            ConflictKind::ChangedId => "changed_id",
         }
     }
 }
@@ -80,6 +128,8 @@ pub struct Difference {
     pub field: Field,
     pub ehr_value: Option<String>,
     pub practice_value: Option<String>,
+    /// The side whose record changed last, when the store knows both times.
+    pub changed_last: Option<Side>,
 }
 
 /// A record with no partner, and why.
@@ -99,6 +149,12 @@ pub struct Outcome {
     pub cosmetic: u64,
     pub unmatched_ehr: Vec<Unmatched>,
     pub unmatched_practice: Vec<Unmatched>,
+    pub possible_matches: Vec<PossibleMatch>,
+    pub duplicates: Vec<Duplicate>,
+    /// Confident links whose EHR record lacks the practice MRN: (ehr, practice).
+    pub id_updates: Vec<(usize, usize)>,
+    /// `None` when the job turns matching off.
+    pub matching: Option<MatchStats>,
 }
 
 impl Outcome {
@@ -120,10 +176,30 @@ impl Outcome {
     }
 }
 
+/// A change of the ID a record carries, from the store's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdChange {
+    pub side: Side,
+    /// The record's own ID.
+    pub own_id: String,
+    pub key: LinkKey,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub time: Option<String>,
+}
+
 /// Reconcile the two sides' current records.
-pub fn reconcile(ehr: &[PatientRecord], practice: &[PatientRecord], cfg: &Reconcile) -> Outcome {
+pub fn reconcile(
+    ehr: &[PatientRecord],
+    practice: &[PatientRecord],
+    history: &[IdChange],
+    cfg: &Reconcile,
+) -> Outcome {
     let mut out = ids::link(ehr, practice, cfg);
-    // Demographic matching of out.unlinked(..) plugs in here.
+    changed_ids(&mut out, ehr, practice, history);
+    if let Some(settings) = &cfg.matching {
+        demographics(&mut out, ehr, practice, settings);
+    }
     let (free_ehr, free_practice) = out.unlinked(ehr.len(), practice.len());
     out.unmatched_ehr = free_ehr.into_iter().map(|i| unmatched(&out, Side::Ehr, i, &ehr[i])).collect();
     out.unmatched_practice =
@@ -135,6 +211,137 @@ pub fn reconcile(ehr: &[PatientRecord], practice: &[PatientRecord], cfg: &Reconc
     out.differences = differences;
     out.cosmetic = cosmetic;
     out
+}
+
+/// Each change of a carried ID whose record is still on file is a conflict
+/// to look at: the EHR may have re-pointed a patient at another chart.
+fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRecord], history: &[IdChange]) {
+    let index = |records: &[PatientRecord]| -> HashMap<String, usize> {
+        records.iter().enumerate().map(|(i, r)| (r.own_id().to_string(), i)).collect()
+    };
+    let (by_ehr, by_practice) = (index(ehr), index(practice));
+    for h in history {
+        // A first assignment is not a change.
+        let Some(old) = &h.old else { continue };
+        let found = match h.side {
+            Side::Ehr => by_ehr.get(&h.own_id),
+            Side::Practice => by_practice.get(&h.own_id),
+        };
+        let Some(&i) = found else { continue };
+        let new = h.new.as_deref().unwrap_or("(none)");
+        let when = h.time.as_deref().map(|t| format!(" at {t}")).unwrap_or_default();
+        out.conflicts.push(Conflict {
+            kind: ConflictKind::ChangedId,
+            key: h.key,
+            side: h.side,
+            id: new.to_string(),
+            records: vec![(h.side, i)],
+            detail: format!(
+                "{} record {} changed its {} from {old:?} to {new:?}{when}",
+                h.side,
+                h.own_id,
+                h.key.as_str()
+            ),
+        });
+    }
+}
+
+/// Score the ID links, link what is left by demographics, list pairs for
+/// review, duplicates within each side and the MRNs to write back.
+fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRecord], s: &MatchSettings) {
+    let (fe, fp) = rayon::join(|| matching::features(ehr), || matching::features(practice));
+    // The model learns from every candidate pair, ID-linked ones included:
+    // they are most of the true matches it can see.
+    let cands = matching::candidates(&fe, &fp, false, s.max_block);
+    let patterns: Vec<matching::Pattern> =
+        cands.pairs.par_iter().map(|&(i, j)| matching::compare(&fe[i as usize], &fp[j as usize])).collect();
+    let model = matching::fit(&fe, &fp, &patterns, s);
+
+    for link in &mut out.links {
+        let p = matching::compare(&fe[link.ehr], &fp[link.practice]);
+        link.probability = Some(matching::probability(model.weight(&p)));
+        link.evidence = matching::evidence(&p);
+    }
+
+    let (free_e, free_p) = out.unlinked(ehr.len(), practice.len());
+    let (mut is_free_e, mut is_free_p) = (vec![false; ehr.len()], vec![false; practice.len()]);
+    free_e.iter().for_each(|&i| is_free_e[i] = true);
+    free_p.iter().for_each(|&i| is_free_p[i] = true);
+    // Records in an ID conflict wait for a person: demographics must not
+    // quietly settle what the IDs dispute.
+    let (mut held_e, mut held_p) = (vec![false; ehr.len()], vec![false; practice.len()]);
+    for &(side, i) in out.conflicts.iter().flat_map(|c| &c.records) {
+        match side {
+            Side::Ehr => held_e[i] = true,
+            Side::Practice => held_p[i] = true,
+        }
+    }
+    let (held, scored): (Vec<matching::Scored>, Vec<matching::Scored>) = cands
+        .pairs
+        .iter()
+        .zip(&patterns)
+        .filter(|&(&(i, j), _)| is_free_e[i as usize] && is_free_p[j as usize])
+        .map(|(&(i, j), p)| {
+            let weight = model.weight(p);
+            let probability = matching::probability(weight);
+            matching::Scored { a: i as usize, b: j as usize, pattern: *p, weight, probability }
+        })
+        .filter(|x| x.probability >= s.review_at)
+        .partition(|x| held_e[x.a] || held_p[x.b]);
+    let mut decided = matching::decide(scored, ehr.len(), practice.len(), s);
+    decided.review.extend(held.into_iter().map(|x| (x, matching::Hold::IdConflict)));
+    decided.review.sort_by(|(x, _), (y, _)| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
+    for x in decided.links {
+        out.links.push(Link {
+            ehr: x.a,
+            practice: x.b,
+            key: None,
+            confirmed_by: Vec::new(),
+            score: 0.0,
+            probability: Some(x.probability),
+            evidence: matching::evidence(&x.pattern),
+        });
+    }
+    out.links.sort_by_key(|l| (l.ehr, l.practice));
+    out.possible_matches = decided
+        .review
+        .into_iter()
+        .map(|(x, hold)| PossibleMatch {
+            ehr: x.a,
+            practice: x.b,
+            probability: x.probability,
+            weight: x.weight,
+            evidence: matching::evidence(&x.pattern),
+            reason: hold.as_str(),
+        })
+        .collect();
+
+    let mut stats = MatchStats {
+        candidates: cands.pairs.len(),
+        skipped_blocks: cands.skipped_blocks,
+        match_share: model.lambda,
+        em_iterations: model.iterations,
+        ..MatchStats::default()
+    };
+    for (side, features) in [(Side::Ehr, &fe), (Side::Practice, &fp)] {
+        let (found, compared) = matching::duplicates(features, &model, s);
+        stats.duplicate_candidates += compared;
+        out.duplicates.extend(found.into_iter().map(|x| Duplicate {
+            side,
+            a: x.a,
+            b: x.b,
+            probability: x.probability,
+            evidence: matching::evidence(&x.pattern),
+        }));
+    }
+    out.id_updates = out
+        .links
+        .iter()
+        .filter(|l| l.probability.is_some_and(|p| p >= s.link_at))
+        .filter(|l| ehr[l.ehr].patient.practice_mrn.is_none())
+        .map(|l| (l.ehr, l.practice))
+        .collect();
+    out.matching = Some(stats);
 }
 
 fn unmatched(out: &Outcome, side: Side, index: usize, rec: &PatientRecord) -> Unmatched {

@@ -72,6 +72,9 @@ fn write_all(dir: &Path, r: &RunReport) -> Result<()> {
     conflicts(dir, r)?;
     rejects(dir, r)?;
     merges(dir, r)?;
+    possible_matches(dir, r)?;
+    possible_duplicates(dir, r)?;
+    id_updates(dir, r)?;
     Ok(())
 }
 
@@ -98,13 +101,17 @@ fn summary(dir: &Path, r: &RunReport) -> Result<()> {
         }
     }
     let o = r.outcome;
-    let by_key = |k: LinkKey| o.links.iter().filter(|l| l.key == k).count();
+    let by_key = |k: Option<LinkKey>| o.links.iter().filter(|l| l.key == k).count();
     let mut counts: Vec<(&str, usize)> = vec![
         ("ehr_patients", r.ehr.len()),
         ("practice_patients", r.practice.len()),
         ("matched", o.links.len()),
-        ("matched_by_practice_mrn", by_key(LinkKey::PracticeMrn)),
-        ("matched_by_ehr_id", by_key(LinkKey::EhrId)),
+        ("matched_by_practice_mrn", by_key(Some(LinkKey::PracticeMrn))),
+        ("matched_by_ehr_id", by_key(Some(LinkKey::EhrId))),
+        ("matched_by_demographics", by_key(None)),
+        ("possible_matches", o.possible_matches.len()),
+        ("possible_duplicates", o.duplicates.len()),
+        ("id_updates", o.id_updates.len()),
         ("field_differences", o.differences.len()),
         ("cosmetic_differences_ignored", o.cosmetic as usize),
         ("unmatched_ehr", o.unmatched_ehr.len()),
@@ -117,8 +124,15 @@ fn summary(dir: &Path, r: &RunReport) -> Result<()> {
         ConflictKind::UnknownId,
         ConflictKind::DifferentPerson,
         ConflictKind::KeyDisagreement,
+        ConflictKind::ChangedId,
     ] {
         counts.push((kind.as_str(), o.conflicts_of(kind)));
+    }
+    if let Some(m) = &o.matching {
+        counts.push(("candidate_pairs_compared", m.candidates));
+        counts.push(("duplicate_pairs_compared", m.duplicate_candidates));
+        counts.push(("blocks_skipped_as_too_large", m.skipped_blocks));
+        counts.push(("em_iterations", m.em_iterations));
     }
     counts.push(("merges", r.merges.len()));
     for (metric, v) in counts {
@@ -139,6 +153,8 @@ fn matched(dir: &Path, r: &RunReport) -> Result<()> {
         "key",
         "confirmed_by",
         "score",
+        "match_probability",
+        "evidence",
         "ehr_name",
         "practice_name",
         "ehr_birth_date",
@@ -150,10 +166,12 @@ fn matched(dir: &Path, r: &RunReport) -> Result<()> {
         w.row([
             e.own_id(),
             p.own_id(),
-            "external_id",
-            l.key.as_str(),
+            if l.key.is_some() { "external_id" } else { "demographics" },
+            l.key.map_or("", LinkKey::as_str),
             &confirmed.join(" "),
             &format!("{:.2}", l.score),
+            &l.probability.map(probability).unwrap_or_default(),
+            &l.evidence,
             &e.patient.display_name(),
             &p.patient.display_name(),
             &birth(e),
@@ -169,7 +187,7 @@ fn birth(r: &PatientRecord) -> String {
 
 fn differences(dir: &Path, r: &RunReport) -> Result<()> {
     let mut w = csv_writer(&dir.join("field_differences.csv"))?;
-    w.row(["ehr_id", "practice_mrn", "patient", "field", "ehr_value", "practice_value"])?;
+    w.row(["ehr_id", "practice_mrn", "patient", "field", "ehr_value", "practice_value", "changed_last"])?;
     for d in &r.outcome.differences {
         let (e, p) = (&r.ehr[d.ehr], &r.practice[d.practice]);
         w.row([
@@ -179,6 +197,7 @@ fn differences(dir: &Path, r: &RunReport) -> Result<()> {
             d.field.as_str(),
             opt(&d.ehr_value),
             opt(&d.practice_value),
+            d.changed_last.map_or("", Side::as_str),
         ])?;
     }
     w.finish()
@@ -229,6 +248,89 @@ fn conflicts(dir: &Path, r: &RunReport) -> Result<()> {
             })
             .collect();
         w.row([c.kind.as_str(), c.key.as_str(), c.side.as_str(), &c.id, &records.join("; "), &c.detail])?;
+    }
+    w.finish()
+}
+
+/// A probability as staff read it: four decimals, never rounded up to 1.
+fn probability(p: f64) -> String {
+    let text = format!("{p:.4}");
+    if text == "1.0000" && p < 1.0 { "0.9999".to_string() } else { text }
+}
+
+fn possible_matches(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("possible_matches.csv"))?;
+    w.row([
+        "ehr_id",
+        "practice_mrn",
+        "match_probability",
+        "match_weight",
+        "why_not_linked",
+        "evidence",
+        "ehr_name",
+        "practice_name",
+        "ehr_birth_date",
+        "practice_birth_date",
+    ])?;
+    for m in &r.outcome.possible_matches {
+        let (e, p) = (&r.ehr[m.ehr], &r.practice[m.practice]);
+        w.row([
+            e.own_id(),
+            p.own_id(),
+            &probability(m.probability),
+            &format!("{:.1}", m.weight),
+            m.reason,
+            &m.evidence,
+            &e.patient.display_name(),
+            &p.patient.display_name(),
+            &birth(e),
+            &birth(p),
+        ])?;
+    }
+    w.finish()
+}
+
+fn possible_duplicates(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("possible_duplicates.csv"))?;
+    w.row([
+        "side",
+        "id_a",
+        "id_b",
+        "match_probability",
+        "evidence",
+        "name_a",
+        "name_b",
+        "birth_date_a",
+        "birth_date_b",
+    ])?;
+    for d in &r.outcome.duplicates {
+        let records = match d.side {
+            Side::Ehr => r.ehr,
+            Side::Practice => r.practice,
+        };
+        let (a, b) = (&records[d.a], &records[d.b]);
+        w.row([
+            d.side.as_str(),
+            a.own_id(),
+            b.own_id(),
+            &probability(d.probability),
+            &d.evidence,
+            &a.patient.display_name(),
+            &b.patient.display_name(),
+            &birth(a),
+            &birth(b),
+        ])?;
+    }
+    w.finish()
+}
+
+/// The EHR's patient import: its patient ID and the practice MRN for the
+/// custom field, with the same column names as its patient export.
+fn id_updates(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut w = csv_writer(&dir.join("id_updates.csv"))?;
+    w.row(["PatientID", "PracticeMRN"])?;
+    for &(e, p) in &r.outcome.id_updates {
+        w.row([r.ehr[e].own_id(), r.practice[p].own_id()])?;
     }
     w.finish()
 }

@@ -18,7 +18,9 @@ pub use load::{Applied, Counts, FileLoad, MessageRow};
 pub use queue::QueueItem;
 
 use crate::flatfile::ParsedFile;
+use crate::job::LinkKey;
 use crate::model::{Field, Patient, PatientRecord, Reject, Severity, Side};
+use crate::reconcile::IdChange;
 
 pub struct Store {
     conn: Connection,
@@ -278,7 +280,7 @@ impl Store {
     pub fn patients(&self, job: &str, side: Side) -> Result<Vec<PatientRecord>> {
         let cols: Vec<String> = field_columns().map(|c| format!("p.{c}")).collect();
         let sql = format!(
-            "SELECT f.name, p.line, {} FROM patients p JOIN files f ON f.id = p.file_id
+            "SELECT f.name, p.line, COALESCE(p.source_time, f.loaded_at), {} FROM patients p JOIN files f ON f.id = p.file_id
              WHERE p.job = ?1 AND p.side = ?2 ORDER BY p.own_id",
             cols.join(", ")
         );
@@ -286,13 +288,38 @@ impl Store {
         let rows = stmt.query_map(params![job, side.as_str()], |r| {
             let mut patient = Patient::default();
             for (i, f) in Field::ALL.iter().enumerate() {
-                f.set(&mut patient, r.get(i + 2)?);
+                f.set(&mut patient, r.get(i + 3)?);
             }
+            let updated: Option<String> = r.get(2)?;
             Ok(PatientRecord {
                 side,
                 patient,
                 source_file: r.get(0)?,
                 source_line: r.get::<_, i64>(1)? as u64,
+                updated: updated
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc)),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every recorded change of a carried ID, oldest first.
+    pub fn id_changes(&self, job: &str) -> Result<Vec<IdChange>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT side, own_id, kind, old_value, new_value, source_time FROM id_history
+             WHERE job = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([job], |r| {
+            let side: String = r.get(0)?;
+            let kind: String = r.get(2)?;
+            Ok(IdChange {
+                side: Side::parse(&side).unwrap_or(Side::Ehr),
+                own_id: r.get(1)?,
+                key: if kind == "ehr_id" { LinkKey::EhrId } else { LinkKey::PracticeMrn },
+                old: r.get(3)?,
+                new: r.get(4)?,
+                time: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
