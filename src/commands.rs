@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::flatfile::parse_bytes;
 use crate::hl7;
@@ -71,7 +71,7 @@ pub fn exit_status(result: Result<Exit>) -> Exit {
 pub fn run(job: &str, quiet: bool) -> Result<Exit> {
     let job = Job::load(job)?;
     let progress = !quiet && std::io::stderr().is_terminal();
-    let result = run_job(&job, &RunOptions { progress })?;
+    let result = run_job(&job, &RunOptions { progress, ..RunOptions::default() })?;
     if !quiet {
         let t = &result.totals;
         eprintln!(
@@ -81,6 +81,48 @@ pub fn run(job: &str, quiet: bool) -> Result<Exit> {
         for f in result.files.iter().filter(|f| f.status != "loaded") {
             eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
         }
+        eprintln!("Reports: {}", result.report_dir.display());
+    }
+    Ok(if result.failed { Exit::Failed } else { Exit::Done })
+}
+
+/// `ferry backfill JOB`: the full load, in committed batches so that a
+/// killed backfill goes on where it stopped, with a progress bar on a
+/// terminal, then a full reconciliation and a summary.
+pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
+    let job = Job::load(job)?;
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let progress = !quiet && std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let result = run_job(&job, &RunOptions { progress, kind: "backfill", batch })?;
+    let secs = started.elapsed().as_secs_f64();
+    if !quiet {
+        let t = &result.totals;
+        let r = &result.reconciled;
+        let read: u64 = result.files.iter().map(|f| f.read).sum();
+        eprintln!("{}: backfill (run {}) {} in {secs:.1}s", job.name, result.run_id, t.outcome);
+        eprintln!(
+            "  loaded   {} file(s), {read} record(s) read: {} accepted, {} rejected ({:.0} records/s)",
+            t.files,
+            t.records,
+            t.rejects,
+            read as f64 / secs.max(1e-3)
+        );
+        for f in result.files.iter().filter(|f| f.status != "loaded") {
+            eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
+        }
+        eprintln!("  patients {} EHR, {} practice", r.ehr, r.practice);
+        eprintln!(
+            "  matched  {} by external ID, {} by demographics ({} candidate pairs compared)",
+            r.by_id, r.by_demographics, r.candidate_pairs
+        );
+        eprintln!(
+            "  review   {} possible match(es), {} possible duplicate(s), {} ID conflict(s)",
+            r.possible_matches, r.duplicates, t.conflicts
+        );
+        eprintln!("  id updates for the EHR: {}", r.id_updates);
         eprintln!("Reports: {}", result.report_dir.display());
     }
     Ok(if result.failed { Exit::Failed } else { Exit::Done })

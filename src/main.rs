@@ -41,6 +41,15 @@ enum Command {
         /// A job name (jobs/NAME.toml) or a path to a job file.
         job: String,
     },
+    /// The full load when an interface is first enabled: every file the job's source has, committed in
+    /// batches (a killed backfill goes on where it stopped), then a full reconciliation.
+    Backfill {
+        /// A job name (jobs/NAME.toml) or a path to a job file.
+        job: String,
+        /// Records (or HL7 messages) per committed batch.
+        #[arg(long, default_value_t = ferry::run::DEFAULT_BATCH)]
+        batch: usize,
+    },
     /// Validate job and schema files; with a job, also check that its folders and files can be read.
     Check {
         /// Jobs to check; with none, every jobs/*.toml and schemas/*.toml.
@@ -101,6 +110,7 @@ fn main() -> ExitCode {
     commands::init_logging(Logging { verbose: cli.verbose, quiet: cli.quiet, format: cli.log_format });
     let result = match cli.command {
         Command::Run { job } => commands::run(&job, cli.quiet),
+        Command::Backfill { job, batch } => commands::backfill(&job, batch, cli.quiet),
         Command::Check { jobs } => commands::check(&jobs),
         Command::Parse { file, schema, side, json } => {
             commands::parse(&file, schema.as_deref(), side.as_deref(), json)

@@ -25,15 +25,31 @@ use crate::model::Side;
 use crate::model::{Reject, Severity};
 use crate::reconcile::reconcile;
 use crate::report::{self, FileSummary, RunReport};
-use crate::store::{Applied, Counts, FileLoad, LoadMode, MessageRow, RunTotals, Store, TakenFile};
+use crate::store::{
+    Applied, Batching, Counts, FileLoad, LedgerEntry, LoadMode, MessageRow, RunTotals, Store, TakenFile,
+};
 use crate::transport::{self, Entry, LocalTransport, Transport};
 
 /// How the caller wants the run to behave.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Draw a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// `run` or `backfill`, as the run history shows it.
+    pub kind: &'static str,
+    /// Records (or HL7 messages, rounded up to whole chunks) per committed
+    /// batch: a load killed half-way goes on from its last batch.
+    pub batch: usize,
 }
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { progress: false, kind: "run", batch: DEFAULT_BATCH }
+    }
+}
+
+/// Records per committed batch unless the caller says otherwise.
+pub const DEFAULT_BATCH: usize = 50_000;
 
 /// What a run did.
 #[derive(Debug)]
@@ -44,6 +60,20 @@ pub struct RunResult {
     pub totals: RunTotals,
     /// A file could not be read at all: the run completed but failed.
     pub failed: bool,
+    pub reconciled: Reconciled,
+}
+
+/// The reconciliation's headline counts.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled {
+    pub ehr: usize,
+    pub practice: usize,
+    pub by_id: usize,
+    pub by_demographics: usize,
+    pub possible_matches: usize,
+    pub duplicates: usize,
+    pub id_updates: usize,
+    pub candidate_pairs: usize,
 }
 
 /// A file on local disk, ready to parse, with where it came from.
@@ -55,6 +85,8 @@ struct Pending<'j> {
     after: AfterAction,
     /// The transport the file came from, for the after-action.
     origin: Origin,
+    /// The ledger row of a load that was interrupted after a checkpoint.
+    resume: Option<LedgerEntry>,
 }
 
 #[derive(Clone, Copy)]
@@ -92,7 +124,7 @@ pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunResult> {
         warn!(job = %job.name, runs = abandoned, "Earlier runs were interrupted; marked abandoned.");
     }
     let started = chrono::Local::now();
-    let run_id = store.start_run(&job.name, "run")?;
+    let run_id = store.start_run(&job.name, opts.kind)?;
     info!(job = %job.name, run_id, "Run started.");
     match run_stages(job, &mut store, run_id, &started, opts) {
         Ok(result) => {
@@ -161,12 +193,13 @@ fn run_stages(
         })
         .collect();
 
-    let bar = progress_bar(opts.progress, pending.len() as u64);
+    let bar = progress_bar(opts.progress, pending.iter().map(|p| p.taken.size).sum());
     let mut failed = false;
     for (p, parsed) in pending.iter().zip(parsed) {
-        bar.inc(1);
+        bar.set_message(p.taken.name.clone());
+        let base = bar.position();
         let (file_id, summary) = match (p.schema, parsed) {
-            (InputSchema::Hl7(schema), _) => load_hl7(job, store, run_id, p, schema)?,
+            (InputSchema::Hl7(schema), _) => load_hl7(job, store, run_id, p, schema, opts.batch, &bar)?,
             (_, Some(parsed)) => {
                 let parsed = parsed?;
                 let mut summary = FileSummary {
@@ -190,12 +223,27 @@ fn run_stages(
                     continue;
                 }
                 let file_id = store
-                    .load_file(&job.name, run_id, &p.taken, &parsed, p.load)
+                    .load_file_batched(
+                        &job.name,
+                        run_id,
+                        &p.taken,
+                        &parsed,
+                        p.load,
+                        Batching {
+                            resume: p.resume.as_ref(),
+                            size: opts.batch,
+                            progress: &mut |done| {
+                                let share = done as f64 / parsed.records.len().max(1) as f64;
+                                bar.set_position(base + (p.taken.size as f64 * share) as u64);
+                            },
+                        },
+                    )
                     .with_context(|| format!("cannot load {}", p.taken.name))?;
                 (file_id, summary)
             }
             (InputSchema::Flat(_), None) => unreachable!("flat files are parsed above"),
         };
+        bar.set_position(base + p.taken.size);
         info!(file = %p.taken.name, read = summary.read, accepted = summary.accepted, rejected = summary.rejected, warnings = summary.warnings, "Loaded file.");
         let transport: &mut dyn Transport = match (p.origin, practice_transport.as_mut()) {
             (Origin::Practice, Some(t)) => t,
@@ -242,7 +290,18 @@ fn run_stages(
         report_dir: Some(report_dir.display().to_string()),
         error: failed.then(|| "a file could not be read; see rejects.csv".to_string()),
     };
-    Ok(RunResult { run_id, report_dir, files, totals, failed })
+    let by_demographics = outcome.links.iter().filter(|l| l.key.is_none()).count();
+    let reconciled = Reconciled {
+        ehr: ehr.len(),
+        practice: practice.len(),
+        by_id: outcome.links.len() - by_demographics,
+        by_demographics,
+        possible_matches: outcome.possible_matches.len(),
+        duplicates: outcome.duplicates.len(),
+        id_updates: outcome.id_updates.len(),
+        candidate_pairs: outcome.matching.as_ref().map_or(0, |m| m.candidates),
+    };
+    Ok(RunResult { run_id, report_dir, files, totals, failed, reconciled })
 }
 
 fn src_archive(job: &Job) -> &Path {
@@ -337,6 +396,32 @@ fn take_one<'j>(
         warnings: 0,
         detail: format!("in the ledger since run {run_id}; not loaded again"),
     };
+    let seen = store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?;
+    if let Some(seen) = seen.filter(|s| s.state == "loading") {
+        // A load that stopped after a checkpoint: go on with ferry's own
+        // copy, which was fsynced before the first batch.
+        let taken = store.ledger_taken(seen.id)?;
+        if Path::new(&taken.local_path).exists() {
+            info!(file = %entry.name, done = seen.records_done, "Going on with an interrupted load.");
+            pending.push(Pending {
+                taken,
+                entry,
+                schema: pick.schema,
+                load: pick.load,
+                after: pick.after,
+                origin,
+                resume: Some(seen),
+            });
+            return Ok(());
+        }
+        bail!(
+            "{} was being loaded (ledger row {}) but ferry's copy {} is gone; restore it or remove the \
+             row's partial load before running again",
+            entry.name,
+            seen.id,
+            taken.local_path
+        );
+    }
     if let Some(seen) =
         store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?
     {
@@ -360,6 +445,20 @@ fn take_one<'j>(
     }
     if let Some(found) = store.ledger_find(&job.name, pick.side, &entry.name, entry.size, &sha256)? {
         fs::remove_file(&local)?;
+        if found.state == "loading" {
+            // The same bytes under a new mtime: go on with the interrupted load.
+            let taken = store.ledger_taken(found.id)?;
+            pending.push(Pending {
+                taken,
+                entry,
+                schema: pick.schema,
+                load: pick.load,
+                after: pick.after,
+                origin,
+                resume: Some(found),
+            });
+            return Ok(());
+        }
         finish_source_file(transport, store, found.id, &entry.name, pick.after, src_archive(job))?;
         files.push(already(found.run_id));
         return Ok(());
@@ -379,6 +478,7 @@ fn take_one<'j>(
         load: pick.load,
         after: pick.after,
         origin,
+        resume: None,
     });
     Ok(())
 }
@@ -437,6 +537,8 @@ fn load_hl7(
     run_id: i64,
     p: &Pending,
     schema: &hl7::Hl7Schema,
+    batch: usize,
+    bar: &indicatif::ProgressBar,
 ) -> Result<(i64, FileSummary)> {
     let file =
         File::open(&p.taken.local_path).with_context(|| format!("cannot open {}", p.taken.local_path))?;
@@ -445,19 +547,35 @@ fn load_hl7(
     let map = if p.taken.size == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&file)? }) };
     let bytes: &[u8] = map.as_deref().unwrap_or_default();
     let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
-    let mut load = store.begin_file(&job.name, run_id, &p.taken, p.load)?;
+    let (mut load, done) = match &p.resume {
+        Some(entry) => (store.resume_file(&job.name, entry.id)?, entry.records_done),
+        None => (store.begin_file(&job.name, run_id, &p.taken, p.load)?, 0),
+    };
+    let base = bar.position();
     let mut counts = Counts::default();
-    let mut stale = 0u64;
+    let (mut stale, mut since_checkpoint) = (0u64, 0usize);
     let problems = hl7::read_file(bytes, &settings, |chunk| -> Result<()> {
         for o in &chunk {
-            if apply_message(&mut load, o)? == Some(Applied::Stale) {
-                stale += 1;
-            }
             counts.read += 1;
             match o.result {
                 Ok(_) => counts.accepted += 1,
                 Err(_) => counts.rejected += 1,
             }
+            // Messages up to the checkpoint of an interrupted load are in.
+            if o.number <= done {
+                continue;
+            }
+            if apply_message(&mut load, o)? == Some(Applied::Stale) {
+                stale += 1;
+            }
+            since_checkpoint += 1;
+        }
+        if let Some(last) = chunk.last() {
+            if since_checkpoint >= batch && (last.end as usize) < bytes.len() {
+                load.checkpoint(last.number)?;
+                since_checkpoint = 0;
+            }
+            bar.set_position(base + last.end);
         }
         Ok(())
     })
@@ -584,9 +702,13 @@ fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} loading files {pos}/{len} [{bar:30}] {elapsed}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} loading [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}, \
+             ETA {eta} {wide_msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
     bar
 }
 

@@ -20,6 +20,8 @@ pub struct MessageOutcome {
     pub number: u64,
     /// Line on which its MSH stands.
     pub line: u64,
+    /// Byte offset just past the message in the file.
+    pub end: u64,
     pub header: MessageHeader,
     pub result: Result<Mapped, String>,
     /// The message bytes, kept only when it failed (for the queue).
@@ -47,6 +49,7 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
     let failed = |header: MessageHeader, reason: String| MessageOutcome {
         number: item.number as u64,
         line: item.line as u64,
+        end: (item.offset + item.raw.len()) as u64,
         header,
         result: Err(reason),
         raw: Some(item.raw.to_vec()),
@@ -64,6 +67,7 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
         Ok(mapped) => MessageOutcome {
             number: item.number as u64,
             line: item.line as u64,
+            end: (item.offset + item.raw.len()) as u64,
             header,
             result: Ok(mapped),
             raw: None,

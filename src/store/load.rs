@@ -4,7 +4,7 @@
 //! overwrites a newer one.
 
 use anyhow::Result;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{LoadMode, TakenFile, field_columns, now};
 use crate::model::{Appointment, Field, Patient, Reject, Side};
@@ -60,8 +60,24 @@ fn upsert_patient_sql() -> &'static str {
     })
 }
 
+/// Test hook: with `FERRY_FAILPOINT=NAME:N` the process aborts, as a crash
+/// or `kill -9` would, the Nth time it passes failpoint NAME. Tests use it to
+/// stop a load at an exact point; unset, it costs one environment lookup.
+pub(crate) fn failpoint(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let Ok(spec) = std::env::var("FERRY_FAILPOINT") else { return };
+    let Some((point, n)) = spec.split_once(':') else { return };
+    if point == name && n.parse::<u64>().is_ok_and(|n| PASSED.fetch_add(1, Ordering::SeqCst) + 1 >= n) {
+        eprintln!("ferry: failpoint {name} reached; aborting");
+        std::process::abort();
+    }
+}
+
 pub struct FileLoad<'c> {
-    tx: Transaction<'c>,
+    conn: &'c Connection,
+    /// Open from begin to finish; between checkpoints a new one is opened.
+    tx: Option<Transaction<'c>>,
     job: String,
     side: Side,
     file_id: i64,
@@ -69,12 +85,13 @@ pub struct FileLoad<'c> {
 
 impl<'c> FileLoad<'c> {
     pub(super) fn begin(
-        tx: Transaction<'c>,
+        conn: &'c Connection,
         job: &str,
         run_id: i64,
         file: &TakenFile,
         mode: LoadMode,
     ) -> Result<Self> {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
         let at = now();
         tx.execute(
             "INSERT INTO files (job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
@@ -100,22 +117,47 @@ impl<'c> FileLoad<'c> {
                 params![job, file.side.as_str()],
             )?;
         }
-        Ok(FileLoad { tx, job: job.to_string(), side: file.side, file_id })
+        Ok(FileLoad { conn, tx: Some(tx), job: job.to_string(), side: file.side, file_id })
     }
 
     /// The file of a queued message, for a retry: no new ledger row.
-    pub(super) fn reopen(tx: Transaction<'c>, job: &str, file_id: i64) -> Result<Self> {
+    /// A file already in the ledger: a queued message's, for a retry, or one
+    /// whose load was interrupted after a checkpoint, to go on with it.
+    pub(super) fn reopen(conn: &'c Connection, job: &str, file_id: i64) -> Result<Self> {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
         let side: String = tx.query_row("SELECT side FROM files WHERE id = ?1", [file_id], |r| r.get(0))?;
-        Ok(FileLoad { tx, job: job.to_string(), side: Side::parse(&side).unwrap_or(Side::Ehr), file_id })
+        let side = Side::parse(&side).unwrap_or(Side::Ehr);
+        Ok(FileLoad { conn, tx: Some(tx), job: job.to_string(), side, file_id })
+    }
+
+    fn tx(&self) -> &Transaction<'c> {
+        self.tx.as_ref().expect("a FileLoad's transaction is open until finish")
+    }
+
+    pub fn file_id(&self) -> i64 {
+        self.file_id
+    }
+
+    /// Commit what is loaded so far with the count of records (or messages)
+    /// done, so that a load killed later goes on from here; the file stays
+    /// `loading` in the ledger until [`FileLoad::finish`].
+    pub fn checkpoint(&mut self, done: u64) -> Result<()> {
+        self.tx().execute("UPDATE files SET records_done = ?2 WHERE id = ?1", params![self.file_id, done as i64])?;
+        if let Some(tx) = self.tx.take() {
+            tx.commit()?;
+        }
+        failpoint("checkpoint");
+        self.tx = Some(Transaction::new_unchecked(self.conn, TransactionBehavior::Immediate)?);
+        Ok(())
     }
 
     /// A retried message applied: mark it PROCESSED and commit.
-    pub fn processed(self, message_id: i64) -> Result<()> {
-        self.tx.execute(
+    pub fn processed(mut self, message_id: i64) -> Result<()> {
+        self.tx().execute(
             "UPDATE messages SET state = 'PROCESSED', reason = NULL, raw = NULL, state_at = ?2 WHERE id = ?1",
             params![message_id, now()],
         )?;
-        self.tx.commit()?;
+        self.tx.take().expect("open until finish").commit()?;
         Ok(())
     }
 
@@ -131,7 +173,7 @@ impl<'c> FileLoad<'c> {
     ) -> Result<Applied> {
         let own = p.own_id(self.side).unwrap_or_default();
         let stored: Option<(Option<String>, Option<String>)> = self
-            .tx
+            .tx()
             .prepare_cached(
                 "SELECT practice_mrn, source_time FROM patients WHERE job = ?1 AND side = ?2 AND own_id = ?3",
             )?
@@ -142,7 +184,7 @@ impl<'c> FileLoad<'c> {
             && message_id.is_some()
             && *old_mrn != p.practice_mrn
         {
-            self.tx
+            self.tx()
                 .prepare_cached(
                     "INSERT INTO id_history (job, side, own_id, kind, old_value, new_value, source_time, message_id)
                      VALUES (?1, ?2, ?3, 'practice_mrn', ?4, ?5, ?6, ?7)",
@@ -162,7 +204,7 @@ impl<'c> FileLoad<'c> {
         for v in &values {
             args.push(v);
         }
-        self.tx.prepare_cached(upsert_patient_sql())?.execute(args.as_slice())?;
+        self.tx().prepare_cached(upsert_patient_sql())?.execute(args.as_slice())?;
         Ok(Applied::Written)
     }
 
@@ -174,7 +216,7 @@ impl<'c> FileLoad<'c> {
         message_id: Option<i64>,
     ) -> Result<Applied> {
         let stored: Option<Option<String>> = self
-            .tx
+            .tx()
             .prepare_cached("SELECT source_time FROM appointments WHERE job = ?1 AND appt_id = ?2")?
             .query_row(params![self.job, a.id], |r| r.get(0))
             .optional()?;
@@ -183,7 +225,7 @@ impl<'c> FileLoad<'c> {
         {
             return Ok(Applied::Stale);
         }
-        self.tx
+        self.tx()
             .prepare_cached(
                 "INSERT INTO appointments (job, appt_id, patient_ehr_id, patient_mrn, provider_id, department_id,
                      appointment_type, start_utc, duration_minutes, status, source_time, message_id)
@@ -220,12 +262,12 @@ impl<'c> FileLoad<'c> {
         time: Option<&str>,
         message_id: Option<i64>,
     ) -> Result<()> {
-        self.tx
+        self.tx()
             .prepare_cached(
                 "INSERT INTO merges (job, surviving_id, merged_id, source_time, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![self.job, surviving, merged, time, message_id])?;
-        self.tx
+        self.tx()
             .prepare_cached("DELETE FROM patients WHERE job = ?1 AND side = 'ehr' AND own_id = ?2")?
             .execute(params![self.job, merged])?;
         Ok(())
@@ -233,7 +275,7 @@ impl<'c> FileLoad<'c> {
 
     /// Add a message to the queue; returns its ID.
     pub fn message(&mut self, m: &MessageRow) -> Result<i64> {
-        self.tx
+        self.tx()
             .prepare_cached(
                 "INSERT INTO messages (job, file_id, number, line, control_id, event, msg_time, state, reason, raw, state_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -251,11 +293,11 @@ impl<'c> FileLoad<'c> {
                 m.raw,
                 now()
             ])?;
-        Ok(self.tx.last_insert_rowid())
+        Ok(self.tx().last_insert_rowid())
     }
 
     pub fn reject(&mut self, r: &Reject) -> Result<()> {
-        self.tx
+        self.tx()
             .prepare_cached(
                 "INSERT INTO rejects (file_id, line, severity, record_id, col, field, reason)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -273,12 +315,12 @@ impl<'c> FileLoad<'c> {
     }
 
     /// Write the totals and commit. Returns the ledger id.
-    pub fn finish(self, c: &Counts) -> Result<i64> {
-        self.tx.execute(
+    pub fn finish(mut self, c: &Counts) -> Result<i64> {
+        self.tx().execute(
             "UPDATE files SET state = 'loaded', read = ?2, accepted = ?3, rejected = ?4, warnings = ?5 WHERE id = ?1",
             params![self.file_id, c.read as i64, c.accepted as i64, c.rejected as i64, c.warnings as i64],
         )?;
-        self.tx.commit()?;
+        self.tx.take().expect("open until finish").commit()?;
         Ok(self.file_id)
     }
 }

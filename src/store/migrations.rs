@@ -150,6 +150,10 @@ const MIGRATIONS: &[&str] = &[
         message_id    INTEGER REFERENCES messages(id)
     );
     "#,
+    // 3: loads commit in batches; an interrupted one goes on from here.
+    r#"
+    ALTER TABLE files ADD COLUMN records_done INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.

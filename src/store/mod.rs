@@ -50,17 +50,31 @@ pub struct TakenFile {
     pub schema: String,
 }
 
+/// How a file is loaded in batches.
+pub struct Batching<'a> {
+    /// The ledger row of an interrupted load to go on with.
+    pub resume: Option<&'a LedgerEntry>,
+    /// Records per committed batch.
+    pub size: usize,
+    /// Called after each batch with the records done so far.
+    pub progress: &'a mut dyn FnMut(u64),
+}
+
 /// A ledger row.
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
     pub id: i64,
+    /// `loading` (a load was interrupted after a checkpoint), `loaded`,
+    /// then the after-action's state.
     pub state: String,
     pub run_id: i64,
+    /// Records (flat files) or messages (HL7) committed so far.
+    pub records_done: u64,
 }
 
 /// `SELECT id, state, run_id FROM files` as a ledger entry.
 fn ledger_entry(r: &rusqlite::Row) -> rusqlite::Result<LedgerEntry> {
-    Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)? })
+    Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)?, records_done: r.get::<_, i64>(3)? as u64 })
 }
 
 /// A run's final counts and outcome.
@@ -205,7 +219,7 @@ impl Store {
         mtime: &str,
     ) -> Result<Option<LedgerEntry>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, state, run_id FROM files
+            "SELECT id, state, run_id, records_done FROM files
              WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND mtime = ?5
              ORDER BY id DESC LIMIT 1",
         )?;
@@ -222,10 +236,34 @@ impl Store {
         sha256: &str,
     ) -> Result<Option<LedgerEntry>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, state, run_id FROM files
+            "SELECT id, state, run_id, records_done FROM files
              WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND sha256 = ?5",
         )?;
         Ok(stmt.query_row(params![job, side.as_str(), name, size as i64, sha256], ledger_entry).optional()?)
+    }
+
+    /// The local copy and identity of a file in the ledger, to go on loading it.
+    pub fn ledger_taken(&self, file_id: i64) -> Result<TakenFile> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT side, name, size, mtime, sha256, local_path, schema FROM files WHERE id = ?1",
+        )?;
+        Ok(stmt.query_row([file_id], |r| {
+            let side: String = r.get(0)?;
+            Ok(TakenFile {
+                side: Side::parse(&side).unwrap_or(Side::Ehr),
+                name: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                mtime: r.get(3)?,
+                sha256: r.get(4)?,
+                local_path: r.get(5)?,
+                schema: r.get(6)?,
+            })
+        })?)
+    }
+
+    /// Go on loading a file whose load stopped after a checkpoint.
+    pub fn resume_file(&mut self, job: &str, file_id: i64) -> Result<FileLoad<'_>> {
+        FileLoad::reopen(&self.conn, job, file_id)
     }
 
     pub fn set_file_state(&self, file_id: i64, state: &str) -> Result<()> {
@@ -246,9 +284,34 @@ impl Store {
         parsed: &ParsedFile,
         mode: LoadMode,
     ) -> Result<i64> {
-        let mut load = self.begin_file(job, run_id, file, mode)?;
-        for rec in &parsed.records {
+        let batching = Batching { resume: None, size: usize::MAX, progress: &mut |_| {} };
+        self.load_file_batched(job, run_id, file, parsed, mode, batching)
+    }
+
+    /// Load one parsed flat file, committing every `batching.size` records
+    /// with a checkpoint, or go on from the checkpoint of an interrupted
+    /// load. The file is `loading` in the ledger until its last batch, its
+    /// rejects and its counts are committed together. Returns the ledger id.
+    pub fn load_file_batched(
+        &mut self,
+        job: &str,
+        run_id: i64,
+        file: &TakenFile,
+        parsed: &ParsedFile,
+        mode: LoadMode,
+        batching: Batching,
+    ) -> Result<i64> {
+        let (mut load, done) = match batching.resume {
+            Some(entry) => (self.resume_file(job, entry.id)?, entry.records_done as usize),
+            None => (self.begin_file(job, run_id, file, mode)?, 0),
+        };
+        for (i, rec) in parsed.records.iter().enumerate().skip(done) {
             load.patient(&rec.patient, rec.line, None, None)?;
+            let n = i + 1;
+            if n % batching.size == 0 && n < parsed.records.len() {
+                load.checkpoint(n as u64)?;
+                (batching.progress)(n as u64);
+            }
         }
         for r in &parsed.rejects {
             load.reject(r)?;
@@ -271,7 +334,7 @@ impl Store {
         file: &TakenFile,
         mode: LoadMode,
     ) -> Result<FileLoad<'_>> {
-        FileLoad::begin(self.conn.transaction()?, job, run_id, file, mode)
+        FileLoad::begin(&self.conn, job, run_id, file, mode)
     }
 
     // -- records ------------------------------------------------------------

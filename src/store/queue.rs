@@ -89,7 +89,7 @@ impl Store {
     /// transaction together with its move to PROCESSED
     /// ([`FileLoad::processed`]).
     pub fn reopen_file(&mut self, job: &str, file_id: i64) -> Result<FileLoad<'_>> {
-        FileLoad::reopen(self.conn.transaction()?, job, file_id)
+        FileLoad::reopen(&self.conn, job, file_id)
     }
 }
 
