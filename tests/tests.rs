@@ -15,3 +15,6 @@ mod local_source;
 
 // HL7 feeds: ordering by message time, ID history, the ERROR queue, appointments, the debug view.
 mod hl7;
+
+// Backfill: resumable after a kill, nothing loaded twice, counts add up.
+mod backfill;

@@ -45,11 +45,18 @@ impl Dir {
     }
 
     pub fn ferry(&self, args: &[&str]) -> Output {
+        self.ferry_env(args, &[])
+    }
+
+    /// `ferry` with extra environment variables.
+    pub fn ferry_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(args)
             .current_dir(self.root.path())
             .env("FERRY_HOME", self.home())
             .env_remove("FERRY_LOG")
+            .env_remove("FERRY_FAILPOINT")
+            .envs(env.iter().copied())
             .output()
             .expect("run ferry")
     }

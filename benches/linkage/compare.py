@@ -182,9 +182,17 @@ def norm_city(s):
                         .str.split().str.join(" "))
 
 
-def _finish(df):
-    """Add the derived blocking keys and index by record ID."""
+def _finish(df, side: str):
+    """Drop rows without an ID (they cannot be reported as links) and repeats of
+    an ID (splink needs unique IDs; the first row wins), add the derived
+    blocking keys, and index by record ID."""
     import jellyfish   # a dependency of recordlinkage, installed by setup.sh
+    has_id = df["record_id"].notna() & (df["record_id"] != "")
+    repeated = has_id & df["record_id"].duplicated()
+    if (~has_id).sum() or repeated.sum():
+        print(f"compare.py: {side}: ignoring {(~has_id).sum()} row(s) without an ID and "
+              f"{repeated.sum()} repeating an earlier row's ID", file=sys.stderr)
+    df = df[has_id & ~repeated].copy()
     df["last_soundex"] = df["last_name"].map(
         lambda v: jellyfish.soundex(v) if isinstance(v, str) else None)
     df["birth_year"] = df["dob"].str[:4]
@@ -223,8 +231,7 @@ def load_sides(data_dir: Path):
         "phone": home.fillna(cell),          # the home phone, else the cell phone
         "email": norm_email(p["E-mail"]),
     })
-    # Rows without an ID cannot be reported as links; drop them.
-    return _finish(ehr[ehr["record_id"] != ""]), _finish(prac[prac["record_id"] != ""])
+    return _finish(ehr, "ehr_patients.csv"), _finish(prac, "practice_roster.csv")
 
 
 POLICY = "best"  # set by --policy

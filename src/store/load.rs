@@ -142,7 +142,10 @@ impl<'c> FileLoad<'c> {
     /// done, so that a load killed later goes on from here; the file stays
     /// `loading` in the ledger until [`FileLoad::finish`].
     pub fn checkpoint(&mut self, done: u64) -> Result<()> {
-        self.tx().execute("UPDATE files SET records_done = ?2 WHERE id = ?1", params![self.file_id, done as i64])?;
+        self.tx().execute(
+            "UPDATE files SET records_done = ?2 WHERE id = ?1",
+            params![self.file_id, done as i64],
+        )?;
         if let Some(tx) = self.tx.take() {
             tx.commit()?;
         }

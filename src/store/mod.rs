@@ -74,7 +74,12 @@ pub struct LedgerEntry {
 
 /// `SELECT id, state, run_id FROM files` as a ledger entry.
 fn ledger_entry(r: &rusqlite::Row) -> rusqlite::Result<LedgerEntry> {
-    Ok(LedgerEntry { id: r.get(0)?, state: r.get(1)?, run_id: r.get(2)?, records_done: r.get::<_, i64>(3)? as u64 })
+    Ok(LedgerEntry {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        run_id: r.get(2)?,
+        records_done: r.get::<_, i64>(3)? as u64,
+    })
 }
 
 /// A run's final counts and outcome.
