@@ -10,8 +10,8 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use super::matching::{self, Features};
 use super::{Conflict, ConflictKind, Link, Outcome};
-use crate::flatfile::name_key;
 use crate::job::{LeadingZeros, LinkKey, Reconcile};
 use crate::model::{Patient, PatientRecord, Side};
 
@@ -29,15 +29,11 @@ fn norm(id: &str, policy: LeadingZeros) -> Cow<'_, str> {
 }
 
 /// Name and birth date say these are two different people: the birth date
-/// differs and so does a name, or both names differ.
+/// disagrees and so does a name, or both names disagree. "Disagree" is the
+/// matcher's lowest level: a nickname, a typo, day and month swapped or one
+/// wrong digit in the date are the same person written differently.
 pub(super) fn different_person(a: &Patient, b: &Patient) -> bool {
-    fn differs(a: Option<String>, b: Option<String>) -> bool {
-        matches!((a, b), (Some(x), Some(y)) if x != y)
-    }
-    let first = differs(a.first_name.as_deref().map(name_key), b.first_name.as_deref().map(name_key));
-    let last = differs(a.last_name.as_deref().map(name_key), b.last_name.as_deref().map(name_key));
-    let dob = matches!((a.birth_date, b.birth_date), (Some(x), Some(y)) if x != y);
-    (dob && (first || last)) || (first && last)
+    matching::different_person(&matching::compare(&Features::of(a), &Features::of(b)))
 }
 
 struct Linker<'a> {
@@ -417,6 +413,19 @@ mod tests {
             rec(Side::Practice, "200", None, "Bo", "Ng", "1980-02-03"),
         ];
         assert_eq!(link(&ehr, &pr, &cfg(LeadingZeros::Exact)).links.len(), 2);
+        // A nickname with a married name, and a typo with swapped day and month.
+        let ehr = [
+            rec(Side::Ehr, "E1", Some("100"), "William", "Lee", "1970-01-01"),
+            rec(Side::Ehr, "E2", Some("200"), "Bo", "Nguyen", "1980-02-03"),
+        ];
+        let pr = [
+            rec(Side::Practice, "100", None, "Bill", "Park", "1970-01-01"),
+            rec(Side::Practice, "200", None, "Bo", "Nguyn", "1980-03-02"),
+        ];
+        assert_eq!(link(&ehr, &pr, &cfg(LeadingZeros::Exact)).links.len(), 2);
+        // Both names different on the same birth date: someone else.
+        let pr = [rec(Side::Practice, "100", None, "Carl", "Park", "1970-01-01")];
+        assert!(link(&ehr[..1], &pr, &cfg(LeadingZeros::Exact)).links.is_empty());
     }
 
     #[test]

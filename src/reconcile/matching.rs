@@ -305,6 +305,16 @@ fn first_level(a: &Features, b: &Features) -> u8 {
     }
 }
 
+/// Name and birth date say two different people: the birth date is at its
+/// "different" level and so is a name, or both names are. Near misses (a
+/// nickname, a typo, swapped day and month) are not disagreement.
+pub fn different_person(p: &Pattern) -> bool {
+    let first = p[0] == 4;
+    let last = p[1] == 3;
+    let dob = p[2] == 3;
+    (dob && (first || last)) || (first && last)
+}
+
 /// m and u per comparison level, and the prior share of matches among
 /// candidate pairs.
 #[derive(Debug, Clone, PartialEq)]
