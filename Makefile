@@ -23,9 +23,11 @@ test:
 	# Benches must keep compiling, but only `make bench` runs them.
 	$(CARGO) check --locked --benches
 
-## Throughput benchmarks (release build; prints side-by-side tables).
+## Benchmarks (release build; prints side-by-side tables): HL7 throughput,
+## then link quality beside recordlinkage/splink and a 1M x 1M backfill.
 bench:
 	$(CARGO) bench --locked --bench hl7
+	$(CARGO) bench --locked --bench reconcile
 
 clean:
 	rm -rf $(DEMO_HOME)
