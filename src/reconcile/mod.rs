@@ -14,6 +14,7 @@
 
 mod diff;
 mod ids;
+pub mod nicknames;
 
 use crate::job::{LinkKey, Reconcile};
 use crate::model::{Field, PatientRecord, Side};
