@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod flatfile;
+pub mod generate;
 pub mod hl7;
 pub mod job;
 pub mod model;
