@@ -37,6 +37,12 @@ roster row holds their EHR PatientID. Among them it plants:
 * malformed rows that must be rejected (bad dates, missing keys, a short row,
   a raw Windows-1252 byte in the UTF-8 file) and bad values that only warn.
 
+Then come people that only demographic (Fellegi-Sunter) matching can pair,
+with no ID carried either way: pairs it must link (one with a nickname, a
+last-name typo, day and month swapped, a new phone), look-alike strangers it
+must leave apart, a namesake and a pair of twins for review, and patients
+registered twice in the EHR.
+
 The HL7 files hold new people only (not in the EHR export): registrations,
 updates (a newer one wins; one arriving late with an older event time must
 not), a real difference, a changed MRN, a merge (ADT^A40), appointments
@@ -48,7 +54,9 @@ starts: the header is line 1, and the quoted newline moves every later record
 of its file down a line. For HL7 it is the line of the message's MSH, with
 CR, LF and CRLF each ending a line. The output is deterministic
 (random.Random(20261120)); the HL7 part draws on it after the CSV part, so
-changing the HL7 part leaves the CSV files as they are.
+changing the HL7 part leaves the CSV files as they are. The demographic cases
+come last and draw on random.Random(SEED + 1), so changing them leaves every
+other record's values (not its line) as they are.
 """
 
 from __future__ import annotations
@@ -398,6 +406,10 @@ class Demo:
                 self._names.add(name)
                 return name
         raise ValueError(f"no unused name for first={first!r} last={last!r}")
+
+    def reserve_name(self, first: str, last: str) -> None:
+        """Claim a name for a person built by hand (a twin), so nobody later gets it."""
+        self._name("U", first, last)
 
     def unused_last_name(self, first: str) -> str:
         """A last name nobody called `first` has yet (and reserve it)."""
@@ -762,6 +774,139 @@ PLANTERS = [
     plant_ehr_warnings, plant_rejected_roster_rows,
 ]
 
+
+# Demographic cases: records that carry no ID of the other side, so only
+# demographic (Fellegi-Sunter) matching can pair them, and records one side
+# holds twice. They draw on their own random.Random(SEED + 1) after the HL7
+# part, so planting them changed no value of an earlier record (only line
+# numbers); they share the demo's names, phones, EHR numbers and chart
+# numbers, so nobody collides. sample-data/README.md says how far each case
+# sits from ferry's thresholds.
+
+def typo(name: str) -> str:
+    """`name` with one letter of its first doubled letter dropped ("Pelletier" -> "Peletier")."""
+    at = next(i for i in range(1, len(name)) if name[i] == name[i - 1] and name[i].isalpha())
+    return name[:at] + name[at + 1:]
+
+
+def demographic_expects(e: Row, r: Row, fields: list[str], what: str) -> list[Expect]:
+    """Linked by demographics, listed as an ID update, differing only in `fields`."""
+    return [
+        Expect("matched", e, kind="demographics", ehr_id=e.own_id, practice_mrn=r.own_id, note=what),
+        Expect("id_update", e, ehr_id=e.own_id, practice_mrn=r.own_id,
+               note=f"write chart number {r.own_id} into PracticeMRN of {e.own_id}"),
+        *[differs(e, r, f, what) for f in fields],
+    ]
+
+
+def demographic_variants(demo: Demo) -> Iterator[tuple[Person, list[str], str, dict[str, str], dict[str, str]]]:
+    """(person, differing fields, what differs, EHR overrides, roster overrides) per demographic match."""
+    p = demo.person()
+    yield p, [], "same name, birth date, sex, address, phone and e-mail; no ID either way", {}, {}
+    p = demo.person(sex="M", first="Robert", adult=True)
+    yield (p, ["first_name"], f"nickname: EHR '{p.first} {p.last}', roster 'Bob {p.last}'; the rest the same",
+           {}, {"First Name": "Bob"})
+    p = demo.person(last="Pelletier")
+    yield (p, ["last_name"], f"last-name typo: EHR '{typo(p.last)}', roster '{p.last}'; the rest the same",
+           {"LastName": typo(p.last)}, {})
+    p = demo.person()
+    p = replace(p, dob=p.dob.replace(day=demo.rng.choice([d for d in range(1, 13) if d != p.dob.month])))
+    yield (p, ["birth_date"],
+           f"day and month swapped: EHR DOB '{p.dob:%d/%m/%Y}', roster '{p.dob.isoformat()}'; the rest the same",
+           {"DOB": p.dob.strftime("%d/%m/%Y")}, {})
+    p = demo.person()
+    style = next(s for s in PHONE_STYLES if format_phone(phone_digits(p.phone), s) == p.phone)
+    new_phone = demo.phone(p.state, style)
+    yield (p, ["phone_home"], f"new home phone: EHR '{new_phone}', roster '{p.phone}'; the rest the same",
+           {"Phone": new_phone}, {})
+
+
+def plant_demographic_matches(demo: Demo) -> None:
+    for person, fields, what, ehr_over, roster_over in demographic_variants(demo):
+        e = demo.ehr("demographic_match", person, overrides=ehr_over)
+        r = demo.roster("demographic_match", person, ehr_id="", overrides=roster_over)
+        demo.plant("demographic_match", f"{what}; EHR PracticeMRN and roster EHR Patient ID empty",
+                   [e, r], demographic_expects(e, r, fields, what))
+
+
+def plant_lookalike_strangers(demo: Demo) -> None:
+    """Different people that blocking pairs up: born the same day with the same first name."""
+    case = "lookalike_strangers"
+    for _ in range(4):
+        a = demo.person(adult=True)
+        b = demo.person(sex=a.sex, first=a.first)
+        if b.zip == a.zip:
+            city, zip_code = demo.other_town(b)
+            b = replace(b, city=city, zip=zip_code)
+        b = replace(b, dob=a.dob)
+        e = demo.ehr(case, a)
+        r = demo.roster(case, b, ehr_id="")
+        what = (f"EHR '{a.first} {a.last}' and roster '{b.first} {b.last}', both born {a.dob.isoformat()}: "
+                "different last name, address, ZIP and phone; no IDs")
+        demo.plant(case, what, [e, r], [unmatched(e, what), unmatched(r, what)])
+
+
+def plant_possible_matches(demo: Demo) -> None:
+    case = "possible_match"
+    # A namesake, or the same person moved: too little agrees to link, too much to ignore.
+    p = demo.person(adult=True)
+    style = next(s for s in PHONE_STYLES if format_phone(phone_digits(p.phone), s) == p.phone)
+    other_dob = p.dob.replace(month=p.dob.month % 12 + 1, day=p.dob.day % 28 + 1)
+    q = replace(p, dob=other_dob, address1=demo.street(), address2="",
+                phone=demo.phone(p.state, style), cell="", email="")
+    e = demo.ehr(case, p)
+    r = demo.roster(case, q, ehr_id="")
+    what = (f"same name '{p.first} {p.last}', birth year and town ({p.city} {p.zip}), but EHR DOB "
+            f"{p.dob.isoformat()}, '{p.address1}', '{p.phone}'; roster DOB {q.dob.isoformat()}, "
+            f"'{q.address1}', '{q.phone}'")
+    demo.plant(case, what, [e, r], [
+        Expect("possible_match", e, kind="below_link", ehr_id=e.own_id, practice_mrn=r.own_id, note=what),
+        unmatched(e), unmatched(r),
+    ])
+    # Twins: one in the EHR, the other in the roster, each without the other.
+    a = demo.person(sex="F", first="Emma")
+    a = replace(a, middle="", email="", cell="", dob=dt.date(2016, 3, 14))
+    demo.reserve_name("Grace", a.last)
+    b = replace(a, first="Grace")
+    e = demo.ehr(case, a)
+    r = demo.roster(case, b, ehr_id="")
+    what = (f"twins: EHR '{a.first} {a.last}', roster '{b.first} {b.last}', same birth date, address "
+            "and phone; neither twin is on the other side")
+    demo.plant(case, what, [e, r], [
+        Expect("possible_match", e, kind="first_names_differ", ehr_id=e.own_id, practice_mrn=r.own_id,
+               note=what),
+        unmatched(e), unmatched(r),
+    ])
+
+
+def plant_possible_duplicates(demo: Demo) -> None:
+    case = "possible_duplicate"
+    # Registered twice in the EHR, nowhere in the roster.
+    p = demo.person(last="Gallagher")
+    e1 = demo.ehr(case, p)
+    e2 = demo.ehr(case, p, overrides={"LastName": typo(p.last)})
+    what = (f"EHR {e1.own_id} '{p.first} {p.last}' and {e2.own_id} '{p.first} {typo(p.last)}': "
+            "one person entered twice")
+    demo.plant(case, f"{what}; no roster row", [e1, e2], [
+        Expect("possible_duplicate", e1, ehr_id=e1.own_id, id_value=e2.own_id, note=what),
+        unmatched(e1), unmatched(e2),
+    ])
+    # Registered twice in the EHR; the roster knows (and is linked to) the first record.
+    p = demo.person(sex="F", first="Jennifer")
+    e1, r = demo.pair(case, p)
+    e2 = demo.ehr(case, p, overrides={"FirstName": typo(p.first)})
+    what = (f"EHR {e1.own_id} '{p.first} {p.last}' and {e2.own_id} '{typo(p.first)} {p.last}': "
+            "one person entered twice")
+    demo.plant(case, f"{what}; roster {r.own_id} and {e1.own_id} carry each other's IDs", [e1, e2, r], [
+        Expect("possible_duplicate", e1, ehr_id=e1.own_id, id_value=e2.own_id, note=what),
+        matched(e1, r),
+        unmatched(e2, f"its only candidate, chart {r.own_id}, is linked to {e1.own_id} by IDs"),
+    ])
+
+
+DEMOGRAPHIC_PLANTERS = [
+    plant_demographic_matches, plant_lookalike_strangers, plant_possible_matches, plant_possible_duplicates,
+]
 
 # HL7 v2: the EHR's outbound ADT/SIU feed (schema schemas/ehr_hl7.toml).
 #
@@ -1333,7 +1478,15 @@ def describe_row(row: Row) -> str:
 def describe_expect(x: Expect) -> str:
     if x.expect in ("matched", "field_difference"):
         pair = f"{x.ehr_id} ↔ {x.practice_mrn}"
-        return f"matched {pair}" if x.expect == "matched" else f"difference {x.field} ({pair})"
+        if x.expect == "field_difference":
+            return f"difference {x.field} ({pair})"
+        return f"matched {pair} by {x.kind}" if x.kind else f"matched {pair}"
+    if x.expect == "possible_match":
+        return f"possible match {x.ehr_id} ↔ {x.practice_mrn} ({x.kind})"
+    if x.expect == "possible_duplicate":
+        return f"possible duplicate {x.row.own_id} ≈ {x.id_value} ({x.row.side})"
+    if x.expect == "id_update":
+        return f"ID update {x.ehr_id} ← {x.practice_mrn}"
     if x.expect == "unmatched_ehr":
         return f"unmatched EHR {x.ehr_id}"
     if x.expect == "unmatched_practice":
@@ -1444,6 +1597,9 @@ def main() -> None:
         plant(demo)
     h = Hl7(demo)
     plant_hl7(h)
+    demo.rng = random.Random(SEED + 1)
+    for plant in DEMOGRAPHIC_PLANTERS:
+        plant(demo)
     line_counts = {
         "ehr": write_csv(EHR_PATH, EHR_HEADER, demo.ehr_rows, encoding="utf-8",
                          terminator="\r\n", bom=b"\xef\xbb\xbf"),

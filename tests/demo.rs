@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::util::{Dir, assert_exit, count, read_csv, stderr, summary};
 
@@ -12,10 +12,12 @@ fn demo_reports_find_every_planted_case() {
     assert!(stderr(&out).contains("Reports: "), "{}", stderr(&out));
     let dir = d.latest_report("demo");
 
-    let matched: HashSet<(String, String)> = read_csv(&dir.join("matched.csv"))
+    // Linked pairs and how each was linked (`external_id` or `demographics`).
+    let how: HashMap<(String, String), String> = read_csv(&dir.join("matched.csv"))
         .into_iter()
-        .map(|r| (r["ehr_id"].clone(), r["practice_mrn"].clone()))
+        .map(|r| ((r["ehr_id"].clone(), r["practice_mrn"].clone()), r["how"].clone()))
         .collect();
+    let matched: HashSet<(String, String)> = how.keys().cloned().collect();
     let diffs: Vec<(String, String, String)> = read_csv(&dir.join("field_differences.csv"))
         .into_iter()
         .map(|r| (r["ehr_id"].clone(), r["practice_mrn"].clone(), r["field"].clone()))
@@ -30,15 +32,35 @@ fn demo_reports_find_every_planted_case() {
         .into_iter()
         .map(|r| (r["kind"].clone(), r["side"].clone(), r["id"].clone()))
         .collect();
-    let rejects: Vec<std::collections::HashMap<String, String>> = read_csv(&dir.join("rejects.csv"));
+    let rejects: Vec<HashMap<String, String>> = read_csv(&dir.join("rejects.csv"));
     let merges: HashSet<(String, String)> = read_csv(&dir.join("merges.csv"))
         .into_iter()
         .map(|r| (r["surviving_ehr_id"].clone(), r["merged_ehr_id"].clone()))
+        .collect();
+    // Pairs for review, with why each was not linked.
+    let possible: HashMap<(String, String), String> = read_csv(&dir.join("possible_matches.csv"))
+        .into_iter()
+        .map(|r| ((r["ehr_id"].clone(), r["practice_mrn"].clone()), r["why_not_linked"].clone()))
+        .collect();
+    // Possible duplicates as (side, lower ID, higher ID).
+    let duplicates: HashSet<(String, String, String)> = read_csv(&dir.join("possible_duplicates.csv"))
+        .into_iter()
+        .map(|r| duplicate_key(&r["side"], &r["id_a"], &r["id_b"]))
+        .collect();
+    let id_updates: HashSet<(String, String)> = read_csv(&dir.join("id_updates.csv"))
+        .into_iter()
+        .map(|r| (r["PatientID"].clone(), r["PracticeMRN"].clone()))
         .collect();
     let db = rusqlite::Connection::open(d.home().join("ferry.db")).unwrap();
 
     let planted = read_csv(&d.path("sample-data/planted.csv"));
     assert!(planted.len() >= 50, "planted.csv lists {} cases", planted.len());
+    // The fields a pair is planted to differ in; a matched pair may differ in these only.
+    let planted_diffs: HashSet<(String, String, String)> = planted
+        .iter()
+        .filter(|c| c["expect"] == "field_difference")
+        .map(|c| (c["ehr_id"].clone(), c["practice_mrn"].clone(), c["field"].clone()))
+        .collect();
     let mut kinds_seen = HashSet::new();
     for case in &planted {
         let what = format!("{case:?}");
@@ -46,11 +68,17 @@ fn demo_reports_find_every_planted_case() {
         kinds_seen.insert(case["expect"].clone());
         match case["expect"].as_str() {
             "matched" => {
-                assert!(matched.contains(&(ehr.clone(), mrn.clone())), "not matched: {what}");
-                assert!(
-                    !diffs.iter().any(|(e, p, _)| *e == ehr && *p == mrn),
-                    "differences listed for {what}"
-                );
+                let pair = (ehr.clone(), mrn.clone());
+                assert!(matched.contains(&pair), "not matched: {what}");
+                // `kind`, when set, says how the pair must be linked.
+                if !case["kind"].is_empty() {
+                    assert_eq!(how[&pair], case["kind"], "linked the wrong way: {what}");
+                }
+                let unplanted: Vec<_> = diffs
+                    .iter()
+                    .filter(|d| d.0 == ehr && d.1 == mrn && !planted_diffs.contains(*d))
+                    .collect();
+                assert!(unplanted.is_empty(), "differences listed for {what}: {unplanted:?}");
             }
             "field_difference" => {
                 assert!(matched.contains(&(ehr.clone(), mrn.clone())), "not matched: {what}");
@@ -74,6 +102,27 @@ fn demo_reports_find_every_planted_case() {
                     "{severity} row missing: {what}"
                 );
             }
+            "possible_match" => {
+                let pair = (ehr.clone(), mrn.clone());
+                assert!(!matched.contains(&pair), "linked, should be for review: {what}");
+                let why = possible.get(&pair).unwrap_or_else(|| panic!("not in possible_matches: {what}"));
+                // `kind` names the reason, where it is certain.
+                let reason = match case["kind"].as_str() {
+                    "below_link" => "between the review and link thresholds",
+                    "first_names_differ" => "first names differ",
+                    "" => "",
+                    other => panic!("planted.csv has a possible_match kind this test does not know: {other}"),
+                };
+                assert!(why.contains(reason), "why_not_linked {why:?}, want {reason:?}: {what}");
+            }
+            "possible_duplicate" => {
+                let own = if case["side"] == "ehr" { &ehr } else { &mrn };
+                assert!(
+                    duplicates.contains(&duplicate_key(&case["side"], own, &case["id_value"])),
+                    "not in possible_duplicates: {what}\nhave: {duplicates:?}"
+                );
+            }
+            "id_update" => assert!(id_updates.contains(&(ehr.clone(), mrn.clone())), "no ID update: {what}"),
             "merge" => {
                 assert!(merges.contains(&(ehr.clone(), case["id_value"].clone())), "merge missing: {what}")
             }
@@ -98,9 +147,42 @@ fn demo_reports_find_every_planted_case() {
         "conflict",
         "rejected",
         "warning",
+        "possible_match",
+        "possible_duplicate",
+        "id_update",
     ] {
         assert!(kinds_seen.contains(expect), "planted.csv has no {expect} case");
     }
+    // Demographics link, review and flag nobody beyond the planted cases:
+    // look-alike strangers and one-sided people stay apart.
+    let planted_pairs = |expect: &str, kind: &str| -> HashSet<(String, String)> {
+        planted
+            .iter()
+            .filter(|c| c["expect"] == expect && (kind.is_empty() || c["kind"] == kind))
+            .map(|c| (c["ehr_id"].clone(), c["practice_mrn"].clone()))
+            .collect()
+    };
+    let by_demographics: HashSet<(String, String)> =
+        how.iter().filter(|(_, h)| *h == "demographics").map(|(p, _)| p.clone()).collect();
+    assert_eq!(by_demographics, planted_pairs("matched", "demographics"), "linked by demographics");
+    let review = planted_pairs("possible_match", "");
+    for (pair, why) in &possible {
+        // A record in an ID conflict waits for a person whatever its score.
+        assert!(
+            review.contains(pair) || why.contains("external-ID conflict"),
+            "possible match nobody planted: {pair:?} ({why})"
+        );
+    }
+    let planted_duplicates: HashSet<(String, String, String)> = planted
+        .iter()
+        .filter(|c| c["expect"] == "possible_duplicate")
+        .map(|c| {
+            let own = if c["side"] == "ehr" { &c["ehr_id"] } else { &c["practice_mrn"] };
+            duplicate_key(&c["side"], own, &c["id_value"])
+        })
+        .collect();
+    assert_eq!(duplicates, planted_duplicates, "possible duplicates");
+    assert_eq!(id_updates, planted_pairs("id_update", ""), "ID updates");
     // Nothing beyond the planted cases is rejected.
     let planted_rejects =
         planted.iter().filter(|c| c["expect"] == "rejected" || c["expect"] == "warning").count();
@@ -119,7 +201,30 @@ fn demo_reports_find_every_planted_case() {
         assert!(read >= 3, "{file}: only {read} rows");
         assert_eq!(read, count(&s, &scope, "accepted") + count(&s, &scope, "rejected"), "{file}");
     }
-    assert_eq!(count(&s, "reconcile", "matched") as usize, matched.len());
+    let metric = |name: &str| count(&s, "reconcile", name) as usize;
+    assert_eq!(metric("matched"), matched.len());
+    assert_eq!(
+        metric("matched"),
+        metric("matched_by_practice_mrn") + metric("matched_by_ehr_id") + metric("matched_by_demographics")
+    );
+    assert_eq!(metric("matched_by_demographics"), by_demographics.len());
+    assert_eq!(metric("possible_matches"), possible.len());
+    assert_eq!(metric("possible_duplicates"), duplicates.len());
+    assert_eq!(metric("id_updates"), id_updates.len());
+    assert_eq!(metric("unmatched_ehr"), unmatched_ehr.len());
+    assert_eq!(metric("unmatched_practice"), unmatched_practice.len());
+    assert_eq!(metric("ehr_patients"), metric("matched") + metric("unmatched_ehr"), "EHR patients");
+    assert_eq!(
+        metric("practice_patients"),
+        metric("matched") + metric("unmatched_practice"),
+        "practice patients"
+    );
+}
+
+/// A possible duplicate as (side, lower ID, higher ID): the report may list the pair either way round.
+fn duplicate_key(side: &str, a: &str, b: &str) -> (String, String, String) {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    (side.to_string(), lo.to_string(), hi.to_string())
 }
 
 /// Running the demo twice loads nothing twice: the ledger refuses files it has.
