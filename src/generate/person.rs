@@ -87,6 +87,10 @@ impl Weighted {
 pub(super) struct Tables {
     female: Weighted,
     male: Weighted,
+    /// The nicknames of each name in [`FEMALE`] and [`MALE`], looked up once
+    /// rather than per record.
+    female_nicknames: Vec<&'static [&'static str]>,
+    male_nicknames: Vec<&'static [&'static str]>,
     surnames: Weighted,
     streets: Weighted,
     suffixes: Weighted,
@@ -101,6 +105,8 @@ impl Tables {
             // about 1.3% of surnames, as in US data.
             female: Weighted::zipf(FEMALE.len(), 10.0),
             male: Weighted::zipf(MALE.len(), 10.0),
+            female_nicknames: FEMALE.iter().map(|n| nicknames_of(&name_key(n))).collect(),
+            male_nicknames: MALE.iter().map(|n| nicknames_of(&name_key(n))).collect(),
             surnames: Weighted::zipf(SURNAMES.len(), 20.0),
             streets: Weighted::zipf(STREETS.len(), 8.0),
             suffixes: Weighted::new(SUFFIXES.iter().map(|s| s.2 as f64)),
@@ -190,6 +196,8 @@ pub(super) struct Insurance {
 pub(super) struct Person {
     sex: Sex,
     first: &'static str,
+    /// The first name's nicknames, most usual first.
+    nicknames: &'static [&'static str],
     middle: Option<&'static str>,
     last: Cow<'static, str>,
     birth: NaiveDate,
@@ -262,8 +270,8 @@ impl People {
     fn draw(&self, rng: &mut StdRng) -> Person {
         let t = &self.tables;
         let sex = if rng.random_bool(0.51) { Sex::F } else { Sex::M };
-        let first = self.given_name(sex, rng);
-        let middle = rng.random_bool(0.65).then(|| self.given_name(sex, rng)).filter(|m| *m != first);
+        let (first, nicknames) = self.given_name(sex, rng);
+        let middle = rng.random_bool(0.65).then(|| self.given_name(sex, rng).0).filter(|m| *m != first);
         let last = self.surname(rng);
         let birth = birth_date(rng);
         let home = self.address(rng);
@@ -281,6 +289,7 @@ impl People {
         Person {
             sex,
             first,
+            nicknames,
             middle,
             last,
             birth,
@@ -299,11 +308,11 @@ impl People {
         if rng.random_bool(0.5) {
             p.sex = elder.sex;
         }
-        p.first = self.given_name(p.sex, rng);
+        (p.first, p.nicknames) = self.given_name(p.sex, rng);
         while p.first == elder.first {
-            p.first = self.given_name(p.sex, rng);
+            (p.first, p.nicknames) = self.given_name(p.sex, rng);
         }
-        p.middle = p.middle.map(|_| self.given_name(p.sex, rng)).filter(|m| *m != p.first);
+        p.middle = p.middle.map(|_| self.given_name(p.sex, rng).0).filter(|m| *m != p.first);
         p.last = elder.last.clone();
         p.birth = elder.birth;
         p.home = elder.home.clone();
@@ -321,7 +330,7 @@ impl People {
             // shifts the rest of the stream.
             let hit = rng.random::<f64>() < e.rate(&self.noise);
             let possible = match e {
-                Error::Nickname => !nicknames_of(&name_key(p.first)).is_empty(),
+                Error::Nickname => !p.nicknames.is_empty(),
                 Error::DobSwap => p.birth.day() <= 12 && p.birth.day() != p.birth.month(),
                 Error::MarriedName => p.sex == Sex::F,
                 _ => true,
@@ -348,7 +357,7 @@ impl People {
 
         let mut first = p.first.to_string();
         if errors.has(Error::Nickname) {
-            let nicks = nicknames_of(&name_key(p.first));
+            let nicks = p.nicknames;
             // The first-listed nickname is the usual one (Bill, Bob, Peggy).
             let nick =
                 if rng.random_bool(0.5) { nicks[0] } else { nicks.choose(rng).copied().unwrap_or(nicks[0]) };
@@ -467,10 +476,18 @@ impl People {
         Record { first, middle, last, birth, sex, address1, address2, city, state, zip, phone, mobile, email }
     }
 
-    fn given_name(&self, sex: Sex, rng: &mut StdRng) -> &'static str {
+    /// A given name and its nicknames.
+    fn given_name(&self, sex: Sex, rng: &mut StdRng) -> (&'static str, &'static [&'static str]) {
+        let t = &self.tables;
         match sex {
-            Sex::F => FEMALE[self.tables.female.pick(rng)],
-            _ => MALE[self.tables.male.pick(rng)],
+            Sex::F => {
+                let i = t.female.pick(rng);
+                (FEMALE[i], t.female_nicknames[i])
+            }
+            _ => {
+                let i = t.male.pick(rng);
+                (MALE[i], t.male_nicknames[i])
+            }
         }
     }
 
