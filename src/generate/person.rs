@@ -278,7 +278,7 @@ impl People {
         let area = if rng.random_bool(0.8) { PLACES[home.place].3 } else { PLACES[t.places.pick(rng)].3 };
         let phone = phone_number(area, rng);
         let mobile = rng.random_bool(0.55).then(|| phone_number(PLACES[t.places.pick(rng)].3, rng));
-        let email = email(first, &last, rng);
+        let email = email(first, &last, birth.year(), rng);
         let insurance = rng.random_bool(0.95).then(|| {
             let (provider, prefix, grouped) = INSURERS[t.insurers.pick(rng)];
             let member_id = format!("{prefix}{:09}", rng.random_range(0..1_000_000_000u32));
@@ -317,7 +317,7 @@ impl People {
         p.birth = elder.birth;
         p.home = elder.home.clone();
         p.phone = elder.phone;
-        p.email = email(p.first, &p.last, rng);
+        p.email = email(p.first, &p.last, p.birth.year(), rng);
     }
 
     /// Which errors one record of `p` gets. Kinds that cannot happen to the
@@ -564,8 +564,9 @@ fn format_phone(digits: u64, rng: &mut StdRng) -> String {
     }
 }
 
-/// A lower-case address at an example domain, made from the name.
-fn email(first: &str, last: &str, rng: &mut StdRng) -> String {
+/// A lower-case address at an example domain, made from the name and
+/// perhaps the birth year or other digits.
+fn email(first: &str, last: &str, born: i32, rng: &mut StdRng) -> String {
     let (f, l) = (ascii_letters(first), ascii_letters(last));
     let initial = &f[..f.len().min(1)];
     let local = match rng.random_range(0..5) {
@@ -575,10 +576,11 @@ fn email(first: &str, last: &str, rng: &mut StdRng) -> String {
         3 => format!("{f}_{l}"),
         _ => format!("{l}{initial}"),
     };
-    let digits = match rng.random_range(0..4) {
+    let digits = match rng.random_range(0..5) {
         0 => String::new(),
-        1 => rng.random_range(1..100).to_string(),
-        2 => rng.random_range(1950..2010).to_string(),
+        1 => format!("{:02}", born % 100),
+        2 => born.to_string(),
+        3 => rng.random_range(1..100).to_string(),
         _ => rng.random_range(100..10_000).to_string(),
     };
     let domain = EMAIL_DOMAINS.choose(rng).copied().unwrap_or("example.com");
@@ -777,7 +779,7 @@ mod tests {
     #[test]
     fn emails_are_lower_case_ascii() {
         let mut r = rng(5);
-        let e = email("Zoë", "Müller", &mut r);
+        let e = email("Zoë", "Müller", 1990, &mut r);
         assert!(e.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()), "{e}");
         assert!(e.contains("muller"), "{e}");
     }
