@@ -356,12 +356,12 @@ pub fn generate(opts: &GenOptions) -> anyhow::Result<GenSummary> {
 
 /// The one place CSV writers are built: quoting only where needed, the
 /// line ending each file uses.
-fn csv_writer(terminator: csv::Terminator) -> csv::Writer<Vec<u8>> {
-    csv::WriterBuilder::new().terminator(terminator).from_writer(Vec::new())
+fn csv_writer(terminator: csv::Terminator, capacity: usize) -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().terminator(terminator).from_writer(Vec::with_capacity(capacity))
 }
 
 fn header(names: &[&str], terminator: csv::Terminator) -> anyhow::Result<Vec<u8>> {
-    let mut w = csv_writer(terminator);
+    let mut w = csv_writer(terminator, 256);
     w.write_record(names)?;
     Ok(w.into_inner().map_err(|e| e.into_error())?)
 }
@@ -622,8 +622,11 @@ impl Population {
     }
 
     fn chunk(&self, side: Side, rows: Range<u64>) -> anyhow::Result<Chunk> {
-        let mut out = csv_writer(csv::Terminator::CRLF);
-        let mut truth = csv_writer(csv::Terminator::Any(b'\n'));
+        // Sized for a chunk's rows (about 200 and 20 bytes each), so the
+        // buffers rarely grow.
+        let rows_len = (rows.end - rows.start) as usize;
+        let mut out = csv_writer(csv::Terminator::CRLF, rows_len * 256);
+        let mut truth = csv_writer(csv::Terminator::Any(b'\n'), rows_len * 24);
         let (mut planted, mut carrying) = (Planted::default(), 0);
         for row in rows {
             let slot = self.rows[ix(side)].apply(row);

@@ -87,6 +87,10 @@ impl Weighted {
 pub(super) struct Tables {
     female: Weighted,
     male: Weighted,
+    /// The nicknames of each name in [`FEMALE`] and [`MALE`], looked up once
+    /// rather than per record.
+    female_nicknames: Vec<&'static [&'static str]>,
+    male_nicknames: Vec<&'static [&'static str]>,
     surnames: Weighted,
     streets: Weighted,
     suffixes: Weighted,
@@ -101,6 +105,8 @@ impl Tables {
             // about 1.3% of surnames, as in US data.
             female: Weighted::zipf(FEMALE.len(), 10.0),
             male: Weighted::zipf(MALE.len(), 10.0),
+            female_nicknames: FEMALE.iter().map(|n| nicknames_of(&name_key(n))).collect(),
+            male_nicknames: MALE.iter().map(|n| nicknames_of(&name_key(n))).collect(),
             surnames: Weighted::zipf(SURNAMES.len(), 20.0),
             streets: Weighted::zipf(STREETS.len(), 8.0),
             suffixes: Weighted::new(SUFFIXES.iter().map(|s| s.2 as f64)),
@@ -190,6 +196,8 @@ pub(super) struct Insurance {
 pub(super) struct Person {
     sex: Sex,
     first: &'static str,
+    /// The first name's nicknames, most usual first.
+    nicknames: &'static [&'static str],
     middle: Option<&'static str>,
     last: Cow<'static, str>,
     birth: NaiveDate,
@@ -262,15 +270,15 @@ impl People {
     fn draw(&self, rng: &mut StdRng) -> Person {
         let t = &self.tables;
         let sex = if rng.random_bool(0.51) { Sex::F } else { Sex::M };
-        let first = self.given_name(sex, rng);
-        let middle = rng.random_bool(0.65).then(|| self.given_name(sex, rng)).filter(|m| *m != first);
+        let (first, nicknames) = self.given_name(sex, rng);
+        let middle = rng.random_bool(0.65).then(|| self.given_name(sex, rng).0).filter(|m| *m != first);
         let last = self.surname(rng);
         let birth = birth_date(rng);
         let home = self.address(rng);
         let area = if rng.random_bool(0.8) { PLACES[home.place].3 } else { PLACES[t.places.pick(rng)].3 };
         let phone = phone_number(area, rng);
         let mobile = rng.random_bool(0.55).then(|| phone_number(PLACES[t.places.pick(rng)].3, rng));
-        let email = email(first, &last, rng);
+        let email = email(first, &last, birth.year(), rng);
         let insurance = rng.random_bool(0.95).then(|| {
             let (provider, prefix, grouped) = INSURERS[t.insurers.pick(rng)];
             let member_id = format!("{prefix}{:09}", rng.random_range(0..1_000_000_000u32));
@@ -281,6 +289,7 @@ impl People {
         Person {
             sex,
             first,
+            nicknames,
             middle,
             last,
             birth,
@@ -299,16 +308,16 @@ impl People {
         if rng.random_bool(0.5) {
             p.sex = elder.sex;
         }
-        p.first = self.given_name(p.sex, rng);
+        (p.first, p.nicknames) = self.given_name(p.sex, rng);
         while p.first == elder.first {
-            p.first = self.given_name(p.sex, rng);
+            (p.first, p.nicknames) = self.given_name(p.sex, rng);
         }
-        p.middle = p.middle.map(|_| self.given_name(p.sex, rng)).filter(|m| *m != p.first);
+        p.middle = p.middle.map(|_| self.given_name(p.sex, rng).0).filter(|m| *m != p.first);
         p.last = elder.last.clone();
         p.birth = elder.birth;
         p.home = elder.home.clone();
         p.phone = elder.phone;
-        p.email = email(p.first, &p.last, rng);
+        p.email = email(p.first, &p.last, p.birth.year(), rng);
     }
 
     /// Which errors one record of `p` gets. Kinds that cannot happen to the
@@ -321,7 +330,7 @@ impl People {
             // shifts the rest of the stream.
             let hit = rng.random::<f64>() < e.rate(&self.noise);
             let possible = match e {
-                Error::Nickname => !nicknames_of(&name_key(p.first)).is_empty(),
+                Error::Nickname => !p.nicknames.is_empty(),
                 Error::DobSwap => p.birth.day() <= 12 && p.birth.day() != p.birth.month(),
                 Error::MarriedName => p.sex == Sex::F,
                 _ => true,
@@ -348,7 +357,7 @@ impl People {
 
         let mut first = p.first.to_string();
         if errors.has(Error::Nickname) {
-            let nicks = nicknames_of(&name_key(p.first));
+            let nicks = p.nicknames;
             // The first-listed nickname is the usual one (Bill, Bob, Peggy).
             let nick =
                 if rng.random_bool(0.5) { nicks[0] } else { nicks.choose(rng).copied().unwrap_or(nicks[0]) };
@@ -467,10 +476,18 @@ impl People {
         Record { first, middle, last, birth, sex, address1, address2, city, state, zip, phone, mobile, email }
     }
 
-    fn given_name(&self, sex: Sex, rng: &mut StdRng) -> &'static str {
+    /// A given name and its nicknames.
+    fn given_name(&self, sex: Sex, rng: &mut StdRng) -> (&'static str, &'static [&'static str]) {
+        let t = &self.tables;
         match sex {
-            Sex::F => FEMALE[self.tables.female.pick(rng)],
-            _ => MALE[self.tables.male.pick(rng)],
+            Sex::F => {
+                let i = t.female.pick(rng);
+                (FEMALE[i], t.female_nicknames[i])
+            }
+            _ => {
+                let i = t.male.pick(rng);
+                (MALE[i], t.male_nicknames[i])
+            }
         }
     }
 
@@ -547,8 +564,9 @@ fn format_phone(digits: u64, rng: &mut StdRng) -> String {
     }
 }
 
-/// A lower-case address at an example domain, made from the name.
-fn email(first: &str, last: &str, rng: &mut StdRng) -> String {
+/// A lower-case address at an example domain, made from the name and
+/// perhaps the birth year or other digits.
+fn email(first: &str, last: &str, born: i32, rng: &mut StdRng) -> String {
     let (f, l) = (ascii_letters(first), ascii_letters(last));
     let initial = &f[..f.len().min(1)];
     let local = match rng.random_range(0..5) {
@@ -558,10 +576,11 @@ fn email(first: &str, last: &str, rng: &mut StdRng) -> String {
         3 => format!("{f}_{l}"),
         _ => format!("{l}{initial}"),
     };
-    let digits = match rng.random_range(0..4) {
+    let digits = match rng.random_range(0..5) {
         0 => String::new(),
-        1 => rng.random_range(1..100).to_string(),
-        2 => rng.random_range(1950..2010).to_string(),
+        1 => format!("{:02}", born % 100),
+        2 => born.to_string(),
+        3 => rng.random_range(1..100).to_string(),
         _ => rng.random_range(100..10_000).to_string(),
     };
     let domain = EMAIL_DOMAINS.choose(rng).copied().unwrap_or("example.com");
@@ -760,7 +779,7 @@ mod tests {
     #[test]
     fn emails_are_lower_case_ascii() {
         let mut r = rng(5);
-        let e = email("Zoë", "Müller", &mut r);
+        let e = email("Zoë", "Müller", 1990, &mut r);
         assert!(e.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()), "{e}");
         assert!(e.contains("muller"), "{e}");
     }
