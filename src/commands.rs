@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::flatfile::parse_bytes;
+use crate::generate::{GenOptions, Noise, generate};
 use crate::hl7;
 use crate::job::{ConfigError, InputSchema, Job, default_state_dir, load_schema_file, schema_path};
 use crate::model::{Field, Side};
@@ -126,6 +127,40 @@ pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
         eprintln!("Reports: {}", result.report_dir.display());
     }
     Ok(if result.failed { Exit::Failed } else { Exit::Done })
+}
+
+/// `ferry gen`: a labelled population for testing matching.
+pub fn generate_population(patients: usize, seed: u64, noise: &str, out: &Path, quiet: bool) -> Result<Exit> {
+    let noise = match noise {
+        "none" => Noise::none(),
+        "default" => Noise::default(),
+        "high" => Noise::high(),
+        other => {
+            eprintln!("ferry gen: --noise {other:?} is not one of none, default, high");
+            return Ok(Exit::BadConfig);
+        }
+    };
+    if patients == 0 {
+        eprintln!("ferry gen: --patients must be at least 1");
+        return Ok(Exit::BadConfig);
+    }
+    let started = std::time::Instant::now();
+    let s = generate(&GenOptions { patients, seed, noise, out_dir: out.to_path_buf() })?;
+    if !quiet {
+        eprintln!(
+            "wrote {} EHR and {} practice records ({} persons, {} on both sides, {} twin pairs, {} duplicates \
+             per side) to {} in {:.1}s",
+            s.ehr_records,
+            s.practice_records,
+            s.persons,
+            s.true_pairs,
+            s.twin_pairs,
+            s.duplicates_per_side,
+            out.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(Exit::Done)
 }
 
 pub fn check(jobs: &[String]) -> Result<Exit> {

@@ -50,6 +50,22 @@ enum Command {
         #[arg(long, default_value_t = ferry::run::DEFAULT_BATCH)]
         batch: usize,
     },
+    /// Write a made-up population with known truth: an EHR patient export, a practice roster and
+    /// truth.csv (which records are the same person), with controlled noise. For testing and benchmarks.
+    Gen {
+        /// Patients per side (1,000 to 10,000,000).
+        #[arg(long, default_value_t = 10_000)]
+        patients: usize,
+        /// The same seed and options write the same files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// none, default or high.
+        #[arg(long, default_value = "default")]
+        noise: String,
+        /// Folder to write ehr_patients.csv, practice_roster.csv and truth.csv in.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Validate job and schema files; with a job, also check that its folders and files can be read.
     Check {
         /// Jobs to check; with none, every jobs/*.toml and schemas/*.toml.
@@ -111,6 +127,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { job } => commands::run(&job, cli.quiet),
         Command::Backfill { job, batch } => commands::backfill(&job, batch, cli.quiet),
+        Command::Gen { patients, seed, noise, out } => commands::generate_population(patients, seed, &noise, &out, cli.quiet),
         Command::Check { jobs } => commands::check(&jobs),
         Command::Parse { file, schema, side, json } => {
             commands::parse(&file, schema.as_deref(), side.as_deref(), json)
