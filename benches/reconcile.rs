@@ -64,8 +64,11 @@ fn blank_column(from: &Path, to: &Path, column: &str, bom: bool) {
     for rec in rdr.byte_records() {
         let rec = rec.unwrap();
         let i = *index.get_or_insert_with(|| rec.iter().position(|h| h == column.as_bytes()).expect(column));
-        let fields: Vec<&[u8]> =
-            rec.iter().enumerate().map(|(j, f)| if j == i && !f.starts_with(column.as_bytes()) { &[][..] } else { f }).collect();
+        let fields: Vec<&[u8]> = rec
+            .iter()
+            .enumerate()
+            .map(|(j, f)| if j == i && !f.starts_with(column.as_bytes()) { &[][..] } else { f })
+            .collect();
         w.write_record(fields).unwrap();
     }
     drop(w);
@@ -167,7 +170,9 @@ fn python_tools(data: &Path) -> Vec<serde_json::Value> {
     let venv = root().join("target/bench/linkage-venv");
     let setup = Command::new("bash").arg(root().join("benches/linkage/setup.sh")).arg(&venv).status();
     if !setup.is_ok_and(|s| s.success()) {
-        eprintln!("bench: could not set up recordlinkage/splink (benches/linkage/setup.sh); skipping their rows");
+        eprintln!(
+            "bench: could not set up recordlinkage/splink (benches/linkage/setup.sh); skipping their rows"
+        );
         return Vec::new();
     }
     let out = Command::new(venv.join("bin/python"))
@@ -192,7 +197,9 @@ fn main() {
         let with_ids = population(quality_n, 1);
         let no_ids = without_ids(&with_ids);
         let mut rows: Vec<(String, f64, serde_json::Value)> = Vec::new();
-        for (name, data) in [("ferry (demographics only)", &no_ids), ("ferry (IDs, then demographics)", &with_ids)] {
+        for (name, data) in
+            [("ferry (demographics only)", &no_ids), ("ferry (IDs, then demographics)", &with_ids)]
+        {
             let run = backfill(data, if data == &no_ids { "quality_no_ids" } else { "quality_ids" });
             if let Some(score) = evaluate(data, &run.report, "ferry") {
                 rows.push((name.to_string(), run.secs, score));
@@ -203,7 +210,9 @@ fn main() {
             rows.push((format!("{tool} (demographics only)"), num(&v, "seconds"), v));
         }
         println!();
-        println!("Link quality, {quality_n} x {quality_n} patients (generator default noise, seed 1, no SSN)");
+        println!(
+            "Link quality, {quality_n} x {quality_n} patients (generator default noise, seed 1, no SSN)"
+        );
         println!(
             "{:<34} {:>9} {:>8} {:>10} {:>8} {:>8}",
             "tool", "seconds", "links", "precision", "recall", "F1"
@@ -217,7 +226,9 @@ fn main() {
                 num(v, "f1"),
             );
         }
-        println!("(ferry's seconds are the whole backfill: load, reconcile, reports; Python's the linkage alone)");
+        println!(
+            "(ferry's seconds are the whole backfill: load, reconcile, reports; Python's the linkage alone)"
+        );
     }
 
     if scale_n > 0 {

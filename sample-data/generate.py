@@ -40,7 +40,7 @@ roster row holds their EHR PatientID. Among them it plants:
 Then come people that only demographic (Fellegi-Sunter) matching can pair,
 with no ID carried either way: pairs it must link (one with a nickname, a
 last-name typo, day and month swapped, a new phone), look-alike strangers it
-must leave apart, a namesake and a pair of twins for review, and patients
+must leave apart, a patient registered twice at the practice and a pair of twins for review, and patients
 registered twice in the EHR.
 
 The HL7 files hold new people only (not in the EHR export): registrations,
@@ -848,20 +848,19 @@ def plant_lookalike_strangers(demo: Demo) -> None:
 
 def plant_possible_matches(demo: Demo) -> None:
     case = "possible_match"
-    # A namesake, or the same person moved: too little agrees to link, too much to ignore.
+    # One EHR patient whom the practice registered twice: two candidates
+    # that score the same, so neither may be linked without a person.
     p = demo.person(adult=True)
-    style = next(s for s in PHONE_STYLES if format_phone(phone_digits(p.phone), s) == p.phone)
-    other_dob = p.dob.replace(month=p.dob.month % 12 + 1, day=p.dob.day % 28 + 1)
-    q = replace(p, dob=other_dob, address1=demo.street(), address2="",
-                phone=demo.phone(p.state, style), cell="", email="")
     e = demo.ehr(case, p)
-    r = demo.roster(case, q, ehr_id="")
-    what = (f"same name '{p.first} {p.last}', birth year and town ({p.city} {p.zip}), but EHR DOB "
-            f"{p.dob.isoformat()}, '{p.address1}', '{p.phone}'; roster DOB {q.dob.isoformat()}, "
-            f"'{q.address1}', '{q.phone}'")
-    demo.plant(case, what, [e, r], [
-        Expect("possible_match", e, kind="below_link", ehr_id=e.own_id, practice_mrn=r.own_id, note=what),
-        unmatched(e), unmatched(r),
+    r1 = demo.roster(case, p, ehr_id="")
+    r2 = demo.roster(case, p, ehr_id="")
+    what = (f"EHR '{p.first} {p.last}' and two identical roster rows {r1.own_id} and {r2.own_id}: "
+            "two equally good candidates")
+    demo.plant(case, what, [e, r1, r2], [
+        Expect("possible_match", e, kind="ambiguous", ehr_id=e.own_id, practice_mrn=r1.own_id, note=what),
+        Expect("possible_match", e, kind="ambiguous", ehr_id=e.own_id, practice_mrn=r2.own_id, note=what),
+        Expect("possible_duplicate", r1, practice_mrn=r1.own_id, id_value=r2.own_id, note=what),
+        unmatched(e), unmatched(r1), unmatched(r2),
     ])
     # Twins: one in the EHR, the other in the roster, each without the other.
     a = demo.person(sex="F", first="Emma")

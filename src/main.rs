@@ -127,7 +127,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { job } => commands::run(&job, cli.quiet),
         Command::Backfill { job, batch } => commands::backfill(&job, batch, cli.quiet),
-        Command::Gen { patients, seed, noise, out } => commands::generate_population(patients, seed, &noise, &out, cli.quiet),
+        Command::Gen { patients, seed, noise, out } => {
+            commands::generate_population(patients, seed, &noise, &out, cli.quiet)
+        }
         Command::Check { jobs } => commands::check(&jobs),
         Command::Parse { file, schema, side, json } => {
             commands::parse(&file, schema.as_deref(), side.as_deref(), json)

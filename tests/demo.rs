@@ -109,6 +109,7 @@ fn demo_reports_find_every_planted_case() {
                 // `kind` names the reason, where it is certain.
                 let reason = match case["kind"].as_str() {
                     "below_link" => "between the review and link thresholds",
+                    "ambiguous" => "another candidate scores nearly as well",
                     "first_names_differ" => "first names differ",
                     "" => "",
                     other => panic!("planted.csv has a possible_match kind this test does not know: {other}"),

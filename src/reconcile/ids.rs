@@ -42,6 +42,8 @@ struct Linker<'a> {
     policy: LeadingZeros,
     ehr_link: Vec<Option<usize>>,
     practice_link: Vec<Option<usize>>,
+    /// Where each linked EHR record's link is in `out.links`.
+    link_index: Vec<Option<usize>>,
     /// Records an earlier key found in a contradiction or pointing at a
     /// different person: no later key may link them until a person decides.
     held: HashSet<(Side, usize)>,
@@ -55,6 +57,7 @@ pub(super) fn link(ehr: &[PatientRecord], practice: &[PatientRecord], cfg: &Reco
         policy: cfg.leading_zeros,
         ehr_link: vec![None; ehr.len()],
         practice_link: vec![None; practice.len()],
+        link_index: vec![None; ehr.len()],
         held: HashSet::new(),
         out: Outcome::default(),
     };
@@ -205,8 +208,8 @@ impl<'a> Linker<'a> {
         let records = vec![(Side::Ehr, e), (Side::Practice, p)];
         match (self.ehr_link[e], self.practice_link[p]) {
             (Some(x), _) if x == p => {
-                if let Some(l) = self.out.links.iter_mut().find(|l| l.ehr == e && l.practice == p) {
-                    l.confirmed_by.push(key);
+                if let Some(i) = self.link_index[e] {
+                    self.out.links[i].confirmed_by.push(key);
                 }
                 return;
             }
@@ -275,6 +278,7 @@ impl<'a> Linker<'a> {
         }
         self.ehr_link[e] = Some(p);
         self.practice_link[p] = Some(e);
+        self.link_index[e] = Some(self.out.links.len());
         self.out.links.push(Link {
             ehr: e,
             practice: p,

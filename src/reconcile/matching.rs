@@ -7,7 +7,8 @@
 //! 2. **Blocking.** Only pairs that share at least one blocking key are
 //!    compared (birth date with the first or last name's code, the birth date
 //!    with day and month swapped, both name codes with the birth year, a
-//!    phone, an email, the street address). Blocks larger than
+//!    phone, an email, the street address, the surname's code with the
+//!    birth year and month). Blocks larger than
 //!    [`MatchSettings::max_block`] pairs are skipped and counted, so common
 //!    values cannot make the work grow with the square of the input.
 //! 3. **Comparison.** Each pair gets a level per comparison (exact,
@@ -386,6 +387,10 @@ fn blocking_keys(f: &Features, out: &mut Vec<u64>) {
         if f.first_code != 0 && f.last_code != 0 {
             key(4, &|h| (y, f.first_code, f.last_code).hash(h));
         }
+        // A nickname changes the first name's code: the surname, year and month.
+        if f.last_code != 0 {
+            key(8, &|h| (y, m, f.last_code).hash(h));
+        }
     }
     for phone in f.phones.iter().flatten() {
         key(5, &|h| phone.hash(h));
@@ -466,6 +471,64 @@ pub fn candidates(a: &[Features], b: &[Features], same_side: bool, max_block: us
 
 /// Fit the model: u from random pairs of `a` x `b`, m and the match share by
 /// EM on the candidate patterns, then the job's fixed values.
+/// ID links needed before m is counted on them instead of estimated by EM.
+pub const MIN_LABELLED: usize = 500;
+
+/// Fit the model. u is counted on random pairs of `a` x `b`. m is counted
+/// on `labelled`, the patterns of pairs the trusted IDs linked, when there
+/// are at least [`MIN_LABELLED`] of them: real matches, which EM can only
+/// guess at (on a large population the candidate pairs that share a
+/// birthday and a name code outnumber the matches, and EM's "match" class
+/// drifts towards them). With fewer, m and the match share are estimated by
+/// EM on the candidate patterns. The job's fixed values override both.
+pub fn fit_with_labels(
+    a: &[Features],
+    b: &[Features],
+    patterns: &[Pattern],
+    labelled: &[Pattern],
+    s: &MatchSettings,
+) -> Model {
+    if labelled.len() < MIN_LABELLED {
+        return fit(a, b, patterns, s);
+    }
+    let mut model = Model {
+        m: std::array::from_fn(|c| {
+            let levels = COMPARISONS[c].levels().len();
+            // Half a pair per level keeps a level never seen from weighing minus infinity.
+            let mut counts = vec![0.5; levels];
+            for p in labelled {
+                if p[c] != MISSING {
+                    counts[p[c] as usize] += 1.0;
+                }
+            }
+            let total: f64 = counts.iter().sum();
+            counts.iter().map(|n| n / total).collect()
+        }),
+        u: random_u(a, b, s.u_sample),
+        lambda: 0.5,
+        iterations: 0,
+    };
+    apply_fixed(&mut model, s);
+    model.lambda = with_prior_for(&model, patterns.iter()).lambda;
+    model
+}
+
+fn apply_fixed(model: &mut Model, s: &MatchSettings) {
+    for f in &s.fixed {
+        let c = f.comparison.index();
+        if let Some(m) = f.m
+            && let Some(slot) = model.m[c].get_mut(f.level)
+        {
+            *slot = m;
+        }
+        if let Some(u) = f.u
+            && let Some(slot) = model.u[c].get_mut(f.level)
+        {
+            *slot = u;
+        }
+    }
+}
+
 pub fn fit(a: &[Features], b: &[Features], patterns: &[Pattern], s: &MatchSettings) -> Model {
     let mut model = Model {
         m: std::array::from_fn(|c| initial_m(COMPARISONS[c])),
@@ -495,15 +558,36 @@ pub fn fit(a: &[Features], b: &[Features], patterns: &[Pattern], s: &MatchSettin
     if !rows.is_empty() && !all_m_fixed {
         em(&mut model, &rows, s);
     }
-    for f in &s.fixed {
-        let c = f.comparison.index();
-        if let Some(m) = f.m
-            && let Some(slot) = model.m[c].get_mut(f.level)
-        {
-            *slot = m;
+    apply_fixed(&mut model, s);
+    model
+}
+
+/// The model with its prior re-estimated (m and u kept) for another set of
+/// candidate pairs: the pairs still unlinked once IDs have linked most true
+/// matches, or the pairs within one side, where duplicates are rare. The
+/// prior learned on every candidate pair would overstate both.
+pub fn with_prior_for<'p>(model: &Model, patterns: impl Iterator<Item = &'p Pattern>) -> Model {
+    let mut counts: HashMap<Pattern, f64> = HashMap::new();
+    for p in patterns {
+        *counts.entry(*p).or_default() += 1.0;
+    }
+    let total: f64 = counts.values().sum();
+    let mut out = model.clone();
+    if total == 0.0 {
+        return out;
+    }
+    let bits: Vec<(f64, f64)> = counts.iter().map(|(p, n)| (model.bayes_bits(p), *n)).collect();
+    for _ in 0..200 {
+        let odds = out.lambda / (1.0 - out.lambda);
+        let matches: f64 = bits.iter().map(|(b, n)| probability(odds.log2() + b) * n).sum();
+        let lambda = (matches / total).clamp(1e-9, 1.0 - 1e-6);
+        let done = (lambda - out.lambda).abs() < 1e-9;
+        out.lambda = lambda;
+        if done {
+            break;
         }
     }
-    model
+    out
 }
 
 fn initial_m(c: Comparison) -> Vec<f64> {
@@ -607,7 +691,7 @@ pub enum Hold {
     FirstNamesDiffer,
     /// Another candidate of one of the records scores nearly as well.
     Ambiguous,
-    /// One of the records is linked to a better candidate.
+    /// One of the records is linked to a better candidate (not listed).
     PartnerTaken,
     /// One of the records is in an external-ID conflict, which a person
     /// must settle first.
@@ -705,12 +789,7 @@ pub fn decide(mut scored: Vec<Scored>, a_len: usize, b_len: usize, s: &MatchSett
         };
         match hold {
             // A pair that lost to a confident link is not worth a person's time.
-            Some(Hold::PartnerTaken) => {
-                let lost_to_link = out.links.iter().any(|l| l.a == x.a || l.b == x.b);
-                if !lost_to_link {
-                    out.review.push((x, Hold::PartnerTaken));
-                }
-            }
+            Some(Hold::PartnerTaken) => {}
             Some(h) => out.review.push((x, h)),
             None => {
                 a_taken[x.a] = true;
@@ -723,12 +802,25 @@ pub fn decide(mut scored: Vec<Scored>, a_len: usize, b_len: usize, s: &MatchSett
     out
 }
 
-/// Possible duplicates within one side: pairs at or above the review
-/// threshold under `model`, best first.
+/// Share of a side's records assumed to be a second registration of a patient.
+pub const DUPLICATE_RATE: f64 = 0.01;
+
+/// Possible duplicates within one side: pairs at or above the link
+/// threshold under `model` with the prior of within-side pairs, best first.
+/// The link threshold, not the review one: every pair listed is a chart a
+/// person may merge, and people who share a first name and a birthday are
+/// common in a large practice.
 pub fn duplicates(f: &[Features], model: &Model, s: &MatchSettings) -> (Vec<Scored>, usize) {
     let cands = candidates(f, f, true, s.max_block);
+    // The prior: about one record in a hundred registered twice, a common
+    // rate in practice systems. Estimating it by EM here over-fits: pairs
+    // within a side that share a birthday and a first name are far more
+    // numerous than duplicates, and the m and u of the cross-side model
+    // score them just above even.
+    let lambda = (DUPLICATE_RATE * f.len() as f64 / cands.pairs.len().max(1) as f64).clamp(1e-9, 0.5);
+    let model = Model { lambda, ..model.clone() };
     let mut found: Vec<Scored> =
-        score(f, f, &cands.pairs, model).into_iter().filter(|x| x.probability >= s.review_at).collect();
+        score(f, f, &cands.pairs, &model).into_iter().filter(|x| x.probability >= s.link_at).collect();
     found.sort_by(|x, y| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
     (found, cands.pairs.len())
 }
@@ -790,15 +882,21 @@ mod tests {
 
     /// Two sides of `n` people, the second with a typo in every tenth last name.
     fn sides(n: usize) -> (Vec<Features>, Vec<Features>) {
-        const FIRST: [&str; 8] = ["Ann", "Bob", "Carl", "Dina", "Eve", "Fay", "Gus", "Hal"];
-        const LAST: [&str; 8] = ["Lee", "Park", "Cho", "Diaz", "Khan", "Ross", "Wong", "Hill"];
+        const FIRST: [&str; 16] = [
+            "Ann", "Bob", "Carl", "Dina", "Eve", "Fay", "Gus", "Hal", "Ida", "Jon", "Kim", "Lou", "Max",
+            "Ned", "Ola", "Pia",
+        ];
+        const LAST: [&str; 16] = [
+            "Lee", "Park", "Cho", "Diaz", "Khan", "Ross", "Wong", "Hill", "Baker", "Fuentes", "Gupta",
+            "Jansen", "Moreau", "Novak", "Quinn", "Tanaka",
+        ];
         let mut a = Vec::new();
         let mut b = Vec::new();
         for i in 0..n {
             let mut p = person(
-                FIRST[i % 8],
-                LAST[(i / 8) % 8],
-                (1950 + (i % 50) as i32, 1 + (i % 12) as u32, 1 + (i % 28) as u32),
+                FIRST[i % 16],
+                LAST[(i / 16) % 16],
+                (1900 + (i % 101) as i32, 1 + (i % 12) as u32, 1 + (i % 28) as u32),
             );
             p.zip = Some(format!("{:05}", 1000 + i % 300));
             p.phone_home = Some(format!("+1617555{:04}", i));

@@ -201,9 +201,21 @@ pub fn reconcile(
         demographics(&mut out, ehr, practice, settings);
     }
     let (free_ehr, free_practice) = out.unlinked(ehr.len(), practice.len());
-    out.unmatched_ehr = free_ehr.into_iter().map(|i| unmatched(&out, Side::Ehr, i, &ehr[i])).collect();
-    out.unmatched_practice =
-        free_practice.into_iter().map(|i| unmatched(&out, Side::Practice, i, &practice[i])).collect();
+    let mut kinds: HashMap<(Side, usize), Vec<&'static str>> = HashMap::new();
+    for c in &out.conflicts {
+        for r in &c.records {
+            let list = kinds.entry(*r).or_default();
+            if !list.contains(&c.kind.as_str()) {
+                list.push(c.kind.as_str());
+            }
+        }
+    }
+    let reason = |side, i, rec| unmatched(kinds.get(&(side, i)).map_or(&[][..], Vec::as_slice), side, i, rec);
+    let unmatched_ehr = free_ehr.into_iter().map(|i| reason(Side::Ehr, i, &ehr[i])).collect();
+    let unmatched_practice =
+        free_practice.into_iter().map(|i| reason(Side::Practice, i, &practice[i])).collect();
+    out.unmatched_ehr = unmatched_ehr;
+    out.unmatched_practice = unmatched_practice;
     for link in &mut out.links {
         link.score = diff::agreement(&ehr[link.ehr].patient, &practice[link.practice].patient, &cfg.compare);
     }
@@ -255,8 +267,13 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
     let cands = matching::candidates(&fe, &fp, false, s.max_block);
     let patterns: Vec<matching::Pattern> =
         cands.pairs.par_iter().map(|&(i, j)| matching::compare(&fe[i as usize], &fp[j as usize])).collect();
-    let model = matching::fit(&fe, &fp, &patterns, s);
+    let labelled: Vec<matching::Pattern> =
+        out.links.par_iter().map(|l| matching::compare(&fe[l.ehr], &fp[l.practice])).collect();
+    let model = matching::fit_with_labels(&fe, &fp, &patterns, &labelled, s);
+    tracing::debug!(?model, "Matching model fitted.");
 
+    // ID links are scored with the prior of all candidate pairs: they were
+    // found by ID, not drawn from the unlinked rest.
     for link in &mut out.links {
         let p = matching::compare(&fe[link.ehr], &fp[link.practice]);
         link.probability = Some(matching::probability(model.weight(&p)));
@@ -276,11 +293,15 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
             Side::Practice => held_p[i] = true,
         }
     }
+    let free =
+        |&(&(i, j), _): &(&(u32, u32), &matching::Pattern)| is_free_e[i as usize] && is_free_p[j as usize];
+    let model =
+        matching::with_prior_for(&model, cands.pairs.iter().zip(&patterns).filter(free).map(|(_, p)| p));
     let (held, scored): (Vec<matching::Scored>, Vec<matching::Scored>) = cands
         .pairs
         .iter()
         .zip(&patterns)
-        .filter(|&(&(i, j), _)| is_free_e[i as usize] && is_free_p[j as usize])
+        .filter(free)
         .map(|(&(i, j), p)| {
             let weight = model.weight(p);
             let probability = matching::probability(weight);
@@ -344,14 +365,8 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
     out.matching = Some(stats);
 }
 
-fn unmatched(out: &Outcome, side: Side, index: usize, rec: &PatientRecord) -> Unmatched {
-    let mut kinds: Vec<&str> = out
-        .conflicts
-        .iter()
-        .filter(|c| c.records.contains(&(side, index)))
-        .map(|c| c.kind.as_str())
-        .collect();
-    kinds.dedup();
+/// Why a record has no partner; `kinds` are the conflicts it is in.
+fn unmatched(kinds: &[&str], side: Side, index: usize, rec: &PatientRecord) -> Unmatched {
     let reason = if !kinds.is_empty() {
         format!("ID conflict: {} (see external_id_conflicts.csv)", kinds.join(", "))
     } else if let Some(id) = rec.carried_id() {
