@@ -848,19 +848,21 @@ def plant_lookalike_strangers(demo: Demo) -> None:
 
 def plant_possible_matches(demo: Demo) -> None:
     case = "possible_match"
-    # One EHR patient whom the practice registered twice: two candidates
-    # that score the same, so neither may be linked without a person.
+    # One EHR patient whom the practice registered twice: the two charts tie,
+    # but they are one registration entered twice, so the EHR patient links
+    # to the first chart; the charts are a possible duplicate, and no MRN
+    # goes back to the EHR until they are merged.
     p = demo.person(adult=True)
-    e = demo.ehr(case, p)
-    r1 = demo.roster(case, p, ehr_id="")
-    r2 = demo.roster(case, p, ehr_id="")
+    e = demo.ehr("registered_twice", p)
+    r1 = demo.roster("registered_twice", p, ehr_id="")
+    r2 = demo.roster("registered_twice", p, ehr_id="")
+    first, second = sorted([r1, r2], key=lambda r: r.own_id)
     what = (f"EHR '{p.first} {p.last}' and two identical roster rows {r1.own_id} and {r2.own_id}: "
-            "two equally good candidates")
-    demo.plant(case, what, [e, r1, r2], [
-        Expect("possible_match", e, kind="ambiguous", ehr_id=e.own_id, practice_mrn=r1.own_id, note=what),
-        Expect("possible_match", e, kind="ambiguous", ehr_id=e.own_id, practice_mrn=r2.own_id, note=what),
-        Expect("possible_duplicate", r1, practice_mrn=r1.own_id, id_value=r2.own_id, note=what),
-        unmatched(e), unmatched(r1), unmatched(r2),
+            "one patient registered twice at the practice")
+    demo.plant("registered_twice", what, [e, r1, r2], [
+        Expect("matched", e, kind="demographics", ehr_id=e.own_id, practice_mrn=first.own_id, note=what),
+        Expect("possible_duplicate", first, practice_mrn=first.own_id, id_value=second.own_id, note=what),
+        unmatched(second),
     ])
     # Twins: one in the EHR, the other in the roster, each without the other.
     a = demo.person(sex="F", first="Emma")

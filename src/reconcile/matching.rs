@@ -749,7 +749,9 @@ pub fn match_sides(a: &[Features], b: &[Features], s: &MatchSettings) -> Decided
         })
         .filter(|x| x.probability >= s.review_at)
         .collect();
-    let mut out = decide(scored, a.len(), b.len(), s);
+    let same_a = |i: usize, j: usize| same_registration(&a[i], &a[j]);
+    let same_b = |i: usize, j: usize| same_registration(&b[i], &b[j]);
+    let mut out = decide(scored, (a.len(), b.len()), s, &same_a, &same_b);
     out.candidates = cands.pairs.len();
     out.skipped_blocks = cands.skipped_blocks;
     out.model = Some(model);
@@ -757,21 +759,48 @@ pub fn match_sides(a: &[Features], b: &[Features], s: &MatchSettings) -> Decided
 }
 
 /// One-to-one decisions on pairs already above the review threshold.
-pub fn decide(mut scored: Vec<Scored>, a_len: usize, b_len: usize, s: &MatchSettings) -> Decided {
-    // Best and second-best weight of each record, for the ambiguity rule.
-    let mut best_a = vec![(f64::NEG_INFINITY, f64::NEG_INFINITY); a_len];
-    let mut best_b = vec![(f64::NEG_INFINITY, f64::NEG_INFINITY); b_len];
-    let push = |slot: &mut (f64, f64), w: f64| {
-        if w > slot.0 {
-            *slot = (w, slot.0);
-        } else if w > slot.1 {
-            slot.1 = w;
+/// Two records of one side that are one registration entered twice: the
+/// same name (or a nickname or close spelling), birth date and sex. A tie
+/// between two such candidates is no ambiguity about who the patient is.
+pub fn same_registration(a: &Features, b: &Features) -> bool {
+    let p = compare(a, b);
+    p[0] <= 2 && p[1] <= 1 && p[2] <= 1 && p[3] != 1
+}
+
+/// The best two candidates of a record: (weight, partner), best first.
+type BestTwo = [(f64, usize); 2];
+
+/// One-to-one decisions on pairs already above the review threshold.
+/// `same_a` and `same_b` say whether two records of side a (or b) are one
+/// registration entered twice ([`same_registration`]).
+pub fn decide(
+    mut scored: Vec<Scored>,
+    (a_len, b_len): (usize, usize),
+    s: &MatchSettings,
+    same_a: &(dyn Fn(usize, usize) -> bool + Sync),
+    same_b: &(dyn Fn(usize, usize) -> bool + Sync),
+) -> Decided {
+    // Best and second-best candidate of each record, for the ambiguity rule.
+    const NONE: (f64, usize) = (f64::NEG_INFINITY, usize::MAX);
+    let mut best_a: Vec<BestTwo> = vec![[NONE, NONE]; a_len];
+    let mut best_b: Vec<BestTwo> = vec![[NONE, NONE]; b_len];
+    let push = |slot: &mut BestTwo, w: f64, partner: usize| {
+        if w > slot[0].0 {
+            *slot = [(w, partner), slot[0]];
+        } else if w > slot[1].0 {
+            slot[1] = (w, partner);
         }
     };
     for x in &scored {
-        push(&mut best_a[x.a], x.weight);
-        push(&mut best_b[x.b], x.weight);
+        push(&mut best_a[x.a], x.weight, x.b);
+        push(&mut best_b[x.b], x.weight, x.a);
     }
+    // Another candidate within AMBIGUITY_BITS that is not the same
+    // registration as this pair's partner.
+    let rival = |best: &BestTwo, partner: usize, weight: f64, same: &dyn Fn(usize, usize) -> bool| {
+        let other = if best[0].1 == partner { best[1] } else { best[0] };
+        other.1 != usize::MAX && other.0 > weight - AMBIGUITY_BITS && !same(partner, other.1)
+    };
     scored.sort_by(|x, y| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
     let (mut a_taken, mut b_taken) = (vec![false; a_len], vec![false; b_len]);
     let mut out = Decided::default();
@@ -782,7 +811,7 @@ pub fn decide(mut scored: Vec<Scored>, a_len: usize, b_len: usize, s: &MatchSett
             Some(Hold::BelowLink)
         } else if x.pattern[0] == 4 {
             Some(Hold::FirstNamesDiffer)
-        } else if best_a[x.a].1 > x.weight - AMBIGUITY_BITS || best_b[x.b].1 > x.weight - AMBIGUITY_BITS {
+        } else if rival(&best_a[x.a], x.b, x.weight, same_b) || rival(&best_b[x.b], x.a, x.weight, same_a) {
             Some(Hold::Ambiguous)
         } else {
             None
@@ -940,7 +969,7 @@ mod tests {
         let p = compare(&Features::of(&twin_a), &Features::of(&twin_b));
         assert_eq!(p[0], 4);
         let strong = Scored { a: 0, b: 0, pattern: p, weight: 40.0, probability: 1.0 };
-        let d = decide(vec![strong], 1, 1, &MatchSettings::default());
+        let d = decide(vec![strong], (1, 1), &MatchSettings::default(), &|_, _| false, &|_, _| false);
         assert!(d.links.is_empty());
         assert_eq!(d.review[0].1, Hold::FirstNamesDiffer);
     }
@@ -951,16 +980,27 @@ mod tests {
         let pair =
             |a, b, weight: f64| Scored { a, b, pattern: [0; N], weight, probability: probability(weight) };
         // Clear winner, a pair between the thresholds, and a near tie.
-        let d = decide(vec![pair(0, 0, 20.0), pair(1, 1, 2.0), pair(2, 2, 15.0), pair(2, 3, 14.0)], 3, 4, &s);
+        let never = |_: usize, _: usize| false;
+        let d = decide(
+            vec![pair(0, 0, 20.0), pair(1, 1, 2.0), pair(2, 2, 15.0), pair(2, 3, 14.0)],
+            (3, 4),
+            &s,
+            &never,
+            &never,
+        );
         assert_eq!(d.links.iter().map(|l| (l.a, l.b)).collect::<Vec<_>>(), [(0, 0)]);
         let holds: Vec<(usize, usize, Hold)> = d.review.iter().map(|(x, h)| (x.a, x.b, *h)).collect();
         assert!(holds.contains(&(1, 1, Hold::BelowLink)));
         assert!(holds.contains(&(2, 2, Hold::Ambiguous)));
         assert!(holds.contains(&(2, 3, Hold::Ambiguous)));
         // A pair that lost to a link is not listed for review.
-        let d = decide(vec![pair(0, 0, 30.0), pair(0, 1, 10.0)], 1, 2, &s);
+        let d = decide(vec![pair(0, 0, 30.0), pair(0, 1, 10.0)], (1, 2), &s, &never, &never);
         assert_eq!(d.links.len(), 1);
         assert!(d.review.is_empty());
+        // A near tie between two registrations of one patient is no ambiguity.
+        let same_b = |i: usize, j: usize| (i, j) == (2, 3) || (i, j) == (3, 2);
+        let d = decide(vec![pair(2, 2, 15.0), pair(2, 3, 14.0)], (3, 4), &s, &never, &same_b);
+        assert_eq!(d.links.iter().map(|l| (l.a, l.b)).collect::<Vec<_>>(), [(2, 2)]);
     }
 
     #[test]

@@ -309,7 +309,9 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
         })
         .filter(|x| x.probability >= s.review_at)
         .partition(|x| held_e[x.a] || held_p[x.b]);
-    let mut decided = matching::decide(scored, ehr.len(), practice.len(), s);
+    let same_e = |i: usize, j: usize| matching::same_registration(&fe[i], &fe[j]);
+    let same_p = |i: usize, j: usize| matching::same_registration(&fp[i], &fp[j]);
+    let mut decided = matching::decide(scored, (ehr.len(), practice.len()), s, &same_e, &same_p);
     decided.review.extend(held.into_iter().map(|x| (x, matching::Hold::IdConflict)));
     decided.review.sort_by(|(x, _), (y, _)| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
     for x in decided.links {
@@ -355,11 +357,23 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
             evidence: matching::evidence(&x.pattern),
         }));
     }
+    // No MRN goes back to the EHR while either record may be a duplicate:
+    // the chart it names may be merged away.
+    let (mut dup_e, mut dup_p) = (vec![false; ehr.len()], vec![false; practice.len()]);
+    for d in &out.duplicates {
+        let marks = match d.side {
+            Side::Ehr => &mut dup_e,
+            Side::Practice => &mut dup_p,
+        };
+        marks[d.a] = true;
+        marks[d.b] = true;
+    }
     out.id_updates = out
         .links
         .iter()
         .filter(|l| l.probability.is_some_and(|p| p >= s.link_at))
         .filter(|l| ehr[l.ehr].patient.practice_mrn.is_none())
+        .filter(|l| !dup_e[l.ehr] && !dup_p[l.practice])
         .map(|l| (l.ehr, l.practice))
         .collect();
     out.matching = Some(stats);
