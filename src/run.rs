@@ -398,29 +398,7 @@ fn take_one<'j>(
     };
     let seen = store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?;
     if let Some(seen) = seen.filter(|s| s.state == "loading") {
-        // A load that stopped after a checkpoint: go on with ferry's own
-        // copy, which was fsynced before the first batch.
-        let taken = store.ledger_taken(seen.id)?;
-        if Path::new(&taken.local_path).exists() {
-            info!(file = %entry.name, done = seen.records_done, "Going on with an interrupted load.");
-            pending.push(Pending {
-                taken,
-                entry,
-                schema: pick.schema,
-                load: pick.load,
-                after: pick.after,
-                origin,
-                resume: Some(seen),
-            });
-            return Ok(());
-        }
-        bail!(
-            "{} was being loaded (ledger row {}) but ferry's copy {} is gone; restore it or remove the \
-             row's partial load before running again",
-            entry.name,
-            seen.id,
-            taken.local_path
-        );
+        return resume(store, seen, entry, pick, origin, pending);
     }
     if let Some(seen) =
         store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?
@@ -447,17 +425,7 @@ fn take_one<'j>(
         fs::remove_file(&local)?;
         if found.state == "loading" {
             // The same bytes under a new mtime: go on with the interrupted load.
-            let taken = store.ledger_taken(found.id)?;
-            pending.push(Pending {
-                taken,
-                entry,
-                schema: pick.schema,
-                load: pick.load,
-                after: pick.after,
-                origin,
-                resume: Some(found),
-            });
-            return Ok(());
+            return resume(store, found, entry, pick, origin, pending);
         }
         finish_source_file(transport, store, found.id, &entry.name, pick.after, src_archive(job))?;
         files.push(already(found.run_id));
@@ -479,6 +447,39 @@ fn take_one<'j>(
         after: pick.after,
         origin,
         resume: None,
+    });
+    Ok(())
+}
+
+/// Queue a load that stopped after a checkpoint, to go on with ferry's own
+/// copy of the file, which was fsynced before the first batch.
+fn resume<'j>(
+    store: &Store,
+    ledger: LedgerEntry,
+    entry: Entry,
+    pick: Pick<'j>,
+    origin: Origin,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let taken = store.ledger_taken(ledger.id)?;
+    if !Path::new(&taken.local_path).exists() {
+        bail!(
+            "{} was being loaded (ledger row {}) but ferry's copy {} is gone; restore it or remove the \
+             row's partial load before running again",
+            entry.name,
+            ledger.id,
+            taken.local_path
+        );
+    }
+    info!(file = %entry.name, done = ledger.records_done, "Going on with an interrupted load.");
+    pending.push(Pending {
+        taken,
+        entry,
+        schema: pick.schema,
+        load: pick.load,
+        after: pick.after,
+        origin,
+        resume: Some(ledger),
     });
     Ok(())
 }
