@@ -396,13 +396,12 @@ fn take_one<'j>(
         warnings: 0,
         detail: format!("in the ledger since run {run_id}; not loaded again"),
     };
-    let seen = store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?;
-    if let Some(seen) = seen.filter(|s| s.state == "loading") {
-        return resume(store, seen, entry, pick, origin, pending);
-    }
     if let Some(seen) =
         store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?
     {
+        if seen.state == "loading" {
+            return resume(store, seen, entry, pick, origin, pending);
+        }
         // Loaded before; a crash may have come between the ledger commit and
         // the after-action, so finish that now.
         finish_source_file(transport, store, seen.id, &entry.name, pick.after, src_archive(job))?;

@@ -341,19 +341,3 @@ fn shuffle_is_a_bijection() {
     let fixed = (0..1000).filter(|&x| s.apply(x) == x).count();
     assert!(fixed < 10, "not the identity: {fixed}");
 }
-
-/// How long a million patients per side takes: run with
-/// `cargo test --release --lib generate::tests::time_a_million -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn time_a_million() {
-    let dir = tempfile::tempdir().unwrap();
-    let start = std::time::Instant::now();
-    let s = generate_in(dir.path(), 1_000_000, 1, Noise::default());
-    let took = start.elapsed();
-    let size: u64 = [EHR_FILE, PRACTICE_FILE, TRUTH_FILE]
-        .iter()
-        .map(|f| std::fs::metadata(dir.path().join(f)).unwrap().len())
-        .sum();
-    println!("1,000,000 per side: {took:.2?}, {} MB, {s:?}", size / 1_000_000);
-}

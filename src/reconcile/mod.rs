@@ -302,11 +302,7 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
         .iter()
         .zip(&patterns)
         .filter(free)
-        .map(|(&(i, j), p)| {
-            let weight = model.weight(p);
-            let probability = matching::probability(weight);
-            matching::Scored { a: i as usize, b: j as usize, pattern: *p, weight, probability }
-        })
+        .map(|(&(i, j), p)| matching::Scored::new(i, j, *p, &model))
         .filter(|x| x.probability >= s.review_at)
         .partition(|x| held_e[x.a] || held_p[x.b]);
     let same_e = |i: usize, j: usize| matching::same_registration(&fe[i], &fe[j]);
