@@ -3,7 +3,7 @@
 //! folder that fills up while we read it.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Entry, Transport, TransportError};
@@ -103,5 +103,38 @@ impl Transport for LocalTransport {
     fn remove(&mut self, name: &str) -> Result<(), TransportError> {
         let path = self.path(name)?;
         fs::remove_file(&path).map_err(|e| classify(path.display().to_string(), e))
+    }
+
+    fn put(&mut self, name: &str, data: &mut dyn Read, size: u64) -> Result<u64, TransportError> {
+        let dest = self.path(name)?;
+        let tmp = self.dir.join(super::part_name(name));
+        let what = || dest.display().to_string();
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            let n = io::copy(data, &mut f)?;
+            f.sync_all()?;
+            Ok(n)
+        })()
+        .map_err(|e| classify(what(), e));
+        let written = match written {
+            Ok(n) if n == size => n,
+            Ok(n) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(TransportError::Temporary {
+                    what: what(),
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("wrote {n} bytes, expected {size}"),
+                    ),
+                });
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        fs::rename(&tmp, &dest).map_err(|e| classify(what(), e))?;
+        File::open(&self.dir).and_then(|f| f.sync_all()).map_err(|e| classify(what(), e))?;
+        Ok(written)
     }
 }

@@ -7,7 +7,7 @@
 
 mod local;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::SystemTime;
 
 pub use local::LocalTransport;
@@ -73,6 +73,10 @@ impl TransportError {
 ///   rather than overwrite an existing target.
 /// - `remove` deletes one file; removing a file that is already gone is
 ///   `NotFound`, which callers treat as done.
+/// - `put` uploads `size` bytes from `data` as `name`: first to the
+///   temporary name `.NAME.part`, then, once complete and the size checked,
+///   renamed to `name`. A reader of the folder never sees a half-written
+///   file under its real name. An existing `name` is replaced.
 pub trait Transport {
     /// For messages: "local folder /srv/inbox", "sftp ehr@host:22/outbound".
     fn describe(&self) -> String;
@@ -80,6 +84,12 @@ pub trait Transport {
     fn fetch(&mut self, name: &str, out: &mut dyn Write) -> Result<u64, TransportError>;
     fn rename(&mut self, from: &str, to_dir: &str) -> Result<(), TransportError>;
     fn remove(&mut self, name: &str) -> Result<(), TransportError>;
+    fn put(&mut self, name: &str, data: &mut dyn Read, size: u64) -> Result<u64, TransportError>;
+}
+
+/// The temporary name an upload is written under until it is complete.
+pub fn part_name(name: &str) -> String {
+    format!(".{name}.part")
 }
 
 /// Refuse a name that could land anywhere but inside the folder it is
@@ -127,6 +137,23 @@ mod tests {
         for good in ["patients.csv", "ADT 2026-11-20.hl7", "ñame.csv", "..hidden"] {
             assert!(check_name(good).is_ok(), "{good:?} should pass");
         }
+    }
+
+    #[test]
+    fn local_put_lands_whole_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = LocalTransport::new(dir.path());
+        let body = b"PatientID,PracticeMRN\r\n1,M1\r\n";
+        let n = t.put("id_updates.csv", &mut &body[..], body.len() as u64).unwrap();
+        assert_eq!(n, body.len() as u64);
+        assert_eq!(std::fs::read(dir.path().join("id_updates.csv")).unwrap(), body);
+        assert!(!dir.path().join(part_name("id_updates.csv")).exists());
+        // A short read is an error and leaves neither name behind.
+        let err = t.put("short.csv", &mut &body[..4], 10).unwrap_err();
+        assert!(err.to_string().contains("expected 10"), "{err}");
+        assert!(!dir.path().join("short.csv").exists());
+        assert!(!dir.path().join(part_name("short.csv")).exists());
+        assert!(t.put("../x.csv", &mut &body[..], body.len() as u64).is_err());
     }
 
     #[test]
