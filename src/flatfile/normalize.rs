@@ -20,9 +20,26 @@ use crate::model::Sex;
 /// Trim, and collapse internal runs of whitespace (incl. tabs, CR, LF, NBSP)
 /// to a single space.
 pub(crate) fn text(raw: &str) -> String {
+    // Nearly every value is already tidy: ASCII with single inner spaces.
+    let b = raw.as_bytes();
+    let tidy = b.is_ascii()
+        && b.first().is_none_or(|&c| c != b' ')
+        && b.last().is_none_or(|&c| c != b' ')
+        && !b.iter().any(|&c| c.is_ascii_whitespace() && c != b' ')
+        && !b.windows(2).any(|w| w == b"  ");
+    if tidy {
+        return raw.to_string();
+    }
     // `split_whitespace` follows Unicode White_Space, so NBSP, the narrow NBSP
     // and the ideographic space that spreadsheets leave behind all count.
-    raw.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(raw.len());
+    for word in raw.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -231,6 +248,44 @@ const EXTENSION_MARKERS: &[&str] = &["extension", "ext.", "ext", "x", "#"];
 /// whatever the default. Extensions are dropped: the canonical record has no
 /// place for them and they never identify a patient.
 pub(crate) fn phone_e164(raw: &str, default_country: &str) -> Result<String, String> {
+    // The common shapes ("6175550142", "(617) 555-0142", "617.555.0142",
+    // "1-617-555-0142") without a "+", letters or an extension: read the
+    // digits in place, no copies.
+    let plain = raw.bytes().all(|b| b.is_ascii_digit() || b" ()-./".contains(&b));
+    let nanp_default = default_country.trim().eq_ignore_ascii_case("US")
+        || default_country.trim().eq_ignore_ascii_case("CA");
+    if plain && nanp_default {
+        let mut digits = [0u8; 11];
+        let mut n = 0;
+        for b in raw.bytes().filter(u8::is_ascii_digit) {
+            if n == digits.len() {
+                n += 1;
+                break;
+            }
+            digits[n] = b;
+            n += 1;
+        }
+        let national = match n {
+            10 => Some(&digits[..10]),
+            11 if digits[0] == b'1' => Some(&digits[1..11]),
+            _ => None,
+        };
+        if let Some(d) = national {
+            // Checked by `nanp` below when it is not a plain valid number.
+            let valid = !matches!(d[0], b'0' | b'1') && &d[1..3] != b"11" && !matches!(d[3], b'0' | b'1');
+            if valid {
+                let mut out = String::with_capacity(12);
+                out.push_str("+1");
+                out.extend(d.iter().map(|&b| b as char));
+                return Ok(out);
+            }
+        }
+    }
+    phone_e164_general(raw, default_country)
+}
+
+/// [`phone_e164`] for any input: spacing, "+", extensions, errors.
+fn phone_e164_general(raw: &str, default_country: &str) -> Result<String, String> {
     let shown = text(raw);
     let mut number = strip_extension(&shown)?.to_string();
     if number.starts_with('+') {
@@ -413,6 +468,14 @@ const US_STATE_NAMES: &[(&str, &str)] = &[
 /// any case ("ny", "N.Y.") and the full name case-insensitively, with any
 /// spacing and optional periods ("new  york", "Washington, D.C.").
 pub(crate) fn us_state(raw: &str) -> Result<String, String> {
+    if let [a, b] = raw.as_bytes() {
+        let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
+        if let Ok(code) = std::str::from_utf8(&code)
+            && US_STATE_CODES.binary_search(&code).is_ok()
+        {
+            return Ok(code.to_string());
+        }
+    }
     // Periods go without a trace ("N.Y.", "U.S. Virgin Islands", "D.C."); a
     // comma separates ("Washington, DC").
     let key = text(&raw.replace('.', "").replace(',', " ").to_uppercase());
@@ -470,10 +533,10 @@ pub(crate) fn email(raw: &str) -> Result<String, String> {
     if e.contains(char::is_whitespace) {
         return Err(format!("space in email {e:?}"));
     }
-    let (local, domain) = match e.split('@').collect::<Vec<_>>()[..] {
-        [_] => return Err(format!("no @ in email {e:?}")),
-        [local, domain] => (local, domain),
-        _ => return Err(format!("more than one @ in email {e:?}")),
+    let (local, domain) = match e.split_once('@') {
+        None => return Err(format!("no @ in email {e:?}")),
+        Some((_, domain)) if domain.contains('@') => return Err(format!("more than one @ in email {e:?}")),
+        Some(pair) => pair,
     };
     if local.is_empty() {
         return Err(format!("nothing before the @ in email {e:?}"));
@@ -490,7 +553,15 @@ pub(crate) fn email(raw: &str) -> Result<String, String> {
     if domain.contains("..") {
         return Err(format!("two dots in a row in the domain of email {e:?}"));
     }
-    Ok(format!("{local}@{}", domain.to_lowercase()))
+    let mut out = String::with_capacity(e.len());
+    out.push_str(local);
+    out.push('@');
+    if domain.bytes().any(|b| b.is_ascii_uppercase()) || !domain.is_ascii() {
+        out.push_str(&domain.to_lowercase());
+    } else {
+        out.push_str(domain);
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------
@@ -657,6 +728,26 @@ pub(crate) fn zip_key(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The copy-free path for plain phone numbers says what the general
+        /// path says.
+        #[test]
+        fn plain_phone_fast_path_agrees(raw in "[0-9 ()./-]{0,18}") {
+            proptest::prop_assert_eq!(phone_e164(&raw, "US"), phone_e164_general(&raw, "US"));
+        }
+
+        #[test]
+        fn shaped_phone_fast_path_agrees(raw in "1?[ -]?[(]?[0-9]{3}[)]?[ ./-]?[0-9]{3}[ ./-]{0,2}[0-9]{4}") {
+            proptest::prop_assert_eq!(phone_e164(&raw, "US"), phone_e164_general(&raw, "US"));
+        }
+
+        #[test]
+        fn tidy_text_agrees(raw in "[a-z \t]{0,12}") {
+            let expected = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+            proptest::prop_assert_eq!(text(&raw), expected);
+        }
+    }
 
     fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()

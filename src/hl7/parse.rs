@@ -323,7 +323,8 @@ fn index(raw: &[u8]) -> Result<(Delimiters, Vec<(usize, usize)>), Hl7Error> {
         return Err(Hl7Error::NotMsh { start: raw[..raw.len().min(8)].escape_ascii().to_string() });
     }
     let delimiters = Delimiters::from_header(raw, seg::MSH)?;
-    let mut segments: Vec<(usize, usize)> = Vec::new();
+    // Room for a typical ADT or SIU message, so the vector is not regrown.
+    let mut segments: Vec<(usize, usize)> = Vec::with_capacity(16);
     let mut pos = 0;
     while pos < raw.len() {
         let end = memchr2(CR, LF, &raw[pos..]).map_or(raw.len(), |i| pos + i);
