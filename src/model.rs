@@ -3,6 +3,7 @@
 //! keeps them; reconciliation compares them. Nothing here knows where a record
 //! came from beyond the side and the source position.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use chrono::NaiveDate;
@@ -337,10 +338,15 @@ impl Field {
 
     /// The field's value as text (dates as YYYY-MM-DD).
     pub fn get(self, p: &Patient) -> Option<String> {
+        self.value(p).map(Cow::into_owned)
+    }
+
+    /// [`Field::get`], borrowed from the record where it can be.
+    pub fn value(self, p: &Patient) -> Option<Cow<'_, str>> {
         match self {
-            Field::BirthDate => p.birth_date.map(|d| d.format("%Y-%m-%d").to_string()),
-            Field::Sex => p.sex.map(|s| s.as_str().to_string()),
-            _ => self.text_slot_ref(p).and_then(|v| v.clone()),
+            Field::BirthDate => p.birth_date.map(|d| Cow::Owned(iso_date(d))),
+            Field::Sex => p.sex.map(|s| Cow::Borrowed(s.as_str())),
+            _ => self.text_slot_ref(p).and_then(|v| v.as_deref()).map(Cow::Borrowed),
         }
     }
 
@@ -348,9 +354,7 @@ impl Field {
     /// and sex one of M/F/O/U; anything else leaves the field empty.
     pub fn set(self, p: &mut Patient, value: Option<String>) {
         match self {
-            Field::BirthDate => {
-                p.birth_date = value.and_then(|v| NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok())
-            }
+            Field::BirthDate => p.birth_date = value.and_then(|v| parse_iso_date(&v)),
             Field::Sex => p.sex = value.and_then(|v| Sex::parse(&v)),
             _ => {
                 if let Some(slot) = self.text_slot(p) {
@@ -512,4 +516,49 @@ pub struct Appointment {
     pub start: Option<chrono::DateTime<chrono::Utc>>,
     pub duration_minutes: Option<u32>,
     pub status: AppointmentStatus,
+}
+
+/// A date as YYYY-MM-DD, as the store keeps it (years 0 to 9999).
+pub fn iso_date(d: NaiveDate) -> String {
+    use chrono::Datelike;
+    let mut b = *b"0000-00-00";
+    let mut put = |mut n: u32, end: usize, width: usize| {
+        for i in (end - width..end).rev() {
+            b[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(d.year().clamp(0, 9999) as u32, 4, 4);
+    put(d.month(), 7, 2);
+    put(d.day(), 10, 2);
+    b.iter().map(|&c| c as char).collect()
+}
+
+/// YYYY-MM-DD, exactly, as a date.
+pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates_round_trip_as_chrono_writes_them() {
+        for (y, m, d) in [(1980, 1, 2), (2026, 12, 31), (1, 1, 1), (9999, 12, 31), (2024, 2, 29)] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(iso_date(date), date.format("%Y-%m-%d").to_string());
+            assert_eq!(parse_iso_date(&iso_date(date)), Some(date));
+        }
+        for bad in ["1980-1-02", "1980/01/02", "19800102", "1980-02-30", "198a-01-02", "", "1980-01-02 "] {
+            assert_eq!(parse_iso_date(bad), None, "{bad:?}");
+        }
+    }
 }

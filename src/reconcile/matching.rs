@@ -415,37 +415,39 @@ pub struct Candidates {
 /// Pairs of `a` x `b` sharing a blocking key. With `same_side`, `a` and `b`
 /// are the same records and only pairs i < j are returned.
 pub fn candidates(a: &[Features], b: &[Features], same_side: bool, max_block: usize) -> Candidates {
-    let keys_of = |fs: &[Features]| -> Vec<Vec<u64>> {
+    // Every (key, record) of both sides in one list, sorted by key: each run
+    // of one key is a block, side A's records first (side B's carry the top
+    // bit). Sorting a flat list beats a map of millions of small vectors.
+    const SIDE_B: u32 = 1 << 31;
+    let keyed = |fs: &[Features], side: u32| -> Vec<(u64, u32)> {
         fs.par_iter()
-            .map_init(Vec::new, |buf, f| {
-                blocking_keys(f, buf);
-                let mut k = buf.clone();
-                k.sort_unstable();
-                k.dedup();
-                k
+            .enumerate()
+            .fold(
+                || (Vec::new(), Vec::new()),
+                |(mut out, mut buf), (i, f)| {
+                    blocking_keys(f, &mut buf);
+                    buf.sort_unstable();
+                    buf.dedup();
+                    out.extend(buf.iter().map(|&k| (k, i as u32 | side)));
+                    (out, buf)
+                },
+            )
+            .map(|(out, _)| out)
+            .reduce(Vec::new, |mut x, mut y| {
+                x.append(&mut y);
+                x
             })
-            .collect()
     };
-    let a_keys = keys_of(a);
-    let b_keys = if same_side { Vec::new() } else { keys_of(b) };
-    let b_keys = if same_side { &a_keys } else { &b_keys };
-    let mut blocks: HashMap<u64, (Vec<u32>, Vec<u32>)> = HashMap::new();
-    for (i, ks) in a_keys.iter().enumerate() {
-        for &k in ks {
-            blocks.entry(k).or_default().0.push(i as u32);
-        }
-    }
+    let mut entries = keyed(a, 0);
     if !same_side {
-        for (j, ks) in b_keys.iter().enumerate() {
-            for &k in ks {
-                if let Some(block) = blocks.get_mut(&k) {
-                    block.1.push(j as u32);
-                }
-            }
-        }
+        entries.append(&mut keyed(b, SIDE_B));
     }
+    entries.par_sort_unstable();
+
     let mut out = Candidates::default();
-    for (left, right) in blocks.values() {
+    for block in entries.chunk_by(|x, y| x.0 == y.0) {
+        let split = block.partition_point(|e| e.1 & SIDE_B == 0);
+        let (left, right) = block.split_at(split);
         let right = if same_side { left } else { right };
         let size =
             if same_side { left.len() * left.len().saturating_sub(1) / 2 } else { left.len() * right.len() };
@@ -456,8 +458,9 @@ pub fn candidates(a: &[Features], b: &[Features], same_side: bool, max_block: us
             out.skipped_blocks += 1;
             continue;
         }
-        for &i in left {
-            for &j in right {
+        for &(_, i) in left {
+            for &(_, j) in right {
+                let j = j & !SIDE_B;
                 if !same_side || i < j {
                     out.pairs.push((i, j));
                 }

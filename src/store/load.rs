@@ -175,13 +175,18 @@ impl<'c> FileLoad<'c> {
         message_id: Option<i64>,
     ) -> Result<Applied> {
         let own = p.own_id(self.side).unwrap_or_default();
-        let stored: Option<(Option<String>, Option<String>)> = self
-            .tx()
-            .prepare_cached(
-                "SELECT practice_mrn, source_time FROM patients WHERE job = ?1 AND side = ?2 AND own_id = ?3",
-            )?
-            .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
+        // The stored row matters only to a record with a time (staleness)
+        // or from a message (ID history): a flat file's rows go straight in.
+        let stored: Option<(Option<String>, Option<String>)> = if time.is_none() && message_id.is_none() {
+            None
+        } else {
+            self.tx()
+                .prepare_cached(
+                    "SELECT practice_mrn, source_time FROM patients WHERE job = ?1 AND side = ?2 AND own_id = ?3",
+                )?
+                .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+        };
         if let Some((old_mrn, _)) = &stored
             && self.side == Side::Ehr
             && message_id.is_some()
@@ -200,7 +205,7 @@ impl<'c> FileLoad<'c> {
         {
             return Ok(Applied::Stale);
         }
-        let values: Vec<Option<String>> = Field::ALL.iter().map(|f| f.get(p)).collect();
+        let values: Vec<Option<std::borrow::Cow<str>>> = Field::ALL.iter().map(|f| f.value(p)).collect();
         let side = self.side.as_str();
         let line = line as i64;
         let mut args: Vec<&dyn rusqlite::ToSql> = vec![&self.job, &side, &own, &self.file_id, &line, &time];

@@ -141,6 +141,10 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // A backfill writes and then reads back millions of rows: with
+        // SQLite's default 2 MiB page cache most page visits become reads
+        // from the OS. The cache grows only as pages are used.
+        conn.pragma_update(None, "cache_size", -256 * 1024)?;
         migrations::migrate(&mut conn)?;
         Ok(Store { conn })
     }
