@@ -14,3 +14,12 @@ pub mod report;
 pub mod run;
 pub mod store;
 pub mod transport;
+
+/// Run one stage of a run and log, at debug level (`-vv`), how long it took:
+/// where a slow run spends its time, without a profiler.
+pub(crate) fn timed<T>(stage: &'static str, f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let out = f();
+    tracing::debug!(stage, ms = start.elapsed().as_millis() as u64, "Stage done.");
+    out
+}

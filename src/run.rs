@@ -179,19 +179,21 @@ fn run_stages(
 
     // Flat files are parsed in parallel, in input order so runs are
     // repeatable; HL7 files map their messages in parallel as they load.
-    let parsed: Vec<Option<Result<ParsedFile>>> = pending
-        .par_iter()
-        .map(|p| match p.schema {
-            InputSchema::Flat(schema) => Some(
-                fs::read(&p.taken.local_path)
-                    .with_context(|| format!("cannot read {}", p.taken.local_path))
-                    .map(|bytes| {
-                        parse_bytes(&bytes, schema, p.taken.side, chrono::Local::now().date_naive())
-                    }),
-            ),
-            InputSchema::Hl7(_) => None,
-        })
-        .collect();
+    let parsed: Vec<Option<Result<ParsedFile>>> = crate::timed("parsing flat files", || {
+        pending
+            .par_iter()
+            .map(|p| match p.schema {
+                InputSchema::Flat(schema) => Some(
+                    fs::read(&p.taken.local_path)
+                        .with_context(|| format!("cannot read {}", p.taken.local_path))
+                        .map(|bytes| {
+                            parse_bytes(&bytes, schema, p.taken.side, chrono::Local::now().date_naive())
+                        }),
+                ),
+                InputSchema::Hl7(_) => None,
+            })
+            .collect()
+    });
 
     let bar = progress_bar(opts.progress, pending.iter().map(|p| p.taken.size).sum());
     let mut failed = false;
@@ -254,30 +256,33 @@ fn run_stages(
     }
     bar.finish_and_clear();
 
-    let ehr = store.patients(&job.name, Side::Ehr)?;
-    let practice = store.patients(&job.name, Side::Practice)?;
+    let (ehr, practice) = crate::timed("reading patients from the store", || {
+        anyhow::Ok((store.patients(&job.name, Side::Ehr)?, store.patients(&job.name, Side::Practice)?))
+    })?;
     let history = store.id_changes(&job.name)?;
-    let outcome = reconcile(&ehr, &practice, &history, &job.reconcile);
+    let outcome = crate::timed("reconciling", || reconcile(&ehr, &practice, &history, &job.reconcile));
     let rejects = store.rejects_of_run(run_id)?;
     let merges = store.merges(&job.name)?;
     let appointments = store.appointment_counts(&job.name)?;
     let started_text = started.format("%Y-%m-%d %H:%M:%S %z").to_string();
-    let report_dir = report::write(
-        &job.reports_dir,
-        &started.format("%Y-%m-%dT%H%M%S").to_string(),
-        &RunReport {
-            job: &job.name,
-            run_id,
-            started: &started_text,
-            files: &files,
-            ehr: &ehr,
-            practice: &practice,
-            outcome: &outcome,
-            rejects: &rejects,
-            merges: &merges,
-            appointments: &appointments,
-        },
-    )?;
+    let report_dir = crate::timed("writing reports", || {
+        report::write(
+            &job.reports_dir,
+            &started.format("%Y-%m-%dT%H%M%S").to_string(),
+            &RunReport {
+                job: &job.name,
+                run_id,
+                started: &started_text,
+                files: &files,
+                ehr: &ehr,
+                practice: &practice,
+                outcome: &outcome,
+                rejects: &rejects,
+                merges: &merges,
+                appointments: &appointments,
+            },
+        )
+    })?;
 
     let loaded = files.iter().filter(|f| f.status == "loaded");
     let totals = RunTotals {

@@ -195,7 +195,7 @@ pub fn reconcile(
     history: &[IdChange],
     cfg: &Reconcile,
 ) -> Outcome {
-    let mut out = ids::link(ehr, practice, cfg);
+    let mut out = crate::timed("link by ID", || ids::link(ehr, practice, cfg));
     changed_ids(&mut out, ehr, practice, history);
     if let Some(settings) = &cfg.matching {
         demographics(&mut out, ehr, practice, settings);
@@ -216,10 +216,13 @@ pub fn reconcile(
         free_practice.into_iter().map(|i| reason(Side::Practice, i, &practice[i])).collect();
     out.unmatched_ehr = unmatched_ehr;
     out.unmatched_practice = unmatched_practice;
-    for link in &mut out.links {
-        link.score = diff::agreement(&ehr[link.ehr].patient, &practice[link.practice].patient, &cfg.compare);
-    }
-    let (differences, cosmetic) = diff::differences(&out.links, ehr, practice, &cfg.compare);
+    let (differences, cosmetic) = crate::timed("field differences", || {
+        for link in &mut out.links {
+            link.score =
+                diff::agreement(&ehr[link.ehr].patient, &practice[link.practice].patient, &cfg.compare);
+        }
+        diff::differences(&out.links, ehr, practice, &cfg.compare)
+    });
     out.differences = differences;
     out.cosmetic = cosmetic;
     out
@@ -261,15 +264,19 @@ fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientReco
 /// Score the ID links, link what is left by demographics, list pairs for
 /// review, duplicates within each side and the MRNs to write back.
 fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRecord], s: &MatchSettings) {
-    let (fe, fp) = rayon::join(|| matching::features(ehr), || matching::features(practice));
+    let (fe, fp) = crate::timed("matching features", || {
+        rayon::join(|| matching::features(ehr), || matching::features(practice))
+    });
     // The model learns from every candidate pair, ID-linked ones included:
     // they are most of the true matches it can see.
-    let cands = matching::candidates(&fe, &fp, false, s.max_block);
-    let patterns: Vec<matching::Pattern> =
-        cands.pairs.par_iter().map(|&(i, j)| matching::compare(&fe[i as usize], &fp[j as usize])).collect();
+    let cands = crate::timed("blocking", || matching::candidates(&fe, &fp, false, s.max_block));
+    let patterns: Vec<matching::Pattern> = crate::timed("comparing candidate pairs", || {
+        cands.pairs.par_iter().map(|&(i, j)| matching::compare(&fe[i as usize], &fp[j as usize])).collect()
+    });
     let labelled: Vec<matching::Pattern> =
         out.links.par_iter().map(|l| matching::compare(&fe[l.ehr], &fp[l.practice])).collect();
-    let model = matching::fit_with_labels(&fe, &fp, &patterns, &labelled, s);
+    let model =
+        crate::timed("fitting the model", || matching::fit_with_labels(&fe, &fp, &patterns, &labelled, s));
     tracing::debug!(?model, "Matching model fitted.");
 
     // ID links are scored with the prior of all candidate pairs: they were
@@ -307,7 +314,9 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
         .partition(|x| held_e[x.a] || held_p[x.b]);
     let same_e = |i: usize, j: usize| matching::same_registration(&fe[i], &fe[j]);
     let same_p = |i: usize, j: usize| matching::same_registration(&fp[i], &fp[j]);
-    let mut decided = matching::decide(scored, (ehr.len(), practice.len()), s, &same_e, &same_p);
+    let mut decided = crate::timed("deciding links", || {
+        matching::decide(scored, (ehr.len(), practice.len()), s, &same_e, &same_p)
+    });
     decided.review.extend(held.into_iter().map(|x| (x, matching::Hold::IdConflict)));
     decided.review.sort_by(|(x, _), (y, _)| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
     for x in decided.links {
@@ -343,7 +352,7 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
         ..MatchStats::default()
     };
     for (side, features) in [(Side::Ehr, &fe), (Side::Practice, &fp)] {
-        let (found, compared) = matching::duplicates(features, &model, s);
+        let (found, compared) = crate::timed("duplicates", || matching::duplicates(features, &model, s));
         stats.duplicate_candidates += compared;
         out.duplicates.extend(found.into_iter().map(|x| Duplicate {
             side,

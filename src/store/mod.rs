@@ -356,6 +356,12 @@ impl Store {
              WHERE p.job = ?1 AND p.side = ?2 ORDER BY p.own_id",
             cols.join(", ")
         );
+        let count: i64 = self.conn.query_row(
+            "SELECT count(*) FROM patients WHERE job = ?1 AND side = ?2",
+            params![job, side.as_str()],
+            |r| r.get(0),
+        )?;
+        let mut out = Vec::with_capacity(count as usize);
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![job, side.as_str()], |r| {
             let mut patient = Patient::default();
@@ -373,7 +379,10 @@ impl Store {
                     .map(|t| t.with_timezone(&chrono::Utc)),
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
     }
 
     /// Every recorded change of a carried ID, oldest first.
