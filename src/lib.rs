@@ -15,11 +15,28 @@ pub mod run;
 pub mod store;
 pub mod transport;
 
-/// Run one stage of a run and log, at debug level (`-vv`), how long it took:
-/// where a slow run spends its time, without a profiler.
+/// Run one stage of a run and log, at debug level (`-vv`), how long it took
+/// and how much CPU time the process spent meanwhile (more than the wall
+/// time where a stage runs on several cores): where a slow run spends its
+/// time, without a profiler.
 pub(crate) fn timed<T>(stage: &'static str, f: impl FnOnce() -> T) -> T {
-    let start = std::time::Instant::now();
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return f();
+    }
+    let (start, cpu) = (std::time::Instant::now(), cpu_ms());
     let out = f();
-    tracing::debug!(stage, ms = start.elapsed().as_millis() as u64, "Stage done.");
+    let ms = start.elapsed().as_millis() as u64;
+    tracing::debug!(stage, ms, cpu_ms = cpu_ms().saturating_sub(cpu), "Stage done.");
     out
+}
+
+/// CPU time (user + system) of this process so far, in milliseconds, from
+/// /proc (0 where there is none).
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // After the command name in parentheses: utime and stime are the 12th
+    // and 13th fields, in ticks of 1/100 s.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
+    ticks * 10
 }

@@ -224,8 +224,8 @@ fn run_stages(
                     files.push(summary);
                     continue;
                 }
-                let file_id = store
-                    .load_file_batched(
+                let file_id = crate::timed("loading a file into the store", || {
+                    store.load_file_batched(
                         &job.name,
                         run_id,
                         &p.taken,
@@ -240,7 +240,8 @@ fn run_stages(
                             },
                         },
                     )
-                    .with_context(|| format!("cannot load {}", p.taken.name))?;
+                })
+                .with_context(|| format!("cannot load {}", p.taken.name))?;
                 (file_id, summary)
             }
             (InputSchema::Flat(_), None) => unreachable!("flat files are parsed above"),
@@ -256,9 +257,8 @@ fn run_stages(
     }
     bar.finish_and_clear();
 
-    let (ehr, practice) = crate::timed("reading patients from the store", || {
-        anyhow::Ok((store.patients(&job.name, Side::Ehr)?, store.patients(&job.name, Side::Practice)?))
-    })?;
+    let (ehr, practice) =
+        crate::timed("reading patients from the store", || store.patients_of_both(&job.name))?;
     let history = store.id_changes(&job.name)?;
     let outcome = crate::timed("reconciling", || reconcile(&ehr, &practice, &history, &job.reconcile));
     let rejects = store.rejects_of_run(run_id)?;

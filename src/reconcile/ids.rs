@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use super::matching::{self, Features};
 use super::{Conflict, ConflictKind, Link, Outcome};
 use crate::job::{LeadingZeros, LinkKey, Reconcile};
-use crate::model::{Patient, PatientRecord, Side};
+use crate::model::{PatientRecord, Side};
 
 /// "000123" -> "123"; an all-zero ID keeps one zero.
 fn strip_zeros(id: &str) -> &str {
@@ -32,13 +32,15 @@ fn norm(id: &str, policy: LeadingZeros) -> Cow<'_, str> {
 /// disagrees and so does a name, or both names disagree. "Disagree" is the
 /// matcher's lowest level: a nickname, a typo, day and month swapped or one
 /// wrong digit in the date are the same person written differently.
-pub(super) fn different_person(a: &Patient, b: &Patient) -> bool {
-    matching::different_person(&matching::compare(&Features::of(a), &Features::of(b)))
+fn different_person(a: &Features, b: &Features) -> bool {
+    matching::different_person(&matching::compare(a, b))
 }
 
 struct Linker<'a> {
     ehr: &'a [PatientRecord],
     practice: &'a [PatientRecord],
+    /// The matcher's view of each record, for the different-person check.
+    features: (&'a [Features], &'a [Features]),
     policy: LeadingZeros,
     ehr_link: Vec<Option<usize>>,
     practice_link: Vec<Option<usize>>,
@@ -50,10 +52,25 @@ struct Linker<'a> {
     out: Outcome,
 }
 
+/// [`link_with`], computing the records' features first.
+#[cfg(test)]
 pub(super) fn link(ehr: &[PatientRecord], practice: &[PatientRecord], cfg: &Reconcile) -> Outcome {
+    let (fe, fp) = (matching::features(ehr), matching::features(practice));
+    link_with(ehr, practice, (&fe, &fp), cfg)
+}
+
+/// Link records by the job's trusted keys, in order; `features` are the
+/// records' features (EHR, practice) in the same order as the records.
+pub(super) fn link_with(
+    ehr: &[PatientRecord],
+    practice: &[PatientRecord],
+    features: (&[Features], &[Features]),
+    cfg: &Reconcile,
+) -> Outcome {
     let mut l = Linker {
         ehr,
         practice,
+        features,
         policy: cfg.leading_zeros,
         ehr_link: vec![None; ehr.len()],
         practice_link: vec![None; practice.len()],
@@ -265,7 +282,7 @@ impl<'a> Linker<'a> {
             self.conflict(ConflictKind::KeyDisagreement, key, carrier_side, id, records, detail);
             return;
         }
-        if different_person(&er.patient, &pr.patient) {
+        if different_person(&self.features.0[e], &self.features.1[p]) {
             let detail = format!(
                 "{} {id:?} pairs EHR {} with practice {}, but their names and birth dates disagree",
                 key.as_str(),
@@ -294,6 +311,7 @@ impl<'a> Linker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Patient;
     use chrono::NaiveDate;
 
     fn rec(

@@ -195,10 +195,15 @@ pub fn reconcile(
     history: &[IdChange],
     cfg: &Reconcile,
 ) -> Outcome {
-    let mut out = crate::timed("link by ID", || ids::link(ehr, practice, cfg));
+    // The matcher's view of every record: the ID checks use it to tell
+    // different people apart, demographic matching for everything.
+    let (fe, fp) = crate::timed("matching features", || {
+        rayon::join(|| matching::features(ehr), || matching::features(practice))
+    });
+    let mut out = crate::timed("link by ID", || ids::link_with(ehr, practice, (&fe, &fp), cfg));
     changed_ids(&mut out, ehr, practice, history);
     if let Some(settings) = &cfg.matching {
-        demographics(&mut out, ehr, practice, settings);
+        demographics(&mut out, (ehr, &fe), (practice, &fp), settings);
     }
     let (free_ehr, free_practice) = out.unlinked(ehr.len(), practice.len());
     let mut kinds: HashMap<(Side, usize), Vec<&'static str>> = HashMap::new();
@@ -263,10 +268,12 @@ fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientReco
 
 /// Score the ID links, link what is left by demographics, list pairs for
 /// review, duplicates within each side and the MRNs to write back.
-fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRecord], s: &MatchSettings) {
-    let (fe, fp) = crate::timed("matching features", || {
-        rayon::join(|| matching::features(ehr), || matching::features(practice))
-    });
+fn demographics(
+    out: &mut Outcome,
+    (ehr, fe): (&[PatientRecord], &[matching::Features]),
+    (practice, fp): (&[PatientRecord], &[matching::Features]),
+    s: &MatchSettings,
+) {
     // The model learns from every candidate pair, ID-linked ones included:
     // they are most of the true matches it can see.
     let cands = crate::timed("blocking", || matching::candidates(&fe, &fp, false, s.max_block));
@@ -351,7 +358,7 @@ fn demographics(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRec
         em_iterations: model.iterations,
         ..MatchStats::default()
     };
-    for (side, features) in [(Side::Ehr, &fe), (Side::Practice, &fp)] {
+    for (side, features) in [(Side::Ehr, fe), (Side::Practice, fp)] {
         let (found, compared) = crate::timed("duplicates", || matching::duplicates(features, &model, s));
         stats.duplicate_candidates += compared;
         out.duplicates.extend(found.into_iter().map(|x| Duplicate {

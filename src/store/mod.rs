@@ -348,6 +348,32 @@ impl Store {
 
     // -- records ------------------------------------------------------------
 
+    /// Every current patient of both sides (EHR, practice), read at once:
+    /// the practice side through a second, read-only connection on another
+    /// thread (WAL lets readers share the file), for a store on disk.
+    pub fn patients_of_both(&self, job: &str) -> Result<(Vec<PatientRecord>, Vec<PatientRecord>)> {
+        let path = self.conn.path().filter(|p| !p.is_empty()).map(str::to_string);
+        let Some(path) = path else {
+            return Ok((self.patients(job, Side::Ehr)?, self.patients(job, Side::Practice)?));
+        };
+        let (ehr, practice) = std::thread::scope(|scope| {
+            let practice = scope.spawn(|| -> Result<Vec<PatientRecord>> {
+                let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                conn.busy_timeout(std::time::Duration::from_secs(30))?;
+                conn.pragma_update(None, "cache_size", -256 * 1024)?;
+                Store { conn }.patients(job, Side::Practice)
+            });
+            let ehr = self.patients(job, Side::Ehr);
+            (
+                ehr,
+                practice
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("reading practice patients panicked"))),
+            )
+        });
+        Ok((ehr?, practice?))
+    }
+
     /// Every current patient of one side, in own-ID order (stable reports).
     pub fn patients(&self, job: &str, side: Side) -> Result<Vec<PatientRecord>> {
         let cols: Vec<String> = field_columns().map(|c| format!("p.{c}")).collect();
