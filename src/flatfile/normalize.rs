@@ -63,9 +63,10 @@ pub(crate) fn date(raw: &str, formats: &[String], today: NaiveDate) -> Result<Na
     if formats.is_empty() {
         return Err(format!("no date format configured for {input:?}"));
     }
-    let parsed = formats
-        .iter()
-        .find_map(|f| NaiveDate::parse_from_str(&input, f).ok().filter(|d| same_shape(&input, *d, f)));
+    let parsed = formats.iter().find_map(|f| {
+        numeric_date(&input, f)
+            .or_else(|| NaiveDate::parse_from_str(&input, f).ok().filter(|d| same_shape(&input, *d, f)))
+    });
     let Some(d) = parsed else {
         return Err(format!("not a date in format {}: {input:?}", human_formats(formats)));
     };
@@ -76,6 +77,57 @@ pub(crate) fn date(raw: &str, formats: &[String], today: NaiveDate) -> Result<Na
         return Err(format!("date is in the future: {input:?}"));
     }
     Ok(d)
+}
+
+/// The common all-number formats (`%Y-%m-%d`, `%m/%d/%Y`, `%Y%m%d`, any
+/// one separator of `-/.`) read straight from the digits. `None` when the
+/// format is another kind or the input does not fit it; the general path
+/// then decides, so this only ever agrees with it, faster.
+fn numeric_date(input: &str, format: &str) -> Option<NaiveDate> {
+    let (order, sep) = match format.as_bytes() {
+        [b'%', a, s1, b'%', b, s2, b'%', c] if s1 == s2 && b"-/.".contains(s1) => ([*a, *b, *c], Some(*s1)),
+        [b'%', a, b'%', b, b'%', c] => ([*a, *b, *c], None),
+        _ => return None,
+    };
+    let mut sorted = order;
+    sorted.sort_unstable();
+    if sorted != *b"Ymd" {
+        return None;
+    }
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit()).then(|| p.parse::<u32>().ok()).flatten();
+    let parts: Vec<&str> = match sep {
+        Some(sep) => input.split(sep as char).collect(),
+        None => {
+            if input.len() != 8 {
+                return None;
+            }
+            let mut at = 0;
+            order
+                .iter()
+                .map(|&spec| {
+                    let n = if spec == b'Y' { 4 } else { 2 };
+                    let part = input.get(at..at + n).unwrap_or("");
+                    at += n;
+                    part
+                })
+                .collect()
+        }
+    };
+    let [p1, p2, p3] = parts.as_slice() else { return None };
+    let (mut y, mut m, mut d) = (None, None, None);
+    for (&spec, part) in order.iter().zip([p1, p2, p3]) {
+        let ok_len = if spec == b'Y' { part.len() == 4 } else { matches!(part.len(), 1 | 2) };
+        if !ok_len {
+            return None;
+        }
+        let v = digits(part)?;
+        match spec {
+            b'Y' => y = Some(v as i32),
+            b'm' => m = Some(v),
+            _ => d = Some(v),
+        }
+    }
+    NaiveDate::from_ymd_opt(y?, m?, d?)
 }
 
 /// Whether `input` looks like `d` printed with `format`, allowing a missing
@@ -740,6 +792,17 @@ mod tests {
         #[test]
         fn shaped_phone_fast_path_agrees(raw in "1?[ -]?[(]?[0-9]{3}[)]?[ ./-]?[0-9]{3}[ ./-]{0,2}[0-9]{4}") {
             proptest::prop_assert_eq!(phone_e164(&raw, "US"), phone_e164_general(&raw, "US"));
+        }
+
+        #[test]
+        fn numeric_dates_agree_with_chrono(
+            raw in "[0-9]{1,5}[-/.][0-9]{1,3}[-/.][0-9]{1,5}|[0-9]{6,9}",
+            format in proptest::sample::select(vec!["%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%Y%m%d", "%d-%m-%Y"]),
+        ) {
+            if let Some(fast) = numeric_date(&raw, format) {
+                let general = NaiveDate::parse_from_str(&raw, format).ok().filter(|d| same_shape(&raw, *d, format));
+                proptest::prop_assert_eq!(Some(fast), general);
+            }
         }
 
         #[test]

@@ -277,7 +277,7 @@ struct Rules<'a> {
 fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Result<String, String> {
     match t {
         FieldType::Id | FieldType::Text => Ok(normalize::text(text)),
-        FieldType::Date => normalize::date(text, r.formats, today).map(|d| d.format("%Y-%m-%d").to_string()),
+        FieldType::Date => normalize::date(text, r.formats, today).map(crate::model::iso_date),
         FieldType::Sex => normalize::sex(text, r.sex_map).map(|s| s.as_str().to_string()),
         FieldType::Phone => normalize::phone_e164(text, r.phone_country),
         FieldType::UsState => normalize::us_state(text),
