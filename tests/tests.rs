@@ -18,3 +18,9 @@ mod hl7;
 
 // Backfill: resumable after a kill, nothing loaded twice, counts add up.
 mod backfill;
+
+// A real SMTP server (aiosmtpd) for the email tests, started and stopped by PID.
+mod smtpd;
+
+// Email: STARTTLS and implicit TLS with AUTH, the encrypted report zip, the outbox, `check`.
+mod smtp;

@@ -283,10 +283,13 @@ fn explain(email: &Email, e: &lettre::transport::smtp::Error) -> anyhow::Error {
     let mut chain = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        chain.push_str(&format!(": {s}"));
+        let text = s.to_string();
+        if !chain.contains(&text) {
+            chain.push_str(&format!(": {text}"));
+        }
         source = s.source();
     }
-    let hint = if e.is_tls() {
+    let hint = if e.is_tls() || chain.contains("certificate") || chain.contains("tls") {
         " (TLS failed: is the certificate signed by a CA ferry trusts? set email.ca_file for a private CA; \
          is `security` right for this port?)"
     } else if e.status().is_some_and(|c| c.to_string().starts_with("535")) || chain.contains("authentication")
