@@ -909,8 +909,12 @@ impl PushConfig {
             problems.push(format!("push[{i}].files: list at least one report file, e.g. \"id_updates.csv\""));
         }
         for (j, f) in self.files.iter().enumerate() {
-            if let Err(e) = crate::transport::check_name(f) {
-                problems.push(format!("push[{i}].files[{j}]: {e}"));
+            if !crate::report::OUTPUTS.iter().any(|(name, _)| name == f) {
+                let names: Vec<&str> = crate::report::OUTPUTS.iter().map(|(n, _)| *n).collect();
+                problems.push(format!(
+                    "push[{i}].files[{j}]: {f:?} is not a report file; one of {}",
+                    names.join(", ")
+                ));
             }
         }
         let name = self.name.unwrap_or_else(|| "{stem}_{stamp}{ext}".to_string());

@@ -24,3 +24,6 @@ mod smtpd;
 
 // Email: STARTTLS and implicit TLS with AUTH, the encrypted report zip, the outbox, `check`.
 mod smtp;
+
+// Schedules and run-due on a clock the tests set: catch-up, no overlap, crashes, daylight saving.
+mod schedule;
