@@ -27,3 +27,9 @@ mod smtp;
 
 // Schedules and run-due on a clock the tests set: catch-up, no overlap, crashes, daylight saving.
 mod schedule;
+
+// History: what `ferry history` lists, and pruning old runs with their files.
+mod history;
+
+// Push-back of report files to the job's destination.
+mod push;
