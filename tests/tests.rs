@@ -33,3 +33,6 @@ mod history;
 
 // Push-back of report files to the job's destination.
 mod push;
+
+// report.html rendered by headless Chromium: no errors, no requests, a page with charts.
+mod report_html;
