@@ -36,3 +36,6 @@ mod push;
 
 // report.html rendered by headless Chromium: no errors, no requests, a page with charts.
 mod report_html;
+
+// No patient data in any log line (text and JSON, most verbose) or the email body.
+mod logs;
