@@ -107,7 +107,11 @@ pub fn compose(email: &Email, facts: &Facts, now: DateTime<Utc>) -> Result<Outgo
             .counts
             .iter()
             .take(4)
-            .map(|(label, v)| format!(", {v} {}", label.to_lowercase()))
+            .map(|(label, v)| {
+                let mut chars = label.chars();
+                let first = chars.next().map(|c| c.to_lowercase().to_string()).unwrap_or_default();
+                format!(", {v} {first}{}", chars.as_str())
+            })
             .collect::<String>()
     );
     let link = facts.report_dir.map(|d| folder_link(email, facts.job, d));

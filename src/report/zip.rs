@@ -1,7 +1,7 @@
 //! One zip of a run's report folder, for the email: every file in the
 //! folder, deflated, and with a password each one AES-256 encrypted (WinZip
-//! AE-2, which 7-Zip, WinZip and macOS' Archive Utility open; Windows
-//! Explorer's own zip support does not).
+//! AE-2, which 7-Zip and WinZip open; Windows Explorer's own zip support
+//! does not).
 
 use std::io::{Cursor, Write};
 use std::path::Path;
