@@ -28,8 +28,10 @@ apt_install() {
 
 # --- email and report tests (cron branch) ---------------------------------
 # openssl makes the test CA; aiosmtpd (PyPI, in a venv from Debian's python3)
-# is the SMTP server; chromium renders report.html headless.
+# is the SMTP server; chromium renders report.html headless; script(1) gives
+# ferry a terminal to prove the progress bar shows only there.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
+command -v script >/dev/null 2>&1 || apt_install bsdutils
 command -v chromium >/dev/null 2>&1 || apt_install chromium
 if [ ! -x /usr/bin/python3 ] || ! /usr/bin/python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
     apt_install python3 python3-venv

@@ -189,3 +189,34 @@ fn the_leak_search_finds_what_it_should() {
     assert_eq!(leaks("{\"id\":\"E10001\"}", &tokens).len(), 1);
     assert!(leaks("E100012 and xgallagher", &tokens).is_empty());
 }
+
+/// The progress bar is drawn on a terminal only: `script` gives ferry a
+/// pseudo-terminal; under a pipe (cron) nothing but the summary is written.
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    let d = Dir::with_project();
+    let out = d.ferry(&["gen", "--patients", "20000", "--out", "gen"]);
+    assert_exit(&out, 0);
+    d.write(
+        "jobs/big.toml",
+        "[source]\ntype = \"local\"\ninbox = \"../gen\"\ninclude = [\"ehr_patients.csv\"]\nmin_age = \"0\"\n\
+         after = \"keep\"\n[[inputs]]\nfiles = \"ehr_patients.csv\"\nschema = \"ehr_patients\"\n",
+    );
+    let piped = d.ferry(&["backfill", "big", "--batch", "1000"]);
+    assert_exit(&piped, 0);
+    assert!(!stderr(&piped).contains("loading ["), "a bar under a pipe: {}", stderr(&piped));
+
+    let typescript = d.path("typescript");
+    let cmd = format!("{} backfill big --batch 1000", env!("CARGO_BIN_EXE_ferry"));
+    let status = std::process::Command::new("script")
+        .args(["-qec", &cmd])
+        .arg(&typescript)
+        .current_dir(d.path(""))
+        .env("FERRY_HOME", d.path("home2"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("`script` (util-linux) is missing ({e}): apt-get install bsdutils"));
+    assert!(status.success());
+    let seen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(seen.contains("loading ["), "no progress bar on a terminal: {seen}");
+}
