@@ -127,7 +127,13 @@ fn ferry_run(bytes: &[u8], schema: &Hl7Schema, threads: usize) -> Run {
             Ok(())
         })
         .unwrap();
-        Run { secs: start.elapsed().as_secs_f64(), cpu_secs: cpu_secs() - cpu_start, mapped, errors, peak_anon_kib: peak }
+        Run {
+            secs: start.elapsed().as_secs_f64(),
+            cpu_secs: cpu_secs() - cpu_start,
+            mapped,
+            errors,
+            peak_anon_kib: peak,
+        }
     })
 }
 

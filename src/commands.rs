@@ -7,12 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::clock;
 use crate::flatfile::parse_bytes;
 use crate::generate::{GenOptions, Noise, generate};
 use crate::hl7;
-use crate::job::{ConfigError, InputSchema, Job, default_state_dir, load_schema_file, schema_path};
+use crate::job::{ConfigError, InputSchema, Job, default_state_dir, jobs_dir, load_schema_file, schema_path};
 use crate::model::{Field, Side};
-use crate::run::{RunOptions, preview_source, run_job};
+use crate::report::email::{self, Outbox};
+use crate::run::{
+    JobLock, RunOptions, RunResult, flush_outbox, lock_job, preview_source, run_job, run_job_locked,
+};
 use crate::store::{QueueItem, RunRow, Store};
 
 /// How a command ended, as the exit status says it.
@@ -83,8 +87,161 @@ pub fn run(job: &str, quiet: bool) -> Result<Exit> {
             eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
         }
         eprintln!("Reports: {}", result.report_dir.display());
+        print_delivery(&result);
     }
     Ok(if result.failed { Exit::Failed } else { Exit::Done })
+}
+
+/// Push-back, email and pruning, as `run` and `backfill` tell them.
+fn print_delivery(result: &RunResult) {
+    for p in &result.pushed {
+        match p.status {
+            "pushed" => eprintln!("Pushed {} as {} ({} bytes)", p.file, p.name, p.bytes),
+            "skipped" => eprintln!("Not pushed {}: {}", p.file, p.detail),
+            _ => eprintln!("PUSH FAILED {}: {}", p.file, p.detail),
+        }
+    }
+    if let Some(m) = &result.mail {
+        if !m.sent.is_empty() {
+            eprintln!("Email sent ({} message(s))", m.sent.len());
+        }
+        if m.waiting > 0 {
+            eprintln!(
+                "Email NOT sent: {} message(s) wait in the outbox for the next run: {}",
+                m.waiting,
+                m.error.as_deref().unwrap_or("")
+            );
+        } else if let Some(e) = &m.error {
+            eprintln!("Email problem: {e}");
+        }
+    }
+    if result.pruned.runs > 0 {
+        eprintln!(
+            "Pruned {} old run(s): {} folder(s), {} file(s) deleted",
+            result.pruned.runs, result.pruned.folders, result.pruned.files
+        );
+    }
+}
+
+/// `ferry run-due`, for `* * * * * ferry run-due` in a crontab: each job in
+/// the jobs folder whose schedule fired since it last ran runs once, however
+/// many firings were missed. A job whose lock is held (still running) is
+/// left alone, quietly; whether it is due is decided only once its lock is
+/// held, so two run-dues started together never run a job twice. One job
+/// failing never stops the others. Quiet unless something failed, so cron
+/// mails only then.
+pub fn run_due(quiet: bool) -> Result<Exit> {
+    let dir = jobs_dir();
+    let files = toml_files(&dir).with_context(|| format!("cannot list jobs folder {}", dir.display()))?;
+    if files.is_empty() {
+        eprintln!("ferry run-due: no job files in {}; set --jobs-dir or FERRY_JOBS_DIR", dir.display());
+        return Ok(Exit::BadConfig);
+    }
+    let (mut failed, mut bad) = (false, false);
+    for file in files {
+        let job = match Job::load(&file.display().to_string()) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("{e}");
+                bad = true;
+                continue;
+            }
+        };
+        if job.schedule.is_none() && job.email.is_none() {
+            continue;
+        }
+        let lock = match try_lock(&job) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::info!(job = %job.name, "Still running; not started again.");
+                continue;
+            }
+            Err(e) => {
+                eprintln!("ferry: job {}: {e:#}", job.name);
+                failed = true;
+                continue;
+            }
+        };
+        match due_now(&job) {
+            Ok(Some(due)) => {
+                tracing::info!(
+                    job = %job.name,
+                    due = %due.last.with_timezone(&job.time_zone).format("%Y-%m-%d %H:%M %Z"),
+                    missed = due.missed,
+                    "Schedule fired; running."
+                );
+                match run_job_locked(&job, &lock, &RunOptions::default()) {
+                    Ok(result) => {
+                        if result.failed {
+                            failed = true;
+                            eprintln!(
+                                "ferry: job {} run {} failed: {}",
+                                job.name,
+                                result.run_id,
+                                result.totals.error.as_deref().unwrap_or("see its report")
+                            );
+                        } else {
+                            tracing::info!(job = %job.name, run_id = result.run_id, "Scheduled run done.");
+                        }
+                        if !quiet && let Some(m) = result.mail.as_ref().filter(|m| m.waiting > 0) {
+                            eprintln!(
+                                "ferry: job {}: {} email(s) wait in the outbox: {}",
+                                job.name,
+                                m.waiting,
+                                m.error.as_deref().unwrap_or("")
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("ferry: job {}: {e:#}", job.name);
+                    }
+                }
+            }
+            Ok(None) => {
+                if let Some(m) = flush_outbox(&job, &lock)
+                    && m.waiting > 0
+                    && !quiet
+                {
+                    eprintln!(
+                        "ferry: job {}: {} email(s) still wait in the outbox: {}",
+                        job.name,
+                        m.waiting,
+                        m.error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("ferry: job {}: {e:#}", job.name);
+            }
+        }
+    }
+    Ok(if failed {
+        Exit::Failed
+    } else if bad {
+        Exit::BadConfig
+    } else {
+        Exit::Done
+    })
+}
+
+/// The job's lock, or None when another process holds it.
+fn try_lock(job: &Job) -> Result<Option<JobLock>> {
+    match lock_job(job) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) if e.downcast_ref::<crate::run::AlreadyRunning>().is_some() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the job's schedule fired since it last ran. Records when
+/// run-due first saw the job, which a new job's first firing counts from.
+fn due_now(job: &Job) -> Result<Option<crate::schedule::Due>> {
+    let Some(schedule) = &job.schedule else { return Ok(None) };
+    let store = Store::open(&job.db_path())?;
+    let since = store.schedule_since(&job.name)?;
+    Ok(schedule.due(since, clock::now(), job.time_zone))
 }
 
 /// `ferry backfill JOB`: the full load, in committed batches so that a
@@ -125,6 +282,7 @@ pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
         );
         eprintln!("  id updates for the EHR: {}", r.id_updates);
         eprintln!("Reports: {}", result.report_dir.display());
+        print_delivery(&result);
     }
     Ok(if result.failed { Exit::Failed } else { Exit::Done })
 }
@@ -167,7 +325,7 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
     let mut bad = false;
     if jobs.is_empty() {
         let mut any = false;
-        for path in toml_files(Path::new("schemas"))? {
+        for path in toml_files(&jobs_dir().join("../schemas"))? {
             any = true;
             match load_schema_file(&path) {
                 Ok(InputSchema::Flat(s)) => {
@@ -180,12 +338,15 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
                 }
             }
         }
-        for path in toml_files(Path::new("jobs"))? {
+        for path in toml_files(&jobs_dir())? {
             any = true;
             bad |= !check_job(&path.display().to_string());
         }
         if !any {
-            eprintln!("ferry: no jobs/*.toml or schemas/*.toml here; name a job to check");
+            eprintln!(
+                "ferry: no job files in {} and no schemas beside it; name a job to check",
+                jobs_dir().display()
+            );
             return Ok(Exit::BadConfig);
         }
     } else {
@@ -197,23 +358,65 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
 }
 
 fn check_job(name: &str) -> bool {
-    match Job::load(name) {
-        Ok(job) => {
-            eprintln!("ok    job {} ({})", job.name, job.file.display());
-            match preview_source(&job) {
-                Ok(names) => eprintln!("      source lists {} file(s) to consider", names.len()),
-                Err(e) => {
-                    eprintln!("      source: {e:#}");
-                    return false;
-                }
-            }
-            true
-        }
+    let job = match Job::load(name) {
+        Ok(job) => job,
         Err(e) => {
             eprintln!("{e}");
-            false
+            return false;
+        }
+    };
+    eprintln!("ok    job {} ({})", job.name, job.file.display());
+    let mut ok = true;
+    match preview_source(&job) {
+        Ok(names) => eprintln!("      source lists {} file(s) to consider", names.len()),
+        Err(e) => {
+            eprintln!("      source: {e:#}");
+            ok = false;
         }
     }
+    if let Some(s) = &job.schedule {
+        let next = s.next_after(clock::now(), job.time_zone);
+        eprintln!(
+            "      schedule {:?} ({}): next {}",
+            s.as_str(),
+            job.time_zone,
+            next.map(|t| t.with_timezone(&job.time_zone).format("%Y-%m-%d %H:%M %Z").to_string())
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    for p in &job.push {
+        match crate::push::open(&p.to) {
+            Ok(mut t) => match t.list() {
+                Ok(_) => eprintln!("      push {} to {}", p.files.join(", "), t.describe()),
+                Err(e) => {
+                    eprintln!("      push to {}: {e}", t.describe());
+                    ok = false;
+                }
+            },
+            Err(e) => {
+                eprintln!("      push: {e:#}");
+                ok = false;
+            }
+        }
+    }
+    if let Some(settings) = &job.email {
+        if let Some(Err(e)) = settings.zip_password.as_ref().map(|s| s.get()) {
+            eprintln!("      email: {e}");
+            ok = false;
+        }
+        match email::check(settings) {
+            Ok(msg) => eprintln!("      email: {msg}"),
+            Err(e) => {
+                eprintln!("      email: {e:#}");
+                ok = false;
+            }
+        }
+        let waiting = Outbox::new(&job.state_dir, &job.name).waiting().map(|w| w.len()).unwrap_or(0);
+        if waiting > 0 {
+            eprintln!("      email: {waiting} message(s) wait in the outbox");
+        }
+    }
+    ok
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -406,7 +609,7 @@ fn print_reject(out: &mut impl Write, r: &crate::model::Reject, json: bool) -> R
 fn known_stores() -> Vec<(PathBuf, Option<String>)> {
     let mut dirs = BTreeSet::new();
     let mut names = Vec::new();
-    if let Ok(files) = toml_files(Path::new("jobs")) {
+    if let Ok(files) = toml_files(&jobs_dir()) {
         for f in files {
             if let Ok(job) = Job::load(&f.display().to_string()) {
                 dirs.insert(job.state_dir.clone());
@@ -543,45 +746,97 @@ pub fn queue_delete(job: Option<&str>, id: i64) -> Result<Exit> {
     Ok(Exit::Done)
 }
 
+/// One line of `ferry status`.
+struct StatusRow {
+    job: String,
+    last: Option<RunRow>,
+    next: String,
+    mail: usize,
+}
+
 pub fn status() -> Result<Exit> {
     let mut seen = BTreeSet::new();
-    let mut rows: Vec<(String, Option<RunRow>)> = Vec::new();
-    for (dir, job) in known_stores() {
-        let db = dir.join("ferry.db");
-        let runs = if db.exists() { Store::open(&db)?.runs(None, 10_000)? } else { Vec::new() };
-        if let Some(name) = &job {
-            let last = runs.iter().find(|r| &r.job == name).cloned();
-            if seen.insert(name.clone()) {
-                rows.push((name.clone(), last));
-            }
+    let mut rows: Vec<StatusRow> = Vec::new();
+    for file in toml_files(&jobs_dir()).unwrap_or_default() {
+        let Ok(job) = Job::load(&file.display().to_string()) else { continue };
+        if !seen.insert(job.name.clone()) {
+            continue;
         }
-        for r in runs {
+        let db = job.db_path();
+        let store = if db.exists() { Some(Store::open(&db)?) } else { None };
+        let last = match &store {
+            Some(s) => s.runs(Some(&job.name), 1)?.into_iter().next(),
+            None => None,
+        };
+        let next = match &job.schedule {
+            None => "not scheduled".to_string(),
+            Some(schedule) => {
+                let now = clock::now();
+                let since = match &store {
+                    Some(s) => s.schedule_since_peek(&job.name)?,
+                    None => None,
+                };
+                let fmt = |t: chrono::DateTime<chrono::Utc>| {
+                    t.with_timezone(&job.time_zone).format("%Y-%m-%d %H:%M %Z").to_string()
+                };
+                match since.map(|s| schedule.next_after(s, job.time_zone)) {
+                    Some(Some(t)) if t <= now => format!("now (due since {})", fmt(t)),
+                    Some(Some(t)) => fmt(t),
+                    Some(None) => "never".to_string(),
+                    None => match schedule.next_after(now, job.time_zone) {
+                        Some(t) => format!("{} (first)", fmt(t)),
+                        None => "never".to_string(),
+                    },
+                }
+            }
+        };
+        let mail = Outbox::new(&job.state_dir, &job.name).waiting().map(|w| w.len()).unwrap_or(0);
+        rows.push(StatusRow { job: job.name, last, next, mail });
+    }
+    // Jobs that ran but have no job file here any more.
+    for (dir, _) in known_stores() {
+        let db = dir.join("ferry.db");
+        if !db.exists() {
+            continue;
+        }
+        for r in Store::open(&db)?.runs(None, 10_000)? {
             if seen.insert(r.job.clone()) {
-                rows.push((r.job.clone(), Some(r)));
+                rows.push(StatusRow {
+                    job: r.job.clone(),
+                    last: Some(r),
+                    next: "no job file".into(),
+                    mail: 0,
+                });
             }
         }
     }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
-        "JOB", "LAST RUN", "OUTCOME", "FILES", "RECORDS", "REJECTS", "MATCHES", "CONFLICTS"
+        "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<26} MAIL",
+        "JOB", "LAST RUN", "OUTCOME", "FILES", "RECORDS", "REJECTS", "MATCHES", "CONFLICTS", "NEXT DUE"
     )?;
-    for (job, last) in rows {
-        match last {
+    for row in rows {
+        let mail = if row.mail > 0 { format!("{} waiting", row.mail) } else { "-".into() };
+        match row.last {
             Some(r) => writeln!(
                 out,
-                "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
-                job,
+                "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<26} {mail}",
+                row.job,
                 short_time(&r.started_at),
                 r.outcome,
                 r.files,
                 r.records,
                 r.rejects,
                 r.matches,
-                r.conflicts
+                r.conflicts,
+                row.next
             )?,
-            None => writeln!(out, "{job:<20} {:<20} {:<10}", "never", "-")?,
+            None => writeln!(
+                out,
+                "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<26} {mail}",
+                row.job, "never", "-", "", "", "", "", "", row.next
+            )?,
         }
     }
     Ok(Exit::Done)

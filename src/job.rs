@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -21,6 +22,7 @@ use crate::flatfile::Schema;
 use crate::hl7::{Hl7Schema, ProviderKind};
 use crate::model::{Field, Side};
 use crate::reconcile::matching::{Comparison, FixedWeight, MatchSettings};
+use crate::schedule::Schedule;
 use crate::store::LoadMode;
 
 /// A job or schema file that cannot be used, with every problem found in it.
@@ -68,9 +70,12 @@ pub struct JobFile {
     reports_dir: Option<PathBuf>,
     /// Where schema names are looked up. Defaults to `../schemas` from the job.
     schemas_dir: Option<PathBuf>,
-    /// IANA time zone of times without an offset (HL7 DTMs), and later of
-    /// the schedule. Defaults to UTC.
+    /// IANA time zone of times without an offset (HL7 DTMs) and of the
+    /// schedule. Defaults to UTC.
     time_zone: Option<String>,
+    /// When `ferry run-due` runs the job: five crontab fields or `@daily`,
+    /// in `time_zone`. A job without one runs only when asked.
+    schedule: Option<String>,
     source: SourceConfig,
     #[serde(default)]
     inputs: Vec<InputConfig>,
@@ -79,6 +84,111 @@ pub struct JobFile {
     reconcile: ReconcileConfig,
     #[serde(default)]
     hl7: Hl7Config,
+    #[serde(default)]
+    history: HistoryConfig,
+    email: Option<EmailConfig>,
+    #[serde(default)]
+    push: Vec<PushConfig>,
+}
+
+/// `[history]`: how long runs are kept, and what goes with a pruned run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryConfig {
+    /// Runs that started longer ago than this are pruned ("90d"); unset
+    /// keeps every run.
+    keep: Option<String>,
+    /// What is deleted with a pruned run.
+    #[serde(default = "default_prune")]
+    delete: Vec<PruneWhat>,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { keep: None, delete: default_prune() }
+    }
+}
+
+fn default_prune() -> Vec<PruneWhat> {
+    vec![PruneWhat::Received, PruneWhat::Reports]
+}
+
+/// Files that can be deleted together with a pruned run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneWhat {
+    /// ferry's own copies of the files the run took (`received/JOB/run-N`).
+    Received,
+    /// The run's report folder.
+    Reports,
+    /// The source files the run moved to the archive folder.
+    Archived,
+}
+
+/// `[email]`: who gets the run's report, through which SMTP relay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmailConfig {
+    to: Vec<String>,
+    from: String,
+    /// The relay's host name (as its certificate names it).
+    server: String,
+    /// Defaults to 587 for STARTTLS, 465 for implicit TLS.
+    port: Option<u16>,
+    #[serde(default)]
+    security: SmtpSecurity,
+    user: Option<String>,
+    password_env: Option<String>,
+    /// PEM file of the CA that signed a relay's private certificate.
+    ca_file: Option<PathBuf>,
+    /// Start of the subject line; defaults to "ferry JOB".
+    subject: Option<String>,
+    /// Attach the run's report files as one zip (default) and report.html.
+    #[serde(default = "yes")]
+    attach: bool,
+    /// Encrypt the zip (AES-256) with the password in this variable.
+    zip_password_env: Option<String>,
+    /// Where readers open report folders, e.g. "https://intranet/ferry/reports":
+    /// the body links to URL/JOB/FOLDER. Without it the body gives the path.
+    report_url: Option<String>,
+    /// Give up on a connection after this long (default 60s).
+    timeout: Option<String>,
+}
+
+/// How the SMTP connection is secured. There is no plain option: the zip
+/// may hold patient data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which is required (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// `[[push]]`: report files sent back after the run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushConfig {
+    /// Names of files in the run's report folder, e.g. "id_updates.csv".
+    files: Vec<String>,
+    /// The name at the destination; {stem}, {ext}, {stamp}, {job} and {run}
+    /// are filled in. Default "{stem}_{stamp}{ext}", so a file the other side
+    /// has not picked up yet is never overwritten.
+    name: Option<String>,
+    /// Skip a CSV with no rows under its header (default true).
+    #[serde(default = "yes")]
+    skip_empty: bool,
+    to: DestinationConfig,
+}
+
+/// Where pushed files go. One variant per transport.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum DestinationConfig {
+    /// A folder on this machine (the practice-hosted SFTP server's pickup folder).
+    Local { dir: PathBuf },
 }
 
 /// Settings for HL7 inputs.
@@ -330,6 +440,67 @@ pub struct Job {
     pub reconcile: Reconcile,
     pub time_zone: Tz,
     pub provider: ProviderKind,
+    pub schedule: Option<Schedule>,
+    pub history: History,
+    pub email: Option<Email>,
+    pub push: Vec<Push>,
+}
+
+/// How long runs are kept and what goes with them.
+#[derive(Debug, Clone)]
+pub struct History {
+    pub keep: Option<Duration>,
+    pub delete: Vec<PruneWhat>,
+}
+
+/// A secret named by the environment variable that holds it. Only the
+/// name is kept; the value is read when it is used and never logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnv {
+    /// For messages: "email.password_env".
+    pub key: &'static str,
+    pub var: String,
+}
+
+impl SecretEnv {
+    pub fn get(&self) -> Result<String, String> {
+        match std::env::var(&self.var) {
+            Ok(v) if !v.is_empty() => Ok(v),
+            _ => Err(format!("{} names the environment variable {}, which is not set", self.key, self.var)),
+        }
+    }
+}
+
+/// Validated `[email]` settings.
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub to: Vec<String>,
+    pub from: String,
+    pub server: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub user: Option<String>,
+    pub password: Option<SecretEnv>,
+    pub ca_file: Option<PathBuf>,
+    pub subject: String,
+    pub attach: bool,
+    pub zip_password: Option<SecretEnv>,
+    pub report_url: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Validated `[[push]]` entry.
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub files: Vec<String>,
+    pub name: String,
+    pub skip_empty: bool,
+    pub to: Destination,
+}
+
+#[derive(Debug, Clone)]
+pub enum Destination {
+    Local(PathBuf),
 }
 
 #[derive(Debug)]
@@ -473,11 +644,24 @@ impl Job {
     }
 }
 
-/// `jobs/NAME.toml` for a bare name, else the path as given.
+static JOBS_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Set once at start-up from `--jobs-dir` / `$FERRY_JOBS_DIR`.
+pub fn set_jobs_dir(dir: PathBuf) {
+    let _ = JOBS_DIR.set(dir);
+}
+
+/// The folder job names are looked up in and `run-due` runs: `jobs/` in
+/// the current folder unless set.
+pub fn jobs_dir() -> PathBuf {
+    JOBS_DIR.get().cloned().unwrap_or_else(|| PathBuf::from("jobs"))
+}
+
+/// `JOBS_DIR/NAME.toml` for a bare name, else the path as given.
 pub fn resolve_job_path(name_or_path: &str) -> PathBuf {
     let p = Path::new(name_or_path);
     if p.components().count() == 1 && p.extension().is_none() {
-        let candidate = Path::new("jobs").join(format!("{name_or_path}.toml"));
+        let candidate = jobs_dir().join(format!("{name_or_path}.toml"));
         if candidate.exists() {
             return candidate;
         }
@@ -597,6 +781,26 @@ impl JobFile {
         }
         reconcile.matching = self.reconcile.matching.settings(&mut problems);
 
+        let schedule = self
+            .schedule
+            .as_deref()
+            .and_then(|text| Schedule::parse(text).map_err(|e| problems.push(format!("schedule: {e}"))).ok());
+        let history = History {
+            keep: self.history.keep.as_deref().and_then(|k| {
+                parse_duration(k).map_err(|e| problems.push(format!("history.keep: {e}"))).ok().filter(|d| {
+                    let ok = !d.is_zero();
+                    if !ok {
+                        problems.push("history.keep: 0 would prune every run as it ends".into());
+                    }
+                    ok
+                })
+            }),
+            delete: self.history.delete,
+        };
+        let email = self.email.and_then(|e| e.build(&base, &name, &mut problems));
+        let push =
+            self.push.into_iter().enumerate().filter_map(|(i, p)| p.build(i, &base, &mut problems)).collect();
+
         match source {
             Some(source) if problems.is_empty() => Ok(Job {
                 name,
@@ -610,9 +814,139 @@ impl JobFile {
                 reconcile,
                 time_zone,
                 provider: self.hl7.provider_id,
+                schedule,
+                history,
+                email,
+                push,
             }),
             _ => Err(ConfigError { file: path.to_path_buf(), problems }),
         }
+    }
+}
+
+impl EmailConfig {
+    fn build(self, base: &Path, job: &str, problems: &mut Vec<String>) -> Option<Email> {
+        let before = problems.len();
+        if self.to.is_empty() {
+            problems.push("email.to: list at least one address".into());
+        }
+        for (i, a) in self.to.iter().enumerate() {
+            if let Err(e) = a.parse::<lettre::message::Mailbox>() {
+                problems.push(format!("email.to[{i}]: {a:?} is not an email address ({e})"));
+            }
+        }
+        if let Err(e) = self.from.parse::<lettre::message::Mailbox>() {
+            problems.push(format!("email.from: {:?} is not an email address ({e})", self.from));
+        }
+        if self.server.trim().is_empty() {
+            problems.push("email.server: name the SMTP relay".into());
+        }
+        let secret = |key: &'static str, var: Option<String>, problems: &mut Vec<String>| {
+            var.and_then(|var| {
+                if var.is_empty() || var.contains('=') || var.contains('\0') {
+                    problems.push(format!("{key}: {var:?} is not an environment variable name"));
+                    None
+                } else {
+                    Some(SecretEnv { key, var })
+                }
+            })
+        };
+        let password = secret("email.password_env", self.password_env, problems);
+        let zip_password = secret("email.zip_password_env", self.zip_password_env, problems);
+        if self.user.is_some() != password.is_some() {
+            problems.push("email: user and password_env go together (AUTH needs both)".into());
+        }
+        let ca_file = self.ca_file.map(|f| base.join(f));
+        if let Some(f) = &ca_file
+            && !f.is_file()
+        {
+            problems.push(format!("email.ca_file: {} does not exist", f.display()));
+        }
+        let timeout = match self.timeout.as_deref().map(parse_duration) {
+            None => Duration::from_secs(60),
+            Some(Ok(d)) if !d.is_zero() => d,
+            Some(Ok(_)) => {
+                problems.push("email.timeout: must be more than 0".into());
+                Duration::from_secs(60)
+            }
+            Some(Err(e)) => {
+                problems.push(format!("email.timeout: {e}"));
+                Duration::from_secs(60)
+            }
+        };
+        if problems.len() > before {
+            return None;
+        }
+        let port = self.port.unwrap_or(match self.security {
+            SmtpSecurity::Starttls => 587,
+            SmtpSecurity::Tls => 465,
+        });
+        Some(Email {
+            to: self.to,
+            from: self.from,
+            server: self.server,
+            port,
+            security: self.security,
+            user: self.user,
+            password,
+            ca_file,
+            subject: self.subject.unwrap_or_else(|| format!("ferry {job}")),
+            attach: self.attach,
+            zip_password,
+            report_url: self.report_url.map(|u| u.trim_end_matches('/').to_string()),
+            timeout,
+        })
+    }
+}
+
+/// Placeholders a push name may use.
+const PUSH_NAME_KEYS: [&str; 5] = ["stem", "ext", "stamp", "job", "run"];
+
+impl PushConfig {
+    fn build(self, i: usize, base: &Path, problems: &mut Vec<String>) -> Option<Push> {
+        let before = problems.len();
+        if self.files.is_empty() {
+            problems.push(format!("push[{i}].files: list at least one report file, e.g. \"id_updates.csv\""));
+        }
+        for (j, f) in self.files.iter().enumerate() {
+            if !crate::report::OUTPUTS.iter().any(|(name, _)| name == f) {
+                let names: Vec<&str> = crate::report::OUTPUTS.iter().map(|(n, _)| *n).collect();
+                problems.push(format!(
+                    "push[{i}].files[{j}]: {f:?} is not a report file; one of {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        let name = self.name.unwrap_or_else(|| "{stem}_{stamp}{ext}".to_string());
+        let mut rest = name.as_str();
+        while let Some(open) = rest.find('{') {
+            let Some(close) = rest[open..].find('}') else {
+                problems.push(format!("push[{i}].name: {name:?} has an unclosed '{{'"));
+                break;
+            };
+            let key = &rest[open + 1..open + close];
+            if !PUSH_NAME_KEYS.contains(&key) {
+                problems.push(format!(
+                    "push[{i}].name: {{{key}}} is not one of {{stem}}, {{ext}}, {{stamp}}, {{job}}, {{run}}"
+                ));
+            }
+            rest = &rest[open + close + 1..];
+        }
+        let to = match self.to {
+            DestinationConfig::Local { dir } => {
+                let dir = base.join(dir);
+                if !dir.is_dir() {
+                    problems.push(format!("push[{i}].to.dir: folder {} does not exist", dir.display()));
+                }
+                Destination::Local(dir)
+            }
+        };
+        (problems.len() == before).then_some(Push {
+            files: self.files,
+            name,
+            skip_empty: self.skip_empty,
+            to,
+        })
     }
 }
 

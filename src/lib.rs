@@ -3,15 +3,19 @@
 //! reconcile -> report. `main.rs` is only the command line; everything it
 //! does is here so tests and benches can use every part.
 
+pub mod clock;
 pub mod commands;
 pub mod flatfile;
 pub mod generate;
 pub mod hl7;
 pub mod job;
 pub mod model;
+pub mod prune;
+pub mod push;
 pub mod reconcile;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod store;
 pub mod transport;
 

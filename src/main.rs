@@ -30,6 +30,9 @@ struct Cli {
     /// Log lines as readable text or as JSON objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Where job names are looked up and which jobs run-due runs.
+    #[arg(long, env = "FERRY_JOBS_DIR", default_value = "jobs", global = true)]
+    jobs_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,7 +99,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Each job's last run and its outcome.
+    /// For cron, every minute: run each job whose schedule fired since its last run (once, however many
+    /// firings were missed), never two runs of one job at once; send email still waiting.
+    RunDue,
+    /// Each job's last run, its outcome, its next due time and email waiting to be sent.
     Status,
     /// Past runs with their counts, newest first.
     History {
@@ -124,6 +130,7 @@ enum QueueAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     commands::init_logging(Logging { verbose: cli.verbose, quiet: cli.quiet, format: cli.log_format });
+    ferry::job::set_jobs_dir(cli.jobs_dir);
     let result = match cli.command {
         Command::Run { job } => commands::run(&job, cli.quiet),
         Command::Backfill { job, batch } => commands::backfill(&job, batch, cli.quiet),
@@ -140,6 +147,7 @@ fn main() -> ExitCode {
             Some(QueueAction::Retry { id }) => commands::queue_retry(job.as_deref(), id),
             Some(QueueAction::Delete { id }) => commands::queue_delete(job.as_deref(), id),
         },
+        Command::RunDue => commands::run_due(cli.quiet),
         Command::Status => commands::status(),
         Command::History { job, limit, json } => commands::history(job.as_deref(), limit, json),
     };

@@ -18,12 +18,16 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use crate::clock;
 use crate::flatfile::{ParsedFile, parse_bytes};
 use crate::hl7::{self, MapSettings, Mapped, MessageOutcome};
 use crate::job::{AfterAction, InputSchema, Job, LocalSource, Source};
 use crate::model::Side;
 use crate::model::{Reject, Severity};
+use crate::prune::{Pruned, prune};
+use crate::push::{self, Pushed};
 use crate::reconcile::reconcile;
+use crate::report::email::{self, Outbox};
 use crate::report::{self, FileSummary, RunReport};
 use crate::store::{
     Applied, Batching, Counts, FileLoad, LedgerEntry, LoadMode, MessageRow, RunTotals, Store, TakenFile,
@@ -61,6 +65,21 @@ pub struct RunResult {
     /// A file could not be read at all: the run completed but failed.
     pub failed: bool,
     pub reconciled: Reconciled,
+    /// Files pushed back after the run.
+    pub pushed: Vec<Pushed>,
+    /// The email: None when the job sends none.
+    pub mail: Option<MailOutcome>,
+    pub pruned: Pruned,
+}
+
+/// What became of the run's email and any that waited before it.
+#[derive(Debug, Default)]
+pub struct MailOutcome {
+    /// Messages the relay accepted (Message-IDs), older ones first.
+    pub sent: Vec<String>,
+    /// Messages left in the outbox for the next run.
+    pub waiting: usize,
+    pub error: Option<String>,
 }
 
 /// The reconciliation's headline counts.
@@ -101,6 +120,14 @@ pub struct JobLock {
     _file: File,
 }
 
+/// Another process holds the job's lock.
+#[derive(Debug, thiserror::Error)]
+#[error("job {job} is already running (lock {})", lock.display())]
+pub struct AlreadyRunning {
+    pub job: String,
+    pub lock: PathBuf,
+}
+
 pub fn lock_job(job: &Job) -> Result<JobLock> {
     let dir = job.state_dir.join("locks");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -108,37 +135,183 @@ pub fn lock_job(job: &Job) -> Result<JobLock> {
     let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(JobLock { _file: file }),
-        Err(fs::TryLockError::WouldBlock) => {
-            bail!("job {} is already running (lock {})", job.name, path.display())
-        }
+        Err(fs::TryLockError::WouldBlock) => Err(AlreadyRunning { job: job.name.clone(), lock: path }.into()),
         Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
 }
 
-/// Run a job once.
+/// Run a job once: take its lock, then [`run_job_locked`].
 pub fn run_job(job: &Job, opts: &RunOptions) -> Result<RunResult> {
-    let _lock = lock_job(job)?;
+    let lock = lock_job(job)?;
+    run_job_locked(job, &lock, opts)
+}
+
+/// Run a job once under its lock: the stages up to the reports, then
+/// push-back, the email and pruning of old runs.
+pub fn run_job_locked(job: &Job, _lock: &JobLock, opts: &RunOptions) -> Result<RunResult> {
+    clock::pause("locked");
     let mut store = Store::open(&job.db_path())?;
     let abandoned = store.close_abandoned_runs(&job.name)?;
     if abandoned > 0 {
         warn!(job = %job.name, runs = abandoned, "Earlier runs were interrupted; marked abandoned.");
     }
-    let started = chrono::Local::now();
+    let started = clock::now().with_timezone(&chrono::Local);
     let run_id = store.start_run(&job.name, opts.kind)?;
+    crate::store::failpoint("run_started");
     info!(job = %job.name, run_id, "Run started.");
-    match run_stages(job, &mut store, run_id, &started, opts) {
+    let mut result = match run_stages(job, &mut store, run_id, &started, opts) {
         Ok(result) => {
             store.finish_run(run_id, &result.totals)?;
             info!(job = %job.name, run_id, outcome = %result.totals.outcome, "Run finished.");
-            Ok(result)
+            result
         }
         Err(e) => {
             let totals =
                 RunTotals { outcome: "failed".into(), error: Some(format!("{e:#}")), ..RunTotals::default() };
             store.finish_run(run_id, &totals)?;
-            Err(e)
+            // Tell the people who expect the report that there is none.
+            if let Some(settings) = &job.email {
+                let facts = email::Facts {
+                    job: &job.name,
+                    run_id,
+                    outcome: "failed",
+                    started: &started.with_timezone(&job.time_zone).format("%Y-%m-%d %H:%M %Z").to_string(),
+                    counts: &[],
+                    report_dir: None,
+                    notes: &[],
+                };
+                send_mail(job, settings, &facts);
+            }
+            return Err(e);
+        }
+    };
+    deliver(job, &mut store, &started, &mut result);
+    Ok(result)
+}
+
+/// After the reports: push files back, email the report, prune old runs.
+/// A failed push fails the run; an email that cannot be sent waits in the
+/// outbox and does not.
+fn deliver(job: &Job, store: &mut Store, started: &chrono::DateTime<chrono::Local>, result: &mut RunResult) {
+    let stamp = started.format("%Y%m%dT%H%M%S").to_string();
+    for entry in &job.push {
+        match push::open(&entry.to) {
+            Ok(mut t) => result.pushed.extend(push::push(
+                entry,
+                &result.report_dir,
+                &job.name,
+                result.run_id,
+                &stamp,
+                t.as_mut(),
+            )),
+            Err(e) => {
+                let why = format!("{e:#}");
+                warn!(job = %job.name, error = %why, "Push destination could not be opened.");
+                result.pushed.extend(entry.files.iter().map(|f| Pushed {
+                    file: f.clone(),
+                    name: String::new(),
+                    status: "failed",
+                    bytes: 0,
+                    detail: why.clone(),
+                }));
+            }
         }
     }
+    let failed_pushes = result.pushed.iter().filter(|p| p.status == "failed").count();
+    if failed_pushes > 0 {
+        result.failed = true;
+        result.totals.outcome = "failed".into();
+        let error = format!("{failed_pushes} file(s) could not be pushed back");
+        if let Err(e) = store.set_run_outcome(result.run_id, "failed", Some(&error)) {
+            warn!(error = %format!("{e:#}"), "Could not record the push failure.");
+        }
+        result.totals.error = Some(error);
+    }
+
+    if let Some(settings) = &job.email {
+        let t = &result.totals;
+        let r = &result.reconciled;
+        let counts = vec![
+            ("Records loaded", t.records),
+            ("Rejected records", t.rejects),
+            ("Matched pairs", t.matches),
+            ("External ID conflicts", t.conflicts),
+            ("Possible matches to review", r.possible_matches as u64),
+            ("Possible duplicates", r.duplicates as u64),
+            ("ID updates for the EHR", r.id_updates as u64),
+            ("Files loaded", t.files),
+        ];
+        let mut notes = Vec::new();
+        let pushed = result.pushed.iter().filter(|p| p.status == "pushed").count();
+        if !result.pushed.is_empty() {
+            notes.push(format!(
+                "Pushed back: {pushed} file(s), {} skipped as empty, {failed_pushes} failed.",
+                result.pushed.iter().filter(|p| p.status == "skipped").count()
+            ));
+        }
+        let facts = email::Facts {
+            job: &job.name,
+            run_id: result.run_id,
+            outcome: &result.totals.outcome,
+            started: &started.with_timezone(&job.time_zone).format("%Y-%m-%d %H:%M %Z").to_string(),
+            counts: &counts,
+            report_dir: Some(&result.report_dir),
+            notes: &notes,
+        };
+        result.mail = Some(send_mail(job, settings, &facts));
+    }
+
+    match prune(job, store, result.run_id, clock::now()) {
+        Ok(p) => result.pruned = p,
+        Err(e) => {
+            warn!(job = %job.name, error = %format!("{e:#}"), "Pruning old runs failed; tried again next run.")
+        }
+    }
+}
+
+/// Put the run's message in the outbox, then send everything waiting there.
+fn send_mail(job: &Job, settings: &crate::job::Email, facts: &email::Facts) -> MailOutcome {
+    let outbox = Outbox::new(&job.state_dir, &job.name);
+    let now = clock::now();
+    let mut outcome = MailOutcome::default();
+    match email::compose(settings, facts, now).and_then(|m| outbox.put(&m)) {
+        Ok(path) => info!(job = %job.name, file = %path.display(), "Email queued."),
+        Err(e) => {
+            let why = format!("{e:#}");
+            warn!(job = %job.name, error = %why, "Email could not be composed.");
+            outcome.error = Some(why);
+        }
+    }
+    let flushed = outbox.flush(settings, now);
+    if let Some(e) = &flushed.error {
+        warn!(
+            job = %job.name,
+            waiting = flushed.waiting,
+            outbox = %outbox.dir().display(),
+            error = %e,
+            "Email not sent; it waits in the outbox and is sent on the next run."
+        );
+    }
+    outcome.sent = flushed.sent;
+    outcome.waiting = flushed.waiting;
+    outcome.error = outcome.error.or(flushed.error);
+    outcome
+}
+
+/// Send a job's waiting email, if the back-off allows (for `run-due`
+/// between runs). Call with the job's lock held.
+pub fn flush_outbox(job: &Job, _lock: &JobLock) -> Option<MailOutcome> {
+    let settings = job.email.as_ref()?;
+    let outbox = Outbox::new(&job.state_dir, &job.name);
+    let now = clock::now();
+    if !outbox.ready(now).unwrap_or(false) {
+        return None;
+    }
+    let f = outbox.flush(settings, now);
+    if let Some(e) = &f.error {
+        warn!(job = %job.name, waiting = f.waiting, error = %e, "Waiting email still not sent.");
+    }
+    Some(MailOutcome { sent: f.sent, waiting: f.waiting, error: f.error })
 }
 
 fn run_stages(
@@ -264,6 +437,19 @@ fn run_stages(
     let rejects = store.rejects_of_run(run_id)?;
     let merges = store.merges(&job.name)?;
     let appointments = store.appointment_counts(&job.name)?;
+    let loaded = files.iter().filter(|f| f.status == "loaded");
+    let mut totals = RunTotals {
+        outcome: if failed { "failed" } else { "ok" }.to_string(),
+        files: files.iter().filter(|f| f.status == "loaded").count() as u64,
+        records: loaded.clone().map(|f| f.accepted).sum(),
+        rejects: loaded.map(|f| f.rejected).sum::<u64>(),
+        matches: outcome.links.len() as u64,
+        conflicts: outcome.conflicts.len() as u64,
+        report_dir: None,
+        error: failed.then(|| "a file could not be read; see rejects.csv".to_string()),
+    };
+    let history = store.runs(Some(&job.name), 40)?;
+    let history: Vec<_> = history.into_iter().filter(|r| r.id != run_id).collect();
     let started_text = started.format("%Y-%m-%d %H:%M:%S %z").to_string();
     let report_dir = crate::timed("writing reports", || {
         report::write(
@@ -280,21 +466,12 @@ fn run_stages(
                 rejects: &rejects,
                 merges: &merges,
                 appointments: &appointments,
+                totals: &totals,
+                history: &history,
             },
         )
     })?;
-
-    let loaded = files.iter().filter(|f| f.status == "loaded");
-    let totals = RunTotals {
-        outcome: if failed { "failed" } else { "ok" }.to_string(),
-        files: files.iter().filter(|f| f.status == "loaded").count() as u64,
-        records: loaded.clone().map(|f| f.accepted).sum(),
-        rejects: loaded.map(|f| f.rejected).sum::<u64>(),
-        matches: outcome.links.len() as u64,
-        conflicts: outcome.conflicts.len() as u64,
-        report_dir: Some(report_dir.display().to_string()),
-        error: failed.then(|| "a file could not be read; see rejects.csv".to_string()),
-    };
+    totals.report_dir = Some(report_dir.display().to_string());
     let by_demographics = outcome.links.iter().filter(|l| l.key.is_none()).count();
     let reconciled = Reconciled {
         ehr: ehr.len(),
@@ -306,7 +483,17 @@ fn run_stages(
         id_updates: outcome.id_updates.len(),
         candidate_pairs: outcome.matching.as_ref().map_or(0, |m| m.candidates),
     };
-    Ok(RunResult { run_id, report_dir, files, totals, failed, reconciled })
+    Ok(RunResult {
+        run_id,
+        report_dir,
+        files,
+        totals,
+        failed,
+        reconciled,
+        pushed: Vec::new(),
+        mail: None,
+        pruned: Pruned::default(),
+    })
 }
 
 fn src_archive(job: &Job) -> &Path {

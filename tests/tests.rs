@@ -18,3 +18,24 @@ mod hl7;
 
 // Backfill: resumable after a kill, nothing loaded twice, counts add up.
 mod backfill;
+
+// A real SMTP server (aiosmtpd) for the email tests, started and stopped by PID.
+mod smtpd;
+
+// Email: STARTTLS and implicit TLS with AUTH, the encrypted report zip, the outbox, `check`.
+mod smtp;
+
+// Schedules and run-due on a clock the tests set: catch-up, no overlap, crashes, daylight saving.
+mod schedule;
+
+// History: what `ferry history` lists, and pruning old runs with their files.
+mod history;
+
+// Push-back of report files to the job's destination.
+mod push;
+
+// report.html rendered by headless Chromium: no errors, no requests, a page with charts.
+mod report_html;
+
+// No patient data in any log line (text and JSON, most verbose) or the email body.
+mod logs;

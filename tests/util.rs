@@ -132,3 +132,11 @@ pub fn count(summary: &HashMap<(String, String), String>, scope: &str, metric: &
         .parse()
         .unwrap()
 }
+
+/// The shipped demo job with more top-level keys (`top`) and more tables
+/// (`tables`), for tests that schedule, email or push it.
+pub fn demo_job(top: &str, tables: &str) -> String {
+    let base = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/demo.toml")).unwrap();
+    assert!(base.contains("name = \"demo\"\n"));
+    format!("{}\n{tables}\n", base.replacen("name = \"demo\"\n", &format!("name = \"demo\"\n{top}\n"), 1))
+}

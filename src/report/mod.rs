@@ -1,8 +1,13 @@
 //! The reconciliation reports staff work from: one folder per run, written
 //! under a hidden name and renamed when complete, so nobody opens half a
-//! report. PHI goes only into these files, never into logs.
+//! report. PHI goes only into these files, never into logs. Also here: the
+//! at-a-glance `report.html`, the zip of a run's folder and the email that
+//! carries it (`email`, with its outbox).
 
 mod csvfile;
+pub mod email;
+mod html;
+pub mod zip;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +18,7 @@ pub use csvfile::writer as csv_writer;
 use crate::job::LinkKey;
 use crate::model::{PatientRecord, Reject, Severity, Side};
 use crate::reconcile::{ConflictKind, Outcome};
+use crate::store::{RunRow, RunTotals};
 
 /// What became of one input file in this run.
 #[derive(Debug, Clone)]
@@ -43,6 +49,33 @@ pub struct RunReport<'a> {
     pub merges: &'a [(String, String, Option<String>)],
     /// Appointments the store holds, by status.
     pub appointments: &'a [(String, u64)],
+    /// This run's counts (its report folder not yet known).
+    pub totals: &'a RunTotals,
+    /// Earlier runs of the job, newest first (the charts show up to 29).
+    pub history: &'a [RunRow],
+}
+
+/// The files of a run folder and what each lists, in the order people read them.
+pub const OUTPUTS: [(&str, &str); 12] = [
+    ("report.html", "this page: the run at a glance"),
+    ("summary.csv", "count: records read, accepted, rejected, matched, ..."),
+    ("matched.csv", "linked pair: EHR ID, practice MRN, how, score"),
+    ("field_differences.csv", "field that differs in a linked pair: both values"),
+    ("unmatched_ehr.csv", "EHR record with no practice partner"),
+    ("unmatched_practice.csv", "practice record with no EHR partner"),
+    ("external_id_conflicts.csv", "broken external-ID rule"),
+    ("possible_matches.csv", "pair across the sides for a person to review"),
+    ("possible_duplicates.csv", "pair on one side that look like one person"),
+    ("id_updates.csv", "practice MRN to write back to the EHR"),
+    ("merges.csv", "EHR patient merge (ADT^A40)"),
+    ("rejects.csv", "input record that could not be read, or a warning"),
+];
+
+/// A store timestamp (UTC) as people read it: local time to the minute.
+pub fn local_time(utc: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(utc)
+        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| utc.to_string())
 }
 
 /// Write the run's folder under `reports_dir/JOB/` and return its path.
@@ -75,7 +108,56 @@ fn write_all(dir: &Path, r: &RunReport) -> Result<()> {
     possible_matches(dir, r)?;
     possible_duplicates(dir, r)?;
     id_updates(dir, r)?;
+    page(dir, r)?;
     Ok(())
+}
+
+/// The headline numbers, for report.html and the email, in reading order.
+pub fn headline(t: &RunTotals, o: &Outcome, ehr: usize, practice: usize) -> Vec<(&'static str, u64)> {
+    let by_demographics = o.links.iter().filter(|l| l.key.is_none()).count() as u64;
+    vec![
+        ("Records loaded", t.records),
+        ("Rejected records", t.rejects),
+        ("Matched pairs", t.matches),
+        ("External ID conflicts", t.conflicts),
+        ("Possible matches to review", o.possible_matches.len() as u64),
+        ("ID updates for the EHR", o.id_updates.len() as u64),
+        ("Files loaded", t.files),
+        ("Matched by external ID", t.matches - by_demographics),
+        ("Matched by demographics", by_demographics),
+        ("Possible duplicates", o.duplicates.len() as u64),
+        ("Field differences", o.differences.len() as u64),
+        ("Unmatched EHR records", o.unmatched_ehr.len() as u64),
+        ("Unmatched practice records", o.unmatched_practice.len() as u64),
+        ("EHR patients", ehr as u64),
+        ("Practice patients", practice as u64),
+    ]
+}
+
+fn page(dir: &Path, r: &RunReport) -> Result<()> {
+    let mut history: Vec<html::Point> = r.history.iter().take(29).rev().map(html::Point::from_row).collect();
+    history.push(html::Point {
+        run_id: r.run_id,
+        when: r.started.get(..16).unwrap_or(r.started).to_string(),
+        outcome: r.totals.outcome.clone(),
+        records: r.totals.records,
+        rejects: r.totals.rejects,
+        matches: r.totals.matches,
+        conflicts: r.totals.conflicts,
+    });
+    let counts = headline(r.totals, r.outcome, r.ehr.len(), r.practice.len());
+    let text = html::render(&html::Page {
+        job: r.job,
+        run_id: r.run_id,
+        started: r.started,
+        outcome: &r.totals.outcome,
+        counts: &counts,
+        files: r.files,
+        history: &history,
+        outputs: &OUTPUTS[1..],
+    });
+    let path = dir.join("report.html");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn opt(v: &Option<String>) -> &str {

@@ -154,6 +154,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE files ADD COLUMN records_done INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 4: schedules and history. A pruned run whose ledger rows must stay
+    // (they stop a file being loaded twice) is kept as a stub marked
+    // pruned; `schedules` remembers when run-due first saw each job, so a
+    // new job waits for its first firing instead of running at once.
+    r#"
+    ALTER TABLE runs ADD COLUMN pruned_at TEXT;
+    CREATE TABLE schedules (
+        job        TEXT PRIMARY KEY,
+        first_seen TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.

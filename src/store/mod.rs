@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub(crate) use load::failpoint;
 pub use load::{Applied, Counts, FileLoad, MessageRow};
 pub use queue::QueueItem;
 
@@ -113,13 +114,53 @@ pub struct RunRow {
     pub error: Option<String>,
 }
 
+const RUN_COLUMNS: &str = "id, job, kind, started_at, finished_at, outcome, files, records, rejects, matches,
+    conflicts, report_dir, error";
+
+/// A row of `SELECT RUN_COLUMNS FROM runs`.
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        kind: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        outcome: r.get(5)?,
+        files: r.get::<_, i64>(6)? as u64,
+        records: r.get::<_, i64>(7)? as u64,
+        rejects: r.get::<_, i64>(8)? as u64,
+        matches: r.get::<_, i64>(9)? as u64,
+        conflicts: r.get::<_, i64>(10)? as u64,
+        report_dir: r.get(11)?,
+        error: r.get(12)?,
+    })
+}
+
 /// Columns of `patients` that hold canonical fields, in `Field::ALL` order.
 pub(crate) fn field_columns() -> impl Iterator<Item = &'static str> {
     Field::ALL.iter().map(|f| f.as_str())
 }
 
 pub(crate) fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    timestamp(crate::clock::now())
+}
+
+/// The store's form of a time: UTC with milliseconds, which sorts as text.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+fn parse_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// A file a pruned run took, for deleting what is left of it.
+#[derive(Debug, Clone)]
+pub struct RunFile {
+    pub name: String,
+    /// The ledger state: `loading` files are never deleted.
+    pub state: String,
+    pub local_path: String,
 }
 
 impl Store {
@@ -182,28 +223,11 @@ impl Store {
 
     /// Newest first.
     pub fn runs(&self, job: Option<&str>, limit: usize) -> Result<Vec<RunRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, job, kind, started_at, finished_at, outcome, files, records, rejects, matches,
-                    conflicts, report_dir, error
-             FROM runs WHERE (?1 IS NULL OR job = ?1) ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![job, limit as i64], |r| {
-            Ok(RunRow {
-                id: r.get(0)?,
-                job: r.get(1)?,
-                kind: r.get(2)?,
-                started_at: r.get(3)?,
-                finished_at: r.get(4)?,
-                outcome: r.get(5)?,
-                files: r.get::<_, i64>(6)? as u64,
-                records: r.get::<_, i64>(7)? as u64,
-                rejects: r.get::<_, i64>(8)? as u64,
-                matches: r.get::<_, i64>(9)? as u64,
-                conflicts: r.get::<_, i64>(10)? as u64,
-                report_dir: r.get(11)?,
-                error: r.get(12)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR job = ?1) AND pruned_at IS NULL
+             ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![job, limit.min(i64::MAX as usize) as i64], run_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -213,6 +237,107 @@ impl Store {
             "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE job = ?1 AND outcome = 'running'",
             params![job, now()],
         )?)
+    }
+
+    /// When the schedule of `job` was last taken care of: the start of its
+    /// latest run that did not crash, or when run-due first saw the job
+    /// (recorded now if this is the first time), whichever is later. A run
+    /// that crashed (still `running` or `abandoned`) does not count, so the
+    /// next run-due runs the job again.
+    pub fn schedule_since(&self, job: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        self.conn.execute(
+            "INSERT INTO schedules (job, first_seen) VALUES (?1, ?2) ON CONFLICT (job) DO NOTHING",
+            params![job, now()],
+        )?;
+        let (first_seen, last_run): (String, Option<String>) = self.conn.query_row(
+            "SELECT s.first_seen,
+                    (SELECT max(started_at) FROM runs
+                     WHERE job = ?1 AND outcome NOT IN ('running', 'abandoned'))
+             FROM schedules s WHERE s.job = ?1",
+            [job],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let since = last_run.filter(|l| *l > first_seen).unwrap_or(first_seen);
+        parse_timestamp(&since).with_context(|| format!("bad time {since:?} in the store"))
+    }
+
+    /// When the job's schedule was last taken care of, without recording
+    /// anything (for `ferry status`): None for a job run-due has not seen.
+    pub fn schedule_since_peek(&self, job: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT (SELECT first_seen FROM schedules WHERE job = ?1),
+                        (SELECT max(started_at) FROM runs
+                         WHERE job = ?1 AND outcome NOT IN ('running', 'abandoned'))",
+                [job],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((first_seen, last_run)) = row else { return Ok(None) };
+        let since = match (first_seen, last_run) {
+            (Some(f), Some(l)) => Some(if l > f { l } else { f }),
+            (f, l) => f.or(l),
+        };
+        Ok(since.as_deref().and_then(parse_timestamp))
+    }
+
+    /// Finished runs of `job` that started before `before`, oldest first,
+    /// not yet pruned; never the run `except` (the one going on).
+    pub fn runs_started_before(
+        &self,
+        job: &str,
+        before: chrono::DateTime<chrono::Utc>,
+        except: i64,
+    ) -> Result<Vec<RunRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE job = ?1 AND started_at < ?2 AND pruned_at IS NULL AND outcome != 'running' AND id != ?3
+             ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params![job, timestamp(before), except], run_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The files a run took, as the ledger has them.
+    pub fn files_of_run(&self, run_id: i64) -> Result<Vec<RunFile>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, state, local_path FROM files WHERE run_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok(RunFile { name: r.get(0)?, state: r.get(1)?, local_path: r.get(2)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forget a pruned run: its rejects go; the run row goes too unless a
+    /// ledger row points at it (the ledger is what stops a file being
+    /// loaded twice, so it stays), in which case it is marked pruned and
+    /// no longer listed. One transaction.
+    pub fn prune_run(&mut self, run_id: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM rejects WHERE file_id IN (SELECT id FROM files WHERE run_id = ?1)",
+            [run_id],
+        )?;
+        let files: i64 =
+            tx.query_row("SELECT count(*) FROM files WHERE run_id = ?1", [run_id], |r| r.get(0))?;
+        if files == 0 {
+            tx.execute("DELETE FROM runs WHERE id = ?1", [run_id])?;
+        } else {
+            tx.execute("UPDATE runs SET pruned_at = ?2 WHERE id = ?1", params![run_id, now()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Set a finished run's outcome again (push-back failed after the run).
+    pub fn set_run_outcome(&self, run_id: i64, outcome: &str, error: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET outcome = ?2, error = COALESCE(?3, error) WHERE id = ?1",
+            params![run_id, outcome, error],
+        )?;
+        Ok(())
     }
 
     // -- ledger -------------------------------------------------------------

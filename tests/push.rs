@@ -1,0 +1,67 @@
+//! Push-back: report files sent to the job's destination after the run,
+//! whole (uploaded under a temporary name, renamed when complete).
+
+use crate::util::{Dir, assert_exit, demo_job, stderr, stdout};
+
+#[test]
+fn id_updates_are_pushed_whole_to_a_local_folder() {
+    let d = Dir::with_project();
+    std::fs::create_dir_all(d.path("outbound")).unwrap();
+    d.write(
+        "jobs/demo.toml",
+        demo_job("", "[[push]]\nfiles = [\"id_updates.csv\", \"merges.csv\"]\n[push.to]\ntype = \"local\"\ndir = \"../outbound\"\n"),
+    );
+    let out = d.ferry_env(&["run", "demo"], &[("FERRY_NOW", "2026-06-01T02:30:00-04:00")]);
+    assert_exit(&out, 0);
+    let names: Vec<String> = std::fs::read_dir(d.path("outbound"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    // The stamp is the run's start in local time; merges.csv has rows too.
+    assert_eq!(names.len(), 2, "{names:?}");
+    let pushed = names.iter().find(|n| n.starts_with("id_updates_")).expect("id_updates pushed");
+    assert!(pushed.ends_with(".csv") && !names.iter().any(|n| n.ends_with(".part")), "{names:?}");
+    let report = d.latest_report("demo");
+    assert_eq!(
+        std::fs::read(d.path("outbound").join(pushed)).unwrap(),
+        std::fs::read(report.join("id_updates.csv")).unwrap()
+    );
+    assert!(stderr(&out).contains(&format!("Pushed id_updates.csv as {pushed}")), "{}", stderr(&out));
+}
+
+#[test]
+fn a_push_that_fails_fails_the_run() {
+    let d = Dir::with_project();
+    // A folder squats on the file's name at the destination.
+    std::fs::create_dir_all(d.path("outbound/id_updates.csv/x")).unwrap();
+    d.write(
+        "jobs/demo.toml",
+        demo_job(
+            "",
+            "[[push]]\nfiles = [\"id_updates.csv\"]\nname = \"{stem}{ext}\"\n[push.to]\ntype = \"local\"\ndir = \"../outbound\"\n",
+        ),
+    );
+    let out = d.ferry(&["run", "demo"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("PUSH FAILED id_updates.csv"), "{}", stderr(&out));
+    let out = d.ferry(&["history", "demo"]);
+    assert!(stdout(&out).contains("could not be pushed back"), "{}", stdout(&out));
+    // Nothing under the real name but the squatter.
+    assert!(d.path("outbound/id_updates.csv/x").is_dir());
+}
+
+#[test]
+fn push_names_a_report_file() {
+    let d = Dir::with_project();
+    std::fs::create_dir_all(d.path("outbound")).unwrap();
+    d.write(
+        "jobs/demo.toml",
+        demo_job(
+            "",
+            "[[push]]\nfiles = [\"../etc/passwd\"]\n[push.to]\ntype = \"local\"\ndir = \"../outbound\"\n",
+        ),
+    );
+    let out = d.ferry(&["check", "demo"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("push[0].files[0]") && stderr(&out).contains("not a report file"));
+}
