@@ -14,6 +14,7 @@ use crate::job::{ConfigError, InputSchema, Job, default_state_dir, load_schema_f
 use crate::model::{Field, Side};
 use crate::run::{RunOptions, preview_source, run_job};
 use crate::store::{QueueItem, RunRow, Store};
+use crate::transport;
 
 /// How a command ended, as the exit status says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,8 +164,18 @@ pub fn generate_population(patients: usize, seed: u64, noise: &str, out: &Path, 
     Ok(Exit::Done)
 }
 
-pub fn check(jobs: &[String]) -> Result<Exit> {
-    let mut bad = false;
+/// `ferry check [JOB...]`: validate files (exit 2 when one is bad); with
+/// jobs, connect to each server a job names and say step by step what
+/// works (exit 1 when a server cannot be reached, trusted or used).
+pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
+    let mut worst = Exit::Done;
+    let mut note = |e: Exit| {
+        worst = match (worst, e) {
+            (Exit::BadConfig, _) | (_, Exit::BadConfig) => Exit::BadConfig,
+            (Exit::Failed, _) | (_, Exit::Failed) => Exit::Failed,
+            _ => Exit::Done,
+        }
+    };
     if jobs.is_empty() {
         let mut any = false;
         for path in toml_files(Path::new("schemas"))? {
@@ -175,14 +186,14 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
                 }
                 Ok(InputSchema::Hl7(s)) => eprintln!("ok    schema {} (HL7)", s.name),
                 Err(e) => {
-                    bad = true;
+                    note(Exit::BadConfig);
                     eprintln!("{e}");
                 }
             }
         }
         for path in toml_files(Path::new("jobs"))? {
             any = true;
-            bad |= !check_job(&path.display().to_string());
+            note(check_job(&path.display().to_string(), accept_new_host_key));
         }
         if !any {
             eprintln!("ferry: no jobs/*.toml or schemas/*.toml here; name a job to check");
@@ -190,30 +201,42 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
         }
     } else {
         for j in jobs {
-            bad |= !check_job(j);
+            note(check_job(j, accept_new_host_key));
         }
     }
-    Ok(if bad { Exit::BadConfig } else { Exit::Done })
+    Ok(worst)
 }
 
-fn check_job(name: &str) -> bool {
-    match Job::load(name) {
-        Ok(job) => {
-            eprintln!("ok    job {} ({})", job.name, job.file.display());
-            match preview_source(&job) {
-                Ok(names) => eprintln!("      source lists {} file(s) to consider", names.len()),
-                Err(e) => {
-                    eprintln!("      source: {e:#}");
-                    return false;
-                }
-            }
-            true
-        }
+fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
+    let job = match Job::load(name) {
+        Ok(job) => job,
         Err(e) => {
             eprintln!("{e}");
-            false
+            return Exit::BadConfig;
+        }
+    };
+    eprintln!("ok    job {} ({})", job.name, job.file.display());
+    eprintln!("      source: {}", job.source.endpoint.describe());
+    let print = |s: &transport::Step| match &s.result {
+        Ok(d) => eprintln!("      ok    {:<9} {d}", s.name),
+        Err(d) => eprintln!("      FAIL  {:<9} {d}", s.name),
+    };
+    let mut print = print;
+    if !transport::check(&job.source.endpoint, false, accept_new_host_key, &mut print) {
+        return match job.source.endpoint {
+            // A missing local folder is a mistake in the job file.
+            transport::Endpoint::Local(_) => Exit::BadConfig,
+            _ => Exit::Failed,
+        };
+    }
+    match preview_source(&job) {
+        Ok(names) => eprintln!("      source lists {} file(s) to consider", names.len()),
+        Err(e) => {
+            eprintln!("      source: {e:#}");
+            return Exit::Failed;
         }
     }
+    Exit::Done
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {

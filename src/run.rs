@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::flatfile::{ParsedFile, parse_bytes};
 use crate::hl7::{self, MapSettings, Mapped, MessageOutcome};
-use crate::job::{AfterAction, InputSchema, Job, LocalSource, Source};
+use crate::job::{AfterAction, InputSchema, Job, Settle, Source};
 use crate::model::Side;
 use crate::model::{Reject, Severity};
 use crate::reconcile::reconcile;
@@ -28,7 +28,7 @@ use crate::report::{self, FileSummary, RunReport};
 use crate::store::{
     Applied, Batching, Counts, FileLoad, LedgerEntry, LoadMode, MessageRow, RunTotals, Store, TakenFile,
 };
-use crate::transport::{self, Entry, LocalTransport, Transport};
+use crate::transport::{self, Entry, LocalTransport, Transport, TransportError, retry};
 
 /// How the caller wants the run to behave.
 #[derive(Debug, Clone)]
@@ -152,9 +152,10 @@ fn run_stages(
     let mut files: Vec<FileSummary> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
 
-    let Source::Local(src) = &job.source;
-    let mut source = LocalTransport::new(&src.inbox);
-    take_from_source(job, src, &mut source, store, &received, &mut files, &mut pending)?;
+    let src = &job.source;
+    let mut source =
+        transport::open(&src.endpoint).with_context(|| format!("cannot open {}", src.endpoint.describe()))?;
+    take_from_source(job, src, source.as_mut(), store, &received, &mut files, &mut pending)?;
 
     let mut practice_transport = None;
     if let Some(practice) = &job.practice {
@@ -247,7 +248,7 @@ fn run_stages(
         info!(file = %p.taken.name, read = summary.read, accepted = summary.accepted, rejected = summary.rejected, warnings = summary.warnings, "Loaded file.");
         let transport: &mut dyn Transport = match (p.origin, practice_transport.as_mut()) {
             (Origin::Practice, Some(t)) => t,
-            _ => &mut source,
+            _ => source.as_mut(),
         };
         finish_source_file(transport, store, file_id, &p.entry.name, p.after, src_archive(job))?;
         files.push(summary);
@@ -304,9 +305,8 @@ fn run_stages(
     Ok(RunResult { run_id, report_dir, files, totals, failed, reconciled })
 }
 
-fn src_archive(job: &Job) -> &Path {
-    let Source::Local(src) = &job.source;
-    &src.archive_dir
+fn src_archive(job: &Job) -> &str {
+    &job.source.archive_dir
 }
 
 /// How a taken file is to be read and finished.
@@ -320,52 +320,95 @@ struct Pick<'j> {
 
 fn take_from_source<'j>(
     job: &'j Job,
-    src: &LocalSource,
+    src: &Source,
     transport: &mut dyn Transport,
     store: &Store,
     received: &Path,
     files: &mut Vec<FileSummary>,
     pending: &mut Vec<Pending<'j>>,
 ) -> Result<()> {
-    let entries = transport.list().with_context(|| format!("cannot list {}", transport.describe()))?;
+    let limits = transport.limits();
+    let listed = retry(&limits, "list", || transport.list())
+        .with_context(|| format!("cannot list {}", transport.describe()))?;
     let now = SystemTime::now();
-    for entry in entries {
+    let mut candidates = Vec::new();
+    for entry in listed {
         if transport::is_in_progress_name(&entry.name) || !src.filter.matches(&entry.name) {
             continue;
         }
-        let mut note = |status: &str, detail: String| {
-            files.push(FileSummary {
-                side: Side::Ehr,
-                name: entry.name.clone(),
-                status: status.into(),
-                read: 0,
-                accepted: 0,
-                rejected: 0,
-                warnings: 0,
-                detail,
-            })
-        };
+        let mut note =
+            |status: &str, detail: String| files.push(file_note(Side::Ehr, &entry.name, status, detail));
         if let Err(e) = transport::check_name(&entry.name) {
-            warn!(error = %e, "Refused a file name.");
+            warn!(error = %e, source = %transport.describe(), "Refused a file name.");
             note("refused", e.to_string());
             continue;
         }
-        let age = now.duration_since(entry.mtime).unwrap_or_default();
-        if age < src.min_age {
-            note(
-                "waiting",
-                format!(
-                    "modified {}s ago; taken once unchanged for {}s",
-                    age.as_secs(),
-                    src.min_age.as_secs()
-                ),
-            );
-            continue;
+        if let Settle::MinAge(min_age) = src.settle {
+            let age = now.duration_since(entry.mtime).unwrap_or_default();
+            if age < min_age {
+                note(
+                    "waiting",
+                    format!(
+                        "modified {}s ago; taken once unchanged for {}s",
+                        age.as_secs(),
+                        min_age.as_secs()
+                    ),
+                );
+                continue;
+            }
         }
         let Some(input) = job.input_for(&entry.name) else {
             note("not taken", "no [[inputs]] pattern matches this name; left at the source".into());
             continue;
         };
+        candidates.push((entry, input));
+    }
+
+    // A remote clock cannot be trusted for an age: a remote file is taken
+    // only if a second listing, `stable_for` later, shows the same size and
+    // mtime. Files the ledger already has need no second look.
+    if let Settle::StableFor(wait) = src.settle {
+        let fresh = candidates.iter().any(|(e, input)| {
+            !matches!(store.ledger_seen(&job.name, input.side, &e.name, e.size, &e.mtime_key()), Ok(Some(_)))
+        });
+        if fresh {
+            std::thread::sleep(wait);
+            let again = retry(&limits, "list", || transport.list())
+                .with_context(|| format!("cannot list {}", transport.describe()))?;
+            let again: std::collections::HashMap<&str, &Entry> =
+                again.iter().map(|e| (e.name.as_str(), e)).collect();
+            candidates.retain(|(e, input)| match again.get(e.name.as_str()) {
+                Some(a) if a.size == e.size && a.mtime == e.mtime => true,
+                Some(a) => {
+                    files.push(file_note(
+                        input.side,
+                        &e.name,
+                        "waiting",
+                        format!(
+                            "still changing ({} -> {} bytes in {}s); taken once stable",
+                            e.size,
+                            a.size,
+                            wait.as_secs_f32()
+                        ),
+                    ));
+                    false
+                }
+                None => false, // taken by someone else meanwhile
+            });
+        }
+    }
+
+    // Let the transport download the new files ahead, several at once.
+    let ahead: Vec<Entry> = candidates
+        .iter()
+        .filter(|(e, input)| {
+            matches!(store.ledger_seen(&job.name, input.side, &e.name, e.size, &e.mtime_key()), Ok(None))
+        })
+        .map(|(e, _)| e.clone())
+        .collect();
+    transport.prefetch(&ahead);
+
+    for (entry, input) in candidates {
         let pick = Pick { side: input.side, schema: &input.schema, load: input.load, after: src.after };
         take_one(job, transport, store, received, entry, pick, Origin::Source, files, pending)?;
     }
@@ -408,7 +451,25 @@ fn take_one<'j>(
         files.push(already(seen.run_id));
         return Ok(());
     }
-    let (local, sha256) = fetch_durably(transport, &entry.name, received)?;
+    let (local, sha256) = match fetch_durably(transport, &entry.name, received)? {
+        Fetched::Whole(local, sha256) => (local, sha256),
+        Fetched::Changed(why) => {
+            files.push(FileSummary {
+                status: "waiting".into(),
+                detail: format!("{why}; taken next run"),
+                ..already(0)
+            });
+            return Ok(());
+        }
+        Fetched::Gone => {
+            files.push(FileSummary {
+                status: "gone".into(),
+                detail: "listed, then gone before it was read (taken by someone else?)".into(),
+                ..already(0)
+            });
+            return Ok(());
+        }
+    };
     let size = fs::metadata(&local)?.len();
     if size != entry.size {
         // Changed between listing and reading: still being written.
@@ -483,24 +544,68 @@ fn resume<'j>(
     Ok(())
 }
 
+/// A file that was listed but not loaded, for the run's summary.
+fn file_note(side: Side, name: &str, status: &str, detail: String) -> FileSummary {
+    FileSummary {
+        side,
+        name: name.to_string(),
+        status: status.into(),
+        read: 0,
+        accepted: 0,
+        rejected: 0,
+        warnings: 0,
+        detail,
+    }
+}
+
+/// What came of copying a source file to local disk.
+enum Fetched {
+    /// On local disk, fsynced, under its own name: the path and SHA-256.
+    Whole(PathBuf, String),
+    /// It changed while it was read (still being written); nothing kept.
+    Changed(String),
+    /// It was listed but is gone.
+    Gone,
+}
+
 /// Copy a source file into `dir` under a temporary name, fsync it, rename
-/// it into place and sync the folder. Returns the path and the SHA-256.
-fn fetch_durably(transport: &mut dyn Transport, name: &str, dir: &Path) -> Result<(PathBuf, String)> {
+/// it into place and sync the folder. A dropped connection is retried from
+/// the start under the transport's limits; the temporary file is rewritten
+/// each time, so a half-read file never gets its real name.
+fn fetch_durably(transport: &mut dyn Transport, name: &str, dir: &Path) -> Result<Fetched> {
     let name = transport::check_name(name)?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dir.join(format!(".{name}.part"));
     let dest = dir.join(name);
-    let mut out = HashingWriter {
-        file: File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
-        hash: Sha256::new(),
+    let limits = transport.limits();
+    let fetched = retry(&limits, &format!("fetch {name}"), || {
+        let file = File::create(&tmp).map_err(|e| TransportError::Permanent {
+            what: format!("cannot create {}", tmp.display()),
+            source: e,
+        })?;
+        let mut out = HashingWriter { file, hash: Sha256::new() };
+        transport.fetch(name, &mut out)?;
+        Ok(out)
+    });
+    let out = match fetched {
+        Ok(out) => out,
+        Err(TransportError::Changed { why, .. }) => {
+            let _ = fs::remove_file(&tmp);
+            return Ok(Fetched::Changed(why));
+        }
+        Err(TransportError::NotFound { .. }) => {
+            let _ = fs::remove_file(&tmp);
+            return Ok(Fetched::Gone);
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot fetch {name} from {}", transport.describe()));
+        }
     };
-    transport
-        .fetch(name, &mut out)
-        .with_context(|| format!("cannot fetch {name} from {}", transport.describe()))?;
     out.file.sync_all()?;
     fs::rename(&tmp, &dest)?;
     File::open(dir)?.sync_all()?;
-    Ok((dest, hex(&out.hash.finalize())))
+    Ok(Fetched::Whole(dest, hex(&out.hash.finalize())))
 }
 
 struct HashingWriter {
@@ -510,6 +615,9 @@ struct HashingWriter {
 
 impl Write for HashingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Test hooks: a crash, or a pause, part-way through a download.
+        crate::store::failpoint("fetch-write");
+        crate::store::pausepoint("fetch-write");
         let n = self.file.write(buf)?;
         self.hash.update(&buf[..n]);
         Ok(n)
@@ -674,15 +782,19 @@ fn finish_source_file(
     file_id: i64,
     name: &str,
     after: AfterAction,
-    archive_dir: &Path,
+    archive_dir: &str,
 ) -> Result<()> {
-    let result = match after {
+    let limits = transport.limits();
+    let what = format!("{} {name}", after.as_str());
+    // A retry after a dropped connection may find the work done (the file
+    // already moved or removed): NotFound is success here.
+    let result = retry(&limits, &what, || match after {
         AfterAction::Keep => Ok(()),
         AfterAction::Delete => transport.remove(name),
-        AfterAction::Archive => transport.rename(name, &archive_dir.display().to_string()),
-    };
+        AfterAction::Archive => transport.rename(name, archive_dir),
+    });
     match result {
-        Ok(()) | Err(transport::TransportError::NotFound { .. }) => {}
+        Ok(()) | Err(TransportError::NotFound { .. }) => {}
         Err(e) => {
             return Err(e)
                 .with_context(|| format!("cannot {} {name} at {}", after.as_str(), transport.describe()));
@@ -712,11 +824,10 @@ fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// Used by `ferry check`: the job's source folder can be listed and what
-/// would be taken from it.
+/// Used by `ferry check`: what would be considered in the job's source folder.
 pub fn preview_source(job: &Job) -> Result<Vec<String>> {
-    let Source::Local(src) = &job.source;
-    let mut t = LocalTransport::new(&src.inbox);
+    let src = &job.source;
+    let mut t = transport::open(&src.endpoint)?;
     let entries = t.list().with_context(|| format!("cannot list {}", t.describe()))?;
     Ok(entries
         .into_iter()

@@ -1,10 +1,61 @@
 #!/usr/bin/env bash
 # Install what the test suite needs when it is missing, so that `make test`
-# works on a fresh machine. Today that is only the Rust toolchain, which must
-# already be there; servers for transport tests are added here as they come.
+# works on a fresh machine; quick (a few checks) when all is there.
+#
+# - OpenSSH's sshd and client tools (ssh-keygen, sftp) for the SFTP tests
+#   and the benchmark, rclone for the benchmark, openssl for certificates;
+# - a Python venv with pyftpdlib 2 and pyOpenSSL (the FTP/FTPS server;
+#   Debian's python3-pyftpdlib 1.5 has broken FTPS passive replies), in
+#   target/test-venv or $FERRY_TEST_VENV;
+# - two local accounts the test sshd logs in: ferrytest-pw (password
+#   "ferry-test-pw") and ferrytest-key (key only, no password), both with
+#   no login shell. Needs root; the tests are run as root here.
 set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "install-deps: cargo is missing; install Rust (https://rustup.rs) first" >&2
     exit 1
+fi
+
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 && command -v sftp >/dev/null 2>&1 || missing+=(openssh-client)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+venv="${FERRY_TEST_VENV:-$root/target/test-venv}"
+if ! "$venv/bin/python" -c 'import pyftpdlib, OpenSSL; assert int(pyftpdlib.__ver__.split(".")[0]) >= 2' >/dev/null 2>&1; then
+    echo "install-deps: making $venv with pyftpdlib and pyOpenSSL" >&2
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'pyftpdlib>=2,<3' 'pyopenssl'
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    nologin="$(command -v nologin || echo /usr/sbin/nologin)"
+    for user in ferrytest-pw ferrytest-key; do
+        if ! id "$user" >/dev/null 2>&1; then
+            echo "install-deps: adding test account $user" >&2
+            useradd --no-create-home --home-dir / --shell "$nologin" "$user"
+        fi
+    done
+    # useradd leaves accounts locked ("!"), which blocks even key logins
+    # when sshd runs without PAM: "*" is unlocked but has no password.
+    if [ "$(getent shadow ferrytest-key | cut -d: -f2)" != "*" ]; then
+        usermod -p '*' ferrytest-key
+    fi
+    echo 'ferrytest-pw:ferry-test-pw' | chpasswd
+else
+    echo "install-deps: not root: the SFTP tests need the accounts ferrytest-pw and ferrytest-key (see this script)" >&2
 fi

@@ -18,3 +18,9 @@ mod hl7;
 
 // Backfill: resumable after a kill, nothing loaded twice, counts add up.
 mod backfill;
+
+// Real servers for the transport tests: OpenSSH's sshd and pyftpdlib on loopback, stopped by PID.
+mod servers;
+
+// SFTP: pull with every after-action, logins, host keys, growing files, hostile names, kills, push.
+mod sftp;

@@ -6,6 +6,7 @@
 //! store knows nothing of transports or reports.
 
 mod load;
+pub(crate) use load::{failpoint, pausepoint};
 mod migrations;
 mod queue;
 
