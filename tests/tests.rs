@@ -24,3 +24,6 @@ mod servers;
 
 // SFTP: pull with every after-action, logins, host keys, growing files, hostile names, kills, push.
 mod sftp;
+
+// FTP and explicit FTPS: pull, after-actions, certificates (CA file, refused, pinned), login, push.
+mod ftp;

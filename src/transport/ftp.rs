@@ -222,7 +222,16 @@ fn join(folder: &str, name: &str) -> String {
 /// a TLS failure to verify the server is untrusted.
 fn classify(what: &str, e: FtpError) -> TransportError {
     match e {
-        FtpError::ConnectionError(source) => TransportError::Temporary { what: what.to_string(), source },
+        FtpError::ConnectionError(source) => {
+            // rustls reports a certificate it cannot trust as an I/O error.
+            let tls = source.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            match tls {
+                Some(e @ (rustls::Error::InvalidCertificate(_) | rustls::Error::General(_))) => {
+                    TransportError::Untrusted { what: what.to_string(), why: format!("TLS: {e}") }
+                }
+                _ => TransportError::Temporary { what: what.to_string(), source },
+            }
+        }
         FtpError::SecureError(m) => {
             let lower = m.to_ascii_lowercase();
             if lower.contains("certificate") || lower.contains("cert") {
