@@ -83,6 +83,9 @@ pub fn run(job: &str, quiet: bool) -> Result<Exit> {
         for f in result.files.iter().filter(|f| f.status != "loaded") {
             eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
         }
+        for s in &result.sent {
+            eprintln!("  sent {}: {} to {} {}", s.name, s.status, s.to, s.detail);
+        }
         eprintln!("Reports: {}", result.report_dir.display());
     }
     Ok(if result.failed { Exit::Failed } else { Exit::Done })
@@ -236,7 +239,14 @@ fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
             return Exit::Failed;
         }
     }
-    Exit::Done
+    let mut exit = Exit::Done;
+    for (i, ob) in job.outbox.iter().enumerate() {
+        eprintln!("      outbox[{i}]: {} -> {}", ob.folder.display(), ob.to.describe());
+        if !transport::check(&ob.to, true, accept_new_host_key, &mut print) {
+            exit = Exit::Failed;
+        }
+    }
+    exit
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {

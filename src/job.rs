@@ -80,6 +80,70 @@ pub struct JobFile {
     reconcile: ReconcileConfig,
     #[serde(default)]
     hl7: Hl7Config,
+    /// Local folders whose files are sent to a server each run.
+    #[serde(default)]
+    outbox: Vec<OutboxConfig>,
+}
+
+/// `[[outbox]]`: every file matching `include` in a local folder is sent
+/// to `to` (uploaded as `.NAME.part`, renamed when whole), then moved to
+/// `archive_dir` or deleted here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboxConfig {
+    folder: PathBuf,
+    #[serde(default = "default_include")]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    /// `archive` (default, to FOLDER/sent) or `delete`; `keep` would send
+    /// the file again every run.
+    #[serde(default)]
+    after: AfterAction,
+    archive_dir: Option<PathBuf>,
+    to: DestinationConfig,
+}
+
+/// A place files are sent to: the connection part of a source. Used by
+/// `[[outbox]]` (`to = { type = "sftp", ... }`) and open to any other
+/// table that pushes files.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DestinationConfig {
+    Local { folder: PathBuf },
+    Sftp(RemoteConfig),
+    Ftp(RemoteConfig),
+}
+
+impl DestinationConfig {
+    /// The validated endpoint; `key` names the table in messages
+    /// ("outbox[0].to"). Keys that only make sense for a source are refused.
+    pub fn build(&self, base: &Path, key: &str, problems: &mut Vec<String>) -> Option<Endpoint> {
+        let (r, protocol) = match self {
+            DestinationConfig::Local { folder } => {
+                let folder = base.join(folder);
+                if !folder.is_dir() {
+                    problems.push(format!("{key}.folder: folder {} does not exist", folder.display()));
+                    return None;
+                }
+                return Some(Endpoint::Local(folder));
+            }
+            DestinationConfig::Sftp(r) => (r, Protocol::Sftp),
+            DestinationConfig::Ftp(r) => (r, Protocol::Ftp),
+        };
+        for (set, k) in [
+            (r.include.is_some(), "include"),
+            (r.exclude.is_some(), "exclude"),
+            (r.stable_for.is_some(), "stable_for"),
+            (r.after.is_some(), "after"),
+            (r.archive_dir.is_some(), "archive_dir"),
+        ] {
+            if set {
+                problems.push(format!("{key}.{k}: only for a [source], not a destination"));
+            }
+        }
+        r.build_endpoint(protocol, base, key, problems)
+    }
 }
 
 /// Settings for HL7 inputs.
@@ -616,6 +680,16 @@ pub enum LeadingZeros {
 // ---------------------------------------------------------------------------
 // The validated job.
 
+/// A local folder whose files are sent each run.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub folder: PathBuf,
+    pub filter: NameFilter,
+    pub after: AfterAction,
+    pub archive_dir: PathBuf,
+    pub to: Endpoint,
+}
+
 #[derive(Debug)]
 pub struct Job {
     pub name: String,
@@ -629,6 +703,7 @@ pub struct Job {
     pub reconcile: Reconcile,
     pub time_zone: Tz,
     pub provider: ProviderKind,
+    pub outbox: Vec<Outbox>,
 }
 
 /// Where the job takes files from, and what it does with them there.
@@ -829,6 +904,27 @@ impl JobFile {
 
         let source = self.source.build(&base, &mut problems);
 
+        let mut outbox = Vec::new();
+        for (i, o) in self.outbox.into_iter().enumerate() {
+            let key = format!("outbox[{i}]");
+            let folder = base.join(&o.folder);
+            if !folder.is_dir() {
+                problems.push(format!("{key}.folder: folder {} does not exist", folder.display()));
+            }
+            if o.after == AfterAction::Keep {
+                problems.push(format!(
+                    "{key}.after: \"keep\" would send every file again each run; use \"archive\" or \"delete\""
+                ));
+            }
+            let filter =
+                NameFilter::new(&o.include, &o.exclude).map_err(|e| problems.push(format!("{key}.{e}"))).ok();
+            let to = o.to.build(&base, &format!("{key}.to"), &mut problems);
+            let archive_dir = o.archive_dir.map(|d| base.join(d)).unwrap_or_else(|| folder.join("sent"));
+            if let (Some(filter), Some(to)) = (filter, to) {
+                outbox.push(Outbox { folder, filter, after: o.after, archive_dir, to });
+            }
+        }
+
         let mut inputs = Vec::new();
         if self.inputs.is_empty() {
             problems.push("inputs: the job reads no files; add an [[inputs]] table".to_string());
@@ -898,6 +994,7 @@ impl JobFile {
                 reconcile,
                 time_zone,
                 provider: self.hl7.provider_id,
+                outbox,
             }),
             _ => Err(ConfigError { file: path.to_path_buf(), problems }),
         }

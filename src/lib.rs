@@ -9,6 +9,7 @@ pub mod generate;
 pub mod hl7;
 pub mod job;
 pub mod model;
+pub mod outbox;
 pub mod reconcile;
 pub mod report;
 pub mod run;

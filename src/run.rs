@@ -61,6 +61,8 @@ pub struct RunResult {
     /// A file could not be read at all: the run completed but failed.
     pub failed: bool,
     pub reconciled: Reconciled,
+    /// Files sent from the job's outbox folders.
+    pub sent: Vec<crate::outbox::Sent>,
 }
 
 /// The reconciliation's headline counts.
@@ -302,7 +304,9 @@ fn run_stages(
         id_updates: outcome.id_updates.len(),
         candidate_pairs: outcome.matching.as_ref().map_or(0, |m| m.candidates),
     };
-    Ok(RunResult { run_id, report_dir, files, totals, failed, reconciled })
+    // Deliver: the outbox folders go out last, after the run's own work.
+    let sent = crate::outbox::send_all(job)?;
+    Ok(RunResult { run_id, report_dir, files, totals, failed, reconciled, sent })
 }
 
 fn src_archive(job: &Job) -> &str {

@@ -452,3 +452,56 @@ fn put_uploads_under_a_temporary_name_then_renames() {
     t.fetch("id_updates.csv", &mut back).unwrap();
     assert_eq!(back, b"x\r\n");
 }
+
+/// `[[outbox]]`: files matching a pattern in a local folder are pushed to
+/// the server (`.NAME.part`, then renamed) and moved to `sent/` here;
+/// `ferry check` proves write permission with a probe file it removes.
+#[test]
+fn outbox_pushes_matching_files_and_check_proves_write_permission() {
+    let sshd = Sshd::start();
+    let d = setup(&sshd, &password(), "");
+    let pull = fs::read_to_string(d.path("jobs/t.toml")).unwrap();
+    let push = format!(
+        r#"
+[[outbox]]
+folder = "../outbox"
+include = ["*.csv"]
+
+[outbox.to]
+type = "sftp"
+host = "127.0.0.1"
+port = {port}
+user = "{PW_USER}"
+password_env = "SFTP_PW"
+known_hosts = "../known_hosts"
+folder = "{srv}/in"
+retries = 1
+retry_wait = "50ms"
+"#,
+        port = sshd.port,
+        srv = sshd.srv().display()
+    );
+    d.write("jobs/t.toml", format!("{pull}{push}"));
+    fs::create_dir_all(sshd.srv().join("in")).unwrap();
+    fs::set_permissions(sshd.srv().join("in"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    d.write("outbox/updates.csv", patients(0..2));
+    d.write("outbox/.half.csv", "in progress");
+    d.write("outbox/readme.txt", "not matched");
+
+    let out = ferry(&d, &["check", "t"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("ok    write"), "{}", stderr(&out));
+    assert_eq!(fs::read_dir(sshd.srv().join("in")).unwrap().count(), 0, "the probe is removed");
+
+    let out = ferry(&d, &["run", "t"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("sent updates.csv"), "{}", stderr(&out));
+    assert_eq!(fs::read(sshd.srv().join("in/updates.csv")).unwrap(), patients(0..2).as_bytes());
+    assert!(!sshd.srv().join("in/.updates.csv.part").exists());
+    assert!(d.path("outbox/sent/updates.csv").exists());
+    assert!(d.path("outbox/.half.csv").exists() && d.path("outbox/readme.txt").exists());
+    assert!(!sshd.srv().join("in/readme.txt").exists());
+    // Sent once: the next run has nothing to send.
+    let out = ferry(&d, &["run", "t"]);
+    assert!(!stderr(&out).contains("sent updates.csv"), "{}", stderr(&out));
+}
