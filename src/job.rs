@@ -1185,6 +1185,45 @@ mod tests {
         assert!(parse_duration("m").is_err());
     }
 
+    fn build_source(text: &str) -> Result<Job, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let job = format!("{text}\n[[inputs]]\nfiles = \"*.csv\"\nschema = \"x.toml\"\n");
+        parse(&job)?.build(&path)
+    }
+
+    #[test]
+    fn remote_source_keys_are_checked_per_protocol() {
+        let err = build_source(
+            "[source]\ntype = \"ftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"FERRY_TEST_UNSET_VAR\"\n\
+             key_file = \"id\"\nknown_hosts = \"kh\"\ntls_pin_sha256 = \"xyz\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("source.key_file: only for type = \"sftp\""), "{err}");
+        assert!(err.contains("source.known_hosts: only for type = \"sftp\""), "{err}");
+        assert!(err.contains("environment variable FERRY_TEST_UNSET_VAR is not set"), "{err}");
+        assert!(err.contains("source.tls_pin_sha256"), "{err}");
+        let err = build_source("[source]\ntype = \"sftp\"\nhost = \"h\"\nuser = \"u\"\ntls = \"none\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.tls: only for type = \"ftp\""), "{err}");
+        assert!(err.contains("give password_env or key_file"), "{err}");
+        let err =
+            build_source("[source]\ntype = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npasword_env = \"X\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("unknown field `pasword_env`"), "{err}");
+    }
+
+    #[test]
+    fn sha256_pins() {
+        let hex = "3F:A2".to_string() + &":00".repeat(30);
+        assert_eq!(parse_sha256(&hex).unwrap()[..2], [0x3f, 0xa2]);
+        assert!(parse_sha256("abc").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+
     #[test]
     fn filter_include_exclude() {
         let f = NameFilter::new(&["*.csv".into()], &["*_test.csv".into()]).unwrap();
