@@ -369,10 +369,10 @@ fn dropped_connection_mid_transfer_is_retried() {
     // Wait until ferry is paused half-way (its partial copy exists).
     let started = Instant::now();
     let part = loop {
-        if let Some(p) = received(&d).into_iter().find(|p| p.file_name().unwrap() == ".big.csv.part") {
-            if fs::metadata(&p).map(|m| m.len()).unwrap_or(0) > 0 {
-                break p;
-            }
+        if let Some(p) = received(&d).into_iter().find(|p| p.file_name().unwrap() == ".big.csv.part")
+            && fs::metadata(&p).map(|m| m.len()).unwrap_or(0) > 0
+        {
+            break p;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "ferry never started the download");
         std::thread::sleep(Duration::from_millis(20));

@@ -50,8 +50,11 @@ pub struct SftpTransport {
     listed: HashMap<String, u64>,
     /// Files to fetch next, in order; the first `parallel` are downloading.
     ahead: VecDeque<(String, u64)>,
-    inflight: VecDeque<(String, JoinHandle<Result<Vec<u8>, TransportError>>)>,
+    inflight: VecDeque<(String, Download)>,
 }
+
+/// A small file downloading ahead into memory.
+type Download = JoinHandle<Result<Vec<u8>, TransportError>>;
 
 struct Conn {
     ssh: client::Handle<Client>,
