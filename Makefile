@@ -24,10 +24,13 @@ test:
 	$(CARGO) check --locked --benches
 
 ## Benchmarks (release build; prints side-by-side tables): HL7 throughput,
-## then link quality beside recordlinkage/splink and a 1M x 1M backfill.
+## then link quality beside recordlinkage/splink and a 1M x 1M backfill,
+## then SFTP pulls beside OpenSSH's sftp and rclone (needs tests/install-deps.sh).
 bench:
 	$(CARGO) bench --locked --bench hl7
 	$(CARGO) bench --locked --bench reconcile
+	./tests/install-deps.sh
+	$(CARGO) bench --locked --bench transfer
 
 clean:
 	rm -rf $(DEMO_HOME)

@@ -18,6 +18,7 @@ use crate::run::{
     JobLock, RunOptions, RunResult, flush_outbox, lock_job, preview_source, run_job, run_job_locked,
 };
 use crate::store::{QueueItem, RunRow, Store};
+use crate::transport;
 
 /// How a command ended, as the exit status says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,9 @@ pub fn run(job: &str, quiet: bool) -> Result<Exit> {
         );
         for f in result.files.iter().filter(|f| f.status != "loaded") {
             eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
+        }
+        for s in &result.sent {
+            eprintln!("  sent {}: {} to {} {}", s.name, s.status, s.to, s.detail);
         }
         eprintln!("Reports: {}", result.report_dir.display());
         print_delivery(&result);
@@ -321,8 +325,18 @@ pub fn generate_population(patients: usize, seed: u64, noise: &str, out: &Path, 
     Ok(Exit::Done)
 }
 
-pub fn check(jobs: &[String]) -> Result<Exit> {
-    let mut bad = false;
+/// `ferry check [JOB...]`: validate files (exit 2 when one is bad); with
+/// jobs, connect to each server a job names and say step by step what
+/// works (exit 1 when a server cannot be reached, trusted or used).
+pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
+    let mut worst = Exit::Done;
+    let mut note = |e: Exit| {
+        worst = match (worst, e) {
+            (Exit::BadConfig, _) | (_, Exit::BadConfig) => Exit::BadConfig,
+            (Exit::Failed, _) | (_, Exit::Failed) => Exit::Failed,
+            _ => Exit::Done,
+        }
+    };
     if jobs.is_empty() {
         let mut any = false;
         for path in toml_files(&jobs_dir().join("../schemas"))? {
@@ -333,14 +347,14 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
                 }
                 Ok(InputSchema::Hl7(s)) => eprintln!("ok    schema {} (HL7)", s.name),
                 Err(e) => {
-                    bad = true;
+                    note(Exit::BadConfig);
                     eprintln!("{e}");
                 }
             }
         }
         for path in toml_files(&jobs_dir())? {
             any = true;
-            bad |= !check_job(&path.display().to_string());
+            note(check_job(&path.display().to_string(), accept_new_host_key));
         }
         if !any {
             eprintln!(
@@ -351,29 +365,41 @@ pub fn check(jobs: &[String]) -> Result<Exit> {
         }
     } else {
         for j in jobs {
-            bad |= !check_job(j);
+            note(check_job(j, accept_new_host_key));
         }
     }
-    Ok(if bad { Exit::BadConfig } else { Exit::Done })
+    Ok(worst)
 }
 
-fn check_job(name: &str) -> bool {
+fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
     let job = match Job::load(name) {
         Ok(job) => job,
         Err(e) => {
             eprintln!("{e}");
-            return false;
+            return Exit::BadConfig;
         }
     };
     eprintln!("ok    job {} ({})", job.name, job.file.display());
-    let mut ok = true;
+    eprintln!("      source: {}", job.source.endpoint.describe());
+    let mut print = |s: &transport::Step| match &s.result {
+        Ok(d) => eprintln!("      ok    {:<9} {d}", s.name),
+        Err(d) => eprintln!("      FAIL  {:<9} {d}", s.name),
+    };
+    if !transport::check(&job.source.endpoint, false, accept_new_host_key, &mut print) {
+        return match job.source.endpoint {
+            // A missing local folder is a mistake in the job file.
+            transport::Endpoint::Local(_) => Exit::BadConfig,
+            _ => Exit::Failed,
+        };
+    }
     match preview_source(&job) {
         Ok(names) => eprintln!("      source lists {} file(s) to consider", names.len()),
         Err(e) => {
             eprintln!("      source: {e:#}");
-            ok = false;
+            return Exit::Failed;
         }
     }
+    let mut exit = Exit::Done;
     if let Some(s) = &job.schedule {
         let next = s.next_after(clock::now(), job.time_zone);
         eprintln!(
@@ -384,31 +410,28 @@ fn check_job(name: &str) -> bool {
                 .unwrap_or_else(|| "never".into())
         );
     }
-    for p in &job.push {
-        match crate::push::open(&p.to) {
-            Ok(mut t) => match t.list() {
-                Ok(_) => eprintln!("      push {} to {}", p.files.join(", "), t.describe()),
-                Err(e) => {
-                    eprintln!("      push to {}: {e}", t.describe());
-                    ok = false;
-                }
-            },
-            Err(e) => {
-                eprintln!("      push: {e:#}");
-                ok = false;
-            }
+    for (i, p) in job.push.iter().enumerate() {
+        eprintln!("      push[{i}]: {} -> {}", p.files.join(", "), p.to.describe());
+        if !transport::check(&p.to, true, accept_new_host_key, &mut print) {
+            exit = Exit::Failed;
+        }
+    }
+    for (i, ob) in job.outbox.iter().enumerate() {
+        eprintln!("      outbox[{i}]: {} -> {}", ob.folder.display(), ob.to.describe());
+        if !transport::check(&ob.to, true, accept_new_host_key, &mut print) {
+            exit = Exit::Failed;
         }
     }
     if let Some(settings) = &job.email {
         if let Some(Err(e)) = settings.zip_password.as_ref().map(|s| s.get()) {
             eprintln!("      email: {e}");
-            ok = false;
+            exit = Exit::Failed;
         }
         match email::check(settings) {
             Ok(msg) => eprintln!("      email: {msg}"),
             Err(e) => {
                 eprintln!("      email: {e:#}");
-                ok = false;
+                exit = Exit::Failed;
             }
         }
         let waiting = Outbox::new(&job.state_dir, &job.name).waiting().map(|w| w.len()).unwrap_or(0);
@@ -416,7 +439,7 @@ fn check_job(name: &str) -> bool {
             eprintln!("      email: {waiting} message(s) wait in the outbox");
         }
     }
-    ok
+    exit
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -24,6 +24,7 @@ use crate::model::{Field, Side};
 use crate::reconcile::matching::{Comparison, FixedWeight, MatchSettings};
 use crate::schedule::Schedule;
 use crate::store::LoadMode;
+use crate::transport::{Endpoint, FtpEndpoint, FtpTls, Limits, Secret, SftpEndpoint, SshAuth};
 
 /// A job or schema file that cannot be used, with every problem found in it.
 /// The CLI turns this into exit status 2.
@@ -89,6 +90,9 @@ pub struct JobFile {
     email: Option<EmailConfig>,
     #[serde(default)]
     push: Vec<PushConfig>,
+    /// Local folders whose files are sent to a server each run.
+    #[serde(default)]
+    outbox: Vec<OutboxConfig>,
 }
 
 /// `[history]`: how long runs are kept, and what goes with a pruned run.
@@ -183,12 +187,70 @@ struct PushConfig {
     to: DestinationConfig,
 }
 
-/// Where pushed files go. One variant per transport.
+/// `[[outbox]]`: every file matching `include` in a local folder is sent
+/// to `to` (uploaded as `.NAME.part`, renamed when whole), then moved to
+/// `archive_dir` or deleted here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboxConfig {
+    folder: PathBuf,
+    #[serde(default = "default_include")]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    /// `archive` (default, to FOLDER/sent) or `delete`; `keep` would send
+    /// the file again every run.
+    #[serde(default)]
+    after: AfterAction,
+    archive_dir: Option<PathBuf>,
+    to: DestinationConfig,
+}
+
+/// A place files are sent to: the connection part of a source. Used by
+/// `[[outbox]]` (`to = { type = "sftp", ... }`) and open to any other
+/// table that pushes files.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum DestinationConfig {
-    /// A folder on this machine (the practice-hosted SFTP server's pickup folder).
-    Local { dir: PathBuf },
+pub enum DestinationConfig {
+    /// A folder on this machine (such as the pickup folder of an SFTP
+    /// server the practice hosts). `dir` is accepted for `folder`.
+    Local {
+        #[serde(alias = "dir")]
+        folder: PathBuf,
+    },
+    Sftp(RemoteConfig),
+    Ftp(RemoteConfig),
+}
+
+impl DestinationConfig {
+    /// The validated endpoint; `key` names the table in messages
+    /// ("outbox[0].to"). Keys that only make sense for a source are refused.
+    pub fn build(&self, base: &Path, key: &str, problems: &mut Vec<String>) -> Option<Endpoint> {
+        let (r, protocol) = match self {
+            DestinationConfig::Local { folder } => {
+                let folder = base.join(folder);
+                if !folder.is_dir() {
+                    problems.push(format!("{key}.folder: folder {} does not exist", folder.display()));
+                    return None;
+                }
+                return Some(Endpoint::Local(folder));
+            }
+            DestinationConfig::Sftp(r) => (r, Protocol::Sftp),
+            DestinationConfig::Ftp(r) => (r, Protocol::Ftp),
+        };
+        for (set, k) in [
+            (r.include.is_some(), "include"),
+            (r.exclude.is_some(), "exclude"),
+            (r.stable_for.is_some(), "stable_for"),
+            (r.after.is_some(), "after"),
+            (r.archive_dir.is_some(), "archive_dir"),
+        ] {
+            if set {
+                problems.push(format!("{key}.{k}: only for a [source], not a destination"));
+            }
+        }
+        r.build_endpoint(protocol, base, key, problems)
+    }
 }
 
 /// Settings for HL7 inputs.
@@ -219,6 +281,65 @@ pub enum SourceConfig {
         /// For `after = "archive"`; defaults to `INBOX/archive`.
         archive_dir: Option<PathBuf>,
     },
+    /// An SFTP server we log in to (the EHR's, or one the practice hosts).
+    Sftp(RemoteConfig),
+    /// An FTP server, with explicit TLS unless `tls = "none"`.
+    Ftp(RemoteConfig),
+}
+
+/// A remote server: the connection, and for a source what to take from its
+/// folder. One struct for SFTP and FTP so the job file reads the same for
+/// both; keys that belong to the other protocol are refused when built.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    host: String,
+    /// Default 22 (SFTP) or 21 (FTP).
+    port: Option<u16>,
+    user: String,
+    /// The environment variable holding the password.
+    password_env: Option<String>,
+    /// SFTP: an OpenSSH private key file (ed25519 or RSA) instead of a password.
+    key_file: Option<PathBuf>,
+    /// SFTP: the environment variable holding the key file's passphrase.
+    passphrase_env: Option<String>,
+    /// SFTP: OpenSSH known_hosts file; default `~/.ssh/known_hosts`.
+    known_hosts: Option<PathBuf>,
+    /// FTP: `explicit` (default: AUTH TLS) or `none` (plain FTP, only inside a VPN).
+    tls: Option<FtpTlsMode>,
+    /// FTP: PEM file of extra trusted root certificates.
+    ca_file: Option<PathBuf>,
+    /// FTP: accept exactly the server certificate with this SHA-256 (hex)
+    /// instead of verifying its chain; for self-signed partner servers.
+    tls_pin_sha256: Option<String>,
+    /// The remote folder; default the login folder.
+    folder: Option<String>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    /// A file is taken only if its size and mtime are the same in two
+    /// listings this far apart (default 5s).
+    stable_for: Option<String>,
+    after: Option<AfterAction>,
+    /// Remote folder for `after = "archive"`; relative to `folder`;
+    /// default `archive`.
+    archive_dir: Option<String>,
+    /// DNS, TCP, handshake and login (default 20s).
+    connect_timeout: Option<String>,
+    /// Each request on an open connection (default 60s).
+    timeout: Option<String>,
+    /// Retries of a failed connection or transfer (default 5).
+    retries: Option<u32>,
+    /// The first wait before a retry, doubled each time with jitter (default 2s).
+    retry_wait: Option<String>,
+    /// SFTP: small files downloaded at once (default 16).
+    parallel: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FtpTlsMode {
+    Explicit,
+    None,
 }
 
 fn default_include() -> Vec<String> {
@@ -227,6 +348,245 @@ fn default_include() -> Vec<String> {
 
 fn default_min_age() -> String {
     "30s".to_string()
+}
+
+impl SourceConfig {
+    /// The validated source, or `None` with the problems noted.
+    fn build(self, base: &Path, problems: &mut Vec<String>) -> Option<Source> {
+        match self {
+            SourceConfig::Local { inbox, include, exclude, min_age, after, archive_dir } => {
+                let inbox = base.join(inbox);
+                if !inbox.is_dir() {
+                    problems.push(format!("source.inbox: folder {} does not exist", inbox.display()));
+                }
+                let filter = NameFilter::new(&include, &exclude)
+                    .map_err(|e| problems.push(format!("source.{e}")))
+                    .ok();
+                let min_age =
+                    parse_duration(&min_age).map_err(|e| problems.push(format!("source.min_age: {e}"))).ok();
+                let archive_dir = archive_dir.map(|d| base.join(d)).unwrap_or_else(|| inbox.join("archive"));
+                Some(Source {
+                    endpoint: Endpoint::Local(inbox),
+                    filter: filter?,
+                    settle: Settle::MinAge(min_age?),
+                    after,
+                    archive_dir: archive_dir.display().to_string(),
+                })
+            }
+            SourceConfig::Sftp(r) => r.build_source(Protocol::Sftp, base, problems),
+            SourceConfig::Ftp(r) => r.build_source(Protocol::Ftp, base, problems),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Sftp,
+    Ftp,
+}
+
+impl RemoteConfig {
+    fn build_source(self, protocol: Protocol, base: &Path, problems: &mut Vec<String>) -> Option<Source> {
+        let before = problems.len();
+        let filter = NameFilter::new(
+            self.include.as_deref().unwrap_or(&default_include()),
+            self.exclude.as_deref().unwrap_or_default(),
+        )
+        .map_err(|e| problems.push(format!("source.{e}")))
+        .ok();
+        let stable_for = parse_duration(self.stable_for.as_deref().unwrap_or("5s"))
+            .map_err(|e| problems.push(format!("source.stable_for: {e}")))
+            .ok();
+        let after = self.after.unwrap_or_default();
+        let archive_dir = self.archive_dir.clone().unwrap_or_else(|| "archive".to_string());
+        let endpoint = self.build_endpoint(protocol, base, "source", problems);
+        if problems.len() > before {
+            return None;
+        }
+        Some(Source {
+            endpoint: endpoint?,
+            filter: filter?,
+            settle: Settle::StableFor(stable_for?),
+            after,
+            archive_dir,
+        })
+    }
+
+    /// The connection alone (for a source, or a destination files are
+    /// pushed to). `key` names the table in messages.
+    fn build_endpoint(
+        &self,
+        protocol: Protocol,
+        base: &Path,
+        key: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<Endpoint> {
+        let before = problems.len();
+        let mut problem = |k: &str, msg: String| problems.push(format!("{key}.{k}: {msg}"));
+        let only = |set: bool, k: &str, which: &str, problem: &mut dyn FnMut(&str, String)| {
+            if set {
+                problem(k, format!("only for type = \"{which}\""));
+            }
+        };
+        let duration =
+            |v: &Option<String>, default: Duration, k: &str, problem: &mut dyn FnMut(&str, String)| match v
+                .as_deref()
+                .map(parse_duration)
+            {
+                None => default,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    problem(k, e);
+                    default
+                }
+            };
+        let d = Limits::remote_default();
+        let limits = Limits {
+            connect_timeout: duration(
+                &self.connect_timeout,
+                d.connect_timeout,
+                "connect_timeout",
+                &mut problem,
+            ),
+            timeout: duration(&self.timeout, d.timeout, "timeout", &mut problem),
+            retries: self.retries.unwrap_or(d.retries),
+            retry_wait: duration(&self.retry_wait, d.retry_wait, "retry_wait", &mut problem),
+        };
+        if limits.connect_timeout.is_zero() || limits.timeout.is_zero() {
+            problem("timeout", "timeouts must be longer than 0".into());
+        }
+        if self.host.trim().is_empty() {
+            problem("host", "must name the server".into());
+        }
+        if self.user.trim().is_empty() {
+            problem("user", "must name the login".into());
+        }
+        let secret = |env: &Option<String>, k: &str, problem: &mut dyn FnMut(&str, String)| {
+            env.as_deref().and_then(|e| Secret::from_env(e).map_err(|m| problem(k, m)).ok())
+        };
+        let folder = self.folder.clone().unwrap_or_else(|| ".".to_string());
+        let endpoint = match protocol {
+            Protocol::Sftp => {
+                only(self.tls.is_some(), "tls", "ftp", &mut problem);
+                only(self.ca_file.is_some(), "ca_file", "ftp", &mut problem);
+                only(self.tls_pin_sha256.is_some(), "tls_pin_sha256", "ftp", &mut problem);
+                let auth = match (&self.password_env, &self.key_file) {
+                    (Some(_), Some(_)) => {
+                        problem("key_file", "give password_env or key_file, not both".into());
+                        None
+                    }
+                    (None, None) => {
+                        problem("password_env", "give password_env or key_file to log in with".into());
+                        None
+                    }
+                    (Some(_), None) => {
+                        only(
+                            self.passphrase_env.is_some(),
+                            "passphrase_env",
+                            "sftp with key_file",
+                            &mut problem,
+                        );
+                        secret(&self.password_env, "password_env", &mut problem).map(SshAuth::Password)
+                    }
+                    (None, Some(file)) => {
+                        let file = base.join(file);
+                        if !file.is_file() {
+                            problem("key_file", format!("{} does not exist", file.display()));
+                        }
+                        let passphrase = secret(&self.passphrase_env, "passphrase_env", &mut problem);
+                        Some(SshAuth::Key { file, passphrase })
+                    }
+                };
+                let known_hosts = match &self.known_hosts {
+                    Some(p) => base.join(p),
+                    None => {
+                        let home =
+                            std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+                        home.join(".ssh/known_hosts")
+                    }
+                };
+                let parallel = self.parallel.unwrap_or(16);
+                if !(1..=64).contains(&parallel) {
+                    problem("parallel", format!("{parallel} must be between 1 and 64"));
+                }
+                auth.map(|auth| {
+                    Endpoint::Sftp(SftpEndpoint {
+                        host: self.host.clone(),
+                        port: self.port.unwrap_or(22),
+                        user: self.user.clone(),
+                        auth,
+                        known_hosts,
+                        folder,
+                        limits,
+                        parallel,
+                    })
+                })
+            }
+            Protocol::Ftp => {
+                only(self.key_file.is_some(), "key_file", "sftp", &mut problem);
+                only(self.passphrase_env.is_some(), "passphrase_env", "sftp", &mut problem);
+                only(self.known_hosts.is_some(), "known_hosts", "sftp", &mut problem);
+                only(self.parallel.is_some(), "parallel", "sftp", &mut problem);
+                let password = match &self.password_env {
+                    None => {
+                        problem("password_env", "FTP needs a password: name its environment variable".into());
+                        None
+                    }
+                    Some(_) => secret(&self.password_env, "password_env", &mut problem),
+                };
+                let tls = match self.tls.unwrap_or(FtpTlsMode::Explicit) {
+                    FtpTlsMode::None => {
+                        only(self.ca_file.is_some(), "ca_file", "ftp with tls = \"explicit\"", &mut problem);
+                        only(
+                            self.tls_pin_sha256.is_some(),
+                            "tls_pin_sha256",
+                            "ftp with tls = \"explicit\"",
+                            &mut problem,
+                        );
+                        FtpTls::None
+                    }
+                    FtpTlsMode::Explicit => {
+                        let ca_file = self.ca_file.as_ref().map(|p| base.join(p));
+                        if let Some(p) = &ca_file
+                            && !p.is_file()
+                        {
+                            problem("ca_file", format!("{} does not exist", p.display()));
+                        }
+                        let pin_sha256 = self
+                            .tls_pin_sha256
+                            .as_deref()
+                            .and_then(|h| parse_sha256(h).map_err(|m| problem("tls_pin_sha256", m)).ok());
+                        FtpTls::Explicit { ca_file, pin_sha256 }
+                    }
+                };
+                password.map(|password| {
+                    Endpoint::Ftp(FtpEndpoint {
+                        host: self.host.clone(),
+                        port: self.port.unwrap_or(21),
+                        user: self.user.clone(),
+                        password,
+                        tls,
+                        folder,
+                        limits,
+                    })
+                })
+            }
+        };
+        if problems.len() > before { None } else { endpoint }
+    }
+}
+
+/// 64 hex digits, colons allowed (as `openssl x509 -fingerprint -sha256` prints them).
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{text:?} is not a SHA-256 (64 hex digits)"));
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
 }
 
 /// What happens to a source file once it is on local disk and in the ledger.
@@ -427,6 +787,16 @@ pub enum LeadingZeros {
 // ---------------------------------------------------------------------------
 // The validated job.
 
+/// A local folder whose files are sent each run.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pub folder: PathBuf,
+    pub filter: NameFilter,
+    pub after: AfterAction,
+    pub archive_dir: PathBuf,
+    pub to: Endpoint,
+}
+
 #[derive(Debug)]
 pub struct Job {
     pub name: String,
@@ -444,6 +814,7 @@ pub struct Job {
     pub history: History,
     pub email: Option<Email>,
     pub push: Vec<Push>,
+    pub outbox: Vec<Outbox>,
 }
 
 /// How long runs are kept and what goes with them.
@@ -495,26 +866,29 @@ pub struct Push {
     pub files: Vec<String>,
     pub name: String,
     pub skip_empty: bool,
-    pub to: Destination,
+    pub to: Endpoint,
 }
 
+/// Where the job takes files from, and what it does with them there.
 #[derive(Debug, Clone)]
-pub enum Destination {
-    Local(PathBuf),
-}
-
-#[derive(Debug)]
-pub enum Source {
-    Local(LocalSource),
-}
-
-#[derive(Debug, Clone)]
-pub struct LocalSource {
-    pub inbox: PathBuf,
+pub struct Source {
+    pub endpoint: Endpoint,
     pub filter: NameFilter,
-    pub min_age: Duration,
+    pub settle: Settle,
     pub after: AfterAction,
-    pub archive_dir: PathBuf,
+    /// For `after = "archive"`: a local path, or a remote folder (relative
+    /// to the source folder unless absolute).
+    pub archive_dir: String,
+}
+
+/// How ferry tells a file is complete before it takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Local: the mtime is at least this old.
+    MinAge(Duration),
+    /// Remote: size and mtime the same in two listings this far apart
+    /// (remote clocks cannot be trusted for an age).
+    StableFor(Duration),
 }
 
 /// Include/exclude globs over file names.
@@ -704,26 +1078,28 @@ impl JobFile {
         let reports_dir = self.reports_dir.map(|d| base.join(d)).unwrap_or_else(|| state_dir.join("reports"));
         let schemas_dir = self.schemas_dir.map(|d| base.join(d)).unwrap_or_else(|| base.join("../schemas"));
 
-        let source = match self.source {
-            SourceConfig::Local { inbox, include, exclude, min_age, after, archive_dir } => {
-                let inbox = base.join(inbox);
-                if !inbox.is_dir() {
-                    problems.push(format!("source.inbox: folder {} does not exist", inbox.display()));
-                }
-                let filter = NameFilter::new(&include, &exclude)
-                    .map_err(|e| problems.push(format!("source.{e}")))
-                    .ok();
-                let min_age =
-                    parse_duration(&min_age).map_err(|e| problems.push(format!("source.min_age: {e}"))).ok();
-                let archive_dir = archive_dir.map(|d| base.join(d)).unwrap_or_else(|| inbox.join("archive"));
-                match (filter, min_age) {
-                    (Some(filter), Some(min_age)) => {
-                        Some(Source::Local(LocalSource { inbox, filter, min_age, after, archive_dir }))
-                    }
-                    _ => None,
-                }
+        let source = self.source.build(&base, &mut problems);
+
+        let mut outbox = Vec::new();
+        for (i, o) in self.outbox.into_iter().enumerate() {
+            let key = format!("outbox[{i}]");
+            let folder = base.join(&o.folder);
+            if !folder.is_dir() {
+                problems.push(format!("{key}.folder: folder {} does not exist", folder.display()));
             }
-        };
+            if o.after == AfterAction::Keep {
+                problems.push(format!(
+                    "{key}.after: \"keep\" would send every file again each run; use \"archive\" or \"delete\""
+                ));
+            }
+            let filter =
+                NameFilter::new(&o.include, &o.exclude).map_err(|e| problems.push(format!("{key}.{e}"))).ok();
+            let to = o.to.build(&base, &format!("{key}.to"), &mut problems);
+            let archive_dir = o.archive_dir.map(|d| base.join(d)).unwrap_or_else(|| folder.join("sent"));
+            if let (Some(filter), Some(to)) = (filter, to) {
+                outbox.push(Outbox { folder, filter, after: o.after, archive_dir, to });
+            }
+        }
 
         let mut inputs = Vec::new();
         if self.inputs.is_empty() {
@@ -818,6 +1194,7 @@ impl JobFile {
                 history,
                 email,
                 push,
+                outbox,
             }),
             _ => Err(ConfigError { file: path.to_path_buf(), problems }),
         }
@@ -932,15 +1309,8 @@ impl PushConfig {
             }
             rest = &rest[open + close + 1..];
         }
-        let to = match self.to {
-            DestinationConfig::Local { dir } => {
-                let dir = base.join(dir);
-                if !dir.is_dir() {
-                    problems.push(format!("push[{i}].to.dir: folder {} does not exist", dir.display()));
-                }
-                Destination::Local(dir)
-            }
-        };
+        let to = self.to.build(base, &format!("push[{i}].to"), problems);
+        let to = to?;
         (problems.len() == before).then_some(Push {
             files: self.files,
             name,
@@ -994,7 +1364,7 @@ pub fn default_state_dir() -> PathBuf {
     home.join(".local/state/ferry")
 }
 
-/// "90s", "5m", "2h", "1d" or "0".
+/// "90s", "5m", "2h", "1d", "500ms" or "0".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s == "0" {
@@ -1004,11 +1374,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like \"30s\", \"5m\", \"2h\""))?;
     let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("{s:?}: unit must be s, m, h or d")),
+        _ => return Err(format!("{s:?}: unit must be ms, s, m, h or d")),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -1131,6 +1502,45 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert!(parse_duration("5 minutes").is_err());
         assert!(parse_duration("m").is_err());
+    }
+
+    fn build_source(text: &str) -> Result<Job, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        let job = format!("{text}\n[[inputs]]\nfiles = \"*.csv\"\nschema = \"x.toml\"\n");
+        parse(&job)?.build(&path)
+    }
+
+    #[test]
+    fn remote_source_keys_are_checked_per_protocol() {
+        let err = build_source(
+            "[source]\ntype = \"ftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"FERRY_TEST_UNSET_VAR\"\n\
+             key_file = \"id\"\nknown_hosts = \"kh\"\ntls_pin_sha256 = \"xyz\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("source.key_file: only for type = \"sftp\""), "{err}");
+        assert!(err.contains("source.known_hosts: only for type = \"sftp\""), "{err}");
+        assert!(err.contains("environment variable FERRY_TEST_UNSET_VAR is not set"), "{err}");
+        assert!(err.contains("source.tls_pin_sha256"), "{err}");
+        let err = build_source("[source]\ntype = \"sftp\"\nhost = \"h\"\nuser = \"u\"\ntls = \"none\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.tls: only for type = \"ftp\""), "{err}");
+        assert!(err.contains("give password_env or key_file"), "{err}");
+        let err =
+            build_source("[source]\ntype = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npasword_env = \"X\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("unknown field `pasword_env`"), "{err}");
+    }
+
+    #[test]
+    fn sha256_pins() {
+        let hex = "3F:A2".to_string() + &":00".repeat(30);
+        assert_eq!(parse_sha256(&hex).unwrap()[..2], [0x3f, 0xa2]);
+        assert!(parse_sha256("abc").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     }
 
     #[test]

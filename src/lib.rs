@@ -10,6 +10,7 @@ pub mod generate;
 pub mod hl7;
 pub mod job;
 pub mod model;
+pub mod outbox;
 pub mod prune;
 pub mod push;
 pub mod reconcile;

@@ -69,10 +69,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Validate job and schema files; with a job, also check that its folders and files can be read.
+    /// Validate job and schema files; with a job, also connect to each server it names and say, step
+    /// by step, what works (DNS, TCP, host key or TLS, login, listing, write permission).
     Check {
         /// Jobs to check; with none, every jobs/*.toml and schemas/*.toml.
         jobs: Vec<String>,
+        /// Record an SFTP server's host key in the job's known_hosts file when it has none for that
+        /// server (OpenSSH's accept-new). A changed key is never accepted.
+        #[arg(long)]
+        accept_new_host_key: bool,
     },
     /// Parse one file and print what ferry sees in it (HL7: segments and fields; --json: mapped records).
     Parse {
@@ -137,7 +142,7 @@ fn main() -> ExitCode {
         Command::Gen { patients, seed, noise, out } => {
             commands::generate_population(patients, seed, &noise, &out, cli.quiet)
         }
-        Command::Check { jobs } => commands::check(&jobs),
+        Command::Check { jobs, accept_new_host_key } => commands::check(&jobs, accept_new_host_key),
         Command::Parse { file, schema, side, json } => {
             commands::parse(&file, schema.as_deref(), side.as_deref(), json)
         }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::job::{Job, PruneWhat, Source};
 use crate::store::Store;
-use crate::transport::{LocalTransport, Transport, TransportError};
+use crate::transport::{self, Endpoint, FtpEndpoint, SftpEndpoint, Transport, TransportError};
 
 /// What a prune did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +40,10 @@ pub fn prune(job: &Job, store: &mut Store, current: i64, now: DateTime<Utc>) -> 
         return Ok(done);
     }
     let wants = |w: PruneWhat| job.history.delete.contains(&w);
-    let mut archive: Option<Box<dyn Transport>> = match &job.source {
-        Source::Local(src) if wants(PruneWhat::Archived) => {
-            Some(Box::new(LocalTransport::new(&src.archive_dir)))
-        }
-        _ => None,
+    let mut archive: Option<Box<dyn Transport>> = if wants(PruneWhat::Archived) {
+        Some(transport::open(&archive_endpoint(&job.source))?)
+    } else {
+        None
     };
     let received_root = job.state_dir.join("received").join(&job.name);
     let reports_root = job.reports_dir.join(&job.name);
@@ -126,5 +125,23 @@ mod tests {
         assert!(!inside(Path::new("/srv/reports/demo"), Path::new("/srv/reports/demo")));
         assert!(!inside(Path::new("/srv/reports/demo/../other"), Path::new("/srv/reports/demo")));
         assert!(!inside(Path::new("/etc"), Path::new("/srv/reports/demo")));
+    }
+}
+
+/// Where the source's archived files are: its archive folder, relative to
+/// the source folder unless absolute, on the same server.
+fn archive_endpoint(source: &Source) -> Endpoint {
+    let remote = |folder: &str| {
+        let archive = source.archive_dir.as_str();
+        if archive.starts_with('/') {
+            archive.to_string()
+        } else {
+            format!("{}/{archive}", folder.trim_end_matches('/'))
+        }
+    };
+    match &source.endpoint {
+        Endpoint::Local(dir) => Endpoint::Local(dir.join(&source.archive_dir)),
+        Endpoint::Sftp(e) => Endpoint::Sftp(SftpEndpoint { folder: remote(&e.folder), ..e.clone() }),
+        Endpoint::Ftp(e) => Endpoint::Ftp(FtpEndpoint { folder: remote(&e.folder), ..e.clone() }),
     }
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
-use crate::job::{Destination, Push};
-use crate::transport::{LocalTransport, Transport};
+use crate::job::Push;
+use crate::transport::{Endpoint, Transport};
 
 /// What became of one file of a `[[push]]` entry.
 #[derive(Debug, Clone)]
@@ -32,10 +32,8 @@ pub struct Pushed {
 }
 
 /// The transport a destination names.
-pub fn open(to: &Destination) -> Result<Box<dyn Transport>> {
-    match to {
-        Destination::Local(dir) => Ok(Box::new(LocalTransport::new(dir))),
-    }
+pub fn open(to: &Endpoint) -> Result<Box<dyn Transport>> {
+    Ok(crate::transport::open(to)?)
 }
 
 /// The name a pushed file gets: the entry's template with {stem}, {ext},
@@ -140,7 +138,7 @@ mod tests {
             files: vec!["id_updates.csv".into(), "merges.csv".into(), "missing.csv".into()],
             name: "{stem}_{stamp}{ext}".into(),
             skip_empty: true,
-            to: Destination::Local(dest.path().to_path_buf()),
+            to: Endpoint::Local(dest.path().to_path_buf()),
         };
         let mut t = open(&entry.to).unwrap();
         let done = push(&entry, reports.path(), "demo", 1, "S", t.as_mut());

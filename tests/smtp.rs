@@ -144,7 +144,7 @@ fn check_says_whether_the_server_answers_and_accepts_the_login() {
 
     // Down.
     let out = d.ferry_env(&["check", "demo"], &email_env());
-    assert_exit(&out, 2);
+    assert_exit(&out, 1);
     assert!(stderr(&out).contains(&format!("SMTP 127.0.0.1:{port}")), "{}", stderr(&out));
 
     let _server = Smtpd::start(&d.path("smtp"), &certs, port, false);
@@ -157,13 +157,13 @@ fn check_says_whether_the_server_answers_and_accepts_the_login() {
         &["check", "demo"],
         &[("FERRY_TEST_SMTP_PASSWORD", "wrong"), ("FERRY_TEST_ZIP_PASSWORD", smtpd::ZIP_PASSWORD)],
     );
-    assert_exit(&out, 2);
+    assert_exit(&out, 1);
     assert!(stderr(&out).contains("refused the login"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("wrong"), "the password must not be echoed: {}", stderr(&out));
 
     // The password variable unset.
     let out = d.ferry_env(&["check", "demo"], &[("FERRY_TEST_ZIP_PASSWORD", smtpd::ZIP_PASSWORD)]);
-    assert_exit(&out, 2);
+    assert_exit(&out, 1);
     assert!(stderr(&out).contains("FERRY_TEST_SMTP_PASSWORD, which is not set"), "{}", stderr(&out));
 
     // Without the private CA the certificate is not trusted.
@@ -171,6 +171,6 @@ fn check_says_whether_the_server_answers_and_accepts_the_login() {
     let ca_line = text.lines().find(|l| l.starts_with("ca_file")).unwrap().to_string();
     d.write("jobs/demo.toml", text.replace(&ca_line, ""));
     let out = d.ferry_env(&["check", "demo"], &email_env());
-    assert_exit(&out, 2);
+    assert_exit(&out, 1);
     assert!(stderr(&out).contains("TLS failed"), "{}", stderr(&out));
 }

@@ -39,3 +39,11 @@ mod report_html;
 
 // No patient data in any log line (text and JSON, most verbose) or the email body.
 mod logs;
+// Real servers for the transport tests: OpenSSH's sshd and pyftpdlib on loopback, stopped by PID.
+mod servers;
+
+// SFTP: pull with every after-action, logins, host keys, growing files, hostile names, kills, push.
+mod sftp;
+
+// FTP and explicit FTPS: pull, after-actions, certificates (CA file, refused, pinned), login, push.
+mod ftp;

@@ -56,6 +56,7 @@ impl Dir {
             .env("FERRY_HOME", self.home())
             .env_remove("FERRY_LOG")
             .env_remove("FERRY_FAILPOINT")
+            .env_remove("FERRY_PAUSEPOINT")
             .envs(env.iter().copied())
             .output()
             .expect("run ferry")

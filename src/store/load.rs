@@ -74,6 +74,24 @@ pub(crate) fn failpoint(name: &str) {
     }
 }
 
+/// Test hook: with `FERRY_PAUSEPOINT=NAME:N:MS` the process stops for MS
+/// milliseconds the Nth time it passes NAME (so a test can cut a
+/// connection at an exact point). Unset, it costs one environment lookup.
+pub(crate) fn pausepoint(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let Ok(spec) = std::env::var("FERRY_PAUSEPOINT") else { return };
+    let mut parts = spec.split(':');
+    let (Some(point), Some(n), Some(ms)) = (parts.next(), parts.next(), parts.next()) else { return };
+    if point == name
+        && let (Ok(n), Ok(ms)) = (n.parse::<u64>(), ms.parse::<u64>())
+        && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == n
+    {
+        eprintln!("ferry: pausepoint {name} reached; pausing {ms} ms");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 pub struct FileLoad<'c> {
     conn: &'c Connection,
     /// Open from begin to finish; between checkpoints a new one is opened.

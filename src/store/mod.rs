@@ -6,6 +6,7 @@
 //! store knows nothing of transports or reports.
 
 mod load;
+pub(crate) use load::{failpoint, pausepoint};
 mod migrations;
 mod queue;
 
@@ -14,7 +15,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub(crate) use load::failpoint;
 pub use load::{Applied, Counts, FileLoad, MessageRow};
 pub use queue::QueueItem;
 

@@ -1,16 +1,28 @@
 //! Transports: where files come from and go to. One trait, [`Transport`],
-//! with one implementation per connectivity method (today: a local folder,
-//! which is how a practice-hosted SFTP drop folder looks to us).
+//! with one implementation per connectivity method: a local folder (how a
+//! practice-hosted SFTP drop folder looks to us), SFTP, and FTP/FTPS.
+//! [`open`] turns an [`Endpoint`] (a validated connection setting from a job
+//! file) into a transport; [`retry`] runs one operation under the endpoint's
+//! retry policy; [`check`] walks a connection step by step for `ferry check`.
 //!
 //! A transport moves bytes and names; it never parses a file and never
 //! touches the store. The job runner decides what to take and when to remove.
 
+mod endpoint;
+mod ftp;
+mod known_hosts;
 mod local;
+mod retry;
+mod sftp;
 
 use std::io::{Read, Write};
 use std::time::SystemTime;
 
+pub use endpoint::{Endpoint, FtpEndpoint, FtpTls, Limits, Secret, SftpEndpoint, SshAuth, Step, check, open};
+pub use ftp::FtpTransport;
 pub use local::LocalTransport;
+pub use retry::retry;
+pub use sftp::SftpTransport;
 
 /// One plain file in a source folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,11 +63,31 @@ pub enum TransportError {
         #[source]
         source: std::io::Error,
     },
+    /// The server refused the login. Never retried: a locked account must
+    /// not be hammered.
+    #[error("{what}: login refused: {why}")]
+    Auth { what: String, why: String },
+    /// The server's identity could not be trusted (unknown or changed SSH
+    /// host key, a TLS certificate that does not verify). Never retried.
+    #[error("{what}: {why}")]
+    Untrusted { what: String, why: String },
+    /// The file changed while it was read (it is still being written):
+    /// take it on a later run.
+    #[error("{what}: changed while it was read ({why})")]
+    Changed { what: String, why: String },
 }
 
 impl TransportError {
     pub fn is_temporary(&self) -> bool {
         matches!(self, TransportError::Temporary { .. })
+    }
+
+    pub(crate) fn temporary(what: impl Into<String>, why: impl std::fmt::Display) -> TransportError {
+        TransportError::Temporary { what: what.into(), source: std::io::Error::other(why.to_string()) }
+    }
+
+    pub(crate) fn permanent(what: impl Into<String>, why: impl std::fmt::Display) -> TransportError {
+        TransportError::Permanent { what: what.into(), source: std::io::Error::other(why.to_string()) }
     }
 }
 
@@ -77,6 +109,14 @@ impl TransportError {
 ///   temporary name `.NAME.part`, then, once complete and the size checked,
 ///   renamed to `name`. A reader of the folder never sees a half-written
 ///   file under its real name. An existing `name` is replaced.
+/// - A remote transport connects on first use and again after a dropped
+///   connection; a dropped connection, a refused TCP connection or a timeout
+///   is `Temporary`, and the caller retries the whole operation with
+///   [`retry`] (a `fetch` or `put` from the start: they never resume half-way).
+///   A refused login is `Auth` and an untrusted server `Untrusted`: neither
+///   is ever retried.
+/// - `fetch` of a file that grows or shrinks while it is read is `Changed`
+///   (remote transports read exactly the listed size and check it again).
 pub trait Transport {
     /// For messages: "local folder /srv/inbox", "sftp ehr@host:22/outbound".
     fn describe(&self) -> String;
@@ -85,6 +125,14 @@ pub trait Transport {
     fn rename(&mut self, from: &str, to_dir: &str) -> Result<(), TransportError>;
     fn remove(&mut self, name: &str) -> Result<(), TransportError>;
     fn put(&mut self, name: &str, data: &mut dyn Read, size: u64) -> Result<u64, TransportError>;
+    /// A hint: these files (from the last `list`) will be fetched next, in
+    /// this order. A transport may start downloading the small ones ahead,
+    /// several at once on one connection; `fetch` then hands them over.
+    fn prefetch(&mut self, _entries: &[Entry]) {}
+    /// How operations on this transport are retried.
+    fn limits(&self) -> Limits {
+        Limits::none()
+    }
 }
 
 /// The temporary name an upload is written under until it is complete.
