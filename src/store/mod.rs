@@ -439,10 +439,15 @@ impl Store {
             Some(entry) => (self.resume_file(job, entry.id)?, entry.records_done as usize),
             None => (self.begin_file(job, run_id, file, mode)?, 0),
         };
-        for (i, rec) in parsed.records.iter().enumerate().skip(done) {
-            load.patient(&rec.patient, rec.line, None, None)?;
-            let n = i + 1;
-            if n % batching.size == 0 && n < parsed.records.len() {
+        let total = parsed.records.len();
+        let mut n = done.min(total);
+        while n < total {
+            let end = (n + batching.size.max(1)).min(total);
+            let batch: Vec<(&Patient, u64)> =
+                parsed.records[n..end].iter().map(|r| (&r.patient, r.line)).collect();
+            load.plain_patients(&batch)?;
+            n = end;
+            if n < total {
                 load.checkpoint(n as u64)?;
                 (batching.progress)(n as u64);
             }
