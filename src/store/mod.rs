@@ -10,9 +10,11 @@ pub(crate) use load::{failpoint, pausepoint};
 mod migrations;
 mod queue;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rayon::slice::ParallelSliceMut;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use load::{Applied, Counts, FileLoad, MessageRow};
@@ -506,10 +508,28 @@ impl Store {
 
     /// Every current patient of one side, in own-ID order (stable reports).
     pub fn patients(&self, job: &str, side: Side) -> Result<Vec<PatientRecord>> {
+        // The files of this job and side: their names, and their load time
+        // for rows without a time of their own. Few next to the rows, so
+        // looked up here rather than joined on every row.
+        type FileFacts = (String, Option<chrono::DateTime<chrono::Utc>>);
+        let mut files: HashMap<i64, FileFacts> = HashMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT id, name, loaded_at FROM files WHERE job = ?1 AND side = ?2")?;
+            let mut rows = stmt.query(params![job, side.as_str()])?;
+            while let Some(r) = rows.next()? {
+                let loaded: Option<String> = r.get(2)?;
+                files.insert(r.get(0)?, (r.get(1)?, loaded.as_deref().and_then(parse_timestamp)));
+            }
+        }
         let cols: Vec<String> = field_columns().map(|c| format!("p.{c}")).collect();
+        // NOT INDEXED: a scan in table order reads the pages once, in
+        // order; walking the (job, side, own_id) index visits the rows at
+        // random. The own-ID order is restored by sorting below.
         let sql = format!(
-            "SELECT f.name, p.line, COALESCE(p.source_time, f.loaded_at), {} FROM patients p JOIN files f ON f.id = p.file_id
-             WHERE p.job = ?1 AND p.side = ?2 ORDER BY p.own_id",
+            "SELECT p.file_id, p.line, p.source_time, {} FROM patients p NOT INDEXED
+             WHERE p.job = ?1 AND p.side = ?2",
             cols.join(", ")
         );
         let count: i64 = self.conn.query_row(
@@ -519,25 +539,26 @@ impl Store {
         )?;
         let mut out = Vec::with_capacity(count as usize);
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![job, side.as_str()], |r| {
+        let mut rows = stmt.query(params![job, side.as_str()])?;
+        while let Some(r) = rows.next()? {
             let mut patient = Patient::default();
             for (i, f) in Field::ALL.iter().enumerate() {
                 f.set(&mut patient, r.get(i + 3)?);
             }
-            let updated: Option<String> = r.get(2)?;
-            Ok(PatientRecord {
+            let (name, loaded) = files.get(&r.get::<_, i64>(0)?).cloned().unwrap_or_default();
+            let source_time: Option<String> = r.get(2)?;
+            out.push(PatientRecord {
                 side,
                 patient,
-                source_file: r.get(0)?,
+                source_file: name,
                 source_line: r.get::<_, i64>(1)? as u64,
-                updated: updated
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc)),
-            })
-        })?;
-        for row in rows {
-            out.push(row?);
+                updated: match source_time {
+                    Some(t) => parse_timestamp(&t),
+                    None => loaded,
+                },
+            });
         }
+        out.par_sort_unstable_by(|a, b| a.own_id().cmp(b.own_id()));
         Ok(out)
     }
 
