@@ -505,3 +505,49 @@ retry_wait = "50ms"
     let out = ferry(&d, &["run", "t"]);
     assert!(!stderr(&out).contains("sent updates.csv"), "{}", stderr(&out));
 }
+
+#[test]
+fn push_back_sends_the_runs_report_files_over_sftp() {
+    let sshd = Sshd::start();
+    let d = setup(&sshd, &password(), "");
+    let pull = fs::read_to_string(d.path("jobs/t.toml")).unwrap();
+    let push = format!(
+        r#"
+[[push]]
+files = ["summary.csv"]
+name = "{{job}}_{{stem}}{{ext}}"
+
+[push.to]
+type = "sftp"
+host = "127.0.0.1"
+port = {port}
+user = "{PW_USER}"
+password_env = "SFTP_PW"
+known_hosts = "../known_hosts"
+folder = "{srv}/back"
+retries = 1
+retry_wait = "50ms"
+"#,
+        port = sshd.port,
+        srv = sshd.srv().display()
+    );
+    d.write("jobs/t.toml", format!("{pull}{push}"));
+    fs::create_dir_all(sshd.srv().join("back")).unwrap();
+    fs::set_permissions(sshd.srv().join("back"), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .unwrap();
+    serve(&sshd.srv(), "patients.csv", patients(0..3).as_bytes());
+
+    let out = ferry(&d, &["check", "t"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("push[0]: summary.csv -> sftp"), "{}", stderr(&out));
+
+    let out = ferry(&d, &["run", "t"]);
+    assert_exit(&out, 0);
+    let report = d.latest_report("t");
+    assert_eq!(
+        fs::read(sshd.srv().join("back/t_summary.csv")).unwrap(),
+        fs::read(report.join("summary.csv")).unwrap(),
+        "the report file arrives whole"
+    );
+    assert!(!sshd.srv().join("back/.t_summary.csv.part").exists());
+}
