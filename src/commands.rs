@@ -188,12 +188,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                             tracing::info!(job = %job.name, run_id = result.run_id, "Scheduled run done.");
                         }
                         if !quiet && let Some(m) = result.mail.as_ref().filter(|m| m.waiting > 0) {
-                            eprintln!(
-                                "ferry: job {}: {} email(s) wait in the outbox: {}",
-                                job.name,
-                                m.waiting,
-                                m.error.as_deref().unwrap_or("")
-                            );
+                            say_waiting(&job.name, m, "wait");
                         }
                     }
                     Err(e) => {
@@ -207,12 +202,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                     && m.waiting > 0
                     && !quiet
                 {
-                    eprintln!(
-                        "ferry: job {}: {} email(s) still wait in the outbox: {}",
-                        job.name,
-                        m.waiting,
-                        m.error.as_deref().unwrap_or("")
-                    );
+                    say_waiting(&job.name, &m, "still wait");
                 }
             }
             Err(e) => {
@@ -369,6 +359,15 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
         }
     }
     Ok(worst)
+}
+
+/// Tell the operator that emails of `job` wait in the outbox, and why.
+fn say_waiting(job: &str, m: &crate::run::MailOutcome, verb: &str) {
+    eprintln!(
+        "ferry: job {job}: {} email(s) {verb} in the outbox: {}",
+        m.waiting,
+        m.error.as_deref().unwrap_or("")
+    );
 }
 
 fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
