@@ -92,15 +92,29 @@ pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
 /// message where it needed no unescaping.
 fn value<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Option<Cow<'a, str>>, String> {
     let t = r.map_err(|e| format!("{at}: {e}"))?;
-    let trimmed = t.trim();
+    let trimmed = trim(&t);
     if trimmed.is_empty() || trimmed == "\"\"" {
         return Ok(None);
     }
+    if trimmed.len() == t.len() {
+        return Ok(Some(t));
+    }
+    let start = trimmed.as_ptr() as usize - t.as_ptr() as usize;
+    let range = start..start + trimmed.len();
     Ok(Some(match t {
-        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
-        Cow::Owned(o) if o.len() == o.trim().len() => Cow::Owned(o),
-        Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+        Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+        Cow::Owned(o) => Cow::Owned(o[range].to_string()),
     }))
+}
+
+/// `str::trim`, without decoding the ends of the many values that start
+/// and end with a printable ASCII character, which is never white space.
+pub(super) fn trim(t: &str) -> &str {
+    match t.as_bytes() {
+        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => t,
+        [only] if only.is_ascii_graphic() => t,
+        _ => t.trim(),
+    }
 }
 
 /// [`value`] as an owned string, for the record.
@@ -140,7 +154,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     let names = pid.field(5);
     let name = names
         .repetitions()
-        .find(|r| r.component(7).text().is_ok_and(|t| t.trim() == "L"))
+        .find(|r| r.component(7).text().is_ok_and(|t| trim(&t) == "L"))
         .unwrap_or_else(|| names.repetition(1));
     p.last_name = text(name.component(1).subcomponent(1).text(), "PID-5.1")?;
     p.first_name = text(name.component(2).text(), "PID-5.2")?;
@@ -331,7 +345,7 @@ fn ymd(d: &[u8]) -> Option<NaiveDate> {
 /// offset the time is in `tz`; a local time that does not exist (the
 /// spring-forward gap) is an error, one that exists twice takes the earlier.
 pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
-    let t = t.trim();
+    let t = trim(t);
     let (body, offset) = match t.find(['+', '-']) {
         Some(i) => (&t[..i], Some(&t[i..])),
         None => (t, None),

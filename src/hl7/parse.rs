@@ -199,6 +199,8 @@ pub struct Message<'a> {
     /// Byte ranges of the segments in `raw`, terminators excluded. The first
     /// is always MSH.
     segments: Vec<(usize, usize)>,
+    /// `raw` was checked whole and decodes as it is: see `decodes_as_is`.
+    valid: bool,
 }
 
 impl<'a> Message<'a> {
@@ -208,7 +210,7 @@ impl<'a> Message<'a> {
         let (delimiters, segments) = index(raw)?;
         let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii);
         let charset = Charset::from_msh18(msh.field(MSH_CHARSET).repetition(1).raw())?;
-        Ok(Message { raw, delimiters, charset, segments })
+        Ok(Message { raw, delimiters, charset, segments, valid: decodes_as_is(raw, charset) })
     }
 
     /// Parses a message but decodes its text as `charset` whatever MSH-18
@@ -216,7 +218,7 @@ impl<'a> Message<'a> {
     /// read a message whose MSH-18 is unknown.
     pub fn parse_with_charset(raw: &'a [u8], charset: Charset) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        Ok(Message { raw, delimiters, charset, segments })
+        Ok(Message { raw, delimiters, charset, segments, valid: decodes_as_is(raw, charset) })
     }
 
     pub fn delimiters(&self) -> &Delimiters {
@@ -298,7 +300,7 @@ impl<'a> Message<'a> {
     }
 
     fn segment_at(&self, start: usize, end: usize) -> Segment<'a> {
-        Segment::new(&self.raw[start..end], self.delimiters, self.charset)
+        Segment { valid: self.valid, ..Segment::new(&self.raw[start..end], self.delimiters, self.charset) }
     }
 }
 
@@ -310,6 +312,20 @@ impl fmt::Debug for Message<'_> {
             .field("delimiters", &self.delimiters)
             .field("charset", &self.charset)
             .finish()
+    }
+}
+
+/// Whether every value of a message decodes without a check of its own:
+/// the whole message is valid UTF-8 (for ASCII and UTF-8; see
+/// [`Charset::Ascii`]) or, for ISO-8859-1, 7-bit ASCII. One pass over the
+/// message costs less than a check per value read, and a value split from
+/// it is valid too, because it starts and ends next to a delimiter, a line
+/// end or the message's ends, all ASCII bytes, which never fall inside a
+/// multi-byte character.
+fn decodes_as_is(raw: &[u8], charset: Charset) -> bool {
+    match charset {
+        Charset::Latin1 => raw.is_ascii(),
+        Charset::Ascii | Charset::Utf8 => std::str::from_utf8(raw).is_ok(),
     }
 }
 
@@ -438,13 +454,17 @@ pub struct Segment<'a> {
     charset: Charset,
     /// MSH, FHS or BHS: fields 1 and 2 are the delimiters.
     header: bool,
+    /// The message this segment is part of decodes as it is (checked whole
+    /// by `Message::parse`: see `decodes_as_is`), so values split from it
+    /// skip their own check.
+    valid: bool,
 }
 
 impl<'a> Segment<'a> {
     /// `raw` must start with a segment ID, as [`starts_segment`] checks.
     pub(crate) fn new(raw: &'a [u8], delimiters: Delimiters, charset: Charset) -> Segment<'a> {
         let header = raw.get(3) == Some(&delimiters.field) && is_header_id(&raw[..3]);
-        Segment { raw, delimiters, charset, header }
+        Segment { raw, delimiters, charset, header, valid: false }
     }
 
     /// The three-character ID, such as `PID`.
@@ -471,7 +491,7 @@ impl<'a> Segment<'a> {
             (true, n) => (nth_piece(self.raw, sep, n - 1), self.delimiters),
             (false, n) => (nth_piece(self.raw, sep, n), self.delimiters),
         };
-        Field { raw, delimiters, charset: self.charset }
+        Field { raw, delimiters, charset: self.charset, valid: self.valid }
     }
 
     /// This segment with its field boundaries indexed (MSH, FHS and BHS,
@@ -506,14 +526,14 @@ impl<'a> Segment<'a> {
 
     /// Fields 1 to [`Segment::field_count`], in one pass.
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
-        let Segment { raw, delimiters, charset, header } = *self;
+        let Segment { raw, delimiters, charset, header, valid } = *self;
         let mut rest = raw.split(move |&b| b == delimiters.field).skip(1);
         let mut head = [None, None];
         if header {
-            let literal = |raw| Field { raw, delimiters: Delimiters::inert(), charset };
+            let literal = |raw| Field { raw, delimiters: Delimiters::inert(), charset, valid };
             head = [Some(literal(&raw[3..4])), Some(literal(rest.next().unwrap_or_default()))];
         }
-        head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset }))
+        head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset, valid }))
     }
 }
 
@@ -547,7 +567,7 @@ impl<'a> IndexedSegment<'a> {
             Some(&(start, end)) => &s.raw[start as usize..end as usize],
             None => &[],
         };
-        Field { raw, delimiters: s.delimiters, charset: s.charset }
+        Field { raw, delimiters: s.delimiters, charset: s.charset, valid: s.valid }
     }
 }
 
@@ -563,6 +583,8 @@ pub struct Field<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
+    /// As in `Segment`.
+    valid: bool,
 }
 
 impl<'a> Field<'a> {
@@ -585,8 +607,8 @@ impl<'a> Field<'a> {
     /// Each repetition as a field: none for an empty field, the field itself
     /// when it does not repeat, and empty ones where the sender left a gap.
     pub fn repetitions(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
-        let Field { raw, delimiters, charset } = *self;
-        pieces(raw, delimiters.repetition).map(move |raw| Field { raw, delimiters, charset })
+        let Field { raw, delimiters, charset, valid } = *self;
+        pieces(raw, delimiters.repetition).map(move |raw| Field { raw, delimiters, charset, valid })
     }
 
     /// Repetition `n`, 1-based; empty past the end.
@@ -599,14 +621,14 @@ impl<'a> Field<'a> {
         let d = self.delimiters;
         let raw =
             n.checked_sub(1).map_or(&[][..], |i| nth_piece_before(self.raw, d.component, d.repetition, i));
-        Component { raw, delimiters: d, charset: self.charset }
+        Component { raw, delimiters: d, charset: self.charset, valid: self.valid }
     }
 
     /// The components of the first repetition: none when it is empty.
     pub fn components(&self) -> impl Iterator<Item = Component<'a>> + use<'a> {
-        let Field { raw, delimiters, charset } = *self;
+        let Field { raw, delimiters, charset, valid } = *self;
         let first = nth_piece(raw, delimiters.repetition, 0);
-        pieces(first, delimiters.component).map(move |raw| Component { raw, delimiters, charset })
+        pieces(first, delimiters.component).map(move |raw| Component { raw, delimiters, charset, valid })
     }
 
     /// The first repetition decoded and unescaped, separators inside it
@@ -625,7 +647,8 @@ impl<'a> Field<'a> {
     /// ([`Hl7Error::InvalidText`]), and `\X..\` that is not hex or a
     /// `\Cxxyy\`/`\Mxxyyzz\` character-set switch ([`Hl7Error::BadEscape`]).
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(nth_piece(self.raw, self.delimiters.repetition, 0), &self.delimiters, self.charset)
+        let raw = nth_piece(self.raw, self.delimiters.repetition, 0);
+        escape::text(raw, &self.delimiters, self.charset, self.valid)
     }
 }
 
@@ -641,6 +664,8 @@ pub struct Component<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
+    /// As in `Segment`.
+    valid: bool,
 }
 
 impl<'a> Component<'a> {
@@ -659,18 +684,19 @@ impl<'a> Component<'a> {
             raw: piece(self.raw, self.delimiters.subcomponent, m),
             delimiters: self.delimiters,
             charset: self.charset,
+            valid: self.valid,
         }
     }
 
     /// The subcomponents: none when the component is empty.
     pub fn subcomponents(&self) -> impl Iterator<Item = SubComponent<'a>> + use<'a> {
-        let Component { raw, delimiters, charset } = *self;
-        pieces(raw, delimiters.subcomponent).map(move |raw| SubComponent { raw, delimiters, charset })
+        let Component { raw, delimiters, charset, valid } = *self;
+        pieces(raw, delimiters.subcomponent).map(move |raw| SubComponent { raw, delimiters, charset, valid })
     }
 
     /// The whole component decoded and unescaped, as [`Field::text`].
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(self.raw, &self.delimiters, self.charset)
+        escape::text(self.raw, &self.delimiters, self.charset, self.valid)
     }
 }
 
@@ -686,6 +712,8 @@ pub struct SubComponent<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
+    /// As in `Segment`.
+    valid: bool,
 }
 
 impl<'a> SubComponent<'a> {
@@ -700,7 +728,7 @@ impl<'a> SubComponent<'a> {
 
     /// Decoded and unescaped, as [`Field::text`].
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(self.raw, &self.delimiters, self.charset)
+        escape::text(self.raw, &self.delimiters, self.charset, self.valid)
     }
 }
 
@@ -1158,5 +1186,59 @@ PV1|1|O\r";
         );
         assert!(!all.contains("Doe"), "{all}");
         assert!(all.contains("PID"), "{all}");
+    }
+
+    /// Every value, as text and as raw bytes (the whole field down to
+    /// each subcomponent), of every segment.
+    fn every_value<'a>(m: &Message<'a>) -> Vec<(&'a [u8], Result<Cow<'a, str>, Hl7Error>)> {
+        let mut out = Vec::new();
+        for s in m.segments() {
+            for f in s.fields() {
+                out.push((f.raw(), f.text()));
+                for r in f.repetitions() {
+                    for c in r.components() {
+                        out.push((c.raw(), c.text()));
+                        out.extend(c.subcomponents().map(|sc| (sc.raw(), sc.text())));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_message_is_checked_whole_when_it_can_be() {
+        let m = parse(
+            "MSH|^~\\&|||||||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||Zo\u{eb}^M\u{fc}ller&\u{6771}~x\r"
+                .as_bytes(),
+        );
+        assert!(m.valid);
+        assert!(matches!(m.value("PID-3.2.2").as_deref(), Some("\u{6771}")));
+        assert!(!parse(b"MSH|^~\\&\rPID|1||Zo\xEB\r").valid, "not UTF-8: each value is checked");
+        assert!(parse(b"MSH|^~\\&|||||||||||||||8859/1\rPID|1||Zoe\r").valid);
+        assert!(!parse(b"MSH|^~\\&|||||||||||||||8859/1\rPID|1||Zo\xEB\r").valid);
+    }
+
+    proptest::proptest! {
+        /// The one check of a whole message stands for a check of each
+        /// value (see `decodes_as_is`): values read from a message found
+        /// valid decode exactly as when each is checked on its own.
+        #[test]
+        fn values_decode_the_same_checked_whole_or_one_by_one(
+            charset in proptest::sample::select(vec!["", "UNICODE UTF-8", "8859/1"]),
+            body in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a", "Z", " ", "\u{e9}", "\u{6771}", "\u{1f600}", "|", "^", "~", "\\", "&", "\r", "\n",
+                    "\rPID|", "\\F\\", "\\XC3A9\\", "\\XE9\\", "\\.br\\", "\"\"",
+                ]),
+                0..80,
+            ),
+        ) {
+            let raw = format!("MSH|^~\\&|||||||ADT^A01|1|P|2.5||||||{charset}\r{}", body.concat());
+            let Ok(m) = Message::parse(raw.as_bytes()) else { return Ok(()) };
+            let unchecked = Message { valid: false, ..Message::parse(raw.as_bytes()).unwrap() };
+            let (whole, alone) = (every_value(&m), every_value(&unchecked));
+            proptest::prop_assert_eq!(whole, alone);
+        }
     }
 }
