@@ -130,6 +130,7 @@ fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>,
 /// The first PID-3-style repetition (CX) that matches `rule`.
 fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> {
     for rep in f.repetitions() {
+        let rep = rep.indexed();
         let authority = code(rep.component(4).subcomponent(1).text(), at)?;
         let id_type = code(rep.component(5).text(), at)?;
         if rule.matches(&authority, &id_type) {
@@ -155,7 +156,8 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     let name = names
         .repetitions()
         .find(|r| r.component(7).text().is_ok_and(|t| trim(&t) == "L"))
-        .unwrap_or_else(|| names.repetition(1));
+        .unwrap_or_else(|| names.repetition(1))
+        .indexed();
     p.last_name = text(name.component(1).subcomponent(1).text(), "PID-5.1")?;
     p.first_name = text(name.component(2).text(), "PID-5.2")?;
     p.middle_name = text(name.component(3).text(), "PID-5.3")?;
@@ -170,7 +172,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|l| l.to_ascii_lowercase());
 
     // PID-11 (XAD): the first address.
-    let addr = pid.field(11);
+    let addr = pid.field(11).indexed();
     p.address1 = text(addr.component(1).subcomponent(1).text(), "PID-11.1")?;
     p.address2 = text(addr.component(2).text(), "PID-11.2")?;
     p.city = text(addr.component(3).text(), "PID-11.3")?;
@@ -181,6 +183,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
     for rep in pid.field(13).repetitions() {
+        let rep = rep.indexed();
         let usage = code(rep.component(2).text(), "PID-13.2")?;
         let kind = code(rep.component(3).text(), "PID-13.3")?;
         if usage.eq_ignore_ascii_case("NET")
@@ -234,6 +237,7 @@ fn optional(r: Result<Cow<str>, Hl7Error>, field: PatientField, at: &str) -> Res
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
 fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<String>, String> {
     for rep in f.repetitions() {
+        let rep = rep.indexed();
         let authority = code(rep.component(9).subcomponent(1).text(), "XCN.9")?;
         let id_type = code(rep.component(13).text(), "XCN.13")?;
         let is_npi = authority.eq_ignore_ascii_case("NPI") || id_type.eq_ignore_ascii_case("NPI");

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr_iter, memchr2, memchr2_iter};
+use memchr::{memchr_iter, memchr2};
 
 use super::error::Hl7Error;
 use super::escape;
@@ -370,27 +370,10 @@ pub(crate) fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|&b| b == b' ' || b == b'\t')
 }
 
-/// Values at most this long are split with a plain loop: most components
-/// are a few bytes, where memchr's set-up costs more than the scan.
-const SHORT: usize = 64;
-
 /// The `n`th (0-based) piece of `bytes` split on `sep`; empty past the end.
 fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
-    if bytes.len() <= SHORT {
-        let (mut start, mut seen) = (0, 0);
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == sep {
-                if seen == n {
-                    return &bytes[start..i];
-                }
-                seen += 1;
-                start = i + 1;
-            }
-        }
-        return if seen == n { &bytes[start..] } else { &[] };
-    }
     let mut start = 0;
-    let mut seps = memchr_iter(sep, bytes);
+    let mut seps = Hits::new(bytes, [sep]);
     for _ in 0..n {
         match seps.next() {
             Some(i) => start = i + 1,
@@ -406,33 +389,87 @@ fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
 /// repetition without finding the repetition first.
 fn nth_piece_before(bytes: &[u8], sep: u8, stop: u8, n: usize) -> &[u8] {
     let (mut start, mut seen) = (0, 0);
-    let mut at = |i: usize| -> Option<&[u8]> {
+    for i in Hits::new(bytes, [sep, stop]) {
         if seen == n {
-            return Some(&bytes[start..i]);
+            return &bytes[start..i];
         }
         if bytes[i] == stop {
-            return Some(&[]);
+            return &[];
         }
         seen += 1;
         start = i + 1;
-        None
-    };
-    if bytes.len() <= SHORT {
-        for (i, &b) in bytes.iter().enumerate() {
-            if (b == sep || b == stop)
-                && let Some(piece) = at(i)
-            {
-                return piece;
-            }
-        }
-    } else {
-        for i in memchr2_iter(sep, stop, bytes) {
-            if let Some(piece) = at(i) {
-                return piece;
-            }
-        }
     }
     if seen == n { &bytes[start..] } else { &[] }
+}
+
+/// Where any of the bytes `needles` occur in `bytes`, in order, found eight
+/// bytes at a time in a `u64` (SWAR). Values are short and delimiters dense
+/// (a separator every few bytes), where memchr's per-call set-up costs more
+/// than it saves and a byte-at-a-time loop takes a branch per byte.
+struct Hits<'b, const N: usize> {
+    bytes: &'b [u8],
+    needles: [u64; N],
+    /// Offset of the word `mask` was taken from.
+    base: usize,
+    /// One high bit per byte of that word equal to a needle, not yet yielded.
+    mask: u64,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+
+impl<'b, const N: usize> Hits<'b, N> {
+    fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
+        let mut hits = Hits { bytes, needles: needles.map(|b| ONES * u64::from(b)), base: 0, mask: 0 };
+        hits.mask = hits.word_mask(0);
+        hits
+    }
+
+    /// The high bit of each byte of the word at `at` that is a needle.
+    fn word_mask(&self, at: usize) -> u64 {
+        let bytes = self.bytes;
+        let rest = &bytes[at.min(bytes.len())..];
+        let (word, valid) = match rest.first_chunk::<8>() {
+            Some(w) => (u64::from_le_bytes(*w), u64::MAX),
+            // The last bytes of a longer input: the last eight, shifted down.
+            None if bytes.len() >= 8 => {
+                let last = bytes.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w));
+                (last >> (8 * (8 - rest.len())), (1u64 << (8 * rest.len())) - 1)
+            }
+            // A short input, a byte at a time (a copy of a few bytes would
+            // call memcpy).
+            None => {
+                let word = rest.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b));
+                (word, (1u64 << (8 * rest.len())) - 1)
+            }
+        };
+        let mut mask = 0;
+        for needle in self.needles {
+            // Exact (no false positives): the high bit of a byte of `x` is
+            // set by the addition when its low seven bits are not all zero,
+            // and by `x` itself when its high bit is.
+            let x = word ^ needle;
+            mask |= !(((x & LOW7) + LOW7) | x | LOW7);
+        }
+        mask & valid
+    }
+}
+
+impl<const N: usize> Iterator for Hits<'_, N> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.base += 8;
+            if self.base >= self.bytes.len() {
+                return None;
+            }
+            self.mask = self.word_mask(self.base);
+        }
+        let at = self.base + self.mask.trailing_zeros() as usize / 8;
+        self.mask &= self.mask - 1;
+        Some(at)
+    }
 }
 
 /// 1-based piece; piece 0 is empty.
@@ -502,7 +539,7 @@ impl<'a> Segment<'a> {
         if self.header || u32::try_from(self.raw.len()).is_err() {
             return index;
         }
-        let mut seps = memchr_iter(self.delimiters.field, self.raw);
+        let mut seps = Hits::new(self.raw, [self.delimiters.field]);
         let Some(mut start) = seps.next().map(|i| i + 1) else { return index };
         while index.count < INDEXED {
             let end = seps.next();
@@ -624,6 +661,35 @@ impl<'a> Field<'a> {
         Component { raw, delimiters: d, charset: self.charset, valid: self.valid }
     }
 
+    /// This field with the component boundaries of its first repetition
+    /// found in one pass, for a caller that reads several components:
+    /// [`IndexedField::component`] is then a lookup where
+    /// [`Field::component`] scans from the field's start.
+    pub fn indexed(&self) -> IndexedField<'a> {
+        let mut index = IndexedField { field: *self, ends: [0; COMPONENTS], count: 0, complete: false };
+        // Fields longer than u16 offsets allow are left to scanning.
+        if u16::try_from(self.raw.len()).is_err() {
+            return index;
+        }
+        let d = self.delimiters;
+        let mut seps = Hits::new(self.raw, [d.component, d.repetition]);
+        loop {
+            let (end, last) = match seps.next() {
+                Some(i) => (i, self.raw[i] == d.repetition),
+                None => (self.raw.len(), true),
+            };
+            index.ends[index.count] = end as u16;
+            index.count += 1;
+            if last {
+                index.complete = true;
+                return index;
+            }
+            if index.count == COMPONENTS {
+                return index;
+            }
+        }
+    }
+
     /// The components of the first repetition: none when it is empty.
     pub fn components(&self) -> impl Iterator<Item = Component<'a>> + use<'a> {
         let Field { raw, delimiters, charset, valid } = *self;
@@ -649,6 +715,44 @@ impl<'a> Field<'a> {
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
         let raw = nth_piece(self.raw, self.delimiters.repetition, 0);
         escape::text(raw, &self.delimiters, self.charset, self.valid)
+    }
+}
+
+/// Components a [`Field::indexed`] records; later ones are found by scanning.
+const COMPONENTS: usize = 16;
+
+/// A field whose first repetition's component boundaries were found in one
+/// pass: see [`Field::indexed`].
+#[derive(Clone, Copy)]
+pub struct IndexedField<'a> {
+    field: Field<'a>,
+    /// `ends[n - 1]` is where component `n` ends in the field; it starts
+    /// just after the end of the one before, or at 0.
+    ends: [u16; COMPONENTS],
+    /// Components recorded.
+    count: usize,
+    /// Whether those are all the first repetition has.
+    complete: bool,
+}
+
+impl<'a> IndexedField<'a> {
+    pub fn field(&self) -> Field<'a> {
+        self.field
+    }
+
+    /// The same component as [`Field::component`] gives.
+    pub fn component(&self, n: usize) -> Component<'a> {
+        let f = &self.field;
+        let raw = match n.checked_sub(1) {
+            None => &[][..],
+            Some(i) if i < self.count => {
+                let start = if i == 0 { 0 } else { usize::from(self.ends[i - 1]) + 1 };
+                &f.raw[start..usize::from(self.ends[i])]
+            }
+            Some(_) if self.complete => &[][..],
+            Some(_) => return f.component(n),
+        };
+        Component { raw, delimiters: f.delimiters, charset: f.charset, valid: f.valid }
     }
 }
 
@@ -856,6 +960,39 @@ PV1|1|O\r";
         assert_eq!(zzz.field(14).component(41).raw(), b"");
         assert_eq!(zzz.field(14).component(42).raw(), b"", "past the end");
         assert_eq!(zzz.field(61).raw(), b"");
+    }
+
+    #[test]
+    fn indexed_components_match_scanned_ones() {
+        // 20 components, past what the index records, then a repetition.
+        let comps: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+        let text = format!("MSH|^~\\&|A\rZZZ|{}~x^y|^|a^^b||~^c\r", comps.join("^"));
+        let m = parse(text.as_bytes());
+        let zzz = m.segment("ZZZ").unwrap();
+        for f in zzz.fields() {
+            let indexed = f.indexed();
+            for n in 0..25 {
+                assert_eq!(indexed.component(n).raw(), f.component(n).raw(), "{:?} {n}", f.raw());
+            }
+        }
+        assert_eq!(zzz.field(1).indexed().component(20).raw(), b"20");
+        assert_eq!(zzz.field(1).indexed().component(21).raw(), b"", "the next repetition is not read");
+        assert_eq!(zzz.field(3).indexed().component(3).raw(), b"b");
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time search finds what a byte-at-a-time one does.
+        #[test]
+        fn hits_are_every_needle_in_order(
+            bytes in proptest::collection::vec(proptest::sample::select(b"|^~ab\x00\x80\xff".to_vec()), 0..70),
+            skip in 0usize..8,
+        ) {
+            let bytes = &bytes[skip.min(bytes.len())..];
+            let naive: Vec<usize> = (0..bytes.len()).filter(|&i| matches!(bytes[i], b'|' | b'^')).collect();
+            proptest::prop_assert_eq!(Hits::new(bytes, [b'|', b'^']).collect::<Vec<_>>(), naive);
+            let naive: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == 0).collect();
+            proptest::prop_assert_eq!(Hits::new(bytes, [0]).collect::<Vec<_>>(), naive);
+        }
     }
 
     #[test]
