@@ -59,19 +59,33 @@ pub struct MessageHeader {
 
 pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
     let (code, trigger) = msg.message_type();
+    header_typed(msg, tz, &code, &trigger)
+}
+
+/// [`header`] for a caller that has read the message type (MSH-9.1 and
+/// MSH-9.2, as [`Message::message_type`] gives them) already.
+pub(super) fn header_typed(msg: &Message, tz: Tz, code: &str, trigger: &str) -> MessageHeader {
     let evn = msg.segment(seg::EVN);
-    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2))]
+    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2)), Some(msg.msh().field(7))]
         .into_iter()
         .flatten()
-        .chain(msg.segment(seg::MSH).map(|m| m.field(7)))
         .find_map(|f| f.component(1).text().ok().and_then(|t| parse_dtm(&t, tz).ok()));
-    MessageHeader { event: format!("{code}^{trigger}"), control_id: msg.control_id(), time }
+    let mut event = String::with_capacity(code.len() + 1 + trigger.len());
+    event.push_str(code);
+    event.push('^');
+    event.push_str(trigger);
+    MessageHeader { event, control_id: msg.control_id(), time }
 }
 
 /// Map one message.
 pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
     let (code, trigger) = msg.message_type();
-    match (code.as_ref(), trigger.as_ref()) {
+    map_typed(msg, s, &code, &trigger)
+}
+
+/// [`map`] for a caller that has read the message type already.
+pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &str) -> Result<Mapped, String> {
+    match (code, trigger) {
         ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => patient(msg, s).map(Mapped::Patient),
         ("ADT", "A40") => {
             let surviving = patient(msg, s)?;
@@ -80,7 +94,7 @@ pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
                 .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
             Ok(Mapped::Merge { surviving, merged_ehr_id: merged })
         }
-        ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, &trigger).map(Mapped::Appointment),
+        ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, trigger).map(Mapped::Appointment),
         ("", _) => Err("MSH-9 (message type) is empty".into()),
         _ => Err(format!(
             "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40 and SIU^S12/S14/S15"

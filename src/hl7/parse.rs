@@ -201,6 +201,9 @@ pub struct Message<'a> {
     segments: Vec<(usize, usize)>,
     /// `raw` was checked whole and decodes as it is: see `decodes_as_is`.
     valid: bool,
+    /// The first segment, MSH, with its fields indexed: the header alone
+    /// reads four of them.
+    msh: IndexedSegment<'a>,
 }
 
 impl<'a> Message<'a> {
@@ -208,9 +211,9 @@ impl<'a> Message<'a> {
     /// MSH-1/MSH-2 are unusable or MSH-18 names an unknown character set.
     pub fn parse(raw: &'a [u8]) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii);
+        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii).indexed();
         let charset = Charset::from_msh18(msh.field(MSH_CHARSET).repetition(1).raw())?;
-        Ok(Message { raw, delimiters, charset, segments, valid: decodes_as_is(raw, charset) })
+        Ok(Message::new(raw, delimiters, charset, segments, msh))
     }
 
     /// Parses a message but decodes its text as `charset` whatever MSH-18
@@ -218,7 +221,21 @@ impl<'a> Message<'a> {
     /// read a message whose MSH-18 is unknown.
     pub fn parse_with_charset(raw: &'a [u8], charset: Charset) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        Ok(Message { raw, delimiters, charset, segments, valid: decodes_as_is(raw, charset) })
+        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, charset).indexed();
+        Ok(Message::new(raw, delimiters, charset, segments, msh))
+    }
+
+    fn new(
+        raw: &'a [u8],
+        delimiters: Delimiters,
+        charset: Charset,
+        segments: Vec<(usize, usize)>,
+        mut msh: IndexedSegment<'a>,
+    ) -> Message<'a> {
+        let valid = decodes_as_is(raw, charset);
+        msh.segment.charset = charset;
+        msh.segment.valid = valid;
+        Message { raw, delimiters, charset, segments, valid, msh }
     }
 
     pub fn delimiters(&self) -> &Delimiters {
@@ -245,7 +262,13 @@ impl<'a> Message<'a> {
 
     /// Every segment with this ID, in order.
     pub fn segments_named<'s>(&'s self, id: &'s str) -> impl Iterator<Item = Segment<'a>> + 's {
-        self.segments().filter(move |s| s.id() == id)
+        // IDs are three bytes (see `starts_segment`): compared as such, a
+        // segment's is not decoded and the comparison is not a call.
+        let id = id.as_bytes().first_chunk::<3>().filter(|_| id.len() == 3);
+        self.segments
+            .iter()
+            .filter(move |&&(start, _)| id.is_some_and(|id| self.raw[start..].first_chunk::<3>() == Some(id)))
+            .map(|&(start, end)| self.segment_at(start, end))
     }
 
     /// MSH-9.1 and MSH-9.2, such as `("ADT", "A28")`; empty strings where
@@ -294,9 +317,9 @@ impl<'a> Message<'a> {
         Ok(Some(text).filter(|t| !t.is_empty()))
     }
 
-    fn msh(&self) -> Segment<'a> {
-        let (start, end) = self.segments[0];
-        self.segment_at(start, end)
+    /// The first segment, MSH.
+    pub(crate) fn msh(&self) -> &IndexedSegment<'a> {
+        &self.msh
     }
 
     fn segment_at(&self, start: usize, end: usize) -> Segment<'a> {
@@ -531,12 +554,13 @@ impl<'a> Segment<'a> {
         Field { raw, delimiters, charset: self.charset, valid: self.valid }
     }
 
-    /// This segment with its field boundaries indexed (MSH, FHS and BHS,
-    /// with their odd numbering, are not indexed and scan as before).
+    /// This segment with its field boundaries indexed.
     pub fn indexed(&self) -> IndexedSegment<'a> {
-        let mut index = IndexedSegment { segment: *self, bounds: [(0, 0); INDEXED], count: 0 };
+        let mut index =
+            IndexedSegment { segment: *self, bounds: [(0, 0); INDEXED], count: 0, scanned: INDEXED };
         // Segments longer than u32 offsets allow are left to scanning.
-        if self.header || u32::try_from(self.raw.len()).is_err() {
+        if u32::try_from(self.raw.len()).is_err() {
+            index.scanned = 0;
             return index;
         }
         let mut seps = Hits::new(self.raw, [self.delimiters.field]);
@@ -583,10 +607,14 @@ const INDEXED: usize = 48;
 #[derive(Clone, Copy)]
 pub struct IndexedSegment<'a> {
     segment: Segment<'a>,
-    /// `bounds[n - 1]` is the byte range of field `n` in the segment.
+    /// `bounds[i]` is the byte range in the segment of the `i + 1`th piece
+    /// split on the field separator (`i + 1`th field, but see `field`).
     bounds: [(u32, u32); INDEXED],
     /// Fields recorded; `INDEXED` when there may be more.
     count: usize,
+    /// Pieces from this one on are found by scanning: `INDEXED`, or 0 when
+    /// the segment was too long to index.
+    scanned: usize,
 }
 
 impl<'a> IndexedSegment<'a> {
@@ -597,10 +625,18 @@ impl<'a> IndexedSegment<'a> {
     /// The same field as [`Segment::field`] gives.
     pub fn field(&self, n: usize) -> Field<'a> {
         let s = &self.segment;
-        if s.header || n == 0 || n > INDEXED {
+        // The pieces after the first separator are fields 1, 2, ..., or in
+        // a header, where that separator is itself field 1, fields 2, 3, ...
+        // Fields 1 and 2 of a header are read literally, as `field` does.
+        let piece = match (s.header, n) {
+            (_, 0) | (true, 1 | 2) => return s.field(n),
+            (true, n) => n - 2,
+            (false, n) => n - 1,
+        };
+        if piece >= self.scanned {
             return s.field(n);
         }
-        let raw = match self.bounds[..self.count].get(n - 1) {
+        let raw = match self.bounds[..self.count].get(piece) {
             Some(&(start, end)) => &s.raw[start as usize..end as usize],
             None => &[],
         };
@@ -1001,6 +1037,7 @@ PV1|1|O\r";
         let ids: Vec<&str> = m.segments().map(|s| s.id()).collect();
         assert_eq!(ids, ["MSH", "EVN", "PID", "PV1"]);
         assert!(m.segment("NK1").is_none());
+        assert!(m.segment("PI").is_none() && m.segment("PIDX").is_none() && m.segment("").is_none());
         assert_eq!(m.segments_named("PID").count(), 1);
         assert_eq!(m.segment("PV1").unwrap().raw(), b"PV1|1|O");
     }
