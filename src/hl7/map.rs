@@ -169,9 +169,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     let names = pid.field(5);
     let name = names
         .repetitions()
+        .map(|r| r.indexed())
         .find(|r| r.component(7).text().is_ok_and(|t| trim(&t) == "L"))
-        .unwrap_or_else(|| names.repetition(1))
-        .indexed();
+        .unwrap_or_else(|| names.repetition(1).indexed());
     p.last_name = text(name.component(1).subcomponent(1).text(), "PID-5.1")?;
     p.first_name = text(name.component(2).text(), "PID-5.2")?;
     p.middle_name = text(name.component(3).text(), "PID-5.3")?;
@@ -179,11 +179,14 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     if let Some(dob) = value(pid.field(7).component(1).text(), "PID-7")? {
         p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
     }
-    p.sex = optional(pid.field(8).text(), PatientField::Sex, "PID-8")?.as_deref().and_then(Sex::parse);
+    p.sex = value(pid.field(8).text(), "PID-8")?.and_then(|v| sex(&v));
     // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
     p.race = text(pid.field(10).component(1).text(), "PID-10")?;
     p.ethnicity = text(pid.field(22).component(1).text(), "PID-22")?;
-    p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|l| l.to_ascii_lowercase());
+    p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|mut l| {
+        l.make_ascii_lowercase();
+        l
+    });
 
     // PID-11 (XAD): the first address.
     let addr = pid.field(11).indexed();
@@ -211,7 +214,13 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
         }
         // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
         let number = match value(rep.component(7).text(), "PID-13.7")? {
-            Some(local) => Cow::Owned(format!("{}{local}", code(rep.component(6).text(), "PID-13.6")?)),
+            Some(local) => {
+                let area = code(rep.component(6).text(), "PID-13.6")?;
+                let mut number = String::with_capacity(area.len() + local.len());
+                number.push_str(&area);
+                number.push_str(&local);
+                Cow::Owned(number)
+            }
             None => code(rep.component(1).text(), "PID-13.1")?,
         };
         let slot = if kind.eq_ignore_ascii_case("CP")
@@ -236,6 +245,13 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
         }
     }
     Ok(p)
+}
+
+/// PID-8 as a sex: HL7's own codes M, F, O and U as they are (what the
+/// general rules make of them too: a test holds the two together), anything
+/// else by the general rules, as flat files read it.
+fn sex(v: &str) -> Option<Sex> {
+    Sex::parse(v).or_else(|| normalize_value(PatientField::Sex, v).ok().as_deref().and_then(Sex::parse))
 }
 
 fn pid_id(pid: IndexedSegment, s: &MapSettings) -> Result<String, String> {
@@ -518,6 +534,18 @@ MRG|E2^^^ATHENA^PI\r";
         let m = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap();
         let Mapped::Merge { surviving, merged_ehr_id } = m else { panic!() };
         assert_eq!((surviving.ehr_id.as_deref(), merged_ehr_id.as_str()), (Some("E1"), "E2"));
+    }
+
+    #[test]
+    fn sex_codes_read_directly_as_by_the_general_rules() {
+        for code in ["M", "F", "O", "U"] {
+            let general = normalize_value(PatientField::Sex, code).ok().as_deref().and_then(Sex::parse);
+            assert_eq!(sex(code), general, "{code}");
+            assert!(general.is_some());
+        }
+        assert_eq!(sex("female"), Some(Sex::F));
+        assert_eq!(sex("N"), Some(Sex::U));
+        assert_eq!(sex("1"), None);
     }
 
     #[test]
