@@ -911,6 +911,10 @@ mod tests {
                     let _ = (f.text(), f.is_null(), f.component(3).subcomponent(2).text());
                     for r in f.repetitions() {
                         let _ = r.text();
+                        let indexed = r.indexed();
+                        for n in 0..=r.components().count() + 18 {
+                            assert_eq!(indexed.component(n).raw(), r.component(n).raw(), "component {n}");
+                        }
                         for c in r.components() {
                             let _ = c.text();
                             for sc in c.subcomponents() {

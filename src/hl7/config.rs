@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::map::trim;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Hl7SchemaFile {
@@ -35,8 +37,8 @@ pub struct IdRule {
 
 impl IdRule {
     pub fn matches(&self, authority: &str, id_type: &str) -> bool {
-        self.authority.eq_ignore_ascii_case(authority.trim())
-            && self.id_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(id_type.trim()))
+        self.authority.eq_ignore_ascii_case(trim(authority))
+            && self.id_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(trim(id_type)))
     }
 
     pub fn describe(&self) -> String {

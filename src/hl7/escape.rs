@@ -39,12 +39,35 @@ use super::parse::{Charset, Delimiters};
 
 /// Decodes and unescapes one value. Borrowed when there is no escape
 /// character in it and the bytes are valid as they are.
-pub(crate) fn text<'a>(raw: &'a [u8], d: &Delimiters, charset: Charset) -> Result<Cow<'a, str>, Hl7Error> {
-    let bytes = match d.escape {
-        Some(esc) if raw.contains(&esc) => Cow::Owned(unescape(raw, esc, d)?),
-        _ => Cow::Borrowed(raw),
-    };
-    decode(bytes, charset)
+///
+/// `valid` says the caller knows `raw` decodes as it is: it is a value
+/// split from a message that was checked whole (see `parse`). Then only
+/// unescaped bytes, which `\X..\` can make anything, are checked here.
+pub(crate) fn text<'a>(
+    raw: &'a [u8],
+    d: &Delimiters,
+    charset: Charset,
+    valid: bool,
+) -> Result<Cow<'a, str>, Hl7Error> {
+    if let Some(esc) = d.escape
+        && raw.contains(&esc)
+    {
+        return decode(Cow::Owned(unescape(raw, esc, d)?), charset);
+    }
+    if valid {
+        debug_assert!(match charset {
+            Charset::Latin1 => raw.is_ascii(),
+            Charset::Ascii | Charset::Utf8 => std::str::from_utf8(raw).is_ok(),
+        });
+        // SAFETY: `valid` is set only for values of a message whose bytes
+        // were all found to be valid UTF-8 (7-bit ASCII for ISO-8859-1), and
+        // a value starts and ends next to ASCII bytes (delimiters, line ends)
+        // or at the message's ends, so never inside a multi-byte character:
+        // its bytes are valid UTF-8 too. The debug assertion above checks it
+        // in every test, the property tests' arbitrary bytes included.
+        return Ok(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(raw) }));
+    }
+    decode(Cow::Borrowed(raw), charset)
 }
 
 fn unescape(raw: &[u8], esc: u8, d: &Delimiters) -> Result<Vec<u8>, Hl7Error> {
@@ -166,11 +189,11 @@ mod tests {
     const STD: Delimiters = Delimiters::STANDARD;
 
     fn utf8(raw: &[u8]) -> String {
-        text(raw, &STD, Charset::Utf8).unwrap().into_owned()
+        text(raw, &STD, Charset::Utf8, false).unwrap().into_owned()
     }
 
     fn err(raw: &[u8]) -> Hl7Error {
-        text(raw, &STD, Charset::Utf8).unwrap_err()
+        text(raw, &STD, Charset::Utf8, false).unwrap_err()
     }
 
     #[test]
@@ -183,7 +206,7 @@ mod tests {
     #[test]
     fn truncation_escape() {
         let d = Delimiters { truncation: Some(b'#'), ..STD };
-        assert_eq!(text(b"a\\P\\b", &d, Charset::Ascii).unwrap(), "a#b");
+        assert_eq!(text(b"a\\P\\b", &d, Charset::Ascii, false).unwrap(), "a#b");
         // Without a truncation character \P\ means nothing: kept as written.
         assert_eq!(utf8(b"a\\P\\b"), "a\\P\\b");
     }
@@ -198,8 +221,8 @@ mod tests {
             subcomponent: b'!',
             truncation: Some(b'%'),
         };
-        assert_eq!(text(b"$F$$S$$T$$R$$E$$P$\\F\\", &d, Charset::Utf8).unwrap(), "#@!*$%\\F\\");
-        assert_eq!(text(b"$X41$", &d, Charset::Utf8).unwrap(), "A");
+        assert_eq!(text(b"$F$$S$$T$$R$$E$$P$\\F\\", &d, Charset::Utf8, false).unwrap(), "#@!*$%\\F\\");
+        assert_eq!(text(b"$X41$", &d, Charset::Utf8, false).unwrap(), "A");
     }
 
     #[test]
@@ -208,7 +231,7 @@ mod tests {
         assert_eq!(utf8(b"\\X41\\\\x41\\"), "A\\x41\\", "lower-case x is not an escape");
         assert_eq!(utf8(b"Ren\\XC3A9\\e"), "Renée");
         assert_eq!(utf8(b"Ren\\Xc3a9\\e"), "Renée", "hex digits in either case");
-        assert_eq!(text(b"Ren\\XE9\\e", &STD, Charset::Latin1).unwrap(), "Renée");
+        assert_eq!(text(b"Ren\\XE9\\e", &STD, Charset::Latin1, false).unwrap(), "Renée");
         // Hex bytes are in the message charset: a lone E9 is not UTF-8.
         assert_eq!(
             err(b"Ren\\XE9\\e"),
@@ -267,16 +290,16 @@ mod tests {
     #[test]
     fn no_escape_character_means_no_unescaping() {
         let d = Delimiters { escape: None, ..STD };
-        assert!(matches!(text(b"a\\F\\b", &d, Charset::Utf8), Ok(Cow::Borrowed("a\\F\\b"))));
+        assert!(matches!(text(b"a\\F\\b", &d, Charset::Utf8, false), Ok(Cow::Borrowed("a\\F\\b"))));
     }
 
     #[test]
     fn borrowed_when_nothing_to_do() {
-        assert!(matches!(text(b"plain", &STD, Charset::Utf8), Ok(Cow::Borrowed("plain"))));
-        assert!(matches!(text("Zoë".as_bytes(), &STD, Charset::Ascii), Ok(Cow::Borrowed("Zoë"))));
-        assert!(matches!(text(b"plain", &STD, Charset::Latin1), Ok(Cow::Borrowed("plain"))));
-        assert!(matches!(text(b"Zo\xEB", &STD, Charset::Latin1), Ok(Cow::Owned(s)) if s == "Zoë"));
-        assert!(matches!(text(b"a\\T\\b", &STD, Charset::Utf8), Ok(Cow::Owned(_))));
+        assert!(matches!(text(b"plain", &STD, Charset::Utf8, false), Ok(Cow::Borrowed("plain"))));
+        assert!(matches!(text("Zoë".as_bytes(), &STD, Charset::Ascii, false), Ok(Cow::Borrowed("Zoë"))));
+        assert!(matches!(text(b"plain", &STD, Charset::Latin1, false), Ok(Cow::Borrowed("plain"))));
+        assert!(matches!(text(b"Zo\xEB", &STD, Charset::Latin1, false), Ok(Cow::Owned(s)) if s == "Zoë"));
+        assert!(matches!(text(b"a\\T\\b", &STD, Charset::Utf8, false), Ok(Cow::Owned(_))));
     }
 
     #[test]
@@ -286,7 +309,7 @@ mod tests {
             Hl7Error::InvalidText { charset: Charset::Utf8, byte: 0xFF, position: 3 }
         );
         assert_eq!(
-            text(b"ok\xC3", &STD, Charset::Ascii).unwrap_err(),
+            text(b"ok\xC3", &STD, Charset::Ascii, false).unwrap_err(),
             Hl7Error::InvalidText { charset: Charset::Ascii, byte: 0xC3, position: 2 }
         );
     }
@@ -300,6 +323,6 @@ mod tests {
             String::from_utf8(out.clone()).unwrap(),
             "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\X0D\\\\X0A\\g\\X0B\\\\X1C\\\th é 東"
         );
-        assert_eq!(text(&out, &STD, Charset::Utf8).unwrap(), value);
+        assert_eq!(text(&out, &STD, Charset::Utf8, false).unwrap(), value);
     }
 }

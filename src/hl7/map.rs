@@ -59,19 +59,33 @@ pub struct MessageHeader {
 
 pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
     let (code, trigger) = msg.message_type();
+    header_typed(msg, tz, &code, &trigger)
+}
+
+/// [`header`] for a caller that has read the message type (MSH-9.1 and
+/// MSH-9.2, as [`Message::message_type`] gives them) already.
+pub(super) fn header_typed(msg: &Message, tz: Tz, code: &str, trigger: &str) -> MessageHeader {
     let evn = msg.segment(seg::EVN);
-    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2))]
+    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2)), Some(msg.msh().field(7))]
         .into_iter()
         .flatten()
-        .chain(msg.segment(seg::MSH).map(|m| m.field(7)))
         .find_map(|f| f.component(1).text().ok().and_then(|t| parse_dtm(&t, tz).ok()));
-    MessageHeader { event: format!("{code}^{trigger}"), control_id: msg.control_id(), time }
+    let mut event = String::with_capacity(code.len() + 1 + trigger.len());
+    event.push_str(code);
+    event.push('^');
+    event.push_str(trigger);
+    MessageHeader { event, control_id: msg.control_id(), time }
 }
 
 /// Map one message.
 pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
     let (code, trigger) = msg.message_type();
-    match (code.as_ref(), trigger.as_ref()) {
+    map_typed(msg, s, &code, &trigger)
+}
+
+/// [`map`] for a caller that has read the message type already.
+pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &str) -> Result<Mapped, String> {
+    match (code, trigger) {
         ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => patient(msg, s).map(Mapped::Patient),
         ("ADT", "A40") => {
             let surviving = patient(msg, s)?;
@@ -80,7 +94,7 @@ pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
                 .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
             Ok(Mapped::Merge { surviving, merged_ehr_id: merged })
         }
-        ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, &trigger).map(Mapped::Appointment),
+        ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, trigger).map(Mapped::Appointment),
         ("", _) => Err("MSH-9 (message type) is empty".into()),
         _ => Err(format!(
             "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40 and SIU^S12/S14/S15"
@@ -92,15 +106,29 @@ pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
 /// message where it needed no unescaping.
 fn value<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Option<Cow<'a, str>>, String> {
     let t = r.map_err(|e| format!("{at}: {e}"))?;
-    let trimmed = t.trim();
+    let trimmed = trim(&t);
     if trimmed.is_empty() || trimmed == "\"\"" {
         return Ok(None);
     }
+    if trimmed.len() == t.len() {
+        return Ok(Some(t));
+    }
+    let start = trimmed.as_ptr() as usize - t.as_ptr() as usize;
+    let range = start..start + trimmed.len();
     Ok(Some(match t {
-        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
-        Cow::Owned(o) if o.len() == o.trim().len() => Cow::Owned(o),
-        Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+        Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+        Cow::Owned(o) => Cow::Owned(o[range].to_string()),
     }))
+}
+
+/// `str::trim`, without decoding the ends of the many values that start
+/// and end with a printable ASCII character, which is never white space.
+pub(super) fn trim(t: &str) -> &str {
+    match t.as_bytes() {
+        [first, .., last] if first.is_ascii_graphic() && last.is_ascii_graphic() => t,
+        [only] if only.is_ascii_graphic() => t,
+        _ => t.trim(),
+    }
 }
 
 /// [`value`] as an owned string, for the record.
@@ -116,6 +144,7 @@ fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>,
 /// The first PID-3-style repetition (CX) that matches `rule`.
 fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> {
     for rep in f.repetitions() {
+        let rep = rep.indexed();
         let authority = code(rep.component(4).subcomponent(1).text(), at)?;
         let id_type = code(rep.component(5).text(), at)?;
         if rule.matches(&authority, &id_type) {
@@ -140,8 +169,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     let names = pid.field(5);
     let name = names
         .repetitions()
-        .find(|r| r.component(7).text().is_ok_and(|t| t.trim() == "L"))
-        .unwrap_or_else(|| names.repetition(1));
+        .map(|r| r.indexed())
+        .find(|r| r.component(7).text().is_ok_and(|t| trim(&t) == "L"))
+        .unwrap_or_else(|| names.repetition(1).indexed());
     p.last_name = text(name.component(1).subcomponent(1).text(), "PID-5.1")?;
     p.first_name = text(name.component(2).text(), "PID-5.2")?;
     p.middle_name = text(name.component(3).text(), "PID-5.3")?;
@@ -149,14 +179,17 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     if let Some(dob) = value(pid.field(7).component(1).text(), "PID-7")? {
         p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
     }
-    p.sex = optional(pid.field(8).text(), PatientField::Sex, "PID-8")?.as_deref().and_then(Sex::parse);
+    p.sex = value(pid.field(8).text(), "PID-8")?.and_then(|v| sex(&v));
     // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
     p.race = text(pid.field(10).component(1).text(), "PID-10")?;
     p.ethnicity = text(pid.field(22).component(1).text(), "PID-22")?;
-    p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|l| l.to_ascii_lowercase());
+    p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|mut l| {
+        l.make_ascii_lowercase();
+        l
+    });
 
     // PID-11 (XAD): the first address.
-    let addr = pid.field(11);
+    let addr = pid.field(11).indexed();
     p.address1 = text(addr.component(1).subcomponent(1).text(), "PID-11.1")?;
     p.address2 = text(addr.component(2).text(), "PID-11.2")?;
     p.city = text(addr.component(3).text(), "PID-11.3")?;
@@ -167,6 +200,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
     for rep in pid.field(13).repetitions() {
+        let rep = rep.indexed();
         let usage = code(rep.component(2).text(), "PID-13.2")?;
         let kind = code(rep.component(3).text(), "PID-13.3")?;
         if usage.eq_ignore_ascii_case("NET")
@@ -180,7 +214,13 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
         }
         // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
         let number = match value(rep.component(7).text(), "PID-13.7")? {
-            Some(local) => Cow::Owned(format!("{}{local}", code(rep.component(6).text(), "PID-13.6")?)),
+            Some(local) => {
+                let area = code(rep.component(6).text(), "PID-13.6")?;
+                let mut number = String::with_capacity(area.len() + local.len());
+                number.push_str(&area);
+                number.push_str(&local);
+                Cow::Owned(number)
+            }
             None => code(rep.component(1).text(), "PID-13.1")?,
         };
         let slot = if kind.eq_ignore_ascii_case("CP")
@@ -207,6 +247,13 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     Ok(p)
 }
 
+/// PID-8 as a sex: HL7's own codes M, F, O and U as they are (what the
+/// general rules make of them too: a test holds the two together), anything
+/// else by the general rules, as flat files read it.
+fn sex(v: &str) -> Option<Sex> {
+    Sex::parse(v).or_else(|| normalize_value(PatientField::Sex, v).ok().as_deref().and_then(Sex::parse))
+}
+
 fn pid_id(pid: IndexedSegment, s: &MapSettings) -> Result<String, String> {
     pick_id(pid.field(3), &s.schema.ehr_id, "PID-3")?.ok_or_else(|| {
         format!("PID-3 has no identifier with {} (the EHR's patient ID)", s.schema.ehr_id.describe())
@@ -220,6 +267,7 @@ fn optional(r: Result<Cow<str>, Hl7Error>, field: PatientField, at: &str) -> Res
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
 fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<String>, String> {
     for rep in f.repetitions() {
+        let rep = rep.indexed();
         let authority = code(rep.component(9).subcomponent(1).text(), "XCN.9")?;
         let id_type = code(rep.component(13).text(), "XCN.13")?;
         let is_npi = authority.eq_ignore_ascii_case("NPI") || id_type.eq_ignore_ascii_case("NPI");
@@ -331,7 +379,7 @@ fn ymd(d: &[u8]) -> Option<NaiveDate> {
 /// offset the time is in `tz`; a local time that does not exist (the
 /// spring-forward gap) is an error, one that exists twice takes the earlier.
 pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
-    let t = t.trim();
+    let t = trim(t);
     let (body, offset) = match t.find(['+', '-']) {
         Some(i) => (&t[..i], Some(&t[i..])),
         None => (t, None),
@@ -486,6 +534,18 @@ MRG|E2^^^ATHENA^PI\r";
         let m = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap();
         let Mapped::Merge { surviving, merged_ehr_id } = m else { panic!() };
         assert_eq!((surviving.ehr_id.as_deref(), merged_ehr_id.as_str()), (Some("E1"), "E2"));
+    }
+
+    #[test]
+    fn sex_codes_read_directly_as_by_the_general_rules() {
+        for code in ["M", "F", "O", "U"] {
+            let general = normalize_value(PatientField::Sex, code).ok().as_deref().and_then(Sex::parse);
+            assert_eq!(sex(code), general, "{code}");
+            assert!(general.is_some());
+        }
+        assert_eq!(sex("female"), Some(Sex::F));
+        assert_eq!(sex("N"), Some(Sex::U));
+        assert_eq!(sex("1"), None);
     }
 
     #[test]

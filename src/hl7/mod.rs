@@ -30,7 +30,9 @@ pub use config::{Hl7Schema, IdRule};
 pub use encode::{ComponentTree, FieldTree, MessageTree, RepetitionTree, SegmentTree, encode};
 pub use error::Hl7Error;
 pub use map::{MapSettings, Mapped, MessageHeader, ProviderKind, header, map, parse_dtm};
-pub use parse::{Charset, Component, Delimiters, Field, IndexedSegment, Message, Segment, SubComponent};
+pub use parse::{
+    Charset, Component, Delimiters, Field, IndexedField, IndexedSegment, Message, Segment, SubComponent,
+};
 pub use read::{CHUNK, MessageOutcome, read_file};
 
 /// Segment IDs, so that names are written once and not scattered as

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr_iter, memchr2, memchr2_iter};
+use memchr::{memchr_iter, memchr2};
 
 use super::error::Hl7Error;
 use super::escape;
@@ -199,6 +199,11 @@ pub struct Message<'a> {
     /// Byte ranges of the segments in `raw`, terminators excluded. The first
     /// is always MSH.
     segments: Vec<(usize, usize)>,
+    /// `raw` was checked whole and decodes as it is: see `decodes_as_is`.
+    valid: bool,
+    /// The first segment, MSH, with its fields indexed: the header alone
+    /// reads four of them.
+    msh: IndexedSegment<'a>,
 }
 
 impl<'a> Message<'a> {
@@ -206,9 +211,9 @@ impl<'a> Message<'a> {
     /// MSH-1/MSH-2 are unusable or MSH-18 names an unknown character set.
     pub fn parse(raw: &'a [u8]) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii);
+        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii).indexed();
         let charset = Charset::from_msh18(msh.field(MSH_CHARSET).repetition(1).raw())?;
-        Ok(Message { raw, delimiters, charset, segments })
+        Ok(Message::new(raw, delimiters, charset, segments, msh))
     }
 
     /// Parses a message but decodes its text as `charset` whatever MSH-18
@@ -216,7 +221,21 @@ impl<'a> Message<'a> {
     /// read a message whose MSH-18 is unknown.
     pub fn parse_with_charset(raw: &'a [u8], charset: Charset) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        Ok(Message { raw, delimiters, charset, segments })
+        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, charset).indexed();
+        Ok(Message::new(raw, delimiters, charset, segments, msh))
+    }
+
+    fn new(
+        raw: &'a [u8],
+        delimiters: Delimiters,
+        charset: Charset,
+        segments: Vec<(usize, usize)>,
+        mut msh: IndexedSegment<'a>,
+    ) -> Message<'a> {
+        let valid = decodes_as_is(raw, charset);
+        msh.segment.charset = charset;
+        msh.segment.valid = valid;
+        Message { raw, delimiters, charset, segments, valid, msh }
     }
 
     pub fn delimiters(&self) -> &Delimiters {
@@ -243,7 +262,13 @@ impl<'a> Message<'a> {
 
     /// Every segment with this ID, in order.
     pub fn segments_named<'s>(&'s self, id: &'s str) -> impl Iterator<Item = Segment<'a>> + 's {
-        self.segments().filter(move |s| s.id() == id)
+        // IDs are three bytes (see `starts_segment`): compared as such, a
+        // segment's is not decoded and the comparison is not a call.
+        let id = id.as_bytes().first_chunk::<3>().filter(|_| id.len() == 3);
+        self.segments
+            .iter()
+            .filter(move |&&(start, _)| id.is_some_and(|id| self.raw[start..].first_chunk::<3>() == Some(id)))
+            .map(|&(start, end)| self.segment_at(start, end))
     }
 
     /// MSH-9.1 and MSH-9.2, such as `("ADT", "A28")`; empty strings where
@@ -292,13 +317,13 @@ impl<'a> Message<'a> {
         Ok(Some(text).filter(|t| !t.is_empty()))
     }
 
-    fn msh(&self) -> Segment<'a> {
-        let (start, end) = self.segments[0];
-        self.segment_at(start, end)
+    /// The first segment, MSH.
+    pub(crate) fn msh(&self) -> &IndexedSegment<'a> {
+        &self.msh
     }
 
     fn segment_at(&self, start: usize, end: usize) -> Segment<'a> {
-        Segment::new(&self.raw[start..end], self.delimiters, self.charset)
+        Segment { valid: self.valid, ..Segment::new(&self.raw[start..end], self.delimiters, self.charset) }
     }
 }
 
@@ -310,6 +335,20 @@ impl fmt::Debug for Message<'_> {
             .field("delimiters", &self.delimiters)
             .field("charset", &self.charset)
             .finish()
+    }
+}
+
+/// Whether every value of a message decodes without a check of its own:
+/// the whole message is valid UTF-8 (for ASCII and UTF-8; see
+/// [`Charset::Ascii`]) or, for ISO-8859-1, 7-bit ASCII. One pass over the
+/// message costs less than a check per value read, and a value split from
+/// it is valid too, because it starts and ends next to a delimiter, a line
+/// end or the message's ends, all ASCII bytes, which never fall inside a
+/// multi-byte character.
+fn decodes_as_is(raw: &[u8], charset: Charset) -> bool {
+    match charset {
+        Charset::Latin1 => raw.is_ascii(),
+        Charset::Ascii | Charset::Utf8 => std::str::from_utf8(raw).is_ok(),
     }
 }
 
@@ -354,27 +393,10 @@ pub(crate) fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|&b| b == b' ' || b == b'\t')
 }
 
-/// Values at most this long are split with a plain loop: most components
-/// are a few bytes, where memchr's set-up costs more than the scan.
-const SHORT: usize = 64;
-
 /// The `n`th (0-based) piece of `bytes` split on `sep`; empty past the end.
 fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
-    if bytes.len() <= SHORT {
-        let (mut start, mut seen) = (0, 0);
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == sep {
-                if seen == n {
-                    return &bytes[start..i];
-                }
-                seen += 1;
-                start = i + 1;
-            }
-        }
-        return if seen == n { &bytes[start..] } else { &[] };
-    }
     let mut start = 0;
-    let mut seps = memchr_iter(sep, bytes);
+    let mut seps = Hits::new(bytes, [sep]);
     for _ in 0..n {
         match seps.next() {
             Some(i) => start = i + 1,
@@ -390,33 +412,87 @@ fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
 /// repetition without finding the repetition first.
 fn nth_piece_before(bytes: &[u8], sep: u8, stop: u8, n: usize) -> &[u8] {
     let (mut start, mut seen) = (0, 0);
-    let mut at = |i: usize| -> Option<&[u8]> {
+    for i in Hits::new(bytes, [sep, stop]) {
         if seen == n {
-            return Some(&bytes[start..i]);
+            return &bytes[start..i];
         }
         if bytes[i] == stop {
-            return Some(&[]);
+            return &[];
         }
         seen += 1;
         start = i + 1;
-        None
-    };
-    if bytes.len() <= SHORT {
-        for (i, &b) in bytes.iter().enumerate() {
-            if (b == sep || b == stop)
-                && let Some(piece) = at(i)
-            {
-                return piece;
-            }
-        }
-    } else {
-        for i in memchr2_iter(sep, stop, bytes) {
-            if let Some(piece) = at(i) {
-                return piece;
-            }
-        }
     }
     if seen == n { &bytes[start..] } else { &[] }
+}
+
+/// Where any of the bytes `needles` occur in `bytes`, in order, found eight
+/// bytes at a time in a `u64` (SWAR). Values are short and delimiters dense
+/// (a separator every few bytes), where memchr's per-call set-up costs more
+/// than it saves and a byte-at-a-time loop takes a branch per byte.
+struct Hits<'b, const N: usize> {
+    bytes: &'b [u8],
+    needles: [u64; N],
+    /// Offset of the word `mask` was taken from.
+    base: usize,
+    /// One high bit per byte of that word equal to a needle, not yet yielded.
+    mask: u64,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+
+impl<'b, const N: usize> Hits<'b, N> {
+    fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
+        let mut hits = Hits { bytes, needles: needles.map(|b| ONES * u64::from(b)), base: 0, mask: 0 };
+        hits.mask = hits.word_mask(0);
+        hits
+    }
+
+    /// The high bit of each byte of the word at `at` that is a needle.
+    fn word_mask(&self, at: usize) -> u64 {
+        let bytes = self.bytes;
+        let rest = &bytes[at.min(bytes.len())..];
+        let (word, valid) = match rest.first_chunk::<8>() {
+            Some(w) => (u64::from_le_bytes(*w), u64::MAX),
+            // The last bytes of a longer input: the last eight, shifted down.
+            None if bytes.len() >= 8 => {
+                let last = bytes.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w));
+                (last >> (8 * (8 - rest.len())), (1u64 << (8 * rest.len())) - 1)
+            }
+            // A short input, a byte at a time (a copy of a few bytes would
+            // call memcpy).
+            None => {
+                let word = rest.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b));
+                (word, (1u64 << (8 * rest.len())) - 1)
+            }
+        };
+        let mut mask = 0;
+        for needle in self.needles {
+            // Exact (no false positives): the high bit of a byte of `x` is
+            // set by the addition when its low seven bits are not all zero,
+            // and by `x` itself when its high bit is.
+            let x = word ^ needle;
+            mask |= !(((x & LOW7) + LOW7) | x | LOW7);
+        }
+        mask & valid
+    }
+}
+
+impl<const N: usize> Iterator for Hits<'_, N> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.base += 8;
+            if self.base >= self.bytes.len() {
+                return None;
+            }
+            self.mask = self.word_mask(self.base);
+        }
+        let at = self.base + self.mask.trailing_zeros() as usize / 8;
+        self.mask &= self.mask - 1;
+        Some(at)
+    }
 }
 
 /// 1-based piece; piece 0 is empty.
@@ -438,13 +514,17 @@ pub struct Segment<'a> {
     charset: Charset,
     /// MSH, FHS or BHS: fields 1 and 2 are the delimiters.
     header: bool,
+    /// The message this segment is part of decodes as it is (checked whole
+    /// by `Message::parse`: see `decodes_as_is`), so values split from it
+    /// skip their own check.
+    valid: bool,
 }
 
 impl<'a> Segment<'a> {
     /// `raw` must start with a segment ID, as [`starts_segment`] checks.
     pub(crate) fn new(raw: &'a [u8], delimiters: Delimiters, charset: Charset) -> Segment<'a> {
         let header = raw.get(3) == Some(&delimiters.field) && is_header_id(&raw[..3]);
-        Segment { raw, delimiters, charset, header }
+        Segment { raw, delimiters, charset, header, valid: false }
     }
 
     /// The three-character ID, such as `PID`.
@@ -471,18 +551,19 @@ impl<'a> Segment<'a> {
             (true, n) => (nth_piece(self.raw, sep, n - 1), self.delimiters),
             (false, n) => (nth_piece(self.raw, sep, n), self.delimiters),
         };
-        Field { raw, delimiters, charset: self.charset }
+        Field { raw, delimiters, charset: self.charset, valid: self.valid }
     }
 
-    /// This segment with its field boundaries indexed (MSH, FHS and BHS,
-    /// with their odd numbering, are not indexed and scan as before).
+    /// This segment with its field boundaries indexed.
     pub fn indexed(&self) -> IndexedSegment<'a> {
-        let mut index = IndexedSegment { segment: *self, bounds: [(0, 0); INDEXED], count: 0 };
+        let mut index =
+            IndexedSegment { segment: *self, bounds: [(0, 0); INDEXED], count: 0, scanned: INDEXED };
         // Segments longer than u32 offsets allow are left to scanning.
-        if self.header || u32::try_from(self.raw.len()).is_err() {
+        if u32::try_from(self.raw.len()).is_err() {
+            index.scanned = 0;
             return index;
         }
-        let mut seps = memchr_iter(self.delimiters.field, self.raw);
+        let mut seps = Hits::new(self.raw, [self.delimiters.field]);
         let Some(mut start) = seps.next().map(|i| i + 1) else { return index };
         while index.count < INDEXED {
             let end = seps.next();
@@ -506,14 +587,14 @@ impl<'a> Segment<'a> {
 
     /// Fields 1 to [`Segment::field_count`], in one pass.
     pub fn fields(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
-        let Segment { raw, delimiters, charset, header } = *self;
+        let Segment { raw, delimiters, charset, header, valid } = *self;
         let mut rest = raw.split(move |&b| b == delimiters.field).skip(1);
         let mut head = [None, None];
         if header {
-            let literal = |raw| Field { raw, delimiters: Delimiters::inert(), charset };
+            let literal = |raw| Field { raw, delimiters: Delimiters::inert(), charset, valid };
             head = [Some(literal(&raw[3..4])), Some(literal(rest.next().unwrap_or_default()))];
         }
-        head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset }))
+        head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset, valid }))
     }
 }
 
@@ -526,10 +607,14 @@ const INDEXED: usize = 48;
 #[derive(Clone, Copy)]
 pub struct IndexedSegment<'a> {
     segment: Segment<'a>,
-    /// `bounds[n - 1]` is the byte range of field `n` in the segment.
+    /// `bounds[i]` is the byte range in the segment of the `i + 1`th piece
+    /// split on the field separator (`i + 1`th field, but see `field`).
     bounds: [(u32, u32); INDEXED],
     /// Fields recorded; `INDEXED` when there may be more.
     count: usize,
+    /// Pieces from this one on are found by scanning: `INDEXED`, or 0 when
+    /// the segment was too long to index.
+    scanned: usize,
 }
 
 impl<'a> IndexedSegment<'a> {
@@ -540,14 +625,22 @@ impl<'a> IndexedSegment<'a> {
     /// The same field as [`Segment::field`] gives.
     pub fn field(&self, n: usize) -> Field<'a> {
         let s = &self.segment;
-        if s.header || n == 0 || n > INDEXED {
+        // The pieces after the first separator are fields 1, 2, ..., or in
+        // a header, where that separator is itself field 1, fields 2, 3, ...
+        // Fields 1 and 2 of a header are read literally, as `field` does.
+        let piece = match (s.header, n) {
+            (_, 0) | (true, 1 | 2) => return s.field(n),
+            (true, n) => n - 2,
+            (false, n) => n - 1,
+        };
+        if piece >= self.scanned {
             return s.field(n);
         }
-        let raw = match self.bounds[..self.count].get(n - 1) {
+        let raw = match self.bounds[..self.count].get(piece) {
             Some(&(start, end)) => &s.raw[start as usize..end as usize],
             None => &[],
         };
-        Field { raw, delimiters: s.delimiters, charset: s.charset }
+        Field { raw, delimiters: s.delimiters, charset: s.charset, valid: s.valid }
     }
 }
 
@@ -563,6 +656,8 @@ pub struct Field<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
+    /// As in `Segment`.
+    valid: bool,
 }
 
 impl<'a> Field<'a> {
@@ -585,8 +680,8 @@ impl<'a> Field<'a> {
     /// Each repetition as a field: none for an empty field, the field itself
     /// when it does not repeat, and empty ones where the sender left a gap.
     pub fn repetitions(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
-        let Field { raw, delimiters, charset } = *self;
-        pieces(raw, delimiters.repetition).map(move |raw| Field { raw, delimiters, charset })
+        let Field { raw, delimiters, charset, valid } = *self;
+        pieces(raw, delimiters.repetition).map(move |raw| Field { raw, delimiters, charset, valid })
     }
 
     /// Repetition `n`, 1-based; empty past the end.
@@ -599,14 +694,43 @@ impl<'a> Field<'a> {
         let d = self.delimiters;
         let raw =
             n.checked_sub(1).map_or(&[][..], |i| nth_piece_before(self.raw, d.component, d.repetition, i));
-        Component { raw, delimiters: d, charset: self.charset }
+        Component { raw, delimiters: d, charset: self.charset, valid: self.valid }
+    }
+
+    /// This field with the component boundaries of its first repetition
+    /// found in one pass, for a caller that reads several components:
+    /// [`IndexedField::component`] is then a lookup where
+    /// [`Field::component`] scans from the field's start.
+    pub fn indexed(&self) -> IndexedField<'a> {
+        let mut index = IndexedField { field: *self, ends: [0; COMPONENTS], count: 0, complete: false };
+        // Fields longer than u16 offsets allow are left to scanning.
+        if u16::try_from(self.raw.len()).is_err() {
+            return index;
+        }
+        let d = self.delimiters;
+        let mut seps = Hits::new(self.raw, [d.component, d.repetition]);
+        loop {
+            let (end, last) = match seps.next() {
+                Some(i) => (i, self.raw[i] == d.repetition),
+                None => (self.raw.len(), true),
+            };
+            index.ends[index.count] = end as u16;
+            index.count += 1;
+            if last {
+                index.complete = true;
+                return index;
+            }
+            if index.count == COMPONENTS {
+                return index;
+            }
+        }
     }
 
     /// The components of the first repetition: none when it is empty.
     pub fn components(&self) -> impl Iterator<Item = Component<'a>> + use<'a> {
-        let Field { raw, delimiters, charset } = *self;
+        let Field { raw, delimiters, charset, valid } = *self;
         let first = nth_piece(raw, delimiters.repetition, 0);
-        pieces(first, delimiters.component).map(move |raw| Component { raw, delimiters, charset })
+        pieces(first, delimiters.component).map(move |raw| Component { raw, delimiters, charset, valid })
     }
 
     /// The first repetition decoded and unescaped, separators inside it
@@ -625,7 +749,46 @@ impl<'a> Field<'a> {
     /// ([`Hl7Error::InvalidText`]), and `\X..\` that is not hex or a
     /// `\Cxxyy\`/`\Mxxyyzz\` character-set switch ([`Hl7Error::BadEscape`]).
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(nth_piece(self.raw, self.delimiters.repetition, 0), &self.delimiters, self.charset)
+        let raw = nth_piece(self.raw, self.delimiters.repetition, 0);
+        escape::text(raw, &self.delimiters, self.charset, self.valid)
+    }
+}
+
+/// Components a [`Field::indexed`] records; later ones are found by scanning.
+const COMPONENTS: usize = 16;
+
+/// A field whose first repetition's component boundaries were found in one
+/// pass: see [`Field::indexed`].
+#[derive(Clone, Copy)]
+pub struct IndexedField<'a> {
+    field: Field<'a>,
+    /// `ends[n - 1]` is where component `n` ends in the field; it starts
+    /// just after the end of the one before, or at 0.
+    ends: [u16; COMPONENTS],
+    /// Components recorded.
+    count: usize,
+    /// Whether those are all the first repetition has.
+    complete: bool,
+}
+
+impl<'a> IndexedField<'a> {
+    pub fn field(&self) -> Field<'a> {
+        self.field
+    }
+
+    /// The same component as [`Field::component`] gives.
+    pub fn component(&self, n: usize) -> Component<'a> {
+        let f = &self.field;
+        let raw = match n.checked_sub(1) {
+            None => &[][..],
+            Some(i) if i < self.count => {
+                let start = if i == 0 { 0 } else { usize::from(self.ends[i - 1]) + 1 };
+                &f.raw[start..usize::from(self.ends[i])]
+            }
+            Some(_) if self.complete => &[][..],
+            Some(_) => return f.component(n),
+        };
+        Component { raw, delimiters: f.delimiters, charset: f.charset, valid: f.valid }
     }
 }
 
@@ -641,6 +804,8 @@ pub struct Component<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
+    /// As in `Segment`.
+    valid: bool,
 }
 
 impl<'a> Component<'a> {
@@ -659,18 +824,19 @@ impl<'a> Component<'a> {
             raw: piece(self.raw, self.delimiters.subcomponent, m),
             delimiters: self.delimiters,
             charset: self.charset,
+            valid: self.valid,
         }
     }
 
     /// The subcomponents: none when the component is empty.
     pub fn subcomponents(&self) -> impl Iterator<Item = SubComponent<'a>> + use<'a> {
-        let Component { raw, delimiters, charset } = *self;
-        pieces(raw, delimiters.subcomponent).map(move |raw| SubComponent { raw, delimiters, charset })
+        let Component { raw, delimiters, charset, valid } = *self;
+        pieces(raw, delimiters.subcomponent).map(move |raw| SubComponent { raw, delimiters, charset, valid })
     }
 
     /// The whole component decoded and unescaped, as [`Field::text`].
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(self.raw, &self.delimiters, self.charset)
+        escape::text(self.raw, &self.delimiters, self.charset, self.valid)
     }
 }
 
@@ -686,6 +852,8 @@ pub struct SubComponent<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
+    /// As in `Segment`.
+    valid: bool,
 }
 
 impl<'a> SubComponent<'a> {
@@ -700,7 +868,7 @@ impl<'a> SubComponent<'a> {
 
     /// Decoded and unescaped, as [`Field::text`].
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(self.raw, &self.delimiters, self.charset)
+        escape::text(self.raw, &self.delimiters, self.charset, self.valid)
     }
 }
 
@@ -831,11 +999,45 @@ PV1|1|O\r";
     }
 
     #[test]
+    fn indexed_components_match_scanned_ones() {
+        // 20 components, past what the index records, then a repetition.
+        let comps: Vec<String> = (1..=20).map(|i| i.to_string()).collect();
+        let text = format!("MSH|^~\\&|A\rZZZ|{}~x^y|^|a^^b||~^c\r", comps.join("^"));
+        let m = parse(text.as_bytes());
+        let zzz = m.segment("ZZZ").unwrap();
+        for f in zzz.fields() {
+            let indexed = f.indexed();
+            for n in 0..25 {
+                assert_eq!(indexed.component(n).raw(), f.component(n).raw(), "{:?} {n}", f.raw());
+            }
+        }
+        assert_eq!(zzz.field(1).indexed().component(20).raw(), b"20");
+        assert_eq!(zzz.field(1).indexed().component(21).raw(), b"", "the next repetition is not read");
+        assert_eq!(zzz.field(3).indexed().component(3).raw(), b"b");
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time search finds what a byte-at-a-time one does.
+        #[test]
+        fn hits_are_every_needle_in_order(
+            bytes in proptest::collection::vec(proptest::sample::select(b"|^~ab\x00\x80\xff".to_vec()), 0..70),
+            skip in 0usize..8,
+        ) {
+            let bytes = &bytes[skip.min(bytes.len())..];
+            let naive: Vec<usize> = (0..bytes.len()).filter(|&i| matches!(bytes[i], b'|' | b'^')).collect();
+            proptest::prop_assert_eq!(Hits::new(bytes, [b'|', b'^']).collect::<Vec<_>>(), naive);
+            let naive: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == 0).collect();
+            proptest::prop_assert_eq!(Hits::new(bytes, [0]).collect::<Vec<_>>(), naive);
+        }
+    }
+
+    #[test]
     fn segments_in_order_and_by_name() {
         let m = parse(ADT);
         let ids: Vec<&str> = m.segments().map(|s| s.id()).collect();
         assert_eq!(ids, ["MSH", "EVN", "PID", "PV1"]);
         assert!(m.segment("NK1").is_none());
+        assert!(m.segment("PI").is_none() && m.segment("PIDX").is_none() && m.segment("").is_none());
         assert_eq!(m.segments_named("PID").count(), 1);
         assert_eq!(m.segment("PV1").unwrap().raw(), b"PV1|1|O");
     }
@@ -1158,5 +1360,59 @@ PV1|1|O\r";
         );
         assert!(!all.contains("Doe"), "{all}");
         assert!(all.contains("PID"), "{all}");
+    }
+
+    /// Every value, as text and as raw bytes (the whole field down to
+    /// each subcomponent), of every segment.
+    fn every_value<'a>(m: &Message<'a>) -> Vec<(&'a [u8], Result<Cow<'a, str>, Hl7Error>)> {
+        let mut out = Vec::new();
+        for s in m.segments() {
+            for f in s.fields() {
+                out.push((f.raw(), f.text()));
+                for r in f.repetitions() {
+                    for c in r.components() {
+                        out.push((c.raw(), c.text()));
+                        out.extend(c.subcomponents().map(|sc| (sc.raw(), sc.text())));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_message_is_checked_whole_when_it_can_be() {
+        let m = parse(
+            "MSH|^~\\&|||||||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||Zo\u{eb}^M\u{fc}ller&\u{6771}~x\r"
+                .as_bytes(),
+        );
+        assert!(m.valid);
+        assert!(matches!(m.value("PID-3.2.2").as_deref(), Some("\u{6771}")));
+        assert!(!parse(b"MSH|^~\\&\rPID|1||Zo\xEB\r").valid, "not UTF-8: each value is checked");
+        assert!(parse(b"MSH|^~\\&|||||||||||||||8859/1\rPID|1||Zoe\r").valid);
+        assert!(!parse(b"MSH|^~\\&|||||||||||||||8859/1\rPID|1||Zo\xEB\r").valid);
+    }
+
+    proptest::proptest! {
+        /// The one check of a whole message stands for a check of each
+        /// value (see `decodes_as_is`): values read from a message found
+        /// valid decode exactly as when each is checked on its own.
+        #[test]
+        fn values_decode_the_same_checked_whole_or_one_by_one(
+            charset in proptest::sample::select(vec!["", "UNICODE UTF-8", "8859/1"]),
+            body in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a", "Z", " ", "\u{e9}", "\u{6771}", "\u{1f600}", "|", "^", "~", "\\", "&", "\r", "\n",
+                    "\rPID|", "\\F\\", "\\XC3A9\\", "\\XE9\\", "\\.br\\", "\"\"",
+                ]),
+                0..80,
+            ),
+        ) {
+            let raw = format!("MSH|^~\\&|||||||ADT^A01|1|P|2.5||||||{charset}\r{}", body.concat());
+            let Ok(m) = Message::parse(raw.as_bytes()) else { return Ok(()) };
+            let unchecked = Message { valid: false, ..Message::parse(raw.as_bytes()).unwrap() };
+            let (whole, alone) = (every_value(&m), every_value(&unchecked));
+            proptest::prop_assert_eq!(whole, alone);
+        }
     }
 }

@@ -59,11 +59,12 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
         Ok(m) => m,
         Err(e) => return failed(unknown, e.to_string()),
     };
-    let header = map::header(&msg, s.time_zone);
+    let (code, trigger) = msg.message_type();
+    let header = map::header_typed(&msg, s.time_zone, &code, &trigger);
     if item.truncated {
         return failed(header, "truncated: the file ends inside this message".into());
     }
-    match map::map(&msg, s) {
+    match map::map_typed(&msg, s, &code, &trigger) {
         Ok(mapped) => MessageOutcome {
             number: item.number as u64,
             line: item.line as u64,
