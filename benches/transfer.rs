@@ -230,7 +230,7 @@ impl ServerCpu {
                 let done = stopped.load(Ordering::Relaxed);
                 let mut below = vec![sshd];
                 while let Some(p) = below.pop() {
-                    for c in servers::children_of(p) {
+                    for c in children(p) {
                         below.push(c);
                         let stat = fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
                         let Some((_, rest)) = stat.rsplit_once(')') else { continue };
@@ -252,6 +252,16 @@ impl ServerCpu {
     fn take(self) -> f64 {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.sampler.join().unwrap_or(0.0)
+    }
+}
+
+/// A process's children, from the kernel's list (cheap enough to sample;
+/// `servers::children_of` reads every process's stat instead).
+fn children(pid: u32) -> Vec<u32> {
+    let list = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+    match list {
+        Ok(l) => l.split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+        Err(_) => servers::children_of(pid),
     }
 }
 
