@@ -40,6 +40,8 @@ const DEPTH: usize = 64;
 const CHUNK: u64 = 255 * 1024;
 /// Writes: OpenSSH accepts up to 256 KiB a packet.
 const WRITE_CHUNK: usize = 128 * 1024;
+/// The largest SSH packet the server may send us (see `connect_within`).
+const MAX_PACKET: u32 = 128 * 1024;
 
 pub struct SftpTransport {
     cfg: SftpEndpoint,
@@ -688,6 +690,14 @@ async fn connect_within(
         nodelay: true,
         preferred,
         window_size: 16 << 20,
+        // The largest SSH packet we accept. sshd sends the channel's data
+        // in packets of at most this size: at russh's 32 KiB a 1 GiB pull
+        // cost sshd about 2.2 s of CPU, at 128 KiB about 1.8 s, and the
+        // pull ran ~13% faster (transfer bench). russh logs (at `log`'s
+        // error level, target russh::client, not shown by ferry's default
+        // filter) that a size over 65,535 is larger than a TCP packet; SSH
+        // itself allows it, and OpenSSH accepts up to 256 KiB.
+        maximum_packet_size: MAX_PACKET,
         keepalive_interval: Some(Duration::from_secs(30)),
         ..Default::default()
     });
