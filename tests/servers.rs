@@ -129,17 +129,9 @@ impl Sshd {
                 .stderr(fs::File::create(&log).unwrap())
                 .spawn()
                 .expect("start sshd");
-            let start = Instant::now();
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Sshd { port, dir, child };
-                }
-                if child.try_wait().ok().flatten().is_some() || start.elapsed() > Duration::from_secs(10) {
-                    stop(&mut child);
-                    last = fs::read_to_string(&log).unwrap_or_default();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            match wait_for_port(&mut child, port, &log) {
+                Ok(()) => return Sshd { port, dir, child },
+                Err(log) => last = log,
             }
         }
         panic!("sshd did not start: {last}");
@@ -292,17 +284,9 @@ impl Ftpd {
                 .stderr(fs::File::create(&log).unwrap())
                 .spawn()
                 .expect("start pyftpdlib");
-            let start = Instant::now();
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Ftpd { port, dir, child };
-                }
-                if child.try_wait().ok().flatten().is_some() || start.elapsed() > Duration::from_secs(10) {
-                    stop(&mut child);
-                    last = fs::read_to_string(&log).unwrap_or_default();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+            match wait_for_port(&mut child, port, &log) {
+                Ok(()) => return Ftpd { port, dir, child },
+                Err(log) => last = log,
             }
         }
         panic!("pyftpdlib did not start: {last}");
@@ -407,6 +391,22 @@ fn make_ca_and_leaf(dir: &Path) {
         "-out",
         "cert.pem",
     ]);
+}
+
+/// Wait up to 10 s for a server just started to accept connections on
+/// `port`. If it exits or stays silent, stop it and return its log.
+fn wait_for_port(child: &mut std::process::Child, port: u16, log: &Path) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if child.try_wait().ok().flatten().is_some() || start.elapsed() > Duration::from_secs(10) {
+            stop(child);
+            return Err(fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Put a file in a server's folder as the server's users will see it.
