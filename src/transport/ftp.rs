@@ -97,7 +97,7 @@ impl Transport for FtpTransport {
     }
 
     fn list(&mut self) -> Result<Vec<Entry>, TransportError> {
-        let what = format!("{} folder {}", self.server(), self.cfg.folder);
+        let what = self.describe();
         let mut entries = self.with(&what, |c| {
             // MLSD says what is a file and its exact size; LIST (parsed as
             // `ls -l` output) is the fallback for servers without it.
