@@ -4,7 +4,9 @@
 //!
 //! FERRY_BENCH_QUALITY sets the quality sample (default 10,000 patients per
 //! side), FERRY_BENCH_PATIENTS the scale run (default 1,000,000 per side;
-//! 0 skips it). Generated files are kept under target/bench/ and reused.
+//! 0 skips it), FERRY_BENCH_SEED the quality sample's seed (default 1; try
+//! others to see that the rules are not tuned to one sample). Generated
+//! files are kept under target/bench/ and reused.
 
 use std::collections::HashMap;
 use std::fs;
@@ -194,7 +196,8 @@ fn main() {
     let scale_n = env_usize("FERRY_BENCH_PATIENTS", 1_000_000);
 
     if quality_n > 0 {
-        let with_ids = population(quality_n, 1);
+        let seed = env_usize("FERRY_BENCH_SEED", 1) as u64;
+        let with_ids = population(quality_n, seed);
         let no_ids = without_ids(&with_ids);
         let mut rows: Vec<(String, f64, serde_json::Value)> = Vec::new();
         for (name, data) in
@@ -211,7 +214,7 @@ fn main() {
         }
         println!();
         println!(
-            "Link quality, {quality_n} x {quality_n} patients (generator default noise, seed 1, no SSN)"
+            "Link quality, {quality_n} x {quality_n} patients (generator default noise, seed {seed}, no SSN)"
         );
         println!(
             "{:<34} {:>9} {:>8} {:>10} {:>8} {:>8}",

@@ -23,8 +23,11 @@
 //!    review and link probabilities it is a possible match for a person to
 //!    look at, below it nothing. Links are one-to-one, best weight first; a
 //!    pair is never linked automatically when its first names disagree
-//!    outright (twins share everything else) or when another candidate of
-//!    either record comes within [`AMBIGUITY_BITS`] of it.
+//!    outright (twins share everything else), when its birth dates differ
+//!    and no address, phone or email agrees (a common name and a near
+//!    birthday are not a person), or when another candidate of either
+//!    record comes within [`AMBIGUITY_BITS`] of it; a candidate whose first
+//!    name differs outright is a sibling, not a rival.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -299,10 +302,45 @@ fn first_level(a: &Features, b: &Features) -> u8 {
     let jw = strsim::jaro_winkler(&a.first, &b.first);
     if jw >= 0.92 {
         2
-    } else if jw >= 0.8 {
+    } else if jw >= 0.8 || one_typo_apart(&a.first, &b.first) {
         3
     } else {
         4
+    }
+}
+
+/// A typo away, directly or through a nickname: "ZMY" and "AMY" (Jaro–Winkler
+/// weighs a first letter heavily), "EI" and "MEI", "JOM" and "JAMES" (a typo
+/// of Jim), "MNILDRED" and "MILLIE" (of Mildred). Three letters at least, so
+/// that "AL" and "ED" stay different.
+fn one_typo_apart(a: &str, b: &str) -> bool {
+    let typo = |x: &str, y: &str| x.len().max(y.len()) >= 3 && within_one_edit(x.as_bytes(), y.as_bytes());
+    let relatives = |x: &str| {
+        let formal = nicknames::formal_names(x);
+        formal
+            .iter()
+            .copied()
+            .chain(nicknames::nicknames_of(x).iter().copied())
+            .chain(formal.iter().flat_map(|f| nicknames::nicknames_of(f).iter().copied()))
+    };
+    typo(a, b) || relatives(b).any(|r| r != a && typo(a, r)) || relatives(a).any(|r| r != b && typo(r, b))
+}
+
+/// At most one edit apart: one letter changed, added or dropped, or two
+/// neighbours swapped (optimal string alignment distance <= 1).
+fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if b.len() - a.len() > 1 {
+        return false;
+    }
+    let Some(i) = a.iter().zip(b).position(|(x, y)| x != y) else {
+        return true;
+    };
+    if a.len() < b.len() {
+        a[i..] == b[i + 1..]
+    } else {
+        a[i + 1..] == b[i + 1..]
+            || (i + 1 < a.len() && a[i] == b[i + 1] && a[i + 1] == b[i] && a[i + 2..] == b[i + 2..])
     }
 }
 
@@ -685,6 +723,10 @@ pub enum Hold {
     BelowLink,
     /// First names differ outright: twins agree on everything else.
     FirstNamesDiffer,
+    /// The birth dates do not agree (beyond a day and month swapped, or one
+    /// is missing) and no address, phone or email does: a common name and a
+    /// near birthday are not enough.
+    Uncorroborated,
     /// Another candidate of one of the records scores nearly as well.
     Ambiguous,
     /// One of the records is linked to a better candidate (not listed).
@@ -699,6 +741,7 @@ impl Hold {
         match self {
             Hold::BelowLink => "score between the review and link thresholds",
             Hold::FirstNamesDiffer => "first names differ: never linked without a person",
+            Hold::Uncorroborated => "birth dates do not agree, nor any address, phone or email",
             Hold::Ambiguous => "another candidate scores nearly as well",
             Hold::PartnerTaken => "one record is linked to a better candidate",
             Hold::IdConflict => "a record is in an external-ID conflict (see external_id_conflicts.csv)",
@@ -766,6 +809,13 @@ pub fn same_registration(a: &Features, b: &Features) -> bool {
     p[0] <= 2 && p[1] <= 1 && p[2] <= 1 && p[3] != 1
 }
 
+/// The birth dates agree (or differ only by day and month swapped), or
+/// something only the person has agrees: the address, a phone or the email.
+fn corroborated(p: &Pattern) -> bool {
+    let [_, _, dob, _, address, _, phone, email] = *p;
+    dob <= 1 || address <= 1 || phone == 0 || email == 0
+}
+
 /// The best two candidates of a record: (weight, partner), best first.
 type BestTwo = [(f64, usize); 2];
 
@@ -790,7 +840,9 @@ pub fn decide(
             slot[1] = (w, partner);
         }
     };
-    for x in &scored {
+    // A candidate whose first name differs outright is a sibling, not a
+    // rival: such pairs are never linked, and twins agree on all else.
+    for x in scored.iter().filter(|x| x.pattern[0] != 4) {
         push(&mut best_a[x.a], x.weight, x.b);
         push(&mut best_b[x.b], x.weight, x.a);
     }
@@ -810,6 +862,8 @@ pub fn decide(
             Some(Hold::BelowLink)
         } else if x.pattern[0] == 4 {
             Some(Hold::FirstNamesDiffer)
+        } else if !corroborated(&x.pattern) {
+            Some(Hold::Uncorroborated)
         } else if rival(&best_a[x.a], x.b, x.weight, same_b) || rival(&best_b[x.b], x.a, x.weight, same_a) {
             Some(Hold::Ambiguous)
         } else {
@@ -971,6 +1025,66 @@ mod tests {
         let d = decide(vec![strong], (1, 1), &MatchSettings::default(), &|_, _| false, &|_, _| false);
         assert!(d.links.is_empty());
         assert_eq!(d.review[0].1, Hold::FirstNamesDiffer);
+    }
+
+    #[test]
+    fn a_typo_in_a_first_name_or_its_nickname_is_similar_not_different() {
+        let level = |x: &str, y: &str| {
+            compare(
+                &Features::of(&person(x, "Lee", (1990, 5, 6))),
+                &Features::of(&person(y, "Lee", (1990, 5, 6))),
+            )[0]
+        };
+        for (x, y) in
+            [("Zmy", "Amy"), ("Ei", "Mei"), ("Jom", "James"), ("Mnildred", "Millie"), ("Onald", "Don")]
+        {
+            assert_eq!(level(x, y), 3, "{x} / {y}");
+            assert_eq!(level(y, x), 3, "{y} / {x}, either order");
+        }
+        for (x, y) in [("Anne", "Zoe"), ("Al", "Ed"), ("Ella", "Emma"), ("Jom", "Robert")] {
+            assert_eq!(level(x, y), 4, "{x} / {y}");
+        }
+        assert!(within_one_edit(b"MARY", b"AMRY"), "neighbours swapped");
+        assert!(within_one_edit(b"MARY", b"MARYE") && within_one_edit(b"MARY", b"MAY"));
+        assert!(!within_one_edit(b"MARY", b"YRAM") && !within_one_edit(b"MARY", b"MA"));
+    }
+
+    #[test]
+    fn a_sibling_with_another_first_name_is_no_rival() {
+        let s = MatchSettings { link_at: 0.99, review_at: 0.5, ..MatchSettings::default() };
+        let never = |_: usize, _: usize| false;
+        let mut twin = [0; N];
+        twin[0] = 4;
+        // Catherine (0) against Catherine (0) and her twin Susan (1), who
+        // shares the address Catherine's record lacks and so scores close.
+        let pairs = vec![
+            Scored { a: 0, b: 0, pattern: [0; N], weight: 48.5, probability: 1.0 },
+            Scored { a: 0, b: 1, pattern: twin, weight: 47.0, probability: 1.0 },
+        ];
+        let d = decide(pairs, (1, 2), &s, &never, &never);
+        assert_eq!(d.links.iter().map(|l| (l.a, l.b)).collect::<Vec<_>>(), [(0, 0)]);
+    }
+
+    #[test]
+    fn a_name_and_a_near_birthday_alone_are_held() {
+        let s = MatchSettings { link_at: 0.99, review_at: 0.5, ..MatchSettings::default() };
+        let never = |_: usize, _: usize| false;
+        // John Davis, born the 24th and the 11th of one month, who share no
+        // address, phone or email.
+        let mut near = [0; N];
+        (near[2], near[4], near[5], near[6], near[7]) = (2, 2, 1, 1, MISSING);
+        let strong = |pattern| Scored { a: 0, b: 0, pattern, weight: 12.0, probability: probability(12.0) };
+        let d = decide(vec![strong(near)], (1, 1), &s, &never, &never);
+        assert!(d.links.is_empty());
+        assert_eq!(d.review[0].1, Hold::Uncorroborated);
+        // The same pair with the phone in common, or the birth dates only
+        // swapped, is linked.
+        for (c, l) in [(6, 0), (2, 1)] {
+            let mut p = near;
+            p[c] = l;
+            let d = decide(vec![strong(p)], (1, 1), &s, &never, &never);
+            assert_eq!(d.links.len(), 1, "{p:?}");
+        }
     }
 
     #[test]
