@@ -204,6 +204,20 @@ pub fn nicknames_of(key: &str) -> &'static [&'static str] {
     NICKNAMES.binary_search_by(|(formal, _)| (*formal).cmp(key)).map_or(&[], |i| NICKNAMES[i].1)
 }
 
+/// Every other form of a given name: the formal names it may stand for, its
+/// own nicknames, and the nicknames of those formal names ("JIM" -> James,
+/// Jimmy, Jamie, ...), each once, the name itself left out. Empty when none.
+pub fn forms(key: &str) -> Box<[&'static str]> {
+    let formal = formal_names(key);
+    let mut out: Vec<&'static str> = Vec::new();
+    for f in formal.iter().chain(nicknames_of(key)).chain(formal.iter().flat_map(|f| nicknames_of(f))) {
+        if *f != key && !out.contains(f) {
+            out.push(f);
+        }
+    }
+    out.into_boxed_slice()
+}
+
 /// True when one name is a known nickname of the other, or both are
 /// nicknames of the same formal name ("BILL" and "WILL"). A name is not its
 /// own nickname: equal names give false, so callers test equality first.
@@ -251,6 +265,15 @@ mod tests {
         assert_eq!(nicknames_of("ROBERT")[0], "BOB");
         assert!(nicknames_of("ELIZABETH").contains(&"BETTY"));
         assert!(nicknames_of("BOB").is_empty());
+    }
+
+    #[test]
+    fn forms_of_a_name() {
+        let jim = forms("JIM");
+        assert!(jim.contains(&"JAMES") && jim.contains(&"JIMMY"), "{jim:?}");
+        assert!(!jim.contains(&"JIM"), "not the name itself");
+        assert!(forms("ROBERT").contains(&"BOB"));
+        assert!(forms("ZELDA").is_empty());
     }
 
     #[test]
