@@ -115,19 +115,6 @@ fn remove_file(path: &Path) -> Result<bool> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inside_refuses_escapes() {
-        assert!(inside(Path::new("/srv/reports/demo/2026"), Path::new("/srv/reports/demo")));
-        assert!(!inside(Path::new("/srv/reports/demo"), Path::new("/srv/reports/demo")));
-        assert!(!inside(Path::new("/srv/reports/demo/../other"), Path::new("/srv/reports/demo")));
-        assert!(!inside(Path::new("/etc"), Path::new("/srv/reports/demo")));
-    }
-}
-
 /// Where the source's archived files are: its archive folder, relative to
 /// the source folder unless absolute, on the same server.
 fn archive_endpoint(source: &Source) -> Endpoint {
@@ -143,5 +130,18 @@ fn archive_endpoint(source: &Source) -> Endpoint {
         Endpoint::Local(dir) => Endpoint::Local(dir.join(&source.archive_dir)),
         Endpoint::Sftp(e) => Endpoint::Sftp(SftpEndpoint { folder: remote(&e.folder), ..e.clone() }),
         Endpoint::Ftp(e) => Endpoint::Ftp(FtpEndpoint { folder: remote(&e.folder), ..e.clone() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_refuses_escapes() {
+        assert!(inside(Path::new("/srv/reports/demo/2026"), Path::new("/srv/reports/demo")));
+        assert!(!inside(Path::new("/srv/reports/demo"), Path::new("/srv/reports/demo")));
+        assert!(!inside(Path::new("/srv/reports/demo/../other"), Path::new("/srv/reports/demo")));
+        assert!(!inside(Path::new("/etc"), Path::new("/srv/reports/demo")));
     }
 }

@@ -276,14 +276,14 @@ fn demographics(
 ) {
     // The model learns from every candidate pair, ID-linked ones included:
     // they are most of the true matches it can see.
-    let cands = crate::timed("blocking", || matching::candidates(&fe, &fp, false, s.max_block));
+    let cands = crate::timed("blocking", || matching::candidates(fe, fp, false, s.max_block));
     let patterns: Vec<matching::Pattern> = crate::timed("comparing candidate pairs", || {
         cands.pairs.par_iter().map(|&(i, j)| matching::compare(&fe[i as usize], &fp[j as usize])).collect()
     });
     let labelled: Vec<matching::Pattern> =
         out.links.par_iter().map(|l| matching::compare(&fe[l.ehr], &fp[l.practice])).collect();
     let model =
-        crate::timed("fitting the model", || matching::fit_with_labels(&fe, &fp, &patterns, &labelled, s));
+        crate::timed("fitting the model", || matching::fit_with_labels(fe, fp, &patterns, &labelled, s));
     tracing::debug!(?model, "Matching model fitted.");
 
     // ID links are scored with the prior of all candidate pairs: they were
