@@ -20,6 +20,14 @@ pub mod schedule;
 pub mod store;
 pub mod transport;
 
+/// A hash map for keys taken from the input files (IDs, names) at a million
+/// records a side: foldhash, not the standard SipHash, which was the
+/// largest single cost of linking by ID. Its seed is random per process, so
+/// code that iterates one must sort what it reports.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// [`FastMap`]'s set.
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// Run one stage of a run and log, at debug level (`-vv`), how long it took
 /// and how much CPU time the process spent meanwhile (more than the wall
 /// time where a stage runs on several cores): where a slow run spends its

@@ -14,6 +14,24 @@ use ferry::commands::{self, Exit, LogFormat, Logging};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (the same place in its v2 and v3
+/// option lists; libmimalloc-sys names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc hands freed memory back to the kernel after 10 ms (100 ms for
+/// its arenas) by default; a backfill frees and reallocates hundreds of MB
+/// between stages, and every page handed back is faulted in and zeroed
+/// again. At 1M x 1M patients that was 16% of the CPU time (`perf`); a
+/// delay of a second (ten for arenas) measured 12% less CPU with no higher
+/// peak memory. MIMALLOC_PURGE_DELAY in the environment still wins.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set only stores an integer option; the index is
+        // mimalloc's purge delay, checked against its header.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "ferry",
@@ -133,6 +151,7 @@ enum QueueAction {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     commands::init_logging(Logging { verbose: cli.verbose, quiet: cli.quiet, format: cli.log_format });
     ferry::job::set_jobs_dir(cli.jobs_dir);

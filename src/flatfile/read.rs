@@ -4,8 +4,8 @@
 //! rejected [`Reject`], so `read == accepted + rejected` always holds.
 //! Warnings (a bad optional value, loaded as empty) ride alongside.
 
+use crate::FastMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use chrono::NaiveDate;
 
@@ -79,7 +79,7 @@ pub fn parse_bytes(bytes: &[u8], schema: &Schema, side: Side, today: NaiveDate) 
         side,
         today,
         out: ParsedFile { records: Vec::with_capacity(lines), ..ParsedFile::default() },
-        own_ids: HashMap::with_capacity(lines),
+        own_ids: FastMap::with_capacity_and_hasher(lines, Default::default()),
     };
     match &schema.layout {
         Layout::Delimited { delimiter, quote, header } => {
@@ -345,7 +345,7 @@ struct RecordBuilder<'a> {
     today: NaiveDate,
     out: ParsedFile,
     /// Own ID -> line it was first seen on, to refuse a second record with it.
-    own_ids: HashMap<String, u64>,
+    own_ids: FastMap<String, u64>,
 }
 
 impl RecordBuilder<'_> {

@@ -8,12 +8,12 @@
 //! and the records stay unlinked for a person to look at.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 
 use super::matching::{self, Features};
 use super::{Conflict, ConflictKind, Link, Outcome};
 use crate::job::{LeadingZeros, LinkKey, Reconcile};
 use crate::model::{PatientRecord, Side};
+use crate::{FastMap, FastSet};
 
 /// "000123" -> "123"; an all-zero ID keeps one zero.
 fn strip_zeros(id: &str) -> &str {
@@ -48,7 +48,7 @@ struct Linker<'a> {
     link_index: Vec<Option<usize>>,
     /// Records an earlier key found in a contradiction or pointing at a
     /// different person: no later key may link them until a person decides.
-    held: HashSet<(Side, usize)>,
+    held: FastSet<(Side, usize)>,
     out: Outcome,
 }
 
@@ -75,7 +75,7 @@ pub(super) fn link_with(
         ehr_link: vec![None; ehr.len()],
         practice_link: vec![None; practice.len()],
         link_index: vec![None; ehr.len()],
-        held: HashSet::new(),
+        held: FastSet::default(),
         out: Outcome::default(),
     };
     for &key in &cfg.keys {
@@ -112,24 +112,43 @@ impl<'a> Linker<'a> {
         let owners = self.records(owner_side);
         let policy = self.policy;
 
-        let mut owners_by_norm: HashMap<Cow<str>, Vec<usize>> = HashMap::new();
-        let mut owners_by_stripped: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, r) in owners.iter().enumerate() {
-            let id = r.own_id();
-            owners_by_norm.entry(norm(id, policy)).or_default().push(i);
-            owners_by_stripped.entry(strip_zeros(id)).or_default().push(i);
-        }
-        let mut carriers_by_norm: HashMap<Cow<str>, Vec<usize>> = HashMap::new();
-        for (i, r) in carriers.iter().enumerate() {
-            if let Some(id) = r.carried_id() {
-                carriers_by_norm.entry(norm(id, policy)).or_default().push(i);
+        // The three indexes are independent: built side by side.
+        let index = |ids: &mut dyn Iterator<Item = (usize, Cow<'a, str>)>| {
+            let mut map: FastMap<Cow<'a, str>, Vec<usize>> =
+                FastMap::with_capacity_and_hasher(owners.len().max(carriers.len()), Default::default());
+            for (i, id) in ids {
+                map.entry(id).or_default().push(i);
             }
-        }
+            map
+        };
+        let ((owners_by_norm, owners_by_stripped), carriers_by_norm) = rayon::join(
+            || {
+                rayon::join(
+                    || index(&mut owners.iter().enumerate().map(|(i, r)| (i, norm(r.own_id(), policy)))),
+                    || {
+                        index(
+                            &mut owners
+                                .iter()
+                                .enumerate()
+                                .map(|(i, r)| (i, Cow::Borrowed(strip_zeros(r.own_id())))),
+                        )
+                    },
+                )
+            },
+            || {
+                index(
+                    &mut carriers
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, r)| r.carried_id().map(|id| (i, norm(id, policy)))),
+                )
+            },
+        );
 
         // Owners whose own IDs collide once zeros are stripped: two records
         // a clerk could confuse, whatever the policy.
         let mut clashes: Vec<(&str, &Vec<usize>)> =
-            owners_by_stripped.iter().filter(|(_, v)| v.len() > 1).map(|(k, v)| (*k, v)).collect();
+            owners_by_stripped.iter().filter(|(_, v)| v.len() > 1).map(|(k, v)| (k.as_ref(), v)).collect();
         clashes.sort();
         for (stripped, group) in clashes {
             let ids: Vec<&str> = group.iter().map(|&i| owners[i].own_id()).collect();

@@ -30,7 +30,7 @@
 //!    name differs outright is a sibling, not a rival.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use chrono::Datelike;
 use rayon::prelude::*;
@@ -453,8 +453,10 @@ pub fn evidence(p: &Pattern) -> String {
 /// Blocking keys of a record, as hashes; a record missing a field has no key for rules that need it.
 fn blocking_keys(f: &Features, out: &mut Vec<u64>) {
     out.clear();
-    let mut key = |rule: u8, parts: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+    // A fixed seed: the same keys, so the same blocks, every run.
+    let state = foldhash::fast::FixedState::with_seed(0x5EED_F0E5_B10C_4E75);
+    let mut key = |rule: u8, parts: &dyn Fn(&mut foldhash::fast::FoldHasher)| {
+        let mut h = state.build_hasher();
         rule.hash(&mut h);
         parts(&mut h);
         out.push(h.finish());

@@ -236,16 +236,16 @@ pub fn reconcile(
 /// Each change of a carried ID whose record is still on file is a conflict
 /// to look at: the EHR may have re-pointed a patient at another chart.
 fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientRecord], history: &[IdChange]) {
-    let index = |records: &[PatientRecord]| -> HashMap<String, usize> {
-        records.iter().enumerate().map(|(i, r)| (r.own_id().to_string(), i)).collect()
-    };
+    fn index(records: &[PatientRecord]) -> crate::FastMap<&str, usize> {
+        records.iter().enumerate().map(|(i, r)| (r.own_id(), i)).collect()
+    }
     let (by_ehr, by_practice) = (index(ehr), index(practice));
     for h in history {
         // A first assignment is not a change.
         let Some(old) = &h.old else { continue };
         let found = match h.side {
-            Side::Ehr => by_ehr.get(&h.own_id),
-            Side::Practice => by_practice.get(&h.own_id),
+            Side::Ehr => by_ehr.get(h.own_id.as_str()),
+            Side::Practice => by_practice.get(h.own_id.as_str()),
         };
         let Some(&i) = found else { continue };
         let new = h.new.as_deref().unwrap_or("(none)");
