@@ -18,17 +18,29 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// option lists; libmimalloc-sys names no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// mimalloc hands freed memory back to the kernel after 10 ms (100 ms for
-/// its arenas) by default; a backfill frees and reallocates hundreds of MB
-/// between stages, and every page handed back is faulted in and zeroed
-/// again. At 1M x 1M patients that was 16% of the CPU time (`perf`); a
-/// delay of a second (ten for arenas) measured 12% less CPU with no higher
-/// peak memory. MIMALLOC_PURGE_DELAY in the environment still wins.
+/// Two mimalloc defaults cost a run dearly in page faults, each page of
+/// which the kernel zeroes (`perf`: 16% of a 1M x 1M backfill's CPU time,
+/// 28% of a 10k one's):
+/// - it asks for transparent huge pages, so touching one byte of a fresh
+///   region zeroes 2 MiB;
+/// - it hands freed memory back to the kernel after 10 ms (100 ms for its
+///   arenas), and a backfill frees and reallocates hundreds of MB between
+///   stages, faulting the same memory in again. A second (ten for arenas)
+///   keeps it for the next stage.
+///
+/// MIMALLOC_ALLOW_LARGE_OS_PAGES and MIMALLOC_PURGE_DELAY in the
+/// environment still win.
 fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mi_option_set only stores an integer option; the index is
-        // mimalloc's purge delay, checked against its header.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+    use libmimalloc_sys::{mi_option_large_os_pages, mi_option_set};
+    // SAFETY: mi_option_set only stores an integer option; the indexes are
+    // mimalloc's, checked against its header.
+    unsafe {
+        if std::env::var_os("MIMALLOC_ALLOW_LARGE_OS_PAGES").is_none() {
+            mi_option_set(mi_option_large_os_pages, 0);
+        }
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
+        }
     }
 }
 

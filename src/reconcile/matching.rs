@@ -567,7 +567,7 @@ pub fn candidates(a: &[Features], b: &[Features], same_side: bool, max_block: us
 /// ID links needed before m is counted on them instead of estimated by EM.
 pub const MIN_LABELLED: usize = 500;
 
-/// Fit the model. u is counted on random pairs of `a` x `b`. m is counted
+/// Fit the model. u is given, counted on random pairs ([`random_u`]). m is counted
 /// on `labelled`, the patterns of pairs the trusted IDs linked, when there
 /// are at least [`MIN_LABELLED`] of them: real matches, which EM can only
 /// guess at (on a large population the candidate pairs that share a
@@ -575,14 +575,13 @@ pub const MIN_LABELLED: usize = 500;
 /// drifts towards them). With fewer, m and the match share are estimated by
 /// EM on the candidate patterns. The job's fixed values override both.
 pub fn fit_with_labels(
-    a: &[Features],
-    b: &[Features],
+    u: LevelShares,
     patterns: &[Pattern],
     labelled: &[Pattern],
     s: &MatchSettings,
 ) -> Model {
     if labelled.len() < MIN_LABELLED {
-        return fit(a, b, patterns, s);
+        return fit(u, patterns, s);
     }
     let mut model = Model {
         m: std::array::from_fn(|c| {
@@ -597,7 +596,7 @@ pub fn fit_with_labels(
             let total: f64 = counts.iter().sum();
             counts.iter().map(|n| n / total).collect()
         }),
-        u: random_u(a, b, s.u_sample),
+        u,
         lambda: 0.5,
         iterations: 0,
     };
@@ -622,13 +621,9 @@ fn apply_fixed(model: &mut Model, s: &MatchSettings) {
     }
 }
 
-pub fn fit(a: &[Features], b: &[Features], patterns: &[Pattern], s: &MatchSettings) -> Model {
-    let mut model = Model {
-        m: std::array::from_fn(|c| initial_m(COMPARISONS[c])),
-        u: random_u(a, b, s.u_sample),
-        lambda: 0.1,
-        iterations: 0,
-    };
+pub fn fit(u: LevelShares, patterns: &[Pattern], s: &MatchSettings) -> Model {
+    let mut model =
+        Model { m: std::array::from_fn(|c| initial_m(COMPARISONS[c])), u, lambda: 0.1, iterations: 0 };
     // Fixed values first: EM reads the fixed u and leaves the fixed m alone.
     apply_fixed(&mut model, s);
     // Distinct patterns with their counts: EM runs on a few thousand rows
@@ -682,9 +677,13 @@ fn initial_m(c: Comparison) -> Vec<f64> {
     (0..n).map(|l| if l == 0 { 0.9 } else { 0.1 / (n - 1) as f64 }).collect()
 }
 
-/// u of every comparison: level frequencies among random pairs, each level
-/// counted at least once so no weight is infinite.
-fn random_u(a: &[Features], b: &[Features], sample: usize) -> [Vec<f64>; N] {
+/// A share per level of every comparison (u or m).
+pub type LevelShares = [Vec<f64>; N];
+
+/// u of every comparison: level frequencies among `sample` random pairs of
+/// `a` x `b`, each level counted at least once so no weight is infinite.
+/// It needs only the features, so it runs beside linking by ID.
+pub fn random_u(a: &[Features], b: &[Features], sample: usize) -> LevelShares {
     let mut counts: [Vec<f64>; N] = std::array::from_fn(|c| vec![1.0; COMPARISONS[c].levels().len()]);
     if !a.is_empty() && !b.is_empty() {
         // xorshift: deterministic, and spread over both sides.
@@ -835,7 +834,7 @@ fn match_sides(a: &[Features], b: &[Features], s: &MatchSettings) -> Decided {
     let cands = candidates(a, b, false, s.max_block);
     let patterns: Vec<Pattern> =
         cands.pairs.par_iter().map(|&(i, j)| compare(&a[i as usize], &b[j as usize])).collect();
-    let model = fit(a, b, &patterns, s);
+    let model = fit(random_u(a, b, s.u_sample), &patterns, s);
     let scored: Vec<Scored> = cands
         .pairs
         .iter()

@@ -200,10 +200,15 @@ pub fn reconcile(
     let (fe, fp) = crate::timed("matching features", || {
         rayon::join(|| matching::features(ehr), || matching::features(practice))
     });
-    let mut out = crate::timed("link by ID", || ids::link_with(ehr, practice, (&fe, &fp), cfg));
+    // Blocking, comparing and u need only the features: they run beside
+    // the ID links, which are mostly serial.
+    let (mut out, prepared) = rayon::join(
+        || crate::timed("link by ID", || ids::link_with(ehr, practice, (&fe, &fp), cfg)),
+        || cfg.matching.as_ref().map(|s| Prepared::new(&fe, &fp, s)),
+    );
     changed_ids(&mut out, ehr, practice, history);
-    if let Some(settings) = &cfg.matching {
-        demographics(&mut out, (ehr, &fe), (practice, &fp), settings);
+    if let (Some(settings), Some(prepared)) = (&cfg.matching, prepared) {
+        demographics(&mut out, (ehr, &fe), (practice, &fp), prepared, settings);
     }
     let (free_ehr, free_practice) = out.unlinked(ehr.len(), practice.len());
     let mut kinds: HashMap<(Side, usize), Vec<&'static str>> = HashMap::new();
@@ -266,24 +271,43 @@ fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientReco
     }
 }
 
+/// What demographic matching needs before the ID links are known: the
+/// candidate pairs with their comparison levels, and u.
+struct Prepared {
+    cands: matching::Candidates,
+    patterns: Vec<matching::Pattern>,
+    u: matching::LevelShares,
+}
+
+impl Prepared {
+    fn new(fe: &[matching::Features], fp: &[matching::Features], s: &MatchSettings) -> Prepared {
+        // The model learns from every candidate pair, ID-linked ones
+        // included: they are most of the true matches it can see.
+        let cands = crate::timed("blocking", || matching::candidates(fe, fp, false, s.max_block));
+        let patterns = crate::timed("comparing candidate pairs", || {
+            cands
+                .pairs
+                .par_iter()
+                .map(|&(i, j)| matching::compare(&fe[i as usize], &fp[j as usize]))
+                .collect()
+        });
+        let u = crate::timed("u from random pairs", || matching::random_u(fe, fp, s.u_sample));
+        Prepared { cands, patterns, u }
+    }
+}
+
 /// Score the ID links, link what is left by demographics, list pairs for
 /// review, duplicates within each side and the MRNs to write back.
 fn demographics(
     out: &mut Outcome,
     (ehr, fe): (&[PatientRecord], &[matching::Features]),
     (practice, fp): (&[PatientRecord], &[matching::Features]),
+    Prepared { cands, patterns, u }: Prepared,
     s: &MatchSettings,
 ) {
-    // The model learns from every candidate pair, ID-linked ones included:
-    // they are most of the true matches it can see.
-    let cands = crate::timed("blocking", || matching::candidates(fe, fp, false, s.max_block));
-    let patterns: Vec<matching::Pattern> = crate::timed("comparing candidate pairs", || {
-        cands.pairs.par_iter().map(|&(i, j)| matching::compare(&fe[i as usize], &fp[j as usize])).collect()
-    });
     let labelled: Vec<matching::Pattern> =
         out.links.par_iter().map(|l| matching::compare(&fe[l.ehr], &fp[l.practice])).collect();
-    let model =
-        crate::timed("fitting the model", || matching::fit_with_labels(fe, fp, &patterns, &labelled, s));
+    let model = crate::timed("fitting the model", || matching::fit_with_labels(u, &patterns, &labelled, s));
     tracing::debug!(?model, "Matching model fitted.");
 
     // ID links are scored with the prior of all candidate pairs: they were
