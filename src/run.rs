@@ -22,8 +22,7 @@ use crate::clock;
 use crate::flatfile::{ParsedFile, parse_bytes};
 use crate::hl7::{self, MapSettings, Mapped, MessageOutcome};
 use crate::job::{AfterAction, InputSchema, Job, Settle, Source};
-use crate::model::Side;
-use crate::model::{Reject, Severity};
+use crate::model::{PatientRecord, Reject, Severity, Side};
 use crate::prune::{Pruned, prune};
 use crate::push::{self, Pushed};
 use crate::reconcile::reconcile;
@@ -316,6 +315,35 @@ pub fn flush_outbox(job: &Job, _lock: &JobLock) -> Option<MailOutcome> {
     Some(MailOutcome { sent: f.sent, waiting: f.waiting, error: f.error })
 }
 
+/// Every current patient of both sides: built from the flat files just
+/// loaded when they are all the store holds, else read from the store.
+fn current_patients(
+    store: &Store,
+    job: &str,
+    loaded: Vec<(Side, i64, ParsedFile)>,
+) -> Result<(Vec<PatientRecord>, Vec<PatientRecord>)> {
+    let (mut ehr, mut practice): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+    for (side, id, parsed) in loaded {
+        match side {
+            Side::Ehr => ehr.push((id, parsed)),
+            Side::Practice => practice.push((id, parsed)),
+        }
+    }
+    match (
+        store.patients_just_loaded(job, Side::Ehr, &mut ehr)?,
+        store.patients_just_loaded(job, Side::Practice, &mut practice)?,
+    ) {
+        (Some(e), Some(p)) => Ok((e, p)),
+        (Some(e), None) => Ok((e, store.patients(job, Side::Practice)?)),
+        (None, Some(p)) => Ok((store.patients(job, Side::Ehr)?, p)),
+        (None, None) => {
+            // The parsed files are not needed: free them before reading.
+            drop((ehr, practice));
+            store.patients_of_both(job)
+        }
+    }
+}
+
 fn run_stages(
     job: &Job,
     store: &mut Store,
@@ -373,6 +401,9 @@ fn run_stages(
 
     let bar = progress_bar(opts.progress, pending.iter().map(|p| p.taken.size).sum());
     let mut failed = false;
+    // Flat files loaded, kept: their records are the store's rows when
+    // nothing else is (see `Store::patients_just_loaded`).
+    let mut loaded_flat: Vec<(Side, i64, ParsedFile)> = Vec::new();
     for (p, parsed) in pending.iter().zip(parsed) {
         bar.set_message(p.taken.name.clone());
         let base = bar.position();
@@ -418,6 +449,7 @@ fn run_stages(
                     )
                 })
                 .with_context(|| format!("cannot load {}", p.taken.name))?;
+                loaded_flat.push((p.taken.side, file_id, parsed));
                 (file_id, summary)
             }
             (InputSchema::Flat(_), None) => unreachable!("flat files are parsed above"),
@@ -433,8 +465,9 @@ fn run_stages(
     }
     bar.finish_and_clear();
 
-    let (ehr, practice) =
-        crate::timed("reading patients from the store", || store.patients_of_both(&job.name))?;
+    let (ehr, practice) = crate::timed("reading patients from the store", || {
+        current_patients(store, &job.name, loaded_flat)
+    })?;
     let history = store.id_changes(&job.name)?;
     let outcome = crate::timed("reconciling", || reconcile(&ehr, &practice, &history, &job.reconcile));
     let rejects = store.rejects_of_run(run_id)?;

@@ -21,7 +21,7 @@ pub struct ParsedRecord {
 }
 
 /// What a file held.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ParsedFile {
     /// Data rows seen (header and blank lines not counted).
     pub read: u64,
