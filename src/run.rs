@@ -321,12 +321,20 @@ fn current_patients(
     store: &Store,
     job: &str,
     loaded: Vec<(Side, i64, ParsedFile)>,
+    hl7_sides: &[Side],
 ) -> Result<(Vec<PatientRecord>, Vec<PatientRecord>)> {
     let (mut ehr, mut practice): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
     for (side, id, parsed) in loaded {
         match side {
             Side::Ehr => ehr.push((id, parsed)),
             Side::Practice => practice.push((id, parsed)),
+        }
+    }
+    // A side that also loaded HL7 this run is read back: its messages may
+    // have changed rows after the flat files.
+    for (side, files) in [(Side::Ehr, &mut ehr), (Side::Practice, &mut practice)] {
+        if hl7_sides.contains(&side) {
+            files.clear();
         }
     }
     match (
@@ -404,11 +412,15 @@ fn run_stages(
     // Flat files loaded, kept: their records are the store's rows when
     // nothing else is (see `Store::patients_just_loaded`).
     let mut loaded_flat: Vec<(Side, i64, ParsedFile)> = Vec::new();
+    let mut hl7_sides: Vec<Side> = Vec::new();
     for (p, parsed) in pending.iter().zip(parsed) {
         bar.set_message(p.taken.name.clone());
         let base = bar.position();
         let (file_id, summary) = match (p.schema, parsed) {
-            (InputSchema::Hl7(schema), _) => load_hl7(job, store, run_id, p, schema, opts.batch, &bar)?,
+            (InputSchema::Hl7(schema), _) => {
+                hl7_sides.push(p.taken.side);
+                load_hl7(job, store, run_id, p, schema, opts.batch, &bar)?
+            }
             (_, Some(parsed)) => {
                 let parsed = parsed?;
                 let mut summary = FileSummary {
@@ -466,7 +478,7 @@ fn run_stages(
     bar.finish_and_clear();
 
     let (ehr, practice) = crate::timed("reading patients from the store", || {
-        current_patients(store, &job.name, loaded_flat)
+        current_patients(store, &job.name, loaded_flat, &hl7_sides)
     })?;
     let history = store.id_changes(&job.name)?;
     let outcome = crate::timed("reconciling", || reconcile(&ehr, &practice, &history, &job.reconcile));

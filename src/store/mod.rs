@@ -523,12 +523,13 @@ impl Store {
 
     /// Every current patient of one side, as [`Store::patients`] reads them,
     /// built instead from the flat files this run has just loaded (ledger
-    /// id and parsed file, in load order), when those files account for
+    /// id and parsed file, in load order) when those files account for
     /// every row the store holds for the side: the first backfill, or a
-    /// job whose each run brings a full snapshot. `None` when anything else
-    /// is in the store; then nothing is taken from `loaded`. Otherwise the
-    /// patients are moved out of it. At 1M x 1M patients, reading the rows
-    /// back cost ~9 CPU seconds.
+    /// job whose each run brings a full snapshot. The caller must not have
+    /// loaded anything else for the side in this run (HL7). `None` when the
+    /// store holds other rows too; then nothing is taken from `loaded`.
+    /// Otherwise the patients are moved out of it. At 1M x 1M patients,
+    /// reading the rows back cost ~9 CPU seconds.
     pub fn patients_just_loaded(
         &self,
         job: &str,
@@ -538,18 +539,13 @@ impl Store {
         if loaded.is_empty() {
             return Ok(None);
         }
-        let ids: Vec<String> = loaded.iter().map(|(id, _)| id.to_string()).collect();
-        let (total, ours): (i64, i64) = self.conn.query_row(
-            &format!(
-                "SELECT count(*), count(*) FILTER (WHERE file_id IN ({})) FROM patients WHERE job = ?1 AND side = ?2",
-                ids.join(", ")
-            ),
+        // Every record loaded upserted the row of its own ID, so the rows
+        // include these IDs; as many rows as IDs means nothing else.
+        let total: i64 = self.conn.query_row(
+            "SELECT count(*) FROM patients WHERE job = ?1 AND side = ?2",
             params![job, side.as_str()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )?;
-        if total != ours {
-            return Ok(None);
-        }
         // The row of each own ID is its last record, in load order.
         let mut last: crate::FastMap<&str, (usize, usize)> =
             crate::FastMap::with_capacity_and_hasher(total as usize, Default::default());
@@ -559,13 +555,17 @@ impl Store {
             }
         }
         if last.len() as i64 != total {
+            tracing::debug!(%side, rows = total, records = last.len(), "Store holds older rows: reading them back.");
             return Ok(None);
         }
-        let mut keep: Vec<(usize, usize)> = last.into_values().collect();
-        keep.sort_unstable();
+        // In own-ID order, as `patients` returns them: the keys sorted, not
+        // the records, which are large.
+        let mut keys: Vec<(&str, (usize, usize))> = last.into_iter().collect();
+        keys.par_sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let order: Vec<(usize, usize)> = keys.into_iter().map(|(_, at)| at).collect();
         let facts = self.file_facts(job, side)?;
-        let mut out = Vec::with_capacity(keep.len());
-        for (f, r) in keep {
+        let mut out = Vec::with_capacity(order.len());
+        for (f, r) in order {
             let (file_id, parsed) = &mut loaded[f];
             let (name, loaded_at) = facts.get(file_id).cloned().unwrap_or_default();
             let rec = &mut parsed.records[r];
@@ -577,7 +577,6 @@ impl Store {
                 updated: loaded_at,
             });
         }
-        out.par_sort_unstable_by(|a, b| a.own_id().cmp(b.own_id()));
         Ok(Some(out))
     }
 
