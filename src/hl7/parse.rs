@@ -449,6 +449,7 @@ impl<'b, const N: usize> Hits<'b, N> {
     }
 
     /// The high bit of each byte of the word at `at` that is a needle.
+    #[inline]
     fn word_mask(&self, at: usize) -> u64 {
         let bytes = self.bytes;
         let rest = &bytes[at.min(bytes.len())..];
@@ -481,6 +482,7 @@ impl<'b, const N: usize> Hits<'b, N> {
 impl<const N: usize> Iterator for Hits<'_, N> {
     type Item = usize;
 
+    #[inline]
     fn next(&mut self) -> Option<usize> {
         while self.mask == 0 {
             self.base += 8;
