@@ -237,13 +237,25 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
             continue;
         }
         // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
+        // Area code and local number are joined on the stack when they fit,
+        // as they always do for a real number: the join is only read.
+        let mut joined = [0u8; 32];
         let number = match value(rep.component(7).text(), "PID-13.7")? {
             Some(local) => {
                 let area = code(rep.component(6).text(), "PID-13.6")?;
-                let mut number = String::with_capacity(area.len() + local.len());
-                number.push_str(&area);
-                number.push_str(&local);
-                Cow::Owned(number)
+                let len = area.len() + local.len();
+                if len <= joined.len() {
+                    joined[..area.len()].copy_from_slice(area.as_bytes());
+                    joined[area.len()..len].copy_from_slice(local.as_bytes());
+                    // Two strings one after the other are a string, so
+                    // this always borrows; the fallback only avoids a panic.
+                    match std::str::from_utf8(&joined[..len]) {
+                        Ok(number) => Cow::Borrowed(number),
+                        Err(_) => Cow::Owned([&*area, &*local].concat()),
+                    }
+                } else {
+                    Cow::Owned([&*area, &*local].concat())
+                }
             }
             None => code(rep.component(1).text(), "PID-13.1")?,
         };
@@ -406,7 +418,9 @@ fn ymd(d: &[u8]) -> Option<NaiveDate> {
 /// spring-forward gap) is an error, one that exists twice takes the earlier.
 pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let t = trim(t);
-    let (body, offset) = match t.find(['+', '-']) {
+    // Both signs are ASCII, so a byte search finds the same place as a
+    // `char` one, without decoding.
+    let (body, offset) = match t.bytes().position(|b| b == b'+' || b == b'-') {
         Some(i) => (&t[..i], Some(&t[i..])),
         None => (t, None),
     };
