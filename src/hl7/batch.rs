@@ -46,7 +46,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use memchr::{memchr, memchr3};
+use memchr::{memchr, memchr2};
 
 use super::error::Hl7Error;
 use super::parse::{Charset, Delimiters, Message, Segment, is_blank, starts_segment};
@@ -233,6 +233,47 @@ pub struct Splitter<'a> {
     /// does not pay for them.
     kept: Option<Vec<Header<'a>>>,
     done: bool,
+    framing: Framing,
+}
+
+/// Where the next MLLP framing byte (`0x0B` or `0x1C`) is, found a window
+/// at a time. They are rare (none at all in most files), so one search
+/// ahead answers for many lines, where a search in each line for them
+/// would cost about as much as finding its end.
+struct Framing {
+    /// Bytes searched ahead at a time (at least the line asked about).
+    window: usize,
+    /// Searched from here ...
+    from: usize,
+    /// ... up to here (exclusive) ...
+    to: usize,
+    /// ... and this is the first framing byte found there, if any.
+    next: Option<usize>,
+}
+
+/// Bytes searched ahead for framing bytes at a time.
+const FRAMING_WINDOW: usize = 64 * 1024;
+
+impl Framing {
+    fn new(window: usize) -> Framing {
+        Framing { window, from: 0, to: 0, next: None }
+    }
+
+    /// The first framing byte in `buf[start..stop]`, if any. `start` never
+    /// goes back between calls.
+    fn first_in(&mut self, buf: &[u8], start: usize, stop: usize) -> Option<usize> {
+        let known = start >= self.from
+            && match self.next {
+                Some(at) => at >= start,
+                None => stop <= self.to,
+            };
+        if !known {
+            self.from = start;
+            self.to = buf.len().min(stop.max(start.saturating_add(self.window)));
+            self.next = memchr2(VT, FS, &buf[start..self.to]).map(|i| start + i);
+        }
+        self.next.filter(|&at| at < stop)
+    }
 }
 
 /// The message being read.
@@ -320,6 +361,7 @@ impl<'a> Splitter<'a> {
             batches: 0,
             kept: None,
             done: false,
+            framing: Framing::new(FRAMING_WINDOW),
         }
     }
 
@@ -360,10 +402,11 @@ impl<'a> Splitter<'a> {
             _ => {}
         }
         let start = self.pos;
-        let mut stop = memchr3(CR, LF, FS, &buf[start..]).map_or(buf.len(), |i| start + i);
-        // A frame can start mid-line when the one before it was cut off.
-        if let Some(i) = memchr(VT, &buf[start..stop]) {
-            stop = start + i;
+        let mut stop = memchr2(CR, LF, &buf[start..]).map_or(buf.len(), |i| start + i);
+        // A frame byte ends the line too; a frame can start mid-line when
+        // the one before it was cut off.
+        if let Some(at) = self.framing.first_in(buf, start, stop) {
+            stop = at;
         }
         let terminator = match buf.get(stop) {
             Some(&CR) if buf.get(stop + 1) == Some(&LF) => b"\r\n".as_slice(),
@@ -945,6 +988,24 @@ mod tests {
     }
 
     proptest! {
+        /// The search a window at a time finds what a search of each line
+        /// for framing bytes finds, wherever the windows end.
+        #[test]
+        fn framing_found_ahead_is_framing_in_the_line(
+            buf in prop::collection::vec(prop::sample::select(vec![b'a', b'|', b'\r', VT, FS]), 0..300),
+            cuts in prop::collection::vec(0usize..300, 0..40),
+            window in 1usize..40,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(buf.len())).collect();
+            cuts.sort_unstable();
+            let mut framing = Framing::new(window);
+            for pair in cuts.windows(2) {
+                let (start, stop) = (pair[0], pair[1]);
+                let direct = buf[start..stop].iter().position(|&b| b == VT || b == FS).map(|i| start + i);
+                prop_assert_eq!(framing.first_in(&buf, start, stop), direct);
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..4096)) {
             let with_header = [&b"MSH|^~\\&|"[..], &buf].concat();
