@@ -75,11 +75,63 @@ pub struct Item<'a> {
     pub framed: bool,
     /// Cut off: see the module doc. Also reported as [`BatchProblem::Truncated`].
     pub truncated: bool,
+    /// Where its segments are, found while splitting, so that parsing need
+    /// not look for line ends again; `None` for a message with more
+    /// segments than are noted.
+    pub(crate) segments: Option<SegmentIndex>,
 }
 
 impl<'a> Item<'a> {
     pub fn parse(&self) -> Result<Message<'a>, Hl7Error> {
-        Message::parse(self.raw)
+        match &self.segments {
+            Some(index) => Message::parse_with_segments(self.raw, index.ranges()),
+            None => Message::parse(self.raw),
+        }
+    }
+}
+
+/// Segments a [`SegmentIndex`] holds; a typical ADT or SIU message has
+/// fewer.
+const NOTED_SEGMENTS: usize = 16;
+
+/// The byte ranges of a message's segments, from its start, terminators
+/// excluded: what `Message::parse` finds by the same rules (see
+/// [`Message`]), noted as the splitter reads the message's lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentIndex {
+    ranges: [(u32, u32); NOTED_SEGMENTS],
+    len: usize,
+}
+
+impl SegmentIndex {
+    fn ranges(&self) -> &[(u32, u32)] {
+        &self.ranges[..self.len]
+    }
+
+    /// Notes a line of the message, `start..stop` from the message's start,
+    /// as `Message::parse` reads it: a segment when it starts like one, else
+    /// the continuation of the one before when it is not blank. Gives up
+    /// (`None`) when there is no room left or the offsets do not fit.
+    fn note(slot: &mut Option<SegmentIndex>, line: &[u8], start: usize, stop: usize, field: u8) {
+        let Some(index) = slot else { return };
+        let (Ok(start), Ok(stop)) = (u32::try_from(start), u32::try_from(stop)) else {
+            *slot = None;
+            return;
+        };
+        if starts_segment(line, field) {
+            match index.ranges.get_mut(index.len) {
+                Some(range) => *range = (start, stop),
+                None => {
+                    *slot = None;
+                    return;
+                }
+            }
+            index.len += 1;
+        } else if !is_blank(line)
+            && let Some(last) = index.ranges[..index.len].last_mut()
+        {
+            last.1 = stop;
+        }
     }
 }
 
@@ -290,6 +342,7 @@ struct Open {
     field: u8,
     /// Its MSH line ends in a bare CR, so a bare LF is not a terminator.
     cr_terminated: bool,
+    segments: Option<SegmentIndex>,
 }
 
 /// A run of junk lines.
@@ -430,6 +483,8 @@ impl<'a> Splitter<'a> {
                 self.close(Ending::NextLine);
                 self.flush_junk();
                 self.number += 1;
+                let mut segments = Some(SegmentIndex { ranges: [(0, 0); NOTED_SEGMENTS], len: 0 });
+                SegmentIndex::note(&mut segments, content, 0, stop - start, content[3]);
                 self.current = Some(Open {
                     number: self.number,
                     start,
@@ -439,6 +494,7 @@ impl<'a> Splitter<'a> {
                     framed: self.in_frame,
                     field: content[3],
                     cr_terminated: terminator == b"\r",
+                    segments,
                 });
             }
             Line::Envelope(id) => {
@@ -451,6 +507,8 @@ impl<'a> Splitter<'a> {
                     if starts_segment(content, open.field) || (open.cr_terminated && after_bare_lf) {
                         open.end = next;
                         open.terminated = terminated;
+                        let (from, to) = (start - open.start, stop - open.start);
+                        SegmentIndex::note(&mut open.segments, content, from, to, open.field);
                         return;
                     }
                     self.close(Ending::NextLine);
@@ -482,6 +540,7 @@ impl<'a> Splitter<'a> {
             line: open.line,
             framed: open.framed,
             truncated: reason.is_some(),
+            segments: open.segments,
         }));
         if let Some(reason) = reason {
             self.pending.push_back(Err(BatchProblem::Truncated {
@@ -1036,6 +1095,11 @@ mod tests {
                 prop_assert_eq!(item.line, ends + 1);
                 previous_end = item.offset + item.raw.len();
                 walk(item.raw);
+                // The segments noted while splitting are the ones parsing
+                // finds on its own (`parse_with_segments` asserts it).
+                let noted = item.parse().map(|m| m.segments().map(|s| s.raw()).collect::<Vec<_>>());
+                let found = Message::parse(item.raw).map(|m| m.segments().map(|s| s.raw()).collect::<Vec<_>>());
+                prop_assert_eq!(noted, found);
             }
         }
     }
