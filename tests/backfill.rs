@@ -162,7 +162,7 @@ fn killed_backfill_goes_on_from_its_last_batch() {
 fn killed_hl7_backfill_loads_no_message_twice() {
     let d = setup(10);
     d.write("inbox/adt_full.hl7", hl7_batch(9_000));
-    // Chunks of 4096 messages: abort after the first checkpoint.
+    // Chunks of hl7::CHUNK (1024) messages: abort after the first checkpoint.
     let o =
         d.ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1"], &[("FERRY_FAILPOINT", "checkpoint:1")]);
     assert!(!o.status.success());

@@ -328,7 +328,11 @@ pub(crate) fn phone_e164(raw: &str, default_country: &str) -> Result<String, Str
             if valid {
                 let mut out = String::with_capacity(12);
                 out.push_str("+1");
-                out.extend(d.iter().map(|&b| b as char));
+                // ASCII digits, so always UTF-8: pushed whole, not a char at a time.
+                match std::str::from_utf8(d) {
+                    Ok(digits) => out.push_str(digits),
+                    Err(_) => out.extend(d.iter().map(|&b| b as char)),
+                }
                 return Ok(out);
             }
         }
@@ -602,7 +606,8 @@ pub(crate) fn email(raw: &str) -> Result<String, String> {
     if !domain.contains('.') {
         return Err(format!("domain has no dot in email {e:?}"));
     }
-    if domain.contains("..") {
+    // Bytes, not a `str` search: its set-up costs more than this short scan.
+    if domain.as_bytes().windows(2).any(|w| w == b"..") {
         return Err(format!("two dots in a row in the domain of email {e:?}"));
     }
     let mut out = String::with_capacity(e.len());

@@ -46,7 +46,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use memchr::{memchr, memchr3};
+use memchr::{memchr, memchr2};
 
 use super::error::Hl7Error;
 use super::parse::{Charset, Delimiters, Message, Segment, is_blank, starts_segment};
@@ -75,11 +75,63 @@ pub struct Item<'a> {
     pub framed: bool,
     /// Cut off: see the module doc. Also reported as [`BatchProblem::Truncated`].
     pub truncated: bool,
+    /// Where its segments are, found while splitting, so that parsing need
+    /// not look for line ends again; `None` for a message with more
+    /// segments than are noted.
+    pub(crate) segments: Option<SegmentIndex>,
 }
 
 impl<'a> Item<'a> {
     pub fn parse(&self) -> Result<Message<'a>, Hl7Error> {
-        Message::parse(self.raw)
+        match &self.segments {
+            Some(index) => Message::parse_with_segments(self.raw, index.ranges()),
+            None => Message::parse(self.raw),
+        }
+    }
+}
+
+/// Segments a [`SegmentIndex`] holds; a typical ADT or SIU message has
+/// fewer.
+const NOTED_SEGMENTS: usize = 16;
+
+/// The byte ranges of a message's segments, from its start, terminators
+/// excluded: what `Message::parse` finds by the same rules (see
+/// [`Message`]), noted as the splitter reads the message's lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentIndex {
+    ranges: [(u32, u32); NOTED_SEGMENTS],
+    len: usize,
+}
+
+impl SegmentIndex {
+    fn ranges(&self) -> &[(u32, u32)] {
+        &self.ranges[..self.len]
+    }
+
+    /// Notes a line of the message, `start..stop` from the message's start,
+    /// as `Message::parse` reads it: a segment when it starts like one, else
+    /// the continuation of the one before when it is not blank. Gives up
+    /// (`None`) when there is no room left or the offsets do not fit.
+    fn note(slot: &mut Option<SegmentIndex>, line: &[u8], start: usize, stop: usize, field: u8) {
+        let Some(index) = slot else { return };
+        let (Ok(start), Ok(stop)) = (u32::try_from(start), u32::try_from(stop)) else {
+            *slot = None;
+            return;
+        };
+        if starts_segment(line, field) {
+            match index.ranges.get_mut(index.len) {
+                Some(range) => *range = (start, stop),
+                None => {
+                    *slot = None;
+                    return;
+                }
+            }
+            index.len += 1;
+        } else if !is_blank(line)
+            && let Some(last) = index.ranges[..index.len].last_mut()
+        {
+            last.1 = stop;
+        }
     }
 }
 
@@ -233,6 +285,47 @@ pub struct Splitter<'a> {
     /// does not pay for them.
     kept: Option<Vec<Header<'a>>>,
     done: bool,
+    framing: Framing,
+}
+
+/// Where the next MLLP framing byte (`0x0B` or `0x1C`) is, found a window
+/// at a time. They are rare (none at all in most files), so one search
+/// ahead answers for many lines, where a search in each line for them
+/// would cost about as much as finding its end.
+struct Framing {
+    /// Bytes searched ahead at a time (at least the line asked about).
+    window: usize,
+    /// Searched from here ...
+    from: usize,
+    /// ... up to here (exclusive) ...
+    to: usize,
+    /// ... and this is the first framing byte found there, if any.
+    next: Option<usize>,
+}
+
+/// Bytes searched ahead for framing bytes at a time.
+const FRAMING_WINDOW: usize = 64 * 1024;
+
+impl Framing {
+    fn new(window: usize) -> Framing {
+        Framing { window, from: 0, to: 0, next: None }
+    }
+
+    /// The first framing byte in `buf[start..stop]`, if any. `start` never
+    /// goes back between calls.
+    fn first_in(&mut self, buf: &[u8], start: usize, stop: usize) -> Option<usize> {
+        let known = start >= self.from
+            && match self.next {
+                Some(at) => at >= start,
+                None => stop <= self.to,
+            };
+        if !known {
+            self.from = start;
+            self.to = buf.len().min(stop.max(start.saturating_add(self.window)));
+            self.next = memchr2(VT, FS, &buf[start..self.to]).map(|i| start + i);
+        }
+        self.next.filter(|&at| at < stop)
+    }
 }
 
 /// The message being read.
@@ -249,6 +342,7 @@ struct Open {
     field: u8,
     /// Its MSH line ends in a bare CR, so a bare LF is not a terminator.
     cr_terminated: bool,
+    segments: Option<SegmentIndex>,
 }
 
 /// A run of junk lines.
@@ -320,6 +414,7 @@ impl<'a> Splitter<'a> {
             batches: 0,
             kept: None,
             done: false,
+            framing: Framing::new(FRAMING_WINDOW),
         }
     }
 
@@ -360,10 +455,11 @@ impl<'a> Splitter<'a> {
             _ => {}
         }
         let start = self.pos;
-        let mut stop = memchr3(CR, LF, FS, &buf[start..]).map_or(buf.len(), |i| start + i);
-        // A frame can start mid-line when the one before it was cut off.
-        if let Some(i) = memchr(VT, &buf[start..stop]) {
-            stop = start + i;
+        let mut stop = memchr2(CR, LF, &buf[start..]).map_or(buf.len(), |i| start + i);
+        // A frame byte ends the line too; a frame can start mid-line when
+        // the one before it was cut off.
+        if let Some(at) = self.framing.first_in(buf, start, stop) {
+            stop = at;
         }
         let terminator = match buf.get(stop) {
             Some(&CR) if buf.get(stop + 1) == Some(&LF) => b"\r\n".as_slice(),
@@ -387,6 +483,8 @@ impl<'a> Splitter<'a> {
                 self.close(Ending::NextLine);
                 self.flush_junk();
                 self.number += 1;
+                let mut segments = Some(SegmentIndex { ranges: [(0, 0); NOTED_SEGMENTS], len: 0 });
+                SegmentIndex::note(&mut segments, content, 0, stop - start, content[3]);
                 self.current = Some(Open {
                     number: self.number,
                     start,
@@ -396,6 +494,7 @@ impl<'a> Splitter<'a> {
                     framed: self.in_frame,
                     field: content[3],
                     cr_terminated: terminator == b"\r",
+                    segments,
                 });
             }
             Line::Envelope(id) => {
@@ -408,6 +507,8 @@ impl<'a> Splitter<'a> {
                     if starts_segment(content, open.field) || (open.cr_terminated && after_bare_lf) {
                         open.end = next;
                         open.terminated = terminated;
+                        let (from, to) = (start - open.start, stop - open.start);
+                        SegmentIndex::note(&mut open.segments, content, from, to, open.field);
                         return;
                     }
                     self.close(Ending::NextLine);
@@ -439,6 +540,7 @@ impl<'a> Splitter<'a> {
             line: open.line,
             framed: open.framed,
             truncated: reason.is_some(),
+            segments: open.segments,
         }));
         if let Some(reason) = reason {
             self.pending.push_back(Err(BatchProblem::Truncated {
@@ -945,6 +1047,24 @@ mod tests {
     }
 
     proptest! {
+        /// The search a window at a time finds what a search of each line
+        /// for framing bytes finds, wherever the windows end.
+        #[test]
+        fn framing_found_ahead_is_framing_in_the_line(
+            buf in prop::collection::vec(prop::sample::select(vec![b'a', b'|', b'\r', VT, FS]), 0..300),
+            cuts in prop::collection::vec(0usize..300, 0..40),
+            window in 1usize..40,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(buf.len())).collect();
+            cuts.sort_unstable();
+            let mut framing = Framing::new(window);
+            for pair in cuts.windows(2) {
+                let (start, stop) = (pair[0], pair[1]);
+                let direct = buf[start..stop].iter().position(|&b| b == VT || b == FS).map(|i| start + i);
+                prop_assert_eq!(framing.first_in(&buf, start, stop), direct);
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(buf in prop::collection::vec(any::<u8>(), 0..4096)) {
             let with_header = [&b"MSH|^~\\&|"[..], &buf].concat();
@@ -975,6 +1095,11 @@ mod tests {
                 prop_assert_eq!(item.line, ends + 1);
                 previous_end = item.offset + item.raw.len();
                 walk(item.raw);
+                // The segments noted while splitting are the ones parsing
+                // finds on its own (`parse_with_segments` asserts it).
+                let noted = item.parse().map(|m| m.segments().map(|s| s.raw()).collect::<Vec<_>>());
+                let found = Message::parse(item.raw).map(|m| m.segments().map(|s| s.raw()).collect::<Vec<_>>());
+                prop_assert_eq!(noted, found);
             }
         }
     }

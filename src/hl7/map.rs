@@ -69,7 +69,11 @@ pub(super) fn header_typed(msg: &Message, tz: Tz, code: &str, trigger: &str) -> 
     let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2)), Some(msg.msh().field(7))]
         .into_iter()
         .flatten()
-        .find_map(|f| f.component(1).text().ok().and_then(|t| parse_dtm(&t, tz).ok()));
+        // An empty value is skipped before `parse_dtm`, whose error for it
+        // would be a string built only to be dropped.
+        .find_map(|f| {
+            f.component(1).text().ok().filter(|t| !t.is_empty()).and_then(|t| parse_dtm(&t, tz).ok())
+        });
     let mut event = String::with_capacity(code.len() + 1 + trigger.len());
     event.push_str(code);
     event.push('^');
@@ -143,27 +147,47 @@ fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>,
 
 /// The first PID-3-style repetition (CX) that matches `rule`.
 fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> {
+    let [id, _] = pick_ids(f, [Some(rule), None], at);
+    id
+}
+
+/// [`pick_id`] for two rules (`None` for no rule) in one pass over the
+/// repetitions, with what two calls would return: the ID of the first
+/// repetition each rule matches, or the first error met while that rule
+/// was still looked for. Repetitions after both are found are not read,
+/// as neither call would have read them.
+fn pick_ids(f: Field, rules: [Option<&IdRule>; 2], at: &str) -> [Result<Option<String>, String>; 2] {
+    let mut found: [Option<Result<Option<String>, String>>; 2] =
+        rules.map(|r| r.is_none().then_some(Ok(None)));
     for rep in f.repetitions() {
+        if found.iter().all(Option::is_some) {
+            break;
+        }
         let rep = rep.indexed();
-        let authority = code(rep.component(4).subcomponent(1).text(), at)?;
-        let id_type = code(rep.component(5).text(), at)?;
-        if rule.matches(&authority, &id_type) {
-            return text(rep.component(1).text(), at);
+        let kind = code(rep.component(4).subcomponent(1).text(), at)
+            .and_then(|authority| Ok((authority, code(rep.component(5).text(), at)?)));
+        let (authority, id_type) = match kind {
+            Ok(kind) => kind,
+            Err(e) => {
+                for slot in found.iter_mut().filter(|slot| slot.is_none()) {
+                    *slot = Some(Err(e.clone()));
+                }
+                break;
+            }
+        };
+        for (slot, rule) in found.iter_mut().zip(rules) {
+            if slot.is_none() && rule.is_some_and(|r| r.matches(&authority, &id_type)) {
+                *slot = Some(text(rep.component(1).text(), at));
+            }
         }
     }
-    Ok(None)
+    found.map(|slot| slot.unwrap_or(Ok(None)))
 }
 
 fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
     let pid = msg.segment(seg::PID).ok_or("no PID segment")?.indexed();
-    let mut p = Patient {
-        ehr_id: Some(pid_id(pid, s)?),
-        practice_mrn: match &s.schema.practice_mrn {
-            Some(rule) => pick_id(pid.field(3), rule, "PID-3")?,
-            None => None,
-        },
-        ..Patient::default()
-    };
+    let (ehr_id, practice_mrn) = pid_ids(pid, s)?;
+    let mut p = Patient { ehr_id: Some(ehr_id), practice_mrn, ..Patient::default() };
 
     // PID-5 (XPN): the legal name (type L) if marked, else the first.
     let names = pid.field(5);
@@ -213,13 +237,25 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
             continue;
         }
         // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
+        // Area code and local number are joined on the stack when they fit,
+        // as they always do for a real number: the join is only read.
+        let mut joined = [0u8; 32];
         let number = match value(rep.component(7).text(), "PID-13.7")? {
             Some(local) => {
                 let area = code(rep.component(6).text(), "PID-13.6")?;
-                let mut number = String::with_capacity(area.len() + local.len());
-                number.push_str(&area);
-                number.push_str(&local);
-                Cow::Owned(number)
+                let len = area.len() + local.len();
+                if len <= joined.len() {
+                    joined[..area.len()].copy_from_slice(area.as_bytes());
+                    joined[area.len()..len].copy_from_slice(local.as_bytes());
+                    // Two strings one after the other are a string, so
+                    // this always borrows; the fallback only avoids a panic.
+                    match std::str::from_utf8(&joined[..len]) {
+                        Ok(number) => Cow::Borrowed(number),
+                        Err(_) => Cow::Owned([&*area, &*local].concat()),
+                    }
+                } else {
+                    Cow::Owned([&*area, &*local].concat())
+                }
             }
             None => code(rep.component(1).text(), "PID-13.1")?,
         };
@@ -254,10 +290,15 @@ fn sex(v: &str) -> Option<Sex> {
     Sex::parse(v).or_else(|| normalize_value(PatientField::Sex, v).ok().as_deref().and_then(Sex::parse))
 }
 
-fn pid_id(pid: IndexedSegment, s: &MapSettings) -> Result<String, String> {
-    pick_id(pid.field(3), &s.schema.ehr_id, "PID-3")?.ok_or_else(|| {
+/// The EHR's patient ID and the practice MRN (when the schema names one)
+/// from PID-3; no EHR ID is an error.
+fn pid_ids(pid: IndexedSegment, s: &MapSettings) -> Result<(String, Option<String>), String> {
+    let rules = [Some(&s.schema.ehr_id), s.schema.practice_mrn.as_ref()];
+    let [ehr_id, practice_mrn] = pick_ids(pid.field(3), rules, "PID-3");
+    let ehr_id = ehr_id?.ok_or_else(|| {
         format!("PID-3 has no identifier with {} (the EHR's patient ID)", s.schema.ehr_id.describe())
-    })
+    })?;
+    Ok((ehr_id, practice_mrn?))
 }
 
 fn optional(r: Result<Cow<str>, Hl7Error>, field: PatientField, at: &str) -> Result<Option<String>, String> {
@@ -321,13 +362,10 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         None => None,
     };
     let (patient_ehr_id, patient_mrn) = match msg.segment(seg::PID) {
-        Some(pid) => (
-            Some(pid_id(pid.indexed(), s)?),
-            match &s.schema.practice_mrn {
-                Some(rule) => pick_id(pid.field(3), rule, "PID-3")?,
-                None => None,
-            },
-        ),
+        Some(pid) => {
+            let (ehr_id, mrn) = pid_ids(pid.indexed(), s)?;
+            (Some(ehr_id), mrn)
+        }
         None => return Err("no PID segment".into()),
     };
     let provider_id = match msg.segment(seg::AIP) {
@@ -380,7 +418,9 @@ fn ymd(d: &[u8]) -> Option<NaiveDate> {
 /// spring-forward gap) is an error, one that exists twice takes the earlier.
 pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let t = trim(t);
-    let (body, offset) = match t.find(['+', '-']) {
+    // Both signs are ASCII, so a byte search finds the same place as a
+    // `char` one, without decoding.
+    let (body, offset) = match t.bytes().position(|b| b == b'+' || b == b'-') {
         Some(i) => (&t[..i], Some(&t[i..])),
         None => (t, None),
     };
@@ -546,6 +586,36 @@ MRG|E2^^^ATHENA^PI\r";
         assert_eq!(sex("female"), Some(Sex::F));
         assert_eq!(sex("N"), Some(Sex::U));
         assert_eq!(sex("1"), None);
+    }
+
+    /// One scan for two rules: what `pick_id` gives for each on its own.
+    fn pick_one_by_one(f: Field, rules: [Option<&IdRule>; 2]) -> [Result<Option<String>, String>; 2] {
+        rules.map(|r| r.map_or(Ok(None), |r| pick_id(f, r, "PID-3")))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn two_ids_in_one_pass_match_two_passes(
+            reps in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["", "E1", "0042", "a\\T\\b", "bad\\X1\\"]),
+                    proptest::sample::select(vec!["", "ATHENA", "athena ", "PRACTICE", "X\\XZZ\\", "ATHENA&1.2"]),
+                    proptest::sample::select(vec!["", "PI", "MR", "mr", "\\X4\\"]),
+                ),
+                0..5,
+            ),
+            second in proptest::bool::ANY,
+        ) {
+            let pid3: Vec<String> = reps.iter().map(|(id, auth, kind)| format!("{id}^^^{auth}^{kind}")).collect();
+            let text = format!("MSH|^~\\&\rPID|1||{}\r", pid3.join("~"));
+            let msg = Message::parse(text.as_bytes()).unwrap();
+            let pid = msg.segment(seg::PID).unwrap();
+            let s = schema();
+            let rules = [Some(&s.ehr_id), second.then_some(s.practice_mrn.as_ref().unwrap())];
+            proptest::prop_assert_eq!(pick_ids(pid.field(3), rules, "PID-3"), pick_one_by_one(pid.field(3), rules));
+            let swapped = [rules[1], rules[0]];
+            proptest::prop_assert_eq!(pick_ids(pid.field(3), swapped, "PID-3"), pick_one_by_one(pid.field(3), swapped));
+        }
     }
 
     #[test]

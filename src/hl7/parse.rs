@@ -216,6 +216,25 @@ impl<'a> Message<'a> {
         Ok(Message::new(raw, delimiters, charset, segments, msh))
     }
 
+    /// [`Message::parse`] for a caller that found the segments already, by
+    /// the same rules (the splitter does, as it reads each line): `segments`
+    /// are byte ranges in `raw`, the first being MSH.
+    pub(crate) fn parse_with_segments(
+        raw: &'a [u8],
+        segments: &[(u32, u32)],
+    ) -> Result<Message<'a>, Hl7Error> {
+        let delimiters = header_delimiters(raw)?;
+        let segments: Vec<(usize, usize)> = segments.iter().map(|&(s, e)| (s as usize, e as usize)).collect();
+        debug_assert_eq!(
+            Ok((delimiters, segments.clone())),
+            index(raw),
+            "the splitter's segments are parse's"
+        );
+        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii).indexed();
+        let charset = Charset::from_msh18(msh.field(MSH_CHARSET).repetition(1).raw())?;
+        Ok(Message::new(raw, delimiters, charset, segments, msh))
+    }
+
     /// Parses a message but decodes its text as `charset` whatever MSH-18
     /// says: for a source known to mislabel its character set, or to still
     /// read a message whose MSH-18 is unknown.
@@ -358,10 +377,7 @@ fn non_empty(text: Result<Cow<'_, str>, Hl7Error>) -> Option<String> {
 
 /// Reads the delimiters and finds the segments. See [`Message`] for the rules.
 fn index(raw: &[u8]) -> Result<(Delimiters, Vec<(usize, usize)>), Hl7Error> {
-    if !raw.starts_with(seg::MSH.as_bytes()) {
-        return Err(Hl7Error::NotMsh { start: raw[..raw.len().min(8)].escape_ascii().to_string() });
-    }
-    let delimiters = Delimiters::from_header(raw, seg::MSH)?;
+    let delimiters = header_delimiters(raw)?;
     // Room for a typical ADT or SIU message, so the vector is not regrown.
     let mut segments: Vec<(usize, usize)> = Vec::with_capacity(16);
     let mut pos = 0;
@@ -378,6 +394,14 @@ fn index(raw: &[u8]) -> Result<(Delimiters, Vec<(usize, usize)>), Hl7Error> {
         pos = end + 1;
     }
     Ok((delimiters, segments))
+}
+
+/// The delimiters of a message, which must start with MSH.
+fn header_delimiters(raw: &[u8]) -> Result<Delimiters, Hl7Error> {
+    if !raw.starts_with(seg::MSH.as_bytes()) {
+        return Err(Hl7Error::NotMsh { start: raw[..raw.len().min(8)].escape_ascii().to_string() });
+    }
+    Delimiters::from_header(raw, seg::MSH)
 }
 
 /// Three capitals or digits (the first a capital), then the field separator
@@ -449,6 +473,7 @@ impl<'b, const N: usize> Hits<'b, N> {
     }
 
     /// The high bit of each byte of the word at `at` that is a needle.
+    #[inline]
     fn word_mask(&self, at: usize) -> u64 {
         let bytes = self.bytes;
         let rest = &bytes[at.min(bytes.len())..];
@@ -481,6 +506,7 @@ impl<'b, const N: usize> Hits<'b, N> {
 impl<const N: usize> Iterator for Hits<'_, N> {
     type Item = usize;
 
+    #[inline]
     fn next(&mut self) -> Option<usize> {
         while self.mask == 0 {
             self.base += 8;

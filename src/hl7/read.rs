@@ -9,9 +9,11 @@ use super::map::{self, MapSettings, Mapped, MessageHeader};
 use super::{BatchProblem, Item, Splitter};
 use crate::model::{Reject, Severity};
 
-/// Messages mapped per parallel step: large enough to keep both cores busy,
-/// small enough that a chunk's records stay a few MB.
-pub const CHUNK: usize = 4096;
+/// Messages mapped per parallel step: large enough to keep both cores busy
+/// (a few milliseconds of work), small enough that a chunk's items and
+/// records (under 1 MB) stay in the CPU's caches between splitting, mapping
+/// and the sink. 4096 measured a few percent slower on one thread.
+pub const CHUNK: usize = 1024;
 
 /// What became of one message.
 #[derive(Debug, Clone)]
