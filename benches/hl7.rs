@@ -175,6 +175,7 @@ print(time.perf_counter() - t, n)
 }
 
 fn main() {
+    ferry::tune_memory();
     // cargo bench passes --bench; nothing else to parse.
     let n: usize =
         std::env::var("FERRY_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);

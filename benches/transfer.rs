@@ -28,6 +28,10 @@ use std::time::Instant;
 use ferry::transport::{self, Endpoint, Limits, SftpEndpoint, SshAuth};
 use servers::{KEY_USER, Sshd};
 
+/// The allocator the `ferry` binary uses (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Case {
     name: &'static str,
     remote: PathBuf,
@@ -58,6 +62,8 @@ impl Row {
 const TOOLS: [&str; 3] = ["ferry", "sftp -b", "rclone copy"];
 
 fn main() {
+    // Not ferry::tune_memory(): its THP setting is inherited by sshd, sftp
+    // and rclone started from here, and slowed OpenSSH by ~10%.
     let big_mib: u64 = env_num("FERRY_BENCH_BIG_MIB", 1024);
     let small_n: usize = env_num("FERRY_BENCH_SMALL", 5000) as usize;
     let runs = env_num("FERRY_BENCH_RUNS", 1).max(1) as usize;

@@ -28,6 +28,34 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// [`FastMap`]'s set.
 pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
+/// mimalloc's `mi_option_purge_delay` (the same place in its v2 and v3
+/// option lists; libmimalloc-sys names no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Call first thing in `main` (the `ferry` binary and the benches do).
+///
+/// Two defaults cost a run dearly in page faults, each page of which the
+/// kernel zeroes (`perf`: 16% of a 1M x 1M backfill's CPU time, 28% of a
+/// 10k one's):
+/// - mimalloc asks for transparent huge pages, so touching one byte of a
+///   fresh region zeroes 2 MiB. THP stays off for this process
+///   (PR_SET_THP_DISABLE, checked by the kernel at every fault);
+/// - mimalloc hands freed memory back to the kernel after 10 ms (100 ms
+///   for its arenas), and a backfill frees and reallocates hundreds of MB
+///   between stages, faulting the same memory in again. A second (ten for
+///   arenas) keeps it for the next stage; MIMALLOC_PURGE_DELAY in the
+///   environment still wins.
+pub fn tune_memory() {
+    // SAFETY: both calls only set a flag or an integer option of this
+    // process; the option index is mimalloc's, checked against its header.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
+        }
+    }
+}
+
 /// Run one stage of a run and log, at debug level (`-vv`), how long it took
 /// and how much CPU time the process spent meanwhile (more than the wall
 /// time where a stage runs on several cores): where a slow run spends its
