@@ -2,6 +2,8 @@
 //! case, spacing, punctuation, phone and ZIP formats and street-suffix
 //! abbreviations never show up as differences.
 
+use rayon::prelude::*;
+
 use super::{Difference, Link};
 use crate::flatfile::{address_key, name_key, text_key, zip_key};
 use crate::model::{Field, Patient, PatientRecord, Side};
@@ -58,32 +60,37 @@ pub(super) fn differences(
     practice: &[PatientRecord],
     fields: &[Field],
 ) -> (Vec<Difference>, u64) {
-    let mut out = Vec::new();
-    let mut cosmetic = 0;
-    for l in links {
-        let (a, b) = (&ehr[l.ehr].patient, &practice[l.practice].patient);
-        let changed_last = match (ehr[l.ehr].updated, practice[l.practice].updated) {
-            (Some(x), Some(y)) if x > y => Some(Side::Ehr),
-            (Some(x), Some(y)) if y > x => Some(Side::Practice),
-            _ => None,
-        };
-        for &f in fields {
-            let (x, y) = (f.get(a), f.get(b));
-            match compare(f, x.as_deref(), y.as_deref()) {
-                Verdict::BothEmpty | Verdict::Same => {}
-                Verdict::Cosmetic => cosmetic += 1,
-                Verdict::Different => out.push(Difference {
-                    ehr: l.ehr,
-                    practice: l.practice,
-                    field: f,
-                    ehr_value: x,
-                    practice_value: y,
-                    changed_last,
-                }),
+    // Per link, in parallel; collected in link order.
+    let per_link: Vec<(Vec<Difference>, u64)> = links
+        .par_iter()
+        .map(|l| {
+            let (mut out, mut cosmetic) = (Vec::new(), 0);
+            let (a, b) = (&ehr[l.ehr].patient, &practice[l.practice].patient);
+            let changed_last = match (ehr[l.ehr].updated, practice[l.practice].updated) {
+                (Some(x), Some(y)) if x > y => Some(Side::Ehr),
+                (Some(x), Some(y)) if y > x => Some(Side::Practice),
+                _ => None,
+            };
+            for &f in fields {
+                let (x, y) = (f.get(a), f.get(b));
+                match compare(f, x.as_deref(), y.as_deref()) {
+                    Verdict::BothEmpty | Verdict::Same => {}
+                    Verdict::Cosmetic => cosmetic += 1,
+                    Verdict::Different => out.push(Difference {
+                        ehr: l.ehr,
+                        practice: l.practice,
+                        field: f,
+                        ehr_value: x,
+                        practice_value: y,
+                        changed_last,
+                    }),
+                }
             }
-        }
-    }
-    (out, cosmetic)
+            (out, cosmetic)
+        })
+        .collect();
+    let cosmetic = per_link.iter().map(|(_, c)| c).sum();
+    (per_link.into_iter().flat_map(|(d, _)| d).collect(), cosmetic)
 }
 
 #[cfg(test)]

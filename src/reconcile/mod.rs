@@ -227,10 +227,10 @@ pub fn reconcile(
     out.unmatched_ehr = unmatched_ehr;
     out.unmatched_practice = unmatched_practice;
     let (differences, cosmetic) = crate::timed("field differences", || {
-        for link in &mut out.links {
+        out.links.par_iter_mut().for_each(|link| {
             link.score =
                 diff::agreement(&ehr[link.ehr].patient, &practice[link.practice].patient, &cfg.compare);
-        }
+        });
         diff::differences(&out.links, ehr, practice, &cfg.compare)
     });
     out.differences = differences;

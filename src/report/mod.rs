@@ -12,6 +12,7 @@ pub mod zip;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 
 pub use csvfile::writer as csv_writer;
 
@@ -96,20 +97,25 @@ pub fn write(reports_dir: &Path, stamp: &str, r: &RunReport) -> Result<PathBuf> 
     Ok(done)
 }
 
+/// Every report file; each writer makes its own file, so they run side by
+/// side (at 1M x 1M patients, ~5 s one after another).
 fn write_all(dir: &Path, r: &RunReport) -> Result<()> {
-    summary(dir, r)?;
-    matched(dir, r)?;
-    differences(dir, r)?;
-    unmatched(dir, r, Side::Ehr)?;
-    unmatched(dir, r, Side::Practice)?;
-    conflicts(dir, r)?;
-    rejects(dir, r)?;
-    merges(dir, r)?;
-    possible_matches(dir, r)?;
-    possible_duplicates(dir, r)?;
-    id_updates(dir, r)?;
-    page(dir, r)?;
-    Ok(())
+    type Writer = fn(&Path, &RunReport) -> Result<()>;
+    let writers: [Writer; 12] = [
+        summary,
+        matched,
+        differences,
+        |d, r| unmatched(d, r, Side::Ehr),
+        |d, r| unmatched(d, r, Side::Practice),
+        conflicts,
+        rejects,
+        merges,
+        possible_matches,
+        possible_duplicates,
+        id_updates,
+        page,
+    ];
+    writers.par_iter().try_for_each(|w| w(dir, r))
 }
 
 /// The headline numbers, for report.html and the email, in reading order.
