@@ -270,7 +270,7 @@ fn matched(dir: &Path, r: &RunReport) -> Result<()> {
 }
 
 fn birth(r: &PatientRecord) -> String {
-    r.patient.birth_date.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
+    r.patient.birth_date.map(crate::model::iso_date).unwrap_or_default()
 }
 
 fn differences(dir: &Path, r: &RunReport) -> Result<()> {
