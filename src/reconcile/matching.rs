@@ -304,12 +304,7 @@ fn first_level(a: &Features, b: &Features) -> u8 {
     }
     // "Mary Ann" against "Mary", or a first name recorded as the middle.
     let word = |x: &str, y: &str| x.len() > y.len() && x.as_bytes()[y.len()] == b' ' && x.starts_with(y);
-    // One is a nickname of the other, or both are of one formal name (as
-    // `nicknames::are_nicknames`, on the forms found once per record).
-    let nickname = a.first_formal.contains(&b.first.as_str())
-        || b.first_formal.contains(&a.first.as_str())
-        || a.first_formal.iter().any(|f| b.first_formal.contains(f));
-    if nickname
+    if nicknames::nicknames_by_formal((&a.first, a.first_formal), (&b.first, b.first_formal))
         || word(&a.first, &b.first)
         || word(&b.first, &a.first)
         || a.first == b.middle

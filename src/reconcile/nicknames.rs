@@ -222,10 +222,12 @@ pub fn forms(key: &str) -> Box<[&'static str]> {
 /// nicknames of the same formal name ("BILL" and "WILL"). A name is not its
 /// own nickname: equal names give false, so callers test equality first.
 pub fn are_nicknames(a: &str, b: &str) -> bool {
-    if a == b {
-        return false;
-    }
-    let (fa, fb) = (formal_names(a), formal_names(b));
+    a != b && nicknames_by_formal((a, formal_names(a)), (b, formal_names(b)))
+}
+
+/// [`are_nicknames`] for two different names whose [`formal_names`] the
+/// caller looked up already (the matcher does, once per record).
+pub fn nicknames_by_formal((a, fa): (&str, &[&str]), (b, fb): (&str, &[&str])) -> bool {
     fa.contains(&b) || fb.contains(&a) || fa.iter().any(|f| fb.contains(f))
 }
 
