@@ -468,22 +468,10 @@ folder = "../outbox"
 include = ["*.csv"]
 
 [outbox.to]
-type = "sftp"
-host = "127.0.0.1"
-port = {port}
-user = "{PW_USER}"
-password_env = "SFTP_PW"
-known_hosts = "../known_hosts"
-folder = "{srv}/in"
-retries = 1
-retry_wait = "50ms"
-"#,
-        port = sshd.port,
-        srv = sshd.srv().display()
+{}"#,
+        writable_destination(&sshd, "in")
     );
     d.write("jobs/t.toml", format!("{pull}{push}"));
-    fs::create_dir_all(sshd.srv().join("in")).unwrap();
-    fs::set_permissions(sshd.srv().join("in"), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     d.write("outbox/updates.csv", patients(0..2));
     d.write("outbox/.half.csv", "in progress");
     d.write("outbox/readme.txt", "not matched");
@@ -518,23 +506,10 @@ files = ["summary.csv"]
 name = "{{job}}_{{stem}}{{ext}}"
 
 [push.to]
-type = "sftp"
-host = "127.0.0.1"
-port = {port}
-user = "{PW_USER}"
-password_env = "SFTP_PW"
-known_hosts = "../known_hosts"
-folder = "{srv}/back"
-retries = 1
-retry_wait = "50ms"
-"#,
-        port = sshd.port,
-        srv = sshd.srv().display()
+{}"#,
+        writable_destination(&sshd, "back")
     );
     d.write("jobs/t.toml", format!("{pull}{push}"));
-    fs::create_dir_all(sshd.srv().join("back")).unwrap();
-    fs::set_permissions(sshd.srv().join("back"), std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .unwrap();
     serve(&sshd.srv(), "patients.csv", patients(0..3).as_bytes());
 
     let out = ferry(&d, &["check", "t"]);
@@ -550,4 +525,27 @@ retry_wait = "50ms"
         "the report file arrives whole"
     );
     assert!(!sshd.srv().join("back/.t_summary.csv.part").exists());
+}
+
+/// The body of an SFTP destination table (`[outbox.to]`, `[push.to]`) for
+/// the password user, into `folder` under the server's root, which this
+/// makes and opens to that user.
+fn writable_destination(sshd: &Sshd, folder: &str) -> String {
+    let dir = sshd.srv().join(folder);
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    format!(
+        r#"type = "sftp"
+host = "127.0.0.1"
+port = {port}
+user = "{PW_USER}"
+password_env = "SFTP_PW"
+known_hosts = "../known_hosts"
+folder = "{dir}"
+retries = 1
+retry_wait = "50ms"
+"#,
+        port = sshd.port,
+        dir = dir.display()
+    )
 }

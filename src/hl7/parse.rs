@@ -1388,9 +1388,12 @@ PV1|1|O\r";
         assert!(all.contains("PID"), "{all}");
     }
 
+    /// A value's raw bytes and its text.
+    type Value<'a> = (&'a [u8], Result<Cow<'a, str>, Hl7Error>);
+
     /// Every value, as text and as raw bytes (the whole field down to
     /// each subcomponent), of every segment.
-    fn every_value<'a>(m: &Message<'a>) -> Vec<(&'a [u8], Result<Cow<'a, str>, Hl7Error>)> {
+    fn every_value<'a>(m: &Message<'a>) -> Vec<Value<'a>> {
         let mut out = Vec::new();
         for s in m.segments() {
             for f in s.fields() {
