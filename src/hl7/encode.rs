@@ -57,7 +57,8 @@ impl Message<'_> {
     pub fn to_tree(&self) -> Result<MessageTree, Hl7Error> {
         let d = *self.delimiters();
         let charset = self.charset();
-        let text = |raw: &[u8]| escape::text(raw, &d, charset, false).map(|t| t.into_owned());
+        let text =
+            |raw: &[u8]| escape::text(raw, &d, charset, escape::Known::default()).map(|t| t.into_owned());
         let mut segments = Vec::new();
         for segment in self.segments() {
             let header = is_header_id(segment.id().as_bytes());

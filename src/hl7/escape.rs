@@ -37,24 +37,44 @@ use memchr::memchr;
 use super::error::Hl7Error;
 use super::parse::{Charset, Delimiters};
 
+/// What is known of a value's bytes from a pass over more of them, so
+/// that [`text`] need not look again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Known {
+    /// The bytes decode as they are: see [`text`].
+    pub(crate) valid: bool,
+    /// There is no escape character among them.
+    pub(crate) plain: bool,
+}
+
+impl Known {
+    /// Only whether the bytes decode as they are is known.
+    pub(crate) fn valid(valid: bool) -> Known {
+        Known { valid, plain: false }
+    }
+}
+
 /// Decodes and unescapes one value. Borrowed when there is no escape
 /// character in it and the bytes are valid as they are.
 ///
-/// `valid` says the caller knows `raw` decodes as it is: it is a value
-/// split from a message that was checked whole (see `parse`). Then only
-/// unescaped bytes, which `\X..\` can make anything, are checked here.
+/// `known.valid` says the caller knows `raw` decodes as it is: it is a
+/// value split from a message that was checked whole (see `parse`). Then
+/// only unescaped bytes, which `\X..\` can make anything, are checked here.
+/// `known.plain` says the caller found no escape character in it.
+///
+/// The common case, a value to borrow as it is, is kept small enough to be
+/// inlined into the callers; the rest is in [`text_slow`].
+#[inline]
 pub(crate) fn text<'a>(
     raw: &'a [u8],
     d: &Delimiters,
     charset: Charset,
-    valid: bool,
+    known: Known,
 ) -> Result<Cow<'a, str>, Hl7Error> {
-    if let Some(esc) = d.escape
-        && raw.contains(&esc)
-    {
-        return decode(Cow::Owned(unescape(raw, esc, d)?), charset);
-    }
-    if valid {
+    let Known { valid, plain } = known;
+    debug_assert!(!plain || d.escape.is_none_or(|esc| !raw.contains(&esc)), "a plain value holds an escape");
+    let escaped = !plain && d.escape.is_some_and(|esc| raw.contains(&esc));
+    if valid && !escaped {
         debug_assert!(match charset {
             Charset::Latin1 => raw.is_ascii(),
             Charset::Ascii | Charset::Utf8 => std::str::from_utf8(raw).is_ok(),
@@ -67,7 +87,22 @@ pub(crate) fn text<'a>(
         // in every test, the property tests' arbitrary bytes included.
         return Ok(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(raw) }));
     }
-    decode(Cow::Borrowed(raw), charset)
+    text_slow(raw, d, charset, escaped)
+}
+
+/// [`text`] for a value to unescape (`escaped`: it holds the escape
+/// character) or to check against the character set.
+#[inline(never)]
+fn text_slow<'a>(
+    raw: &'a [u8],
+    d: &Delimiters,
+    charset: Charset,
+    escaped: bool,
+) -> Result<Cow<'a, str>, Hl7Error> {
+    match d.escape {
+        Some(esc) if escaped => decode(Cow::Owned(unescape(raw, esc, d)?), charset),
+        _ => decode(Cow::Borrowed(raw), charset),
+    }
 }
 
 fn unescape(raw: &[u8], esc: u8, d: &Delimiters) -> Result<Vec<u8>, Hl7Error> {
@@ -189,11 +224,11 @@ mod tests {
     const STD: Delimiters = Delimiters::STANDARD;
 
     fn utf8(raw: &[u8]) -> String {
-        text(raw, &STD, Charset::Utf8, false).unwrap().into_owned()
+        text(raw, &STD, Charset::Utf8, Known::default()).unwrap().into_owned()
     }
 
     fn err(raw: &[u8]) -> Hl7Error {
-        text(raw, &STD, Charset::Utf8, false).unwrap_err()
+        text(raw, &STD, Charset::Utf8, Known::default()).unwrap_err()
     }
 
     #[test]
@@ -206,7 +241,7 @@ mod tests {
     #[test]
     fn truncation_escape() {
         let d = Delimiters { truncation: Some(b'#'), ..STD };
-        assert_eq!(text(b"a\\P\\b", &d, Charset::Ascii, false).unwrap(), "a#b");
+        assert_eq!(text(b"a\\P\\b", &d, Charset::Ascii, Known::default()).unwrap(), "a#b");
         // Without a truncation character \P\ means nothing: kept as written.
         assert_eq!(utf8(b"a\\P\\b"), "a\\P\\b");
     }
@@ -221,8 +256,11 @@ mod tests {
             subcomponent: b'!',
             truncation: Some(b'%'),
         };
-        assert_eq!(text(b"$F$$S$$T$$R$$E$$P$\\F\\", &d, Charset::Utf8, false).unwrap(), "#@!*$%\\F\\");
-        assert_eq!(text(b"$X41$", &d, Charset::Utf8, false).unwrap(), "A");
+        assert_eq!(
+            text(b"$F$$S$$T$$R$$E$$P$\\F\\", &d, Charset::Utf8, Known::default()).unwrap(),
+            "#@!*$%\\F\\"
+        );
+        assert_eq!(text(b"$X41$", &d, Charset::Utf8, Known::default()).unwrap(), "A");
     }
 
     #[test]
@@ -231,7 +269,7 @@ mod tests {
         assert_eq!(utf8(b"\\X41\\\\x41\\"), "A\\x41\\", "lower-case x is not an escape");
         assert_eq!(utf8(b"Ren\\XC3A9\\e"), "Renée");
         assert_eq!(utf8(b"Ren\\Xc3a9\\e"), "Renée", "hex digits in either case");
-        assert_eq!(text(b"Ren\\XE9\\e", &STD, Charset::Latin1, false).unwrap(), "Renée");
+        assert_eq!(text(b"Ren\\XE9\\e", &STD, Charset::Latin1, Known::default()).unwrap(), "Renée");
         // Hex bytes are in the message charset: a lone E9 is not UTF-8.
         assert_eq!(
             err(b"Ren\\XE9\\e"),
@@ -290,16 +328,27 @@ mod tests {
     #[test]
     fn no_escape_character_means_no_unescaping() {
         let d = Delimiters { escape: None, ..STD };
-        assert!(matches!(text(b"a\\F\\b", &d, Charset::Utf8, false), Ok(Cow::Borrowed("a\\F\\b"))));
+        assert!(matches!(
+            text(b"a\\F\\b", &d, Charset::Utf8, Known::default()),
+            Ok(Cow::Borrowed("a\\F\\b"))
+        ));
     }
 
     #[test]
     fn borrowed_when_nothing_to_do() {
-        assert!(matches!(text(b"plain", &STD, Charset::Utf8, false), Ok(Cow::Borrowed("plain"))));
-        assert!(matches!(text("Zoë".as_bytes(), &STD, Charset::Ascii, false), Ok(Cow::Borrowed("Zoë"))));
-        assert!(matches!(text(b"plain", &STD, Charset::Latin1, false), Ok(Cow::Borrowed("plain"))));
-        assert!(matches!(text(b"Zo\xEB", &STD, Charset::Latin1, false), Ok(Cow::Owned(s)) if s == "Zoë"));
-        assert!(matches!(text(b"a\\T\\b", &STD, Charset::Utf8, false), Ok(Cow::Owned(_))));
+        assert!(matches!(text(b"plain", &STD, Charset::Utf8, Known::default()), Ok(Cow::Borrowed("plain"))));
+        assert!(matches!(
+            text("Zoë".as_bytes(), &STD, Charset::Ascii, Known::default()),
+            Ok(Cow::Borrowed("Zoë"))
+        ));
+        assert!(matches!(
+            text(b"plain", &STD, Charset::Latin1, Known::default()),
+            Ok(Cow::Borrowed("plain"))
+        ));
+        assert!(
+            matches!(text(b"Zo\xEB", &STD, Charset::Latin1, Known::default()), Ok(Cow::Owned(s)) if s == "Zoë")
+        );
+        assert!(matches!(text(b"a\\T\\b", &STD, Charset::Utf8, Known::default()), Ok(Cow::Owned(_))));
     }
 
     #[test]
@@ -309,7 +358,7 @@ mod tests {
             Hl7Error::InvalidText { charset: Charset::Utf8, byte: 0xFF, position: 3 }
         );
         assert_eq!(
-            text(b"ok\xC3", &STD, Charset::Ascii, false).unwrap_err(),
+            text(b"ok\xC3", &STD, Charset::Ascii, Known::default()).unwrap_err(),
             Hl7Error::InvalidText { charset: Charset::Ascii, byte: 0xC3, position: 2 }
         );
     }
@@ -323,6 +372,6 @@ mod tests {
             String::from_utf8(out.clone()).unwrap(),
             "a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\X0D\\\\X0A\\g\\X0B\\\\X1C\\\th é 東"
         );
-        assert_eq!(text(&out, &STD, Charset::Utf8, false).unwrap(), value);
+        assert_eq!(text(&out, &STD, Charset::Utf8, Known::default()).unwrap(), value);
     }
 }

@@ -13,7 +13,7 @@ use std::fmt;
 use memchr::{memchr_iter, memchr2};
 
 use super::error::Hl7Error;
-use super::escape;
+use super::escape::{self, Known};
 use super::seg;
 
 const CR: u8 = b'\r';
@@ -620,22 +620,41 @@ impl<'a> Segment<'a> {
             (true, n) => (nth_piece(self.raw, sep, n - 1), self.delimiters),
             (false, n) => (nth_piece(self.raw, sep, n), self.delimiters),
         };
-        Field { raw, delimiters, charset: self.charset, valid: self.valid }
+        Field { raw, delimiters, charset: self.charset, known: Known::valid(self.valid) }
     }
 
     /// This segment with its field boundaries indexed.
     pub fn indexed(&self) -> IndexedSegment<'a> {
-        let mut index =
-            IndexedSegment { segment: *self, bounds: [(0, 0); INDEXED], count: 0, scanned: INDEXED };
+        let mut index = IndexedSegment {
+            segment: *self,
+            bounds: [(0, 0); INDEXED],
+            count: 0,
+            scanned: INDEXED,
+            escaped: u64::MAX,
+        };
         // Segments longer than u32 offsets allow are left to scanning.
         if u32::try_from(self.raw.len()).is_err() {
             index.scanned = 0;
             return index;
         }
-        let mut seps = Hits::new(self.raw, [self.delimiters.field]);
-        let Some(mut start) = seps.next().map(|i| i + 1) else { return index };
+        // The escape character is looked for in the same pass (none: the
+        // field separator again), so that values of a field without one
+        // are not searched for it when read.
+        let d = self.delimiters;
+        let mut hits = Hits::new(self.raw, [d.field, d.escape.unwrap_or(d.field)]);
+        let Some(mut start) = hits.by_ref().find(|&i| self.raw[i] == d.field).map(|i| i + 1) else {
+            return index;
+        };
+        index.escaped = 0;
         while index.count < INDEXED {
-            let end = seps.next();
+            let mut end = None;
+            for i in hits.by_ref() {
+                if self.raw[i] == d.field {
+                    end = Some(i);
+                    break;
+                }
+                index.escaped |= 1 << index.count;
+            }
             let stop = end.unwrap_or(self.raw.len());
             index.bounds[index.count] = (start as u32, stop as u32);
             index.count += 1;
@@ -660,10 +679,12 @@ impl<'a> Segment<'a> {
         let mut rest = raw.split(move |&b| b == delimiters.field).skip(1);
         let mut head = [None, None];
         if header {
-            let literal = |raw| Field { raw, delimiters: Delimiters::inert(), charset, valid };
+            let known = Known::valid(valid);
+            let literal = |raw| Field { raw, delimiters: Delimiters::inert(), charset, known };
             head = [Some(literal(&raw[3..4])), Some(literal(rest.next().unwrap_or_default()))];
         }
-        head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset, valid }))
+        let known = Known::valid(valid);
+        head.into_iter().flatten().chain(rest.map(move |raw| Field { raw, delimiters, charset, known }))
     }
 }
 
@@ -684,6 +705,8 @@ pub struct IndexedSegment<'a> {
     /// Pieces from this one on are found by scanning: `INDEXED`, or 0 when
     /// the segment was too long to index.
     scanned: usize,
+    /// Bit `i`: piece `i` may hold the escape character.
+    escaped: u64,
 }
 
 impl<'a> IndexedSegment<'a> {
@@ -709,7 +732,10 @@ impl<'a> IndexedSegment<'a> {
             Some(&(start, end)) => &s.raw[start as usize..end as usize],
             None => &[],
         };
-        Field { raw, delimiters: s.delimiters, charset: s.charset, valid: s.valid }
+        // A field the indexing pass found no escape character in is read
+        // without looking for one again.
+        let plain = piece < 64 && self.escaped & (1 << piece) == 0;
+        Field { raw, delimiters: s.delimiters, charset: s.charset, known: Known { valid: s.valid, plain } }
     }
 }
 
@@ -725,8 +751,8 @@ pub struct Field<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
-    /// As in `Segment`.
-    valid: bool,
+    /// What is known of its bytes from passes over more of them.
+    known: Known,
 }
 
 impl<'a> Field<'a> {
@@ -749,8 +775,8 @@ impl<'a> Field<'a> {
     /// Each repetition as a field: none for an empty field, the field itself
     /// when it does not repeat, and empty ones where the sender left a gap.
     pub fn repetitions(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {
-        let Field { raw, delimiters, charset, valid } = *self;
-        pieces(raw, delimiters.repetition).map(move |raw| Field { raw, delimiters, charset, valid })
+        let Field { raw, delimiters, charset, known } = *self;
+        pieces(raw, delimiters.repetition).map(move |raw| Field { raw, delimiters, charset, known })
     }
 
     /// Repetition `n`, 1-based; empty past the end.
@@ -763,7 +789,7 @@ impl<'a> Field<'a> {
         let d = self.delimiters;
         let raw =
             n.checked_sub(1).map_or(&[][..], |i| nth_piece_before(self.raw, d.component, d.repetition, i));
-        Component { raw, delimiters: d, charset: self.charset, valid: self.valid }
+        Component { raw, delimiters: d, charset: self.charset, known: self.known }
     }
 
     /// This field with the component boundaries of its first repetition
@@ -797,9 +823,9 @@ impl<'a> Field<'a> {
 
     /// The components of the first repetition: none when it is empty.
     pub fn components(&self) -> impl Iterator<Item = Component<'a>> + use<'a> {
-        let Field { raw, delimiters, charset, valid } = *self;
+        let Field { raw, delimiters, charset, known } = *self;
         let first = nth_piece(raw, delimiters.repetition, 0);
-        pieces(first, delimiters.component).map(move |raw| Component { raw, delimiters, charset, valid })
+        pieces(first, delimiters.component).map(move |raw| Component { raw, delimiters, charset, known })
     }
 
     /// The first repetition decoded and unescaped, separators inside it
@@ -819,7 +845,7 @@ impl<'a> Field<'a> {
     /// `\Cxxyy\`/`\Mxxyyzz\` character-set switch ([`Hl7Error::BadEscape`]).
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
         let raw = nth_piece(self.raw, self.delimiters.repetition, 0);
-        escape::text(raw, &self.delimiters, self.charset, self.valid)
+        escape::text(raw, &self.delimiters, self.charset, self.known)
     }
 }
 
@@ -857,7 +883,7 @@ impl<'a> IndexedField<'a> {
             Some(_) if self.complete => &[][..],
             Some(_) => return f.component(n),
         };
-        Component { raw, delimiters: f.delimiters, charset: f.charset, valid: f.valid }
+        Component { raw, delimiters: f.delimiters, charset: f.charset, known: f.known }
     }
 }
 
@@ -873,8 +899,8 @@ pub struct Component<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
-    /// As in `Segment`.
-    valid: bool,
+    /// What is known of its bytes from passes over more of them.
+    known: Known,
 }
 
 impl<'a> Component<'a> {
@@ -893,19 +919,19 @@ impl<'a> Component<'a> {
             raw: piece(self.raw, self.delimiters.subcomponent, m),
             delimiters: self.delimiters,
             charset: self.charset,
-            valid: self.valid,
+            known: self.known,
         }
     }
 
     /// The subcomponents: none when the component is empty.
     pub fn subcomponents(&self) -> impl Iterator<Item = SubComponent<'a>> + use<'a> {
-        let Component { raw, delimiters, charset, valid } = *self;
-        pieces(raw, delimiters.subcomponent).map(move |raw| SubComponent { raw, delimiters, charset, valid })
+        let Component { raw, delimiters, charset, known } = *self;
+        pieces(raw, delimiters.subcomponent).map(move |raw| SubComponent { raw, delimiters, charset, known })
     }
 
     /// The whole component decoded and unescaped, as [`Field::text`].
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(self.raw, &self.delimiters, self.charset, self.valid)
+        escape::text(self.raw, &self.delimiters, self.charset, self.known)
     }
 }
 
@@ -921,8 +947,8 @@ pub struct SubComponent<'a> {
     raw: &'a [u8],
     delimiters: Delimiters,
     charset: Charset,
-    /// As in `Segment`.
-    valid: bool,
+    /// What is known of its bytes from passes over more of them.
+    known: Known,
 }
 
 impl<'a> SubComponent<'a> {
@@ -937,7 +963,7 @@ impl<'a> SubComponent<'a> {
 
     /// Decoded and unescaped, as [`Field::text`].
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
-        escape::text(self.raw, &self.delimiters, self.charset, self.valid)
+        escape::text(self.raw, &self.delimiters, self.charset, self.known)
     }
 }
 
@@ -1097,6 +1123,34 @@ PV1|1|O\r";
             proptest::prop_assert_eq!(Hits::new(bytes, [b'|', b'^']).collect::<Vec<_>>(), naive);
             let naive: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == 0).collect();
             proptest::prop_assert_eq!(Hits::new(bytes, [0]).collect::<Vec<_>>(), naive);
+        }
+
+        /// Values read through an indexed segment, which knows which fields
+        /// hold no escape character, are the values read by scanning.
+        #[test]
+        fn indexed_values_read_as_scanned_ones(
+            body in proptest::collection::vec(proptest::sample::select(b"|^~\\&aX1F.\xC3\xA9 ".to_vec()), 0..120),
+            encoding in proptest::sample::select(vec!["^~\\&", "^~&"]),
+            header in proptest::bool::ANY,
+        ) {
+            let mut text = format!("MSH|{encoding}|A\r").into_bytes();
+            text.extend_from_slice(if header { b"BHS" } else { b"PID" });
+            text.extend_from_slice(&body);
+            let Ok(m) = Message::parse(&text) else { return Ok(()) };
+            let Some(s) = m.segments().nth(1) else { return Ok(()) };
+            let indexed = s.indexed();
+            for n in 0..=s.field_count() + 1 {
+                let (a, b) = (indexed.field(n), s.field(n));
+                proptest::prop_assert_eq!(a.text(), b.text(), "{}", n);
+                for (ra, rb) in a.repetitions().zip(b.repetitions()) {
+                    for c in 1..=4 {
+                        let (ca, cb) = (ra.component(c), rb.component(c));
+                        proptest::prop_assert_eq!(ca.text(), cb.text(), "{}.{}", n, c);
+                        proptest::prop_assert_eq!(ca.subcomponent(2).text(), cb.subcomponent(2).text());
+                        proptest::prop_assert_eq!(ra.indexed().component(c).text(), cb.text());
+                    }
+                }
+            }
         }
     }
 
