@@ -108,8 +108,12 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
 
 /// A value trimmed, `None` when empty or HL7's null `""`, borrowed from the
 /// message where it needed no unescaping.
+#[inline]
 fn value<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Option<Cow<'a, str>>, String> {
-    let t = r.map_err(|e| format!("{at}: {e}"))?;
+    let t = match r {
+        Ok(t) => t,
+        Err(e) => return Err(undecodable(at, &e)),
+    };
     let trimmed = trim(&t);
     if trimmed.is_empty() || trimmed == "\"\"" {
         return Ok(None);
@@ -125,6 +129,14 @@ fn value<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Option<Cow<'
     }))
 }
 
+/// The reason for a value that could not be decoded; kept out of line, as
+/// its formatting would weigh on every value read.
+#[cold]
+#[inline(never)]
+fn undecodable(at: &str, e: &Hl7Error) -> String {
+    format!("{at}: {e}")
+}
+
 /// `str::trim`, without decoding the ends of the many values that start
 /// and end with a printable ASCII character, which is never white space.
 pub(super) fn trim(t: &str) -> &str {
@@ -136,11 +148,13 @@ pub(super) fn trim(t: &str) -> &str {
 }
 
 /// [`value`] as an owned string, for the record.
+#[inline]
 fn text(r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<Option<String>, String> {
     Ok(value(r, at)?.map(Cow::into_owned))
 }
 
 /// [`value`] for comparing: empty when absent.
+#[inline]
 fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>, String> {
     Ok(value(r, at)?.unwrap_or_default())
 }
