@@ -300,44 +300,62 @@ const EXTENSION_MARKERS: &[&str] = &["extension", "ext.", "ext", "x", "#"];
 /// whatever the default. Extensions are dropped: the canonical record has no
 /// place for them and they never identify a patient.
 pub(crate) fn phone_e164(raw: &str, default_country: &str) -> Result<String, String> {
-    // The common shapes ("6175550142", "(617) 555-0142", "617.555.0142",
-    // "1-617-555-0142") without a "+", letters or an extension: read the
-    // digits in place, no copies.
-    let plain = raw.bytes().all(|b| b.is_ascii_digit() || b" ()-./".contains(&b));
-    let nanp_default = default_country.trim().eq_ignore_ascii_case("US")
-        || default_country.trim().eq_ignore_ascii_case("CA");
-    if plain && nanp_default {
-        let mut digits = [0u8; 11];
-        let mut n = 0;
-        for b in raw.bytes().filter(u8::is_ascii_digit) {
-            if n == digits.len() {
-                n += 1;
-                break;
-            }
-            digits[n] = b;
-            n += 1;
-        }
-        let national = match n {
-            10 => Some(&digits[..10]),
-            11 if digits[0] == b'1' => Some(&digits[1..11]),
-            _ => None,
-        };
-        if let Some(d) = national {
-            // Checked by `nanp` below when it is not a plain valid number.
-            let valid = !matches!(d[0], b'0' | b'1') && &d[1..3] != b"11" && !matches!(d[3], b'0' | b'1');
-            if valid {
-                let mut out = String::with_capacity(12);
-                out.push_str("+1");
-                // ASCII digits, so always UTF-8: pushed whole, not a char at a time.
-                match std::str::from_utf8(d) {
-                    Ok(digits) => out.push_str(digits),
-                    Err(_) => out.extend(d.iter().map(|&b| b as char)),
-                }
-                return Ok(out);
-            }
-        }
+    // The country as schemas and HL7 mapping spell it; " us " and the like
+    // are left to the general path, which trims.
+    let nanp_default =
+        matches!(default_country.as_bytes(), [b'U' | b'u', b'S' | b's'] | [b'C' | b'c', b'A' | b'a']);
+    if nanp_default && let Some(e164) = plain_nanp(raw) {
+        return Ok(e164);
     }
     phone_e164_general(raw, default_country)
+}
+
+/// [`phone_e164`] of a valid national number in the common shapes
+/// ("6175550142", "(617) 555-0142", "617.555.0142", "1-617-555-0142"): no
+/// "+", letters, extension or spacing other than single-byte spaces, read
+/// on the stack. `None` for anything else, valid or not, which the general
+/// path then reads and explains.
+fn plain_nanp(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut gathered = [0u8; 11];
+    // HL7 sends the bare digits (area code and number joined): then the
+    // number is the input itself, found by the cheapest scan there is.
+    let (digits, bare) = if bytes.iter().all(u8::is_ascii_digit) {
+        (bytes, true)
+    } else {
+        let mut n = 0;
+        for &b in bytes {
+            match b {
+                b'0'..=b'9' => {
+                    *gathered.get_mut(n)? = b;
+                    n += 1;
+                }
+                b' ' | b'(' | b')' | b'-' | b'.' | b'/' => {}
+                _ => return None,
+            }
+        }
+        (&gathered[..n], false)
+    };
+    let national = match digits {
+        [_, _, _, _, _, _, _, _, _, _] => digits,
+        [b'1', rest @ ..] if rest.len() == 10 => rest,
+        _ => return None,
+    };
+    // The rules of `nanp`; the general path names whichever one fails.
+    let valid = !matches!(national[0], b'0' | b'1')
+        && national[1..3] != *b"11"
+        && !matches!(national[3], b'0' | b'1');
+    if !valid {
+        return None;
+    }
+    let mut out = String::with_capacity(12);
+    out.push_str("+1");
+    if bare {
+        out.push_str(&raw[raw.len() - 10..]);
+    } else {
+        out.extend(national.iter().map(|&b| char::from(b)));
+    }
+    Some(out)
 }
 
 /// [`phone_e164`] for any input: spacing, "+", extensions, errors.
@@ -520,18 +538,44 @@ const US_STATE_NAMES: &[(&str, &str)] = &[
     ("WYOMING", "WY"),
 ];
 
+/// [`US_STATE_CODES`] as one bit per second letter for each first letter,
+/// so that a two-letter code is checked with a shift rather than a search.
+/// Built from the table at compile time, so the two cannot disagree.
+const US_STATE_CODE_BITS: [u32; 26] = {
+    let mut bits = [0u32; 26];
+    let mut i = 0;
+    while i < US_STATE_CODES.len() {
+        let code = US_STATE_CODES[i].as_bytes();
+        assert!(code.len() == 2 && code[0].is_ascii_uppercase() && code[1].is_ascii_uppercase());
+        bits[(code[0] - b'A') as usize] |= 1 << (code[1] - b'A');
+        i += 1;
+    }
+    bits
+};
+
+/// Whether two bytes, in any case, are one of [`US_STATE_CODES`].
+fn us_state_code(a: u8, b: u8) -> bool {
+    let (a, b) = (a.to_ascii_uppercase(), b.to_ascii_uppercase());
+    a.is_ascii_uppercase()
+        && b.is_ascii_uppercase()
+        && (US_STATE_CODE_BITS[usize::from(a - b'A')] >> (b - b'A')) & 1 == 1
+}
+
 /// A US state or territory as its USPS two-letter code. Accepts the code in
 /// any case ("ny", "N.Y.") and the full name case-insensitively, with any
 /// spacing and optional periods ("new  york", "Washington, D.C.").
 pub(crate) fn us_state(raw: &str) -> Result<String, String> {
-    if let [a, b] = raw.as_bytes() {
-        let code = [a.to_ascii_uppercase(), b.to_ascii_uppercase()];
-        if let Ok(code) = std::str::from_utf8(&code)
-            && US_STATE_CODES.binary_search(&code).is_ok()
-        {
-            return Ok(code.to_string());
-        }
+    // Most values are the bare code: nothing to trim, strip or look up by name.
+    if let [a, b] = raw.as_bytes()
+        && us_state_code(*a, *b)
+    {
+        return Ok(raw.to_ascii_uppercase());
     }
+    us_state_general(raw)
+}
+
+/// [`us_state`] for any input.
+fn us_state_general(raw: &str) -> Result<String, String> {
     // Periods go without a trace ("N.Y.", "U.S. Virgin Islands", "D.C."); a
     // comma separates ("Washington, DC").
     let key = text(&raw.replace('.', "").replace(',', " ").to_uppercase());
@@ -549,6 +593,22 @@ pub(crate) fn us_state(raw: &str) -> Result<String, String> {
 /// New Jersey ZIP whose leading zero a spreadsheet ate, but guessing would
 /// hide that the file was damaged, so staff are told instead.
 pub(crate) fn us_zip(raw: &str) -> Result<String, String> {
+    // Most values are already "12345" or "12345-6789": kept as they are.
+    let b = raw.as_bytes();
+    let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    let clean = match b.len() {
+        5 => digits(b),
+        10 => digits(&b[..5]) && b[5] == b'-' && digits(&b[6..]),
+        _ => false,
+    };
+    if clean {
+        return Ok(raw.to_string());
+    }
+    us_zip_general(raw)
+}
+
+/// [`us_zip`] for any input: spacing, a ZIP+4 without its hyphen, errors.
+fn us_zip_general(raw: &str) -> Result<String, String> {
     let zip = raw.trim();
     let not_zip = || format!("not a US zip code (12345 or 12345-6789): {zip:?}");
     if !zip.is_ascii() {
@@ -582,6 +642,87 @@ pub(crate) fn us_zip(raw: &str) -> Result<String, String> {
 /// Deliberately loose: this catches typing and column mix-ups, not every
 /// RFC 5322 corner.
 pub(crate) fn email(raw: &str) -> Result<String, String> {
+    match plain_email(raw) {
+        Some(e) => Ok(e),
+        None => email_general(raw),
+    }
+}
+
+/// What a byte is to [`plain_email`].
+#[derive(Clone, Copy, PartialEq)]
+enum EmailByte {
+    Plain,
+    Upper,
+    At,
+    Dot,
+    /// Part of a non-ASCII character that is not a space.
+    NonAscii,
+    /// Whitespace, or may start some: the general path decides.
+    Space,
+}
+
+/// [`EmailByte`] for every byte, so that the scan costs one load a byte
+/// rather than a run of comparisons.
+const EMAIL_BYTES: [EmailByte; 256] = {
+    let mut table = [EmailByte::Plain; 256];
+    let mut b = 0;
+    while b < table.len() {
+        table[b] = match b as u8 {
+            b'A'..=b'Z' => EmailByte::Upper,
+            b'@' => EmailByte::At,
+            b'.' => EmailByte::Dot,
+            // What `char::is_whitespace` says of ASCII: the vertical tab too,
+            // which `u8::is_ascii_whitespace` leaves out. Then the first
+            // bytes of every non-ASCII Unicode space (U+0085, U+00A0, U+1680,
+            // U+2000 to U+205F, U+3000), so that "ë" or "ü" in a name need
+            // not send the address down the general path.
+            b'\t'..=b'\r' | b' ' | 0xC2 | 0xE1..=0xE3 => EmailByte::Space,
+            0x80.. => EmailByte::NonAscii,
+            _ => EmailByte::Plain,
+        };
+        b += 1;
+    }
+    table
+};
+
+/// [`email`] of a valid address without whitespace and with an ASCII
+/// domain, checked in one pass over the bytes. `None` for anything else,
+/// valid or not, which the general path then reads and explains.
+fn plain_email(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    // The local part is anything without whitespace, up to the first "@".
+    let at = bytes
+        .iter()
+        .position(|&b| matches!(EMAIL_BYTES[usize::from(b)], EmailByte::At | EmailByte::Space))?;
+    if bytes[at] != b'@' || at == 0 {
+        return None;
+    }
+    let (mut dot, mut upper) = (false, false);
+    // True at the start, so that a leading dot is caught as ".." is, and an
+    // empty domain as a trailing dot is.
+    let mut after_dot = true;
+    for &b in &bytes[at + 1..] {
+        match EMAIL_BYTES[usize::from(b)] {
+            EmailByte::Plain => after_dot = false,
+            EmailByte::Upper => (upper, after_dot) = (true, false),
+            EmailByte::Dot if !after_dot => (dot, after_dot) = (true, true),
+            // A leading dot, "..", a second "@", a space, or a non-ASCII
+            // domain, which Unicode's rules lower-case.
+            _ => return None,
+        }
+    }
+    if !dot || after_dot {
+        return None;
+    }
+    let mut out = raw.to_string();
+    if upper {
+        out[at + 1..].make_ascii_lowercase();
+    }
+    Some(out)
+}
+
+/// [`email`] for any input: spacing, non-ASCII, errors.
+fn email_general(raw: &str) -> Result<String, String> {
     let e = raw.trim();
     if e.is_empty() {
         return Err("empty email".to_string());
@@ -824,13 +965,37 @@ mod tests {
         /// The copy-free path for plain phone numbers says what the general
         /// path says.
         #[test]
-        fn plain_phone_fast_path_agrees(raw in "[0-9 ()./-]{0,18}") {
-            proptest::prop_assert_eq!(phone_e164(&raw, "US"), phone_e164_general(&raw, "US"));
+        fn plain_phone_fast_path_agrees(raw in "[0-9 ()./-]{0,18}", country in countries()) {
+            proptest::prop_assert_eq!(phone_e164(&raw, country), phone_e164_general(&raw, country));
         }
 
         #[test]
-        fn shaped_phone_fast_path_agrees(raw in "1?[ -]?[(]?[0-9]{3}[)]?[ ./-]?[0-9]{3}[ ./-]{0,2}[0-9]{4}") {
-            proptest::prop_assert_eq!(phone_e164(&raw, "US"), phone_e164_general(&raw, "US"));
+        fn shaped_phone_fast_path_agrees(
+            raw in "1?[ -]?[(]?[0-9]{3}[)]?[ ./-]?[0-9]{3}[ ./-]{0,2}[0-9]{4}",
+            country in countries(),
+        ) {
+            proptest::prop_assert_eq!(phone_e164(&raw, country), phone_e164_general(&raw, country));
+        }
+
+        /// Bare digits, as HL7 sends them, take their own scan.
+        #[test]
+        fn bare_digit_phone_fast_path_agrees(raw in "1?[2-9][0-9]{9}|[0-9]{0,13}", country in countries()) {
+            proptest::prop_assert_eq!(phone_e164(&raw, country), phone_e164_general(&raw, country));
+        }
+
+        #[test]
+        fn any_phone_fast_path_agrees(raw in "[0-9 ()./+#xX\\-a\t\u{a0}\u{2003}]{0,16}", country in countries()) {
+            proptest::prop_assert_eq!(phone_e164(&raw, country), phone_e164_general(&raw, country));
+        }
+
+        #[test]
+        fn us_state_fast_path_agrees(raw in "[mMnNdDxX][aAyYcCxX][., ]?|[a-zA-Z., \t\u{a0}\u{2003}éß]{0,3}") {
+            proptest::prop_assert_eq!(us_state(&raw), us_state_general(&raw));
+        }
+
+        #[test]
+        fn us_zip_fast_path_agrees(raw in "[0-9 \t-]{0,11}|[0-9]{5}-?[0-9a\u{a0}\u{ff10}-]{0,5}") {
+            proptest::prop_assert_eq!(us_zip(&raw), us_zip_general(&raw));
         }
 
         #[test]
@@ -848,6 +1013,89 @@ mod tests {
         fn tidy_text_agrees(raw in "[a-z \t]{0,12}") {
             let expected = raw.split_whitespace().collect::<Vec<_>>().join(" ");
             proptest::prop_assert_eq!(text(&raw), expected);
+        }
+    }
+
+    /// Default countries, as schemas spell them and as they should not.
+    fn countries() -> impl proptest::strategy::Strategy<Value = &'static str> {
+        proptest::sample::select(vec!["US", "us", "Ca", " US ", "GB", "", "USA"])
+    }
+
+    /// Letters (with a few non-ASCII ones, and "İ", whose lower case is
+    /// longer), digits, the punctuation of addresses, ASCII whitespace
+    /// including the vertical tab, and Unicode spaces.
+    fn email_chars() -> impl proptest::strategy::Strategy<Value = char> {
+        proptest::sample::select(vec![
+            'a', 'Z', 'k', '0', '.', '.', '.', '@', '@', '+', '-', '_', ' ', '\t', '\x0B', '\n', 'ë', 'ü',
+            'É', 'İ', '\u{212A}', '\u{85}', '\u{a0}', '\u{1680}', '\u{2003}', '\u{202F}', '\u{3000}',
+        ])
+    }
+
+    /// Addresses that are mostly valid, with now and then one of the faults
+    /// the general path names, so that both paths get exercised often.
+    fn email_shaped() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let rare = |common: &'static str, odd: Vec<&'static str>| prop_oneof![6 => Just(common), 1 => proptest::sample::select(odd)];
+        let part = || proptest::collection::vec(email_chars(), 0..6).prop_map(String::from_iter);
+        let (local, label) = ("[a-zA-Z0-9+_ëÉ-]{1,5}", "[a-zA-Z0-9-]{1,5}");
+        (
+            rare("", vec![" ", "\u{a0}", "\x0B"]),
+            prop_oneof![4 => local.prop_map(String::from), 1 => part()],
+            rare("@", vec!["", "@@"]),
+            rare("", vec![".", "\u{2003}", "@"]),
+            prop_oneof![4 => label.prop_map(String::from), 1 => part()],
+            rare(".", vec!["..", "", " "]),
+            label,
+            rare("", vec![".", ".Com", "É"]),
+            rare("", vec![" ", "\u{3000}", "\n"]),
+        )
+            .prop_map(|(pre, local, at, lead, label, dot, tld, tail, post)| {
+                format!("{pre}{local}{at}{lead}{label}{dot}{tld}{tail}{post}")
+            })
+    }
+
+    #[test]
+    fn email_bytes_cover_every_space() {
+        // `plain_email` leaves anything that `char::is_whitespace` calls a
+        // space to the general path by the space's first byte alone.
+        for c in (0..=char::MAX as u32).filter_map(char::from_u32) {
+            let mut buf = [0; 4];
+            let first = c.encode_utf8(&mut buf).as_bytes()[0];
+            if c.is_whitespace() {
+                assert!(EMAIL_BYTES[usize::from(first)] == EmailByte::Space, "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn us_state_code_bits_agree_with_the_table() {
+        for a in 0..=u8::MAX {
+            for b in 0..=u8::MAX {
+                let code = String::from_iter([a, b].map(|c| char::from(c.to_ascii_uppercase())));
+                let listed = a.is_ascii_alphabetic()
+                    && b.is_ascii_alphabetic()
+                    && US_STATE_CODES.contains(&code.as_str());
+                assert_eq!(us_state_code(a, b), listed, "{a} {b}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        // Each fault of an address is one draw in several, so more draws.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// The one-pass email check says what the general path says, errors
+        /// included: over shaped addresses, so that many are valid, and over
+        /// any mix of the characters that matter.
+        #[test]
+        fn shaped_email_fast_path_agrees(raw in email_shaped()) {
+            proptest::prop_assert_eq!(email(&raw), email_general(&raw));
+        }
+
+        #[test]
+        fn any_email_fast_path_agrees(raw in proptest::collection::vec(email_chars(), 0..16)) {
+            let raw = String::from_iter(raw);
+            proptest::prop_assert_eq!(email(&raw), email_general(&raw));
         }
     }
 

@@ -274,6 +274,10 @@ struct Rules<'a> {
     phone_country: &'a str,
 }
 
+// Inlined so that `normalize_value`'s constant rules fold away and each kind
+// of value goes straight to its parser: HL7 mapping calls `normalize_value`
+// five times a patient.
+#[inline(always)]
 fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Result<String, String> {
     match t {
         FieldType::Id | FieldType::Text => Ok(normalize::text(text)),
@@ -290,19 +294,27 @@ fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Res
 /// sex codes, ISO dates), as `Field::set` takes it. For sources without a
 /// schema of columns, such as HL7.
 pub(crate) fn normalize_value(field: Field, text: &str) -> Result<String, String> {
-    static NO_MAP: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     match field.field_type() {
         // Only dates need today (and a clock read): keep it off the hot path.
-        FieldType::Date => {
-            let formats = ["%Y-%m-%d".to_string()];
-            let rules = Rules { formats: &formats, sex_map: &NO_MAP, phone_country: "US" };
-            normalize_typed(FieldType::Date, text, &rules, chrono::Local::now().date_naive())
-        }
+        FieldType::Date => normalize_default_date(text),
         t => {
             let rules = Rules { formats: &[], sex_map: &NO_MAP, phone_country: "US" };
             normalize_typed(t, text, &rules, NaiveDate::MIN)
         }
     }
+}
+
+static NO_MAP: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+
+/// [`normalize_value`] of a date. Kept out of line: its format list and
+/// clock read would otherwise give every call of `normalize_value` their
+/// stack frame, where the other kinds need none and only jump to their
+/// parser.
+#[inline(never)]
+fn normalize_default_date(text: &str) -> Result<String, String> {
+    let formats = ["%Y-%m-%d".to_string()];
+    let rules = Rules { formats: &formats, sex_map: &NO_MAP, phone_country: "US" };
+    normalize_typed(FieldType::Date, text, &rules, chrono::Local::now().date_naive())
 }
 
 /// The field that is a record's own key on `side`.
