@@ -46,10 +46,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 
 use super::error::Hl7Error;
-use super::parse::{Charset, Delimiters, Message, Segment, is_blank, starts_segment};
+use super::parse::{Charset, Delimiters, Message, Segment, SegmentIndex, is_blank, starts_segment};
 use super::seg;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -79,59 +79,34 @@ pub struct Item<'a> {
     /// not look for line ends again; `None` for a message with more
     /// segments than are noted.
     pub(crate) segments: Option<SegmentIndex>,
+    /// Every byte is ASCII, seen while splitting, so that parsing need not
+    /// check that its text decodes.
+    pub(crate) ascii: bool,
 }
 
 impl<'a> Item<'a> {
     pub fn parse(&self) -> Result<Message<'a>, Hl7Error> {
         match &self.segments {
-            Some(index) => Message::parse_with_segments(self.raw, index.ranges()),
+            Some(index) => Message::parse_with_segments(self.raw, index, self.ascii),
             None => Message::parse(self.raw),
         }
     }
 }
 
-/// Segments a [`SegmentIndex`] holds; a typical ADT or SIU message has
-/// fewer.
-const NOTED_SEGMENTS: usize = 16;
-
-/// The byte ranges of a message's segments, from its start, terminators
-/// excluded: what `Message::parse` finds by the same rules (see
-/// [`Message`]), noted as the splitter reads the message's lines.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SegmentIndex {
-    ranges: [(u32, u32); NOTED_SEGMENTS],
-    len: usize,
-}
-
-impl SegmentIndex {
-    fn ranges(&self) -> &[(u32, u32)] {
-        &self.ranges[..self.len]
-    }
-
-    /// Notes a line of the message, `start..stop` from the message's start,
-    /// as `Message::parse` reads it: a segment when it starts like one, else
-    /// the continuation of the one before when it is not blank. Gives up
-    /// (`None`) when there is no room left or the offsets do not fit.
-    fn note(slot: &mut Option<SegmentIndex>, line: &[u8], start: usize, stop: usize, field: u8) {
-        let Some(index) = slot else { return };
-        let (Ok(start), Ok(stop)) = (u32::try_from(start), u32::try_from(stop)) else {
-            *slot = None;
-            return;
-        };
-        if starts_segment(line, field) {
-            match index.ranges.get_mut(index.len) {
-                Some(range) => *range = (start, stop),
-                None => {
-                    *slot = None;
-                    return;
-                }
-            }
-            index.len += 1;
-        } else if !is_blank(line)
-            && let Some(last) = index.ranges[..index.len].last_mut()
-        {
-            last.1 = stop;
-        }
+/// Notes a line of a message in its segment index, `start..stop` from the
+/// message's start, as `Message::parse` reads it: a segment when it starts
+/// like one, else the continuation of the one before when it is not blank.
+/// Gives up (`None`) when there is no room left or the offsets do not fit,
+/// and parsing then finds the segments itself.
+fn note(slot: &mut Option<SegmentIndex>, line: &[u8], start: usize, stop: usize, field: u8) {
+    let Some(index) = slot else { return };
+    let noted = if starts_segment(line, field) {
+        index.push(start, stop)
+    } else {
+        is_blank(line) || index.extend_last(stop)
+    };
+    if !noted {
+        *slot = None;
     }
 }
 
@@ -267,7 +242,13 @@ pub struct Splitter<'a> {
     after_bare_lf: bool,
     current: Option<Open>,
     junk: Option<Junk>,
-    /// What the current line produced, waiting to be yielded; a few at most.
+    /// The message the current line ended, waiting to be yielded before
+    /// `pending`: it always comes first of what a line produces, as a
+    /// message ends before anything after it is read. Apart from the
+    /// queue, as it is the one thing produced for nearly every message.
+    closed: Option<Item<'a>>,
+    /// What else the current line produced, waiting to be yielded; a few
+    /// at most.
     pending: VecDeque<Result<Item<'a>, BatchProblem>>,
     /// Messages so far.
     number: usize,
@@ -285,47 +266,152 @@ pub struct Splitter<'a> {
     /// does not pay for them.
     kept: Option<Vec<Header<'a>>>,
     done: bool,
-    framing: Framing,
+    ends: LineEnds,
 }
 
-/// Where the next MLLP framing byte (`0x0B` or `0x1C`) is, found a window
-/// at a time. They are rare (none at all in most files), so one search
-/// ahead answers for many lines, where a search in each line for them
-/// would cost about as much as finding its end.
-struct Framing {
-    /// Bytes searched ahead at a time (at least the line asked about).
-    window: usize,
-    /// Searched from here ...
-    from: usize,
-    /// ... up to here (exclusive) ...
-    to: usize,
-    /// ... and this is the first framing byte found there, if any.
-    next: Option<usize>,
+/// Bytes [`LineEnds`] classifies at a time.
+const BLOCK: usize = 64;
+
+/// The bytes that end a line, as bits: CR, LF and the MLLP framing bytes.
+const LINE_ENDS: u32 = 1 << CR | 1 << LF | 1 << VT | 1 << FS;
+
+/// Finds where lines end, in one pass over the buffer a block at a time:
+/// at CR, LF or an MLLP framing byte (`0x0B`, `0x1C`, which end a line
+/// too: a frame can start mid-line when the one before was cut off). A
+/// search per line (for CR or LF, then for framing bytes) cost more in
+/// set-up than in searching, as segments are short; here one block's
+/// classification serves every line in it. On the way it notes whether a
+/// line holds a byte that is not ASCII, so that a message found all ASCII
+/// needs no UTF-8 check when parsed.
+struct LineEnds {
+    /// Offset in the buffer of the block `mask` describes.
+    base: usize,
+    /// One bit per byte of that block, lowest first, for the bytes not yet
+    /// passed that may matter: control bytes (below 0x20, as CR, LF, 0x0B
+    /// and 0x1C all are) and bytes that are not ASCII (0x80 and up), both
+    /// found with one comparison. Other control bytes, such as tabs, are
+    /// rare and passed one at a time.
+    mask: u64,
+    /// The processor has AVX2, which classifies a block in half the
+    /// instructions SSE2 takes.
+    avx2: bool,
 }
 
-/// Bytes searched ahead for framing bytes at a time.
-const FRAMING_WINDOW: usize = 64 * 1024;
-
-impl Framing {
-    fn new(window: usize) -> Framing {
-        Framing { window, from: 0, to: 0, next: None }
+impl LineEnds {
+    fn new(buf: &[u8], at: usize) -> LineEnds {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        LineEnds { base: at, mask: block_mask::<false>(buf, at), avx2 }
     }
 
-    /// The first framing byte in `buf[start..stop]`, if any. `start` never
-    /// goes back between calls.
-    fn first_in(&mut self, buf: &[u8], start: usize, stop: usize) -> Option<usize> {
-        let known = start >= self.from
-            && match self.next {
-                Some(at) => at >= start,
-                None => stop <= self.to,
-            };
-        if !known {
-            self.from = start;
-            self.to = buf.len().min(stop.max(start.saturating_add(self.window)));
-            self.next = memchr2(VT, FS, &buf[start..self.to]).map(|i| start + i);
+    /// Where the line starting at `start` ends (its first CR, LF, `0x0B` or
+    /// `0x1C`, else the end of `buf`), and whether its bytes before that
+    /// are all ASCII. `start` must not be before the end of the line found
+    /// last, whose bytes are forgotten as they are passed; the splitter
+    /// only moves forward. `AVX2` only where `self.avx2` says the processor
+    /// has it.
+    #[inline(always)]
+    fn find<const AVX2: bool>(&mut self, buf: &[u8], start: usize) -> (usize, bool) {
+        let skip = start.wrapping_sub(self.base);
+        if skip < BLOCK {
+            self.mask &= u64::MAX << skip;
+        } else {
+            self.base = start;
+            self.mask = block_mask::<AVX2>(buf, start);
         }
-        self.next.filter(|&at| at < stop)
+        let mut ascii = true;
+        loop {
+            if self.mask == 0 {
+                self.base += BLOCK;
+                if self.base >= buf.len() {
+                    return (buf.len(), ascii);
+                }
+                self.mask = block_mask::<AVX2>(buf, self.base);
+                continue;
+            }
+            let at = self.base + self.mask.trailing_zeros() as usize;
+            let b = buf[at];
+            if b < 0x20 && LINE_ENDS >> b & 1 == 1 {
+                return (at, ascii);
+            }
+            ascii &= b.is_ascii();
+            self.mask &= self.mask - 1;
+        }
     }
+}
+
+/// [`LineEnds::mask`] for the block of `buf` at `at`; bytes past the end
+/// of `buf` are left out.
+#[inline(always)]
+fn block_mask<const AVX2: bool>(buf: &[u8], at: usize) -> u64 {
+    let rest = &buf[at.min(buf.len())..];
+    let padded;
+    let block = match rest.first_chunk::<BLOCK>() {
+        Some(block) => block,
+        None => {
+            // Padded with a byte that is neither a control byte nor non-ASCII.
+            let mut block = [b' '; BLOCK];
+            block[..rest.len()].copy_from_slice(rest);
+            padded = block;
+            &padded
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: `AVX2` is set only where the processor has AVX2.
+        return unsafe { special_avx2(block) };
+    }
+    special(block)
+}
+
+/// The bytes of a block that are below 0x20 or above 0x7F: as signed
+/// bytes, exactly those below 0x20. Sixteen at a time with SSE2, which
+/// every x86-64 processor has (LLVM does not vectorise the byte loop well).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn special(block: &[u8; BLOCK]) -> u64 {
+    use std::arch::x86_64::{_mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    let mut mask = 0;
+    for (i, chunk) in block.as_chunks::<16>().0.iter().enumerate() {
+        // SAFETY: SSE2 is part of x86-64 itself, so every processor that
+        // runs this has these instructions; the load reads the 16 bytes of
+        // `chunk`, at any alignment.
+        let found = unsafe {
+            let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
+            _mm_movemask_epi8(_mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20)))
+        };
+        mask |= u64::from(found as u16) << (16 * i);
+    }
+    mask
+}
+
+/// [`special`] thirty-two bytes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn special_avx2(block: &[u8; BLOCK]) -> u64 {
+    use std::arch::x86_64::{_mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8};
+    let mut mask = 0;
+    for (i, chunk) in block.as_chunks::<32>().0.iter().enumerate() {
+        // SAFETY: reads the 32 bytes of `chunk`, at any alignment.
+        let bytes = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+        let found = _mm256_movemask_epi8(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), bytes));
+        mask |= u64::from(found as u32) << (32 * i);
+    }
+    mask
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn special(block: &[u8; BLOCK]) -> u64 {
+    special_bytewise(block)
+}
+
+/// [`special`] a byte at a time: elsewhere than x86-64, and to test it.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn special_bytewise(block: &[u8; BLOCK]) -> u64 {
+    block.iter().enumerate().fold(0, |mask, (i, &b)| mask | u64::from(!(0x20..0x80).contains(&b)) << i)
 }
 
 /// The message being read.
@@ -342,7 +428,35 @@ struct Open {
     field: u8,
     /// Its MSH line ends in a bare CR, so a bare LF is not a terminator.
     cr_terminated: bool,
+    /// Its lines so far are all ASCII.
+    ascii: bool,
     segments: Option<SegmentIndex>,
+}
+
+impl Open {
+    /// Adds a line that [`is_plain_segment`], `start..stop` in the buffer
+    /// and followed by its terminator up to `next`.
+    #[inline]
+    fn add_segment(&mut self, start: usize, stop: usize, next: usize, ascii: bool) {
+        self.end = next;
+        self.terminated = next > stop;
+        self.ascii &= ascii;
+        if let Some(index) = &mut self.segments
+            && !index.push(start - self.start, stop - self.start)
+        {
+            self.segments = None;
+        }
+    }
+
+    /// Adds a line, `start..stop` in the buffer and followed by its
+    /// terminator up to `next`.
+    #[inline]
+    fn add(&mut self, content: &[u8], start: usize, stop: usize, next: usize, ascii: bool) {
+        self.end = next;
+        self.terminated = next > stop;
+        self.ascii &= ascii;
+        note(&mut self.segments, content, start - self.start, stop - self.start, self.field);
+    }
 }
 
 /// A run of junk lines.
@@ -371,6 +485,37 @@ enum Line {
     Other,
 }
 
+/// Whether a line is a segment of a message whose field separator is
+/// `field` that does not end the message: three capitals or digits (the
+/// first a capital), then `field`, and none of MSH, FHS, BHS, BTS and FTS.
+/// What `classify` and `step` decide for such a line, found with fewer
+/// tests, as nearly every line is one. A segment with no fields at all
+/// (`PV1` alone) is left to them.
+#[inline]
+fn is_plain_segment(line: &[u8], field: u8) -> bool {
+    let Some(&[a, b, c, separator]) = line.first_chunk::<4>() else { return false };
+    let id = ID_CHARS[usize::from(a)] & ID_CHARS[usize::from(b)] >> 1 & ID_CHARS[usize::from(c)] >> 1;
+    separator == field
+        && id & 1 == 1
+        && !(matches!(a, b'M' | b'F' | b'B')
+            && matches!(&[a, b, c], b"MSH" | b"FHS" | b"BHS" | b"BTS" | b"FTS"))
+}
+
+/// For each byte, bit 0: a capital, which may start a segment ID; bit 1: a
+/// capital or a digit, which may follow. One lookup a byte, where the
+/// range tests take several.
+static ID_CHARS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            (c.is_ascii_uppercase() as u8) | ((c.is_ascii_uppercase() || c.is_ascii_digit()) as u8) << 1;
+        b += 1;
+    }
+    table
+};
+
 fn classify(line: &[u8]) -> Line {
     if line.len() >= 3 {
         let id = &line[..3];
@@ -395,14 +540,16 @@ fn classify(line: &[u8]) -> Line {
 
 impl<'a> Splitter<'a> {
     pub fn new(buf: &'a [u8]) -> Splitter<'a> {
+        let pos = if buf.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
         Splitter {
             buf,
-            pos: if buf.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 },
+            pos,
             line: 1,
             in_frame: false,
             after_bare_lf: false,
             current: None,
             junk: None,
+            closed: None,
             pending: VecDeque::new(),
             number: 0,
             file_header: None,
@@ -414,7 +561,7 @@ impl<'a> Splitter<'a> {
             batches: 0,
             kept: None,
             done: false,
-            framing: Framing::new(FRAMING_WINDOW),
+            ends: LineEnds::new(buf, pos),
         }
     }
 
@@ -428,97 +575,123 @@ impl<'a> Splitter<'a> {
         self.batch_header.as_ref()
     }
 
-    /// Reads one line, or one framing byte, or finishes at the end.
+    /// Reads lines until one yields something or may (a line that starts,
+    /// ends or interrupts a message, or a framing byte), or finishes at the
+    /// end. A segment of the message being read, the common line, yields
+    /// nothing, so the next is read at once.
     fn step(&mut self) {
-        let buf = self.buf;
-        let Some(&first) = buf.get(self.pos) else {
-            self.finish();
+        #[cfg(target_arch = "x86_64")]
+        if self.ends.avx2 {
+            // SAFETY: the processor has AVX2, as `LineEnds::new` found.
+            unsafe { self.step_avx2() };
             return;
-        };
-        match first {
-            VT => {
+        }
+        self.step_with::<false>();
+    }
+
+    /// [`Splitter::step`] compiled for AVX2, where finding line ends is
+    /// inlined with it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn step_avx2(&mut self) {
+        self.step_with::<true>();
+    }
+
+    #[inline(always)]
+    fn step_with<const AVX2: bool>(&mut self) {
+        let buf = self.buf;
+        loop {
+            let start = self.pos;
+            let (stop, ascii) = self.ends.find::<AVX2>(buf, start);
+            // The end of the input, or a framing byte where a line would
+            // start.
+            if stop == start && !matches!(buf.get(start), Some(&(CR | LF))) {
+                self.frame_byte_or_end();
+                return;
+            }
+            // 0x0B, 0x1C or the end after the line is handled by the next step.
+            let (next, bare_cr, bare_lf) = match buf.get(stop) {
+                Some(&CR) if buf.get(stop + 1) == Some(&LF) => (stop + 2, false, false),
+                Some(&CR) => (stop + 1, true, false),
+                Some(&LF) => (stop + 1, false, true),
+                _ => (stop, false, false),
+            };
+            let terminated = next > stop;
+            let after_bare_lf = std::mem::replace(&mut self.after_bare_lf, bare_lf);
+            let line = self.line;
+            self.line += usize::from(terminated);
+            self.pos = next;
+            let content = &buf[start..stop];
+            if let Some(open) = &mut self.current
+                && is_plain_segment(content, open.field)
+            {
+                open.add_segment(start, stop, next, ascii);
+                continue;
+            }
+            match classify(content) {
+                Line::Blank => {}
+                Line::Message => {
+                    self.close(Ending::NextLine);
+                    self.flush_junk();
+                    self.number += 1;
+                    let mut segments = Some(SegmentIndex::EMPTY);
+                    note(&mut segments, content, 0, stop - start, content[3]);
+                    self.current = Some(Open {
+                        number: self.number,
+                        start,
+                        line,
+                        end: next,
+                        terminated,
+                        framed: self.in_frame,
+                        field: content[3],
+                        cr_terminated: bare_cr,
+                        ascii,
+                        segments,
+                    });
+                }
+                Line::Envelope(id) => {
+                    self.close(Ending::NextLine);
+                    self.flush_junk();
+                    self.envelope(id, content, start, line);
+                }
+                Line::Other => {
+                    if let Some(open) = &mut self.current {
+                        if starts_segment(content, open.field) || (open.cr_terminated && after_bare_lf) {
+                            open.add(content, start, stop, next, ascii);
+                            continue;
+                        }
+                        self.close(Ending::NextLine);
+                    }
+                    match &mut self.junk {
+                        Some(junk) => junk.end = stop,
+                        None => self.junk = Some(Junk { start, line, end: stop }),
+                    }
+                }
+            }
+            return;
+        }
+    }
+
+    /// Reads the framing byte at `self.pos`, or finishes at the end.
+    fn frame_byte_or_end(&mut self) {
+        match self.buf.get(self.pos) {
+            Some(&VT) => {
                 self.close(Ending::FrameStart);
                 self.flush_junk();
                 self.in_frame = true;
-                self.after_bare_lf = false;
-                self.pos += 1;
-                return;
             }
-            FS => {
+            Some(_) => {
                 self.close(Ending::FrameEnd);
                 self.flush_junk();
                 self.in_frame = false;
-                self.after_bare_lf = false;
-                self.pos += 1;
+            }
+            None => {
+                self.finish();
                 return;
             }
-            _ => {}
         }
-        let start = self.pos;
-        let mut stop = memchr2(CR, LF, &buf[start..]).map_or(buf.len(), |i| start + i);
-        // A frame byte ends the line too; a frame can start mid-line when
-        // the one before it was cut off.
-        if let Some(at) = self.framing.first_in(buf, start, stop) {
-            stop = at;
-        }
-        let terminator = match buf.get(stop) {
-            Some(&CR) if buf.get(stop + 1) == Some(&LF) => b"\r\n".as_slice(),
-            Some(&CR) => b"\r",
-            Some(&LF) => b"\n",
-            // 0x0B, 0x1C or the end: handled by the next step.
-            _ => b"",
-        };
-        let next = stop + terminator.len();
-        let terminated = !terminator.is_empty();
-        let after_bare_lf = std::mem::replace(&mut self.after_bare_lf, terminator == b"\n");
-        let line = self.line;
-        if terminated {
-            self.line += 1;
-        }
-        self.pos = next;
-        let content = &buf[start..stop];
-        match classify(content) {
-            Line::Blank => {}
-            Line::Message => {
-                self.close(Ending::NextLine);
-                self.flush_junk();
-                self.number += 1;
-                let mut segments = Some(SegmentIndex { ranges: [(0, 0); NOTED_SEGMENTS], len: 0 });
-                SegmentIndex::note(&mut segments, content, 0, stop - start, content[3]);
-                self.current = Some(Open {
-                    number: self.number,
-                    start,
-                    line,
-                    end: next,
-                    terminated,
-                    framed: self.in_frame,
-                    field: content[3],
-                    cr_terminated: terminator == b"\r",
-                    segments,
-                });
-            }
-            Line::Envelope(id) => {
-                self.close(Ending::NextLine);
-                self.flush_junk();
-                self.envelope(id, content, start, line);
-            }
-            Line::Other => {
-                if let Some(open) = &mut self.current {
-                    if starts_segment(content, open.field) || (open.cr_terminated && after_bare_lf) {
-                        open.end = next;
-                        open.terminated = terminated;
-                        let (from, to) = (start - open.start, stop - open.start);
-                        SegmentIndex::note(&mut open.segments, content, from, to, open.field);
-                        return;
-                    }
-                    self.close(Ending::NextLine);
-                }
-                match &mut self.junk {
-                    Some(junk) => junk.end = stop,
-                    None => self.junk = Some(Junk { start, line, end: stop }),
-                }
-            }
-        }
+        self.after_bare_lf = false;
+        self.pos += 1;
     }
 
     /// Yields the message being read, if any, deciding whether it was cut off.
@@ -533,7 +706,11 @@ impl<'a> Splitter<'a> {
             }
             _ => None,
         };
-        self.pending.push_back(Ok(Item {
+        debug_assert!(
+            self.closed.is_none() && self.pending.is_empty(),
+            "a line ends one message at most, first"
+        );
+        self.closed = Some(Item {
             number: open.number,
             raw: &self.buf[open.start..open.end],
             offset: open.start,
@@ -541,7 +718,8 @@ impl<'a> Splitter<'a> {
             framed: open.framed,
             truncated: reason.is_some(),
             segments: open.segments,
-        }));
+            ascii: open.ascii,
+        });
         if let Some(reason) = reason {
             self.pending.push_back(Err(BatchProblem::Truncated {
                 number: open.number,
@@ -656,6 +834,9 @@ impl<'a> Iterator for Splitter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if let Some(item) = self.closed.take() {
+                return Some(Ok(item));
+            }
             if let Some(found) = self.pending.pop_front() {
                 return Some(found);
             }
@@ -1002,6 +1183,9 @@ mod tests {
     fn walk(raw: &[u8]) {
         if let Ok(m) = Message::parse(raw) {
             let _ = (m.message_type(), m.control_id(), m.timestamp(), m.value("PID-3[2].4.1"));
+            for n in 0..24 {
+                assert_eq!(m.msh_field(n).raw(), m.msh().field(n).raw(), "MSH-{n}");
+            }
             let _ = m.to_tree();
             for s in m.segments() {
                 let _ = (s.id(), s.field_count(), s.field(0), s.field(s.field_count() + 1).text());
@@ -1047,21 +1231,43 @@ mod tests {
     }
 
     proptest! {
-        /// The search a window at a time finds what a search of each line
-        /// for framing bytes finds, wherever the windows end.
+        /// Line ends found a block at a time are the first CR, LF, 0x0B or
+        /// 0x1C from each start, with or without AVX2, wherever blocks and
+        /// lines begin: after the line before, or further on.
         #[test]
-        fn framing_found_ahead_is_framing_in_the_line(
-            buf in prop::collection::vec(prop::sample::select(vec![b'a', b'|', b'\r', VT, FS]), 0..300),
-            cuts in prop::collection::vec(0usize..300, 0..40),
-            window in 1usize..40,
+        fn line_ends_are_the_first_ending_byte(
+            buf in prop::collection::vec(
+                prop::sample::select(vec![b'a', b'|', b'\t', b'\r', b'\n', VT, FS, 0x80, 0xC3, 0xFF]),
+                0..400,
+            ),
+            gaps in prop::collection::vec(0usize..80, 1..60),
         ) {
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(buf.len())).collect();
-            cuts.sort_unstable();
-            let mut framing = Framing::new(window);
-            for pair in cuts.windows(2) {
-                let (start, stop) = (pair[0], pair[1]);
-                let direct = buf[start..stop].iter().position(|&b| b == VT || b == FS).map(|i| start + i);
-                prop_assert_eq!(framing.first_in(&buf, start, stop), direct);
+            for avx2 in [false, cfg!(target_arch = "x86_64") && LineEnds::new(&buf, 0).avx2] {
+                let mut ends = LineEnds::new(&buf, 0);
+                let mut start = 0;
+                for &gap in &gaps {
+                    if start >= buf.len() {
+                        break;
+                    }
+                    let found = if avx2 { ends.find::<true>(&buf, start) } else { ends.find::<false>(&buf, start) };
+                    let stop = buf[start..]
+                        .iter()
+                        .position(|b| [b'\r', b'\n', VT, FS].contains(b))
+                        .map_or(buf.len(), |i| start + i);
+                    prop_assert_eq!(found, (stop, buf[start..stop].is_ascii()));
+                    start = stop + gap.max(usize::from(stop == start));
+                }
+            }
+        }
+
+        #[test]
+        fn special_bytes_in_a_block(block in prop::array::uniform32(any::<u8>()), other in prop::array::uniform32(any::<u8>())) {
+            let block: [u8; BLOCK] = [block, other].concat().try_into().unwrap();
+            prop_assert_eq!(special(&block), special_bytewise(&block));
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2, as just checked.
+                prop_assert_eq!(unsafe { special_avx2(&block) }, special_bytewise(&block));
             }
         }
 

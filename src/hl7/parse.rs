@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use memchr::{memchr_iter, memchr2};
+use memchr::{memchr, memchr_iter, memchr2};
 
 use super::error::Hl7Error;
 use super::escape::{self, Known};
@@ -198,12 +198,11 @@ pub struct Message<'a> {
     charset: Charset,
     /// Byte ranges of the segments in `raw`, terminators excluded. The first
     /// is always MSH.
-    segments: Vec<(usize, usize)>,
+    segments: Segments,
     /// `raw` was checked whole and decodes as it is: see `decodes_as_is`.
     valid: bool,
-    /// The first segment, MSH, with its fields indexed: the header alone
-    /// reads four of them.
-    msh: IndexedSegment<'a>,
+    /// Where MSH's first fields are: the header alone reads four of them.
+    msh: MshIndex,
 }
 
 impl<'a> Message<'a> {
@@ -211,28 +210,27 @@ impl<'a> Message<'a> {
     /// MSH-1/MSH-2 are unusable or MSH-18 names an unknown character set.
     pub fn parse(raw: &'a [u8]) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii).indexed();
-        let charset = Charset::from_msh18(msh.field(MSH_CHARSET).repetition(1).raw())?;
-        Ok(Message::new(raw, delimiters, charset, segments, msh))
+        Message::new(raw, delimiters, None, segments, false)
     }
 
     /// [`Message::parse`] for a caller that found the segments already, by
-    /// the same rules (the splitter does, as it reads each line): `segments`
-    /// are byte ranges in `raw`, the first being MSH.
+    /// the same rules (the splitter does, as it reads each line), the first
+    /// being MSH; `ascii` says that every byte of `raw` is ASCII, when the
+    /// caller saw that already.
     pub(crate) fn parse_with_segments(
         raw: &'a [u8],
-        segments: &[(u32, u32)],
+        segments: &SegmentIndex,
+        ascii: bool,
     ) -> Result<Message<'a>, Hl7Error> {
         let delimiters = header_delimiters(raw)?;
-        let segments: Vec<(usize, usize)> = segments.iter().map(|&(s, e)| (s as usize, e as usize)).collect();
+        let segments = Segments::Inline(*segments);
         debug_assert_eq!(
-            Ok((delimiters, segments.clone())),
-            index(raw),
+            Ok((delimiters, segments.ranges().collect::<Vec<_>>())),
+            index(raw).map(|(d, s)| (d, s.ranges().collect())),
             "the splitter's segments are parse's"
         );
-        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, Charset::Ascii).indexed();
-        let charset = Charset::from_msh18(msh.field(MSH_CHARSET).repetition(1).raw())?;
-        Ok(Message::new(raw, delimiters, charset, segments, msh))
+        debug_assert!(!ascii || raw.is_ascii(), "the caller saw only ASCII");
+        Message::new(raw, delimiters, None, segments, ascii)
     }
 
     /// Parses a message but decodes its text as `charset` whatever MSH-18
@@ -240,21 +238,35 @@ impl<'a> Message<'a> {
     /// read a message whose MSH-18 is unknown.
     pub fn parse_with_charset(raw: &'a [u8], charset: Charset) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        let msh = Segment::new(&raw[segments[0].0..segments[0].1], delimiters, charset).indexed();
-        Ok(Message::new(raw, delimiters, charset, segments, msh))
+        Message::new(raw, delimiters, Some(charset), segments, false)
     }
 
+    /// Notes where MSH's fields are and reads the character set from MSH-18
+    /// unless `charset` is given. `ascii`: every byte of `raw` is known to be
+    /// ASCII, which decodes as itself in every character set read here.
     fn new(
         raw: &'a [u8],
         delimiters: Delimiters,
-        charset: Charset,
-        segments: Vec<(usize, usize)>,
-        mut msh: IndexedSegment<'a>,
-    ) -> Message<'a> {
-        let valid = decodes_as_is(raw, charset);
-        msh.segment.charset = charset;
-        msh.segment.valid = valid;
-        Message { raw, delimiters, charset, segments, valid, msh }
+        charset: Option<Charset>,
+        segments: Segments,
+        ascii: bool,
+    ) -> Result<Message<'a>, Hl7Error> {
+        let (start, end) = segments.first();
+        let msh_raw = &raw[start..end];
+        let msh = MshIndex::new(&raw[start..], end - start, delimiters.field);
+        let charset = match charset {
+            Some(charset) => charset,
+            None => {
+                let msh18 = msh.field(msh_raw, MSH_CHARSET).unwrap_or_else(|| {
+                    Segment::new(msh_raw, delimiters, Charset::Ascii).field(MSH_CHARSET).raw()
+                });
+                // Its first repetition.
+                let first = &msh18[..memchr(delimiters.repetition, msh18).unwrap_or(msh18.len())];
+                charset_named(first)?
+            }
+        };
+        let valid = ascii || decodes_as_is(raw, charset);
+        Ok(Message { raw, delimiters, charset, segments, valid, msh })
     }
 
     pub fn delimiters(&self) -> &Delimiters {
@@ -271,7 +283,7 @@ impl<'a> Message<'a> {
     }
 
     pub fn segments(&self) -> impl Iterator<Item = Segment<'a>> + '_ {
-        self.segments.iter().map(|&(start, end)| self.segment_at(start, end))
+        self.segments.ranges().map(|(start, end)| self.segment_at(start, end))
     }
 
     /// The first segment with this ID.
@@ -285,29 +297,29 @@ impl<'a> Message<'a> {
         // segment's is not decoded and the comparison is not a call.
         let id = id.as_bytes().first_chunk::<3>().filter(|_| id.len() == 3);
         self.segments
-            .iter()
-            .filter(move |&&(start, _)| id.is_some_and(|id| self.raw[start..].first_chunk::<3>() == Some(id)))
-            .map(|&(start, end)| self.segment_at(start, end))
+            .ranges()
+            .filter(move |&(start, _)| id.is_some_and(|id| self.raw[start..].first_chunk::<3>() == Some(id)))
+            .map(|(start, end)| self.segment_at(start, end))
     }
 
     /// MSH-9.1 and MSH-9.2, such as `("ADT", "A28")`; empty strings where
     /// absent or not decodable.
     pub fn message_type(&self) -> (Cow<'a, str>, Cow<'a, str>) {
-        let field = self.msh().field(MSH_TYPE);
+        let field = self.msh_field(MSH_TYPE);
         let text = |c: Component<'a>| c.text().unwrap_or_default();
         (text(field.component(1)), text(field.component(2)))
     }
 
     /// MSH-10, the message control ID; `None` when empty or not decodable.
     pub fn control_id(&self) -> Option<String> {
-        non_empty(self.msh().field(MSH_CONTROL_ID).text())
+        non_empty(self.msh_field(MSH_CONTROL_ID).text())
     }
 
     /// MSH-7 as written (its first component, the DTM, such as
     /// `20260102153000-0500`); not interpreted, as the callers know which
     /// time zone a sender that omits the offset means.
     pub fn timestamp(&self) -> Option<String> {
-        non_empty(self.msh().field(MSH_TIMESTAMP).component(1).text())
+        non_empty(self.msh_field(MSH_TIMESTAMP).component(1).text())
     }
 
     /// The text at a path `SEG-F[R].C.S` in the first segment with that ID:
@@ -336,9 +348,21 @@ impl<'a> Message<'a> {
         Ok(Some(text).filter(|t| !t.is_empty()))
     }
 
-    /// The first segment, MSH.
-    pub(crate) fn msh(&self) -> &IndexedSegment<'a> {
-        &self.msh
+    /// The first segment, MSH. Its fields up to MSH-18 are quicker to read
+    /// with [`Message::msh_field`].
+    pub(crate) fn msh(&self) -> Segment<'a> {
+        let (start, end) = self.segments.first();
+        self.segment_at(start, end)
+    }
+
+    /// The same field as `self.msh().field(n)`, found without scanning for
+    /// MSH-3 to MSH-18.
+    pub(crate) fn msh_field(&self, n: usize) -> Field<'a> {
+        let (start, end) = self.segments.first();
+        match self.msh.field(&self.raw[start..end], n) {
+            Some(raw) => Field { raw, delimiters: self.delimiters, charset: self.charset, valid: self.valid },
+            None => self.msh().field(n),
+        }
     }
 
     fn segment_at(&self, start: usize, end: usize) -> Segment<'a> {
@@ -350,7 +374,7 @@ impl fmt::Debug for Message<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("len", &self.raw.len())
-            .field("segments", &self.segments.len())
+            .field("segments", &self.segments.ranges().count())
             .field("delimiters", &self.delimiters)
             .field("charset", &self.charset)
             .finish()
@@ -376,28 +400,232 @@ fn non_empty(text: Result<Cow<'_, str>, Hl7Error>) -> Option<String> {
 }
 
 /// Reads the delimiters and finds the segments. See [`Message`] for the rules.
-fn index(raw: &[u8]) -> Result<(Delimiters, Vec<(usize, usize)>), Hl7Error> {
+fn index(raw: &[u8]) -> Result<(Delimiters, Segments), Hl7Error> {
     let delimiters = header_delimiters(raw)?;
-    // Room for a typical ADT or SIU message, so the vector is not regrown.
-    let mut segments: Vec<(usize, usize)> = Vec::with_capacity(16);
+    let mut segments = Segments::Inline(SegmentIndex::EMPTY);
     let mut pos = 0;
     while pos < raw.len() {
         let end = memchr2(CR, LF, &raw[pos..]).map_or(raw.len(), |i| pos + i);
         let line = &raw[pos..end];
         if starts_segment(line, delimiters.field) {
-            segments.push((pos, end));
-        } else if !is_blank(line)
-            && let Some(last) = segments.last_mut()
-        {
-            last.1 = end;
+            segments.push(pos, end);
+        } else if !is_blank(line) {
+            segments.extend_last(end);
         }
         pos = end + 1;
     }
     Ok((delimiters, segments))
 }
 
+/// Segments a [`SegmentIndex`] holds; a typical ADT or SIU message has
+/// fewer.
+const NOTED_SEGMENTS: usize = 16;
+
+/// The byte ranges of a message's segments, from its start, terminators
+/// excluded, held in place: a message is parsed, mapped and dropped at a
+/// rate where an allocation for its list of segments shows. The splitter
+/// fills one as it reads a message's lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentIndex {
+    ranges: [(u32, u32); NOTED_SEGMENTS],
+    len: usize,
+}
+
+impl SegmentIndex {
+    pub(crate) const EMPTY: SegmentIndex = SegmentIndex { ranges: [(0, 0); NOTED_SEGMENTS], len: 0 };
+
+    pub(crate) fn ranges(&self) -> &[(u32, u32)] {
+        &self.ranges[..self.len]
+    }
+
+    /// Adds a segment at `start..stop`; false, leaving the index as it
+    /// was, when there is no room or the offsets do not fit.
+    #[inline]
+    pub(crate) fn push(&mut self, start: usize, stop: usize) -> bool {
+        let (Ok(start), Ok(stop)) = (u32::try_from(start), u32::try_from(stop)) else { return false };
+        let Some(range) = self.ranges.get_mut(self.len) else { return false };
+        *range = (start, stop);
+        self.len += 1;
+        true
+    }
+
+    /// Makes the last segment, if any, run to `stop`; false, leaving the
+    /// index as it was, when `stop` does not fit.
+    pub(crate) fn extend_last(&mut self, stop: usize) -> bool {
+        let Ok(stop) = u32::try_from(stop) else { return false };
+        if let Some(last) = self.ranges[..self.len].last_mut() {
+            last.1 = stop;
+        }
+        true
+    }
+}
+
+/// A message's segment ranges: in place while they fit, else on the heap.
+enum Segments {
+    Inline(SegmentIndex),
+    Spilled(Vec<(usize, usize)>),
+}
+
+impl Segments {
+    fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let (inline, spilled) = match self {
+            Segments::Inline(index) => (index.ranges(), &[][..]),
+            Segments::Spilled(ranges) => (&[][..], &ranges[..]),
+        };
+        inline.iter().map(|&(start, end)| (start as usize, end as usize)).chain(spilled.iter().copied())
+    }
+
+    /// The first segment, which a parsed message always has: MSH.
+    fn first(&self) -> (usize, usize) {
+        self.ranges().next().unwrap_or_default()
+    }
+
+    fn push(&mut self, start: usize, stop: usize) {
+        if let Segments::Inline(index) = self
+            && index.push(start, stop)
+        {
+            return;
+        }
+        self.spill().push((start, stop));
+    }
+
+    fn extend_last(&mut self, stop: usize) {
+        if let Segments::Inline(index) = self
+            && index.extend_last(stop)
+        {
+            return;
+        }
+        if let Some(last) = self.spill().last_mut() {
+            last.1 = stop;
+        }
+    }
+
+    /// The ranges on the heap, moved there if they were in place.
+    fn spill(&mut self) -> &mut Vec<(usize, usize)> {
+        if let Segments::Inline(_) = self {
+            *self = Segments::Spilled(self.ranges().collect());
+        }
+        match self {
+            Segments::Spilled(ranges) => ranges,
+            Segments::Inline(_) => unreachable!("spilled just above"),
+        }
+    }
+}
+
+/// MSH fields [`MshIndex`] notes: up to MSH-18, the character set, which
+/// parsing reads.
+const MSH_NOTED: usize = 18;
+
+/// Where MSH's first fields are, noted in the pass over MSH that reading
+/// MSH-18 takes anyway, so that the header fields read of nearly every
+/// message (MSH-7, MSH-9, MSH-10) are lookups.
+#[derive(Clone, Copy)]
+struct MshIndex {
+    /// Offsets in MSH of its first field separators, the first being MSH-1
+    /// itself.
+    seps: [u16; MSH_NOTED],
+    /// Separators noted: fewer than `MSH_NOTED` when MSH has no more, none
+    /// when it is too long for these offsets (and is then scanned).
+    count: usize,
+}
+
+impl MshIndex {
+    /// Notes the separators of the MSH that is the first `len` bytes of
+    /// `bytes` (the rest of the message follows, so that even the last step
+    /// reads sixteen bytes in place, as a rule).
+    fn new(bytes: &[u8], len: usize, field: u8) -> MshIndex {
+        let mut index = MshIndex { seps: [0; MSH_NOTED], count: 0 };
+        if u16::try_from(len).is_err() {
+            return index;
+        }
+        let mut note = |base: usize, mut found: u16| {
+            while found != 0 && index.count < MSH_NOTED {
+                index.seps[index.count] = (base + found.trailing_zeros() as usize) as u16;
+                index.count += 1;
+                found &= found - 1;
+            }
+        };
+        let chunks = bytes[..len].as_chunks::<16>().0;
+        for (i, chunk) in chunks.iter().enumerate() {
+            note(16 * i, equal_mask16(chunk, field));
+        }
+        let base = 16 * chunks.len();
+        if base < len {
+            note(base, equal_mask(&bytes[base..], field) & ((1 << (len - base)) - 1));
+        }
+        index
+    }
+
+    /// The bytes of field `n` of `msh` (the segment noted), as
+    /// `Segment::field` finds them, if noted: for MSH-3 to MSH-18.
+    fn field<'a>(&self, msh: &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if !(3..=MSH_NOTED).contains(&n) || self.count == 0 {
+            return None;
+        }
+        // Field n is the (n - 1)th piece after "MSH", counting from 0: it
+        // starts after separator n - 2 and ends at separator n - 1, or at
+        // the end when that is the last. All MSH_NOTED being noted, a piece
+        // past the ones noted does not exist.
+        let piece = n - 1;
+        if piece > self.count {
+            return Some(&[]);
+        }
+        let start = usize::from(self.seps[piece - 1]) + 1;
+        let end = self.seps[..self.count].get(piece).map_or(msh.len(), |&end| usize::from(end));
+        Some(&msh[start..end])
+    }
+}
+
+/// One bit per byte of the first 16 of `bytes` (fewer at its end) that is
+/// `b`, lowest first. MSH is scanned whole for MSH-18, where a separator
+/// comes every few bytes: sixteen bytes a step cost less than `Hits`' eight.
+#[inline]
+fn equal_mask(bytes: &[u8], b: u8) -> u16 {
+    match bytes.first_chunk::<16>() {
+        Some(chunk) => equal_mask16(chunk, b),
+        None => {
+            let mut chunk = [0; 16];
+            chunk[..bytes.len()].copy_from_slice(bytes);
+            equal_mask16(&chunk, b) & ((1 << bytes.len()) - 1)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn equal_mask16(chunk: &[u8; 16], b: u8) -> u16 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: SSE2 is part of x86-64 itself, so every processor that runs
+    // this has these instructions; the load reads the 16 bytes of `chunk`,
+    // at any alignment.
+    let found = unsafe {
+        let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b as i8)))
+    };
+    found as u16
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn equal_mask16(chunk: &[u8; 16], b: u8) -> u16 {
+    chunk.iter().enumerate().fold(0, |mask, (i, &c)| mask | u16::from(c == b) << i)
+}
+
+/// [`Charset::from_msh18`], with the two values nearly every message
+/// carries compared first as they are.
+fn charset_named(msh18: &[u8]) -> Result<Charset, Hl7Error> {
+    match msh18 {
+        b"" => Ok(Charset::Ascii),
+        b"UNICODE UTF-8" => Ok(Charset::Utf8),
+        other => Charset::from_msh18(other),
+    }
+}
+
 /// The delimiters of a message, which must start with MSH.
 fn header_delimiters(raw: &[u8]) -> Result<Delimiters, Hl7Error> {
+    // Nearly every message has the standard ones, and this is what
+    // `from_header` would read from them.
+    if raw.starts_with(b"MSH|^~\\&|") {
+        return Ok(Delimiters::STANDARD);
+    }
     if !raw.starts_with(seg::MSH.as_bytes()) {
         return Err(Hl7Error::NotMsh { start: raw[..raw.len().min(8)].escape_ascii().to_string() });
     }
@@ -1163,6 +1391,38 @@ PV1|1|O\r";
         assert!(m.segment("PI").is_none() && m.segment("PIDX").is_none() && m.segment("").is_none());
         assert_eq!(m.segments_named("PID").count(), 1);
         assert_eq!(m.segment("PV1").unwrap().raw(), b"PV1|1|O");
+    }
+
+    #[test]
+    fn more_segments_than_are_held_in_place() {
+        let raw = [&b"MSH|^~\\&|A\r"[..], &b"NTE|1\r\r".repeat(NOTED_SEGMENTS + 4)].concat();
+        let m = parse(&raw);
+        assert!(matches!(m.segments, Segments::Spilled(_)));
+        assert_eq!(m.segments().count(), NOTED_SEGMENTS + 5);
+        assert!(m.segments().skip(1).all(|s| s.raw() == b"NTE|1"));
+        // A line that continues the segment before it, once spilled.
+        let raw = [&raw[..], b"more\rNTE|2"].concat();
+        let m = parse(&raw);
+        let last: Vec<&[u8]> = m.segments().skip(NOTED_SEGMENTS + 4).map(|s| s.raw()).collect();
+        assert_eq!(last, [&b"NTE|1\r\rmore"[..], b"NTE|2"]);
+    }
+
+    /// The fast paths of parsing read what the general ones do.
+    #[test]
+    fn standard_delimiters_and_msh_fields_as_read_the_long_way() {
+        assert_eq!(header_delimiters(ADT), Delimiters::from_header(ADT, seg::MSH));
+        let long_msh =
+            [&b"MSH|^~\\&"[..], &b"|x".repeat(15), b"|UTF-8", &b"|y".repeat(12), b"\rPID|1"].concat();
+        let short_msh = b"MSH|^~\\&|A|B\rPID|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|16|17|18|19|20";
+        let custom = b"MSH#@*$!#A#B#C#D#20260102#S#ADT@A28#7#P#2.5######8859/1#x\r";
+        for raw in [ADT, &long_msh, short_msh, custom] {
+            let m = parse(raw);
+            for n in 0..=MSH_NOTED + 3 {
+                assert_eq!(m.msh_field(n).raw(), m.msh().field(n).raw(), "MSH-{n}");
+            }
+        }
+        assert_eq!(parse(custom).charset(), Charset::Latin1);
+        assert_eq!(parse(custom).message_type(), ("ADT".into(), "A28".into()));
     }
 
     #[test]
