@@ -360,7 +360,12 @@ impl<'a> Message<'a> {
     pub(crate) fn msh_field(&self, n: usize) -> Field<'a> {
         let (start, end) = self.segments.first();
         match self.msh.field(&self.raw[start..end], n) {
-            Some(raw) => Field { raw, delimiters: self.delimiters, charset: self.charset, valid: self.valid },
+            Some(raw) => Field {
+                raw,
+                delimiters: self.delimiters,
+                charset: self.charset,
+                known: Known::valid(self.valid),
+            },
             None => self.msh().field(n),
         }
     }
