@@ -66,7 +66,7 @@ pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
 /// MSH-9.2, as [`Message::message_type`] gives them) already.
 pub(super) fn header_typed(msg: &Message, tz: Tz, code: &str, trigger: &str) -> MessageHeader {
     let evn = msg.segment(seg::EVN);
-    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2)), Some(msg.msh().field(7))]
+    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2)), Some(msg.msh_field(7))]
         .into_iter()
         .flatten()
         // An empty value is skipped before `parse_dtm`, whose error for it
