@@ -82,8 +82,13 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
 /// Read `buf`, calling `sink` with each chunk of outcomes in file order.
 /// Returns the envelope problems as rejects (junk counts as a rejected record).
 ///
-/// Splitting is serial, so the next chunk is split while the current one
-/// is mapped: with two threads neither waits for the other.
+/// Three things happen at once, each chunk a step behind the one before:
+/// while one chunk is mapped (itself in parallel), the next is split
+/// (splitting is serial) and the one before is handed to `sink` on the
+/// calling thread. The sink (loading the store, and dropping the records)
+/// is serial work too, and waiting for it would leave the other threads
+/// idle. `sink` itself never leaves the calling thread, so it need not be
+/// `Send`.
 pub fn read_file<E>(
     buf: &[u8],
     s: &MapSettings,
@@ -92,13 +97,20 @@ pub fn read_file<E>(
     let mut splitter = Splitter::new(buf);
     let mut problems = Vec::new();
     let mut next = take_chunk(&mut splitter, &mut problems);
-    while !next.is_empty() {
-        let current = next;
-        let (outcomes, following) = rayon::join(
-            || current.par_iter().map(|item| outcome(item, s)).collect::<Vec<_>>(),
-            || take_chunk(&mut splitter, &mut problems),
-        );
-        sink(outcomes)?;
+    let mut mapped: Option<Vec<MessageOutcome>> = None;
+    while !next.is_empty() || mapped.is_some() {
+        let current = std::mem::take(&mut next);
+        let (mut outcomes, mut following) = (Vec::new(), Vec::new());
+        let done = mapped.take();
+        let (splitter, problems) = (&mut splitter, &mut problems);
+        rayon::in_place_scope(|scope| {
+            if !current.is_empty() {
+                scope.spawn(|_| outcomes = current.par_iter().map(|item| outcome(item, s)).collect());
+                scope.spawn(|_| following = take_chunk(splitter, problems));
+            }
+            done.map_or(Ok(()), &mut sink)
+        })?;
+        mapped = (!outcomes.is_empty()).then_some(outcomes);
         next = following;
     }
     Ok(problems)
