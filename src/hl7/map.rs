@@ -37,11 +37,13 @@ pub struct MapSettings<'s> {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mapped {
-    Patient(Patient),
+    /// Boxed: a patient is over 500 bytes, and outcomes are moved around
+    /// and collected a chunk at a time.
+    Patient(Box<Patient>),
     Appointment(Appointment),
     /// ADT^A40: `merged_ehr_id` (MRG-1) is merged into the patient in PID.
     Merge {
-        surviving: Patient,
+        surviving: Box<Patient>,
         merged_ehr_id: String,
     },
 }
@@ -198,10 +200,11 @@ fn pick_ids(f: Field, rules: [Option<&IdRule>; 2], at: &str) -> [Result<Option<S
     found.map(|slot| slot.unwrap_or(Ok(None)))
 }
 
-fn patient(msg: &Message, s: &MapSettings) -> Result<Patient, String> {
+fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     let pid = msg.segment(seg::PID).ok_or("no PID segment")?.indexed();
     let (ehr_id, practice_mrn) = pid_ids(pid, s)?;
-    let mut p = Patient { ehr_id: Some(ehr_id), practice_mrn, ..Patient::default() };
+    // Filled where it will stay, not moved there when done.
+    let mut p = Box::new(Patient { ehr_id: Some(ehr_id), practice_mrn, ..Patient::default() });
 
     // PID-5 (XPN): the legal name (type L) if marked, else the first.
     let names = pid.field(5);
