@@ -1105,6 +1105,7 @@ impl<'a> IndexedField<'a> {
     }
 
     /// The same component as [`Field::component`] gives.
+    #[inline]
     pub fn component(&self, n: usize) -> Component<'a> {
         let f = &self.field;
         let raw = match n.checked_sub(1) {
@@ -1147,6 +1148,7 @@ impl<'a> Component<'a> {
     }
 
     /// Subcomponent `m`, 1-based; empty past the end.
+    #[inline]
     pub fn subcomponent(&self, m: usize) -> SubComponent<'a> {
         SubComponent {
             raw: piece(self.raw, self.delimiters.subcomponent, m),
@@ -1163,6 +1165,7 @@ impl<'a> Component<'a> {
     }
 
     /// The whole component decoded and unescaped, as [`Field::text`].
+    #[inline]
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
         escape::text(self.raw, &self.delimiters, self.charset, self.known)
     }
@@ -1195,6 +1198,7 @@ impl<'a> SubComponent<'a> {
     }
 
     /// Decoded and unescaped, as [`Field::text`].
+    #[inline]
     pub fn text(&self) -> Result<Cow<'a, str>, Hl7Error> {
         escape::text(self.raw, &self.delimiters, self.charset, self.known)
     }
