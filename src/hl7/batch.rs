@@ -438,9 +438,7 @@ impl Open {
     /// and followed by its terminator up to `next`.
     #[inline]
     fn add_segment(&mut self, start: usize, stop: usize, next: usize, ascii: bool) {
-        self.end = next;
-        self.terminated = next > stop;
-        self.ascii &= ascii;
+        self.extend(stop, next, ascii);
         if let Some(index) = &mut self.segments
             && !index.push(start - self.start, stop - self.start)
         {
@@ -452,10 +450,16 @@ impl Open {
     /// terminator up to `next`.
     #[inline]
     fn add(&mut self, content: &[u8], start: usize, stop: usize, next: usize, ascii: bool) {
+        self.extend(stop, next, ascii);
+        note(&mut self.segments, content, start - self.start, stop - self.start, self.field);
+    }
+
+    /// The message now runs to `next`, past a line that ends at `stop`.
+    #[inline]
+    fn extend(&mut self, stop: usize, next: usize, ascii: bool) {
         self.end = next;
         self.terminated = next > stop;
         self.ascii &= ascii;
-        note(&mut self.segments, content, start - self.start, stop - self.start, self.field);
     }
 }
 

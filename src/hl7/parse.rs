@@ -153,6 +153,13 @@ impl Charset {
     /// `UTF8`, `ISO-8859-1`, `ISO8859-1` and `LATIN1` are seen in the wild
     /// and accepted; case and surrounding spaces are ignored.
     pub fn from_msh18(value: &[u8]) -> Result<Charset, Hl7Error> {
+        // The two values nearly every message carries, as they are, before
+        // the general comparisons.
+        match value {
+            b"" => return Ok(Charset::Ascii),
+            b"UNICODE UTF-8" => return Ok(Charset::Utf8),
+            _ => {}
+        }
         let name = value.trim_ascii();
         let is = |names: &[&str]| names.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()));
         if is(&["", "ASCII"]) {
@@ -253,7 +260,7 @@ impl<'a> Message<'a> {
     ) -> Result<Message<'a>, Hl7Error> {
         let (start, end) = segments.first();
         let msh_raw = &raw[start..end];
-        let msh = MshIndex::new(&raw[start..], end - start, delimiters.field);
+        let msh = MshIndex::new(msh_raw, delimiters.field);
         let charset = match charset {
             Some(charset) => charset,
             None => {
@@ -262,7 +269,7 @@ impl<'a> Message<'a> {
                 });
                 // Its first repetition.
                 let first = &msh18[..memchr(delimiters.repetition, msh18).unwrap_or(msh18.len())];
-                charset_named(first)?
+                Charset::from_msh18(first)?
             }
         };
         let valid = ascii || decodes_as_is(raw, charset);
@@ -535,28 +542,15 @@ struct MshIndex {
 }
 
 impl MshIndex {
-    /// Notes the separators of the MSH that is the first `len` bytes of
-    /// `bytes` (the rest of the message follows, so that even the last step
-    /// reads sixteen bytes in place, as a rule).
-    fn new(bytes: &[u8], len: usize, field: u8) -> MshIndex {
+    /// Notes the separators of `msh`.
+    fn new(msh: &[u8], field: u8) -> MshIndex {
         let mut index = MshIndex { seps: [0; MSH_NOTED], count: 0 };
-        if u16::try_from(len).is_err() {
+        if u16::try_from(msh.len()).is_err() {
             return index;
         }
-        let mut note = |base: usize, mut found: u16| {
-            while found != 0 && index.count < MSH_NOTED {
-                index.seps[index.count] = (base + found.trailing_zeros() as usize) as u16;
-                index.count += 1;
-                found &= found - 1;
-            }
-        };
-        let chunks = bytes[..len].as_chunks::<16>().0;
-        for (i, chunk) in chunks.iter().enumerate() {
-            note(16 * i, equal_mask16(chunk, field));
-        }
-        let base = 16 * chunks.len();
-        if base < len {
-            note(base, equal_mask(&bytes[base..], field) & ((1 << (len - base)) - 1));
+        for (slot, at) in index.seps.iter_mut().zip(Hits::new(msh, [field])) {
+            *slot = at as u16;
+            index.count += 1;
         }
         index
     }
@@ -578,49 +572,6 @@ impl MshIndex {
         let start = usize::from(self.seps[piece - 1]) + 1;
         let end = self.seps[..self.count].get(piece).map_or(msh.len(), |&end| usize::from(end));
         Some(&msh[start..end])
-    }
-}
-
-/// One bit per byte of the first 16 of `bytes` (fewer at its end) that is
-/// `b`, lowest first. MSH is scanned whole for MSH-18, where a separator
-/// comes every few bytes: sixteen bytes a step cost less than `Hits`' eight.
-#[inline]
-fn equal_mask(bytes: &[u8], b: u8) -> u16 {
-    match bytes.first_chunk::<16>() {
-        Some(chunk) => equal_mask16(chunk, b),
-        None => {
-            let mut chunk = [0; 16];
-            chunk[..bytes.len()].copy_from_slice(bytes);
-            equal_mask16(&chunk, b) & ((1 << bytes.len()) - 1)
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn equal_mask16(chunk: &[u8; 16], b: u8) -> u16 {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
-    // SAFETY: SSE2 is part of x86-64 itself, so every processor that runs
-    // this has these instructions; the load reads the 16 bytes of `chunk`,
-    // at any alignment.
-    let found = unsafe {
-        let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
-        _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b as i8)))
-    };
-    found as u16
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn equal_mask16(chunk: &[u8; 16], b: u8) -> u16 {
-    chunk.iter().enumerate().fold(0, |mask, (i, &c)| mask | u16::from(c == b) << i)
-}
-
-/// [`Charset::from_msh18`], with the two values nearly every message
-/// carries compared first as they are.
-fn charset_named(msh18: &[u8]) -> Result<Charset, Hl7Error> {
-    match msh18 {
-        b"" => Ok(Charset::Ascii),
-        b"UNICODE UTF-8" => Ok(Charset::Utf8),
-        other => Charset::from_msh18(other),
     }
 }
 
