@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use compact_str::CompactString;
+
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
@@ -102,34 +104,34 @@ impl ExternalId {
 pub struct Patient {
     /// The EHR's patient ID: the record's own key on the EHR side, a carried
     /// external ID on the practice side.
-    pub ehr_id: Option<String>,
+    pub ehr_id: Option<CompactString>,
     /// The practice MRN: the record's own key on the practice side, a carried
     /// external ID (custom field) on the EHR side.
-    pub practice_mrn: Option<String>,
-    pub first_name: Option<String>,
-    pub middle_name: Option<String>,
-    pub last_name: Option<String>,
+    pub practice_mrn: Option<CompactString>,
+    pub first_name: Option<CompactString>,
+    pub middle_name: Option<CompactString>,
+    pub last_name: Option<CompactString>,
     pub birth_date: Option<NaiveDate>,
     pub sex: Option<Sex>,
-    pub address1: Option<String>,
-    pub address2: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub zip: Option<String>,
-    pub phone_home: Option<String>,
-    pub phone_mobile: Option<String>,
-    pub email: Option<String>,
+    pub address1: Option<CompactString>,
+    pub address2: Option<CompactString>,
+    pub city: Option<CompactString>,
+    pub state: Option<CompactString>,
+    pub zip: Option<CompactString>,
+    pub phone_home: Option<CompactString>,
+    pub phone_mobile: Option<CompactString>,
+    pub email: Option<CompactString>,
     /// ISO 639-2 code, e.g. "eng".
-    pub language: Option<String>,
+    pub language: Option<CompactString>,
     /// CDC race code, e.g. "2106-3".
-    pub race: Option<String>,
+    pub race: Option<CompactString>,
     /// CDC ethnicity code, e.g. "2186-5".
-    pub ethnicity: Option<String>,
+    pub ethnicity: Option<CompactString>,
     /// Primary care or attending provider (NPI or EHR provider ID, as the job says).
-    pub provider_id: Option<String>,
-    pub insurance_provider: Option<String>,
-    pub member_id: Option<String>,
-    pub group_number: Option<String>,
+    pub provider_id: Option<CompactString>,
+    pub insurance_provider: Option<CompactString>,
+    pub member_id: Option<CompactString>,
+    pub group_number: Option<CompactString>,
 }
 
 impl Patient {
@@ -344,7 +346,7 @@ impl Field {
     /// [`Field::get`], borrowed from the record where it can be.
     pub fn value(self, p: &Patient) -> Option<Cow<'_, str>> {
         match self {
-            Field::BirthDate => p.birth_date.map(|d| Cow::Owned(iso_date(d))),
+            Field::BirthDate => p.birth_date.map(|d| Cow::Owned(iso_date(d).into_string())),
             Field::Sex => p.sex.map(|s| Cow::Borrowed(s.as_str())),
             _ => self.text_slot_ref(p).and_then(|v| v.as_deref()).map(Cow::Borrowed),
         }
@@ -352,7 +354,7 @@ impl Field {
 
     /// Set the field from already-normalised text. Dates must be YYYY-MM-DD
     /// and sex one of M/F/O/U; anything else leaves the field empty.
-    pub fn set(self, p: &mut Patient, value: Option<String>) {
+    pub fn set(self, p: &mut Patient, value: Option<CompactString>) {
         match self {
             Field::BirthDate => p.birth_date = value.and_then(|v| parse_iso_date(&v)),
             Field::Sex => p.sex = value.and_then(|v| Sex::parse(&v)),
@@ -364,7 +366,7 @@ impl Field {
         }
     }
 
-    fn text_slot_ref(self, p: &Patient) -> Option<&Option<String>> {
+    fn text_slot_ref(self, p: &Patient) -> Option<&Option<CompactString>> {
         Some(match self {
             Field::EhrId => &p.ehr_id,
             Field::PracticeMrn => &p.practice_mrn,
@@ -390,7 +392,7 @@ impl Field {
         })
     }
 
-    fn text_slot(self, p: &mut Patient) -> Option<&mut Option<String>> {
+    fn text_slot(self, p: &mut Patient) -> Option<&mut Option<CompactString>> {
         Some(match self {
             Field::EhrId => &mut p.ehr_id,
             Field::PracticeMrn => &mut p.practice_mrn,
@@ -506,12 +508,12 @@ impl AppointmentStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appointment {
     /// The EHR's appointment ID.
-    pub id: String,
-    pub patient_ehr_id: Option<String>,
-    pub patient_mrn: Option<String>,
-    pub provider_id: Option<String>,
-    pub department_id: Option<String>,
-    pub appointment_type: Option<String>,
+    pub id: CompactString,
+    pub patient_ehr_id: Option<CompactString>,
+    pub patient_mrn: Option<CompactString>,
+    pub provider_id: Option<CompactString>,
+    pub department_id: Option<CompactString>,
+    pub appointment_type: Option<CompactString>,
     /// Start, converted to UTC from the job's time zone.
     pub start: Option<chrono::DateTime<chrono::Utc>>,
     pub duration_minutes: Option<u32>,
@@ -519,7 +521,7 @@ pub struct Appointment {
 }
 
 /// A date as YYYY-MM-DD, as the store keeps it (years 0 to 9999).
-pub fn iso_date(d: NaiveDate) -> String {
+pub fn iso_date(d: NaiveDate) -> CompactString {
     use chrono::Datelike;
     let mut b = *b"0000-00-00";
     let mut put = |mut n: u32, end: usize, width: usize| {

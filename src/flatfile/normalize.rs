@@ -15,11 +15,13 @@ use std::fmt::Write as _;
 
 use chrono::{Datelike, NaiveDate};
 
+use compact_str::{CompactString, format_compact};
+
 use crate::model::Sex;
 
 /// Trim, and collapse internal runs of whitespace (incl. tabs, CR, LF, NBSP)
 /// to a single space.
-pub(crate) fn text(raw: &str) -> String {
+pub(crate) fn text(raw: &str) -> CompactString {
     // Nearly every value is already tidy: ASCII with single inner spaces.
     let b = raw.as_bytes();
     let tidy = b.is_ascii()
@@ -28,11 +30,11 @@ pub(crate) fn text(raw: &str) -> String {
         && !b.iter().any(|&c| c.is_ascii_whitespace() && c != b' ')
         && !b.windows(2).any(|w| w == b"  ");
     if tidy {
-        return raw.to_string();
+        return CompactString::from(raw);
     }
     // `split_whitespace` follows Unicode White_Space, so NBSP, the narrow NBSP
     // and the ideographic space that spreadsheets leave behind all count.
-    let mut out = String::with_capacity(raw.len());
+    let mut out = CompactString::with_capacity(raw.len());
     for word in raw.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
@@ -299,7 +301,7 @@ const EXTENSION_MARKERS: &[&str] = &["extension", "ext.", "ext", "x", "#"];
 /// supported; numbers written with "+" (or the NANP exit code "011") work
 /// whatever the default. Extensions are dropped: the canonical record has no
 /// place for them and they never identify a patient.
-pub(crate) fn phone_e164(raw: &str, default_country: &str) -> Result<String, String> {
+pub(crate) fn phone_e164(raw: &str, default_country: &str) -> Result<CompactString, String> {
     // The country as schemas and HL7 mapping spell it; " us " and the like
     // are left to the general path, which trims.
     let nanp_default =
@@ -315,7 +317,7 @@ pub(crate) fn phone_e164(raw: &str, default_country: &str) -> Result<String, Str
 /// "+", letters, extension or spacing other than single-byte spaces, read
 /// on the stack. `None` for anything else, valid or not, which the general
 /// path then reads and explains.
-fn plain_nanp(raw: &str) -> Option<String> {
+fn plain_nanp(raw: &str) -> Option<CompactString> {
     let bytes = raw.as_bytes();
     let mut gathered = [0u8; 11];
     // HL7 sends the bare digits (area code and number joined): then the
@@ -348,7 +350,7 @@ fn plain_nanp(raw: &str) -> Option<String> {
     if !valid {
         return None;
     }
-    let mut out = String::with_capacity(12);
+    let mut out = CompactString::with_capacity(12);
     out.push_str("+1");
     if bare {
         out.push_str(&raw[raw.len() - 10..]);
@@ -359,7 +361,7 @@ fn plain_nanp(raw: &str) -> Option<String> {
 }
 
 /// [`phone_e164`] for any input: spacing, "+", extensions, errors.
-fn phone_e164_general(raw: &str, default_country: &str) -> Result<String, String> {
+fn phone_e164_general(raw: &str, default_country: &str) -> Result<CompactString, String> {
     let shown = text(raw);
     let mut number = strip_extension(&shown)?.to_string();
     if number.starts_with('+') {
@@ -420,7 +422,7 @@ fn strip_extension(shown: &str) -> Result<&str, String> {
 }
 
 /// `digits` follows a "+" (or "011"): the country code and the number.
-fn international(digits: &str, shown: &str) -> Result<String, String> {
+fn international(digits: &str, shown: &str) -> Result<CompactString, String> {
     if let Some(national) = digits.strip_prefix('1') {
         return nanp(national, shown);
     }
@@ -435,11 +437,11 @@ fn international(digits: &str, shown: &str) -> Result<String, String> {
             digits.len()
         ));
     }
-    Ok(format!("+{digits}"))
+    Ok(format_compact!("+{digits}"))
 }
 
 /// `digits` is the number without its country code 1.
-fn nanp(digits: &str, shown: &str) -> Result<String, String> {
+fn nanp(digits: &str, shown: &str) -> Result<CompactString, String> {
     if digits.len() != 10 {
         return Err(format!("expected 10 digits in phone number {shown:?}, found {}", digits.len()));
     }
@@ -452,7 +454,7 @@ fn nanp(digits: &str, shown: &str) -> Result<String, String> {
     if exchange.starts_with(['0', '1']) {
         return Err(format!("invalid exchange {exchange} in phone number {shown:?}"));
     }
-    Ok(format!("+1{digits}"))
+    Ok(format_compact!("+1{digits}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -564,18 +566,20 @@ fn us_state_code(a: u8, b: u8) -> bool {
 /// A US state or territory as its USPS two-letter code. Accepts the code in
 /// any case ("ny", "N.Y.") and the full name case-insensitively, with any
 /// spacing and optional periods ("new  york", "Washington, D.C.").
-pub(crate) fn us_state(raw: &str) -> Result<String, String> {
+pub(crate) fn us_state(raw: &str) -> Result<CompactString, String> {
     // Most values are the bare code: nothing to trim, strip or look up by name.
     if let [a, b] = raw.as_bytes()
         && us_state_code(*a, *b)
     {
-        return Ok(raw.to_ascii_uppercase());
+        let mut code = CompactString::from(raw);
+        code.make_ascii_uppercase();
+        return Ok(code);
     }
     us_state_general(raw)
 }
 
 /// [`us_state`] for any input.
-fn us_state_general(raw: &str) -> Result<String, String> {
+fn us_state_general(raw: &str) -> Result<CompactString, String> {
     // Periods go without a trace ("N.Y.", "U.S. Virgin Islands", "D.C."); a
     // comma separates ("Washington, DC").
     let key = text(&raw.replace('.', "").replace(',', " ").to_uppercase());
@@ -584,7 +588,7 @@ fn us_state_general(raw: &str) -> Result<String, String> {
     }
     US_STATE_NAMES
         .binary_search_by(|(name, _)| (*name).cmp(key.as_str()))
-        .map(|i| US_STATE_NAMES[i].1.to_string())
+        .map(|i| CompactString::from(US_STATE_NAMES[i].1))
         .map_err(|_| format!("unknown US state {:?}", text(raw)))
 }
 
@@ -592,7 +596,7 @@ fn us_state_general(raw: &str) -> Result<String, String> {
 /// hyphen. A 4-digit ZIP is not padded: it is almost always a New England or
 /// New Jersey ZIP whose leading zero a spreadsheet ate, but guessing would
 /// hide that the file was damaged, so staff are told instead.
-pub(crate) fn us_zip(raw: &str) -> Result<String, String> {
+pub(crate) fn us_zip(raw: &str) -> Result<CompactString, String> {
     // Most values are already "12345" or "12345-6789": kept as they are.
     let b = raw.as_bytes();
     let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
@@ -602,13 +606,13 @@ pub(crate) fn us_zip(raw: &str) -> Result<String, String> {
         _ => false,
     };
     if clean {
-        return Ok(raw.to_string());
+        return Ok(CompactString::from(raw));
     }
     us_zip_general(raw)
 }
 
 /// [`us_zip`] for any input: spacing, a ZIP+4 without its hyphen, errors.
-fn us_zip_general(raw: &str) -> Result<String, String> {
+fn us_zip_general(raw: &str) -> Result<CompactString, String> {
     let zip = raw.trim();
     let not_zip = || format!("not a US zip code (12345 or 12345-6789): {zip:?}");
     if !zip.is_ascii() {
@@ -628,8 +632,8 @@ fn us_zip_general(raw: &str) -> Result<String, String> {
         return Err(not_zip());
     }
     match (main.len(), plus4) {
-        (5, None) => Ok(main.to_string()),
-        (5, Some(p)) => Ok(format!("{main}-{p}")),
+        (5, None) => Ok(CompactString::from(main)),
+        (5, Some(p)) => Ok(format_compact!("{main}-{p}")),
         (4, _) => Err(format!(
             "zip code {zip:?} has 4 digits instead of 5: a leading zero may have been lost (e.g. by a spreadsheet)"
         )),
@@ -641,7 +645,7 @@ fn us_zip_general(raw: &str) -> Result<String, String> {
 /// case-insensitive) and the local part kept as given (it need not be).
 /// Deliberately loose: this catches typing and column mix-ups, not every
 /// RFC 5322 corner.
-pub(crate) fn email(raw: &str) -> Result<String, String> {
+pub(crate) fn email(raw: &str) -> Result<CompactString, String> {
     match plain_email(raw) {
         Some(e) => Ok(e),
         None => email_general(raw),
@@ -688,7 +692,7 @@ const EMAIL_BYTES: [EmailByte; 256] = {
 /// [`email`] of a valid address without whitespace and with an ASCII
 /// domain, checked in one pass over the bytes. `None` for anything else,
 /// valid or not, which the general path then reads and explains.
-fn plain_email(raw: &str) -> Option<String> {
+fn plain_email(raw: &str) -> Option<CompactString> {
     let bytes = raw.as_bytes();
     // The local part is anything without whitespace, up to the first "@".
     let at = bytes
@@ -714,7 +718,7 @@ fn plain_email(raw: &str) -> Option<String> {
     if !dot || after_dot {
         return None;
     }
-    let mut out = raw.to_string();
+    let mut out = CompactString::from(raw);
     if upper {
         out[at + 1..].make_ascii_lowercase();
     }
@@ -722,7 +726,7 @@ fn plain_email(raw: &str) -> Option<String> {
 }
 
 /// [`email`] for any input: spacing, non-ASCII, errors.
-fn email_general(raw: &str) -> Result<String, String> {
+fn email_general(raw: &str) -> Result<CompactString, String> {
     let e = raw.trim();
     if e.is_empty() {
         return Err("empty email".to_string());
@@ -751,7 +755,7 @@ fn email_general(raw: &str) -> Result<String, String> {
     if domain.as_bytes().windows(2).any(|w| w == b"..") {
         return Err(format!("two dots in a row in the domain of email {e:?}"));
     }
-    let mut out = String::with_capacity(e.len());
+    let mut out = CompactString::with_capacity(e.len());
     out.push_str(local);
     out.push('@');
     if domain.bytes().any(|b| b.is_ascii_uppercase()) || !domain.is_ascii() {
@@ -826,7 +830,7 @@ fn fold_general(s: &str) -> String {
         .filter(|c| !is_joining_punct(*c))
         .map(|c| if is_separating_punct(c) { ' ' } else { c })
         .collect();
-    text(&spaced)
+    text(&spaced).into_string()
 }
 
 /// Key for comparing names. Accents are kept: "José" and "Jose" differ,
@@ -1123,7 +1127,7 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
-    fn phone(raw: &str) -> Result<String, String> {
+    fn phone(raw: &str) -> Result<CompactString, String> {
         phone_e164(raw, "US")
     }
 
@@ -1370,20 +1374,20 @@ mod tests {
             "+1 (617) 555-0142",
             "  617-555-0142\u{00A0}",
         ] {
-            assert_eq!(phone(raw), Ok("+16175550142".to_string()), "{raw:?}");
+            assert_eq!(phone(raw), Ok("+16175550142".into()), "{raw:?}");
         }
     }
 
     #[test]
     fn phone_canada_is_nanp_and_country_is_case_insensitive() {
-        assert_eq!(phone_e164("416-555-0199", "CA"), Ok("+14165550199".to_string()));
-        assert_eq!(phone_e164("416-555-0199", " us "), Ok("+14165550199".to_string()));
+        assert_eq!(phone_e164("416-555-0199", "CA"), Ok("+14165550199".into()));
+        assert_eq!(phone_e164("416-555-0199", " us "), Ok("+14165550199".into()));
     }
 
     #[test]
     fn phone_fictional_555_01xx_is_accepted() {
-        assert_eq!(phone("212-555-0100"), Ok("+12125550100".to_string()));
-        assert_eq!(phone("212-555-0199"), Ok("+12125550199".to_string()));
+        assert_eq!(phone("212-555-0100"), Ok("+12125550100".into()));
+        assert_eq!(phone("212-555-0199"), Ok("+12125550199".into()));
     }
 
     #[test]
@@ -1401,7 +1405,7 @@ mod tests {
             "617-555-0142#123",
             "+1 617 555 0142 x9",
         ] {
-            assert_eq!(phone(raw), Ok("+16175550142".to_string()), "{raw:?}");
+            assert_eq!(phone(raw), Ok("+16175550142".into()), "{raw:?}");
         }
     }
 
@@ -1448,19 +1452,19 @@ mod tests {
         assert!(phone("617-155-0142").is_err());
         // N11 is only banned as an area code; 2N1 and N21 are fine.
         assert!(phone("211-555-0142").is_err());
-        assert_eq!(phone("212-555-0142"), Ok("+12125550142".to_string()));
-        assert_eq!(phone("221-555-0142"), Ok("+12215550142".to_string()));
+        assert_eq!(phone("212-555-0142"), Ok("+12125550142".into()));
+        assert_eq!(phone("221-555-0142"), Ok("+12215550142".into()));
     }
 
     #[test]
     fn phone_international_with_plus() {
-        assert_eq!(phone("+44 20 7946 0958"), Ok("+442079460958".to_string()));
-        assert_eq!(phone("+44 (0)20-7946-0958"), Ok("+442079460958".to_string()));
-        assert_eq!(phone("+33 1 23 45 67 89"), Ok("+33123456789".to_string()));
+        assert_eq!(phone("+44 20 7946 0958"), Ok("+442079460958".into()));
+        assert_eq!(phone("+44 (0)20-7946-0958"), Ok("+442079460958".into()));
+        assert_eq!(phone("+33 1 23 45 67 89"), Ok("+33123456789".into()));
         // Eight to fifteen digits in all.
-        assert_eq!(phone("+49 1234 56"), Ok("+49123456".to_string()));
+        assert_eq!(phone("+49 1234 56"), Ok("+49123456".into()));
         assert!(phone("+49 123 45").is_err());
-        assert_eq!(phone("+49 1234 5678 90123"), Ok("+491234567890123".to_string()));
+        assert_eq!(phone("+49 1234 5678 90123"), Ok("+491234567890123".into()));
         assert_eq!(
             err(phone("+44 1234 5678 901234")),
             r#"expected 8 to 15 digits in international phone number "+44 1234 5678 901234", found 16"#
@@ -1470,15 +1474,15 @@ mod tests {
 
     #[test]
     fn phone_international_with_011() {
-        assert_eq!(phone("011 44 20 7946 0958"), Ok("+442079460958".to_string()));
-        assert_eq!(phone("011-44-20-7946-0958"), Ok("+442079460958".to_string()));
-        assert_eq!(phone("011 1 617 555 0142"), Ok("+16175550142".to_string()));
+        assert_eq!(phone("011 44 20 7946 0958"), Ok("+442079460958".into()));
+        assert_eq!(phone("011-44-20-7946-0958"), Ok("+442079460958".into()));
+        assert_eq!(phone("011 1 617 555 0142"), Ok("+16175550142".into()));
     }
 
     #[test]
     fn phone_plus_works_whatever_the_default_country() {
-        assert_eq!(phone_e164("+44 20 7946 0958", "GB"), Ok("+442079460958".to_string()));
-        assert_eq!(phone_e164("+1 617 555 0142", "FR"), Ok("+16175550142".to_string()));
+        assert_eq!(phone_e164("+44 20 7946 0958", "GB"), Ok("+442079460958".into()));
+        assert_eq!(phone_e164("+1 617 555 0142", "FR"), Ok("+16175550142".into()));
     }
 
     #[test]
@@ -1493,30 +1497,30 @@ mod tests {
 
     #[test]
     fn us_state_codes_in_any_case() {
-        assert_eq!(us_state("NY"), Ok("NY".to_string()));
-        assert_eq!(us_state("ny"), Ok("NY".to_string()));
-        assert_eq!(us_state(" Ma "), Ok("MA".to_string()));
-        assert_eq!(us_state("N.Y."), Ok("NY".to_string()));
-        assert_eq!(us_state("d.c."), Ok("DC".to_string()));
+        assert_eq!(us_state("NY"), Ok("NY".into()));
+        assert_eq!(us_state("ny"), Ok("NY".into()));
+        assert_eq!(us_state(" Ma "), Ok("MA".into()));
+        assert_eq!(us_state("N.Y."), Ok("NY".into()));
+        assert_eq!(us_state("d.c."), Ok("DC".into()));
         for code in ["PR", "VI", "GU", "AS", "MP", "AA", "AE", "AP", "DC", "WY"] {
-            assert_eq!(us_state(code), Ok(code.to_string()));
+            assert_eq!(us_state(code), Ok(code.into()));
         }
     }
 
     #[test]
     fn us_state_full_names() {
-        assert_eq!(us_state("New York"), Ok("NY".to_string()));
-        assert_eq!(us_state("new york"), Ok("NY".to_string()));
-        assert_eq!(us_state("  NEW \t YORK\u{00A0}"), Ok("NY".to_string()));
-        assert_eq!(us_state("District of Columbia"), Ok("DC".to_string()));
-        assert_eq!(us_state("Washington"), Ok("WA".to_string()));
-        assert_eq!(us_state("Washington D.C."), Ok("DC".to_string()));
-        assert_eq!(us_state("Washington, DC"), Ok("DC".to_string()));
-        assert_eq!(us_state("west virginia"), Ok("WV".to_string()));
-        assert_eq!(us_state("Puerto Rico"), Ok("PR".to_string()));
-        assert_eq!(us_state("U.S. Virgin Islands"), Ok("VI".to_string()));
-        assert_eq!(us_state("Northern Mariana Islands"), Ok("MP".to_string()));
-        assert_eq!(us_state("Armed Forces Pacific"), Ok("AP".to_string()));
+        assert_eq!(us_state("New York"), Ok("NY".into()));
+        assert_eq!(us_state("new york"), Ok("NY".into()));
+        assert_eq!(us_state("  NEW \t YORK\u{00A0}"), Ok("NY".into()));
+        assert_eq!(us_state("District of Columbia"), Ok("DC".into()));
+        assert_eq!(us_state("Washington"), Ok("WA".into()));
+        assert_eq!(us_state("Washington D.C."), Ok("DC".into()));
+        assert_eq!(us_state("Washington, DC"), Ok("DC".into()));
+        assert_eq!(us_state("west virginia"), Ok("WV".into()));
+        assert_eq!(us_state("Puerto Rico"), Ok("PR".into()));
+        assert_eq!(us_state("U.S. Virgin Islands"), Ok("VI".into()));
+        assert_eq!(us_state("Northern Mariana Islands"), Ok("MP".into()));
+        assert_eq!(us_state("Armed Forces Pacific"), Ok("AP".into()));
     }
 
     #[test]
@@ -1546,11 +1550,11 @@ mod tests {
 
     #[test]
     fn us_zip_valid_forms() {
-        assert_eq!(us_zip("02134"), Ok("02134".to_string()));
-        assert_eq!(us_zip(" 02134 "), Ok("02134".to_string()));
-        assert_eq!(us_zip("02134-1234"), Ok("02134-1234".to_string()));
-        assert_eq!(us_zip("021341234"), Ok("02134-1234".to_string()));
-        assert_eq!(us_zip("\u{00A0}02134-1234\t"), Ok("02134-1234".to_string()));
+        assert_eq!(us_zip("02134"), Ok("02134".into()));
+        assert_eq!(us_zip(" 02134 "), Ok("02134".into()));
+        assert_eq!(us_zip("02134-1234"), Ok("02134-1234".into()));
+        assert_eq!(us_zip("021341234"), Ok("02134-1234".into()));
+        assert_eq!(us_zip("\u{00A0}02134-1234\t"), Ok("02134-1234".into()));
     }
 
     #[test]
@@ -1589,8 +1593,8 @@ mod tests {
 
     #[test]
     fn email_valid_lowercases_domain_only() {
-        assert_eq!(email("  Jane.Doe@Example.COM "), Ok("Jane.Doe@example.com".to_string()));
-        assert_eq!(email("a+tag@mail.example.org"), Ok("a+tag@mail.example.org".to_string()));
+        assert_eq!(email("  Jane.Doe@Example.COM "), Ok("Jane.Doe@example.com".into()));
+        assert_eq!(email("a+tag@mail.example.org"), Ok("a+tag@mail.example.org".into()));
     }
 
     #[test]

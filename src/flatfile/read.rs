@@ -5,6 +5,7 @@
 //! Warnings (a bad optional value, loaded as empty) ride alongside.
 
 use crate::FastMap;
+use compact_str::CompactString;
 use std::borrow::Cow;
 
 use chrono::NaiveDate;
@@ -278,11 +279,11 @@ struct Rules<'a> {
 // of value goes straight to its parser: HL7 mapping calls `normalize_value`
 // five times a patient.
 #[inline(always)]
-fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Result<String, String> {
+fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Result<CompactString, String> {
     match t {
         FieldType::Id | FieldType::Text => Ok(normalize::text(text)),
         FieldType::Date => normalize::date(text, r.formats, today).map(crate::model::iso_date),
-        FieldType::Sex => normalize::sex(text, r.sex_map).map(|s| s.as_str().to_string()),
+        FieldType::Sex => normalize::sex(text, r.sex_map).map(|s| s.as_str().into()),
         FieldType::Phone => normalize::phone_e164(text, r.phone_country),
         FieldType::UsState => normalize::us_state(text),
         FieldType::UsZip => normalize::us_zip(text),
@@ -293,7 +294,7 @@ fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Res
 /// Normalise one value of `field` by the default rules (US phones, built-in
 /// sex codes, ISO dates), as `Field::set` takes it. For sources without a
 /// schema of columns, such as HL7.
-pub(crate) fn normalize_value(field: Field, text: &str) -> Result<String, String> {
+pub(crate) fn normalize_value(field: Field, text: &str) -> Result<CompactString, String> {
     match field.field_type() {
         // Only dates need today (and a clock read): keep it off the hot path.
         FieldType::Date => normalize_default_date(text),
@@ -311,7 +312,7 @@ static NO_MAP: std::collections::BTreeMap<String, String> = std::collections::BT
 /// stack frame, where the other kinds need none and only jump to their
 /// parser.
 #[inline(never)]
-fn normalize_default_date(text: &str) -> Result<String, String> {
+fn normalize_default_date(text: &str) -> Result<CompactString, String> {
     let formats = ["%Y-%m-%d".to_string()];
     let rules = Rules { formats: &formats, sex_map: &NO_MAP, phone_country: "US" };
     normalize_typed(FieldType::Date, text, &rules, chrono::Local::now().date_naive())
@@ -427,7 +428,7 @@ impl RecordBuilder<'_> {
     }
 
     /// The normalised text of one non-empty value, as `Field::set` takes it.
-    fn value(&self, c: &Column, text: &str) -> Result<String, String> {
+    fn value(&self, c: &Column, text: &str) -> Result<CompactString, String> {
         let rules =
             Rules { formats: &c.formats, sex_map: &c.sex_map, phone_country: &self.schema.phone_country };
         normalize_typed(c.field_type, text, &rules, self.today)

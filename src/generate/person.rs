@@ -772,7 +772,7 @@ mod tests {
             let p = phone_number(617, &mut r);
             let shown = format_phone(p, &mut r);
             let e164 = crate::flatfile::normalize_value(crate::model::Field::PhoneHome, &shown);
-            assert_eq!(e164, Ok(format!("+1{p}")), "{shown}");
+            assert_eq!(e164, Ok(compact_str::format_compact!("+1{p}")), "{shown}");
         }
     }
 

@@ -174,7 +174,7 @@ fn without_noise_both_sides_agree() {
         sides.entry(person).or_default()[ix(side)] = Some(id);
     }
     let key = |p: &Patient| {
-        let k = |v: &Option<String>, f: fn(&str) -> String| v.as_deref().map(f);
+        let k = |v: &Option<compact_str::CompactString>, f: fn(&str) -> String| v.as_deref().map(f);
         (
             (k(&p.first_name, name_key), k(&p.last_name, name_key), p.birth_date, p.sex),
             (k(&p.address1, address_key), k(&p.address2, address_key), k(&p.city, text_key)),

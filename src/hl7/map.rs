@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
+use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
 use super::{Field, Hl7Error, IndexedSegment, Message, seg};
@@ -98,7 +99,7 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
             let mrg = msg.segment(seg::MRG).ok_or("ADT^A40 without an MRG segment")?;
             let merged = pick_id(mrg.field(1), &s.schema.ehr_id, "MRG-1")?
                 .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
-            Ok(Mapped::Merge { surviving, merged_ehr_id: merged })
+            Ok(Mapped::Merge { surviving, merged_ehr_id: merged.into() })
         }
         ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, trigger).map(Mapped::Appointment),
         ("", _) => Err("MSH-9 (message type) is empty".into()),
@@ -153,8 +154,8 @@ pub(super) fn trim(t: &str) -> &str {
 
 /// [`value`] as an owned string, for the record.
 #[inline]
-fn text(r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<Option<String>, String> {
-    Ok(value(r, at)?.map(Cow::into_owned))
+fn text(r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<Option<CompactString>, String> {
+    Ok(value(r, at)?.map(CompactString::from))
 }
 
 /// [`value`] for comparing: empty when absent.
@@ -164,7 +165,7 @@ fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>,
 }
 
 /// The first PID-3-style repetition (CX) that matches `rule`.
-fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> {
+fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<CompactString>, String> {
     let [id, _] = pick_ids(f, [Some(rule), None], at);
     id
 }
@@ -174,8 +175,8 @@ fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<String>, String> 
 /// repetition each rule matches, or the first error met while that rule
 /// was still looked for. Repetitions after both are found are not read,
 /// as neither call would have read them.
-fn pick_ids(f: Field, rules: [Option<&IdRule>; 2], at: &str) -> [Result<Option<String>, String>; 2] {
-    let mut found: [Option<Result<Option<String>, String>>; 2] =
+fn pick_ids(f: Field, rules: [Option<&IdRule>; 2], at: &str) -> [Result<Option<CompactString>, String>; 2] {
+    let mut found: [Option<Result<Option<CompactString>, String>>; 2] =
         rules.map(|r| r.is_none().then_some(Ok(None)));
     for rep in f.repetitions() {
         if found.iter().all(Option::is_some) {
@@ -311,7 +312,7 @@ fn sex(v: &str) -> Option<Sex> {
 
 /// The EHR's patient ID and the practice MRN (when the schema names one)
 /// from PID-3; no EHR ID is an error.
-fn pid_ids(pid: IndexedSegment, s: &MapSettings) -> Result<(String, Option<String>), String> {
+fn pid_ids(pid: IndexedSegment, s: &MapSettings) -> Result<(CompactString, Option<CompactString>), String> {
     let rules = [Some(&s.schema.ehr_id), s.schema.practice_mrn.as_ref()];
     let [ehr_id, practice_mrn] = pick_ids(pid.field(3), rules, "PID-3");
     let ehr_id = ehr_id?.ok_or_else(|| {
@@ -320,12 +321,16 @@ fn pid_ids(pid: IndexedSegment, s: &MapSettings) -> Result<(String, Option<Strin
     Ok((ehr_id, practice_mrn?))
 }
 
-fn optional(r: Result<Cow<str>, Hl7Error>, field: PatientField, at: &str) -> Result<Option<String>, String> {
+fn optional(
+    r: Result<Cow<str>, Hl7Error>,
+    field: PatientField,
+    at: &str,
+) -> Result<Option<CompactString>, String> {
     Ok(value(r, at)?.and_then(|v| normalize_value(field, &v).ok()))
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
-fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<String>, String> {
+fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<CompactString>, String> {
     for rep in f.repetitions() {
         let rep = rep.indexed();
         let authority = code(rep.component(9).subcomponent(1).text(), "XCN.9")?;
@@ -361,7 +366,7 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         .iter()
         .filter_map(|id| msg.segment(id))
         .find_map(|g| g.field(if g.id() == "AIS" { 4 } else { 6 }).component(1).text().ok())
-        .map(|t| t.trim().to_string())
+        .map(|t| CompactString::from(t.trim()))
         .filter(|t| !t.is_empty()));
     let start = match start_text {
         Some(t) => Some(parse_dtm(&t, s.time_zone).map_err(|e| format!("bad start time in SCH-11.4: {e}"))?),
@@ -436,18 +441,18 @@ fn ymd(d: &[u8]) -> Option<NaiveDate> {
 /// offset the time is in `tz`; a local time that does not exist (the
 /// spring-forward gap) is an error, one that exists twice takes the earlier.
 pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
-    let t = trim(t);
-    // Both signs are ASCII, so a byte search finds the same place as a
-    // `char` one, without decoding.
-    let (body, offset) = match t.bytes().position(|b| b == b'+' || b == b'-') {
+    // Read as bytes: every character that matters is ASCII, and the many
+    // well-formed times are then read without decoding a character.
+    let t = trim(t).as_bytes();
+    let (body, offset) = match t.iter().position(|&b| b == b'+' || b == b'-') {
         Some(i) => (&t[..i], Some(&t[i..])),
         None => (t, None),
     };
-    let (main, _fraction) = body.split_once('.').unwrap_or((body, ""));
-    if !main.bytes().all(|b| b.is_ascii_digit()) || !matches!(main.len(), 8 | 10 | 12 | 14) {
+    // The fraction of a second, after a '.', is ignored.
+    let main = body.split(|&b| b == b'.').next().unwrap_or_default();
+    if !matches!(main.len(), 8 | 10 | 12 | 14) || !main.iter().all(u8::is_ascii_digit) {
         return Err("expected YYYYMMDD[HH[MM[SS]]]".into());
     }
-    let main = main.as_bytes();
     let date = ymd(main).ok_or("not a calendar date")?;
     let num = |r: std::ops::Range<usize>| main.get(r).map_or(0, number);
     let time =
@@ -455,14 +460,12 @@ pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     let local = NaiveDateTime::new(date, time);
     match offset {
         Some(o) => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let sign = if o[0] == b'-' { -1 } else { 1 };
             let digits = &o[1..];
-            if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            if digits.len() != 4 || !digits.iter().all(u8::is_ascii_digit) {
                 return Err("time zone offset must be +HHMM or -HHMM".into());
             }
-            let secs = sign
-                * (digits[..2].parse::<i32>().unwrap_or(0) * 3600
-                    + digits[2..].parse::<i32>().unwrap_or(0) * 60);
+            let secs = sign * (number(&digits[..2]) * 3600 + number(&digits[2..]) * 60) as i32;
             let fixed = chrono::FixedOffset::east_opt(secs).ok_or("time zone offset out of range")?;
             fixed
                 .from_local_datetime(&local)
@@ -608,7 +611,7 @@ MRG|E2^^^ATHENA^PI\r";
     }
 
     /// One scan for two rules: what `pick_id` gives for each on its own.
-    fn pick_one_by_one(f: Field, rules: [Option<&IdRule>; 2]) -> [Result<Option<String>, String>; 2] {
+    fn pick_one_by_one(f: Field, rules: [Option<&IdRule>; 2]) -> [Result<Option<CompactString>, String>; 2] {
         rules.map(|r| r.map_or(Ok(None), |r| pick_id(f, r, "PID-3")))
     }
 

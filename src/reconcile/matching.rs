@@ -37,6 +37,8 @@ use rayon::prelude::*;
 
 use super::nicknames;
 use crate::flatfile::{address_key, name_key};
+use compact_str::CompactString;
+
 use crate::model::{Patient, PatientRecord, Sex};
 
 /// Comparisons, in the order of a pattern's levels.
@@ -167,14 +169,14 @@ pub struct Features {
 
 impl Features {
     pub fn of(p: &Patient) -> Features {
-        let key = |v: &Option<String>| v.as_deref().map(name_key).unwrap_or_default();
+        let key = |v: &Option<CompactString>| v.as_deref().map(name_key).unwrap_or_default();
         let (first, last) = (key(&p.first_name), key(&p.last_name));
         let address = p.address1.as_deref().map(address_key).unwrap_or_default();
         let (house, street) = match address.split_once(' ') {
             Some((h, s)) if h.bytes().any(|b| b.is_ascii_digit()) => (h.to_string(), s.to_string()),
             _ => (String::new(), address),
         };
-        let phone = |v: &Option<String>| {
+        let phone = |v: &Option<CompactString>| {
             v.as_deref().and_then(|s| {
                 let digits: String = s.chars().filter(char::is_ascii_digit).collect();
                 digits.parse::<u64>().ok()
@@ -1097,11 +1099,11 @@ mod tests {
                 LAST[(i / 16) % 16],
                 (1900 + (i % 101) as i32, 1 + (i % 12) as u32, 1 + (i % 28) as u32),
             );
-            p.zip = Some(format!("{:05}", 1000 + i % 300));
-            p.phone_home = Some(format!("+1617555{:04}", i));
+            p.zip = Some(format!("{:05}", 1000 + i % 300).into());
+            p.phone_home = Some(format!("+1617555{:04}", i).into());
             a.push(Features::of(&p));
             if i % 10 == 0 {
-                p.last_name = Some(format!("{}e", p.last_name.unwrap()));
+                p.last_name = Some(format!("{}e", p.last_name.unwrap()).into());
             }
             if i % 7 == 0 {
                 p.phone_home = None;

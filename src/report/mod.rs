@@ -166,7 +166,7 @@ fn page(dir: &Path, r: &RunReport) -> Result<()> {
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn opt(v: &Option<String>) -> &str {
+fn opt<S: std::ops::Deref<Target = str>>(v: &Option<S>) -> &str {
     v.as_deref().unwrap_or("")
 }
 
@@ -269,7 +269,7 @@ fn matched(dir: &Path, r: &RunReport) -> Result<()> {
     w.finish()
 }
 
-fn birth(r: &PatientRecord) -> String {
+fn birth(r: &PatientRecord) -> compact_str::CompactString {
     r.patient.birth_date.map(crate::model::iso_date).unwrap_or_default()
 }
 

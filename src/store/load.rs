@@ -208,14 +208,14 @@ impl<'c> FileLoad<'c> {
         if let Some((old_mrn, _)) = &stored
             && self.side == Side::Ehr
             && message_id.is_some()
-            && *old_mrn != p.practice_mrn
+            && old_mrn.as_deref() != p.practice_mrn.as_deref()
         {
             self.tx()
                 .prepare_cached(
                     "INSERT INTO id_history (job, side, own_id, kind, old_value, new_value, source_time, message_id)
                      VALUES (?1, ?2, ?3, 'practice_mrn', ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![self.job, self.side.as_str(), own, old_mrn, p.practice_mrn, time, message_id])?;
+                .execute(params![self.job, self.side.as_str(), own, old_mrn, p.practice_mrn.as_deref(), time, message_id])?;
         }
         if let Some((_, Some(stored_time))) = &stored
             && let Some(t) = time
@@ -267,7 +267,7 @@ impl<'c> FileLoad<'c> {
         let stored: Option<Option<String>> = self
             .tx()
             .prepare_cached("SELECT source_time FROM appointments WHERE job = ?1 AND appt_id = ?2")?
-            .query_row(params![self.job, a.id], |r| r.get(0))
+            .query_row(params![self.job, a.id.as_str()], |r| r.get(0))
             .optional()?;
         if let (Some(Some(stored)), Some(t)) = (&stored, time)
             && t < stored.as_str()
@@ -287,12 +287,12 @@ impl<'c> FileLoad<'c> {
             )?
             .execute(params![
                 self.job,
-                a.id,
-                a.patient_ehr_id,
-                a.patient_mrn,
-                a.provider_id,
-                a.department_id,
-                a.appointment_type,
+                a.id.as_str(),
+                a.patient_ehr_id.as_deref(),
+                a.patient_mrn.as_deref(),
+                a.provider_id.as_deref(),
+                a.department_id.as_deref(),
+                a.appointment_type.as_deref(),
                 a.start.map(|s| s.to_rfc3339()),
                 a.duration_minutes,
                 a.status.as_str(),

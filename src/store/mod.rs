@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use compact_str::CompactString;
 use rayon::slice::ParallelSliceMut;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -603,7 +604,7 @@ impl Store {
         while let Some(r) = rows.next()? {
             let mut patient = Patient::default();
             for (i, f) in Field::ALL.iter().enumerate() {
-                f.set(&mut patient, r.get(i + 3)?);
+                f.set(&mut patient, compact_text(r, i + 3)?);
             }
             let (name, loaded) = files.get(&r.get::<_, i64>(0)?).cloned().unwrap_or_default();
             let source_time: Option<String> = r.get(2)?;
@@ -698,6 +699,15 @@ impl Store {
 /// A file's ledger name and load time.
 type FileFacts = (String, Option<chrono::DateTime<chrono::Utc>>);
 
+/// A text column as a record's value, read without an intermediate `String`.
+fn compact_text(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<CompactString>> {
+    let value = row.get_ref(i)?;
+    value
+        .as_str_or_null()
+        .map(|t| t.map(CompactString::from))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -733,7 +743,7 @@ mod tests {
                 .map(|(i, id)| ParsedRecord {
                     line: i as u64 + 2,
                     patient: Patient {
-                        ehr_id: Some(id.to_string()),
+                        ehr_id: Some((*id).into()),
                         last_name: Some("X".into()),
                         ..Patient::default()
                     },
