@@ -1318,7 +1318,7 @@ fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Appli
             load.reject(&Reject {
                 line: o.line,
                 severity: Severity::Rejected,
-                record_id: o.header.control_id.clone(),
+                record_id: o.header.control_id.as_deref().map(String::from),
                 column: Some(format!("message {}", o.number)),
                 field: None,
                 reason: format!("{event} message {}: {reason}", o.number),

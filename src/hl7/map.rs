@@ -54,8 +54,8 @@ pub enum Mapped {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageHeader {
     /// "ADT^A28".
-    pub event: String,
-    pub control_id: Option<String>,
+    pub event: CompactString,
+    pub control_id: Option<CompactString>,
     /// The message's own time: EVN-6 (event occurred), else EVN-2 (recorded), else MSH-7.
     pub time: Option<DateTime<Utc>>,
 }
@@ -77,10 +77,7 @@ pub(super) fn header_typed(msg: &Message, tz: Tz, code: &str, trigger: &str) -> 
         .find_map(|f| {
             f.component(1).text().ok().filter(|t| !t.is_empty()).and_then(|t| parse_dtm(&t, tz).ok())
         });
-    let mut event = String::with_capacity(code.len() + 1 + trigger.len());
-    event.push_str(code);
-    event.push('^');
-    event.push_str(trigger);
+    let event = CompactString::from(join(&mut [0; JOINED], [code, "^", trigger]));
     MessageHeader { event, control_id: msg.control_id(), time }
 }
 
@@ -162,6 +159,29 @@ fn text(r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<Option<CompactStr
 #[inline]
 fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>, String> {
     Ok(value(r, at)?.unwrap_or_default())
+}
+
+/// Room for [`join`] to join on the stack: more than any real phone number
+/// or message type takes.
+const JOINED: usize = 32;
+
+/// `parts` one after the other, in `buf` when they fit, as they always do
+/// for the short values joined here: the result is only read, or copied
+/// into an inline [`CompactString`], so it need not be allocated.
+fn join<'b, const N: usize>(buf: &'b mut [u8; JOINED], parts: [&str; N]) -> Cow<'b, str> {
+    let len = parts.iter().map(|p| p.len()).sum();
+    if len > buf.len() {
+        return Cow::Owned(parts.concat());
+    }
+    let mut at = 0;
+    for p in parts {
+        buf[at..at + p.len()].copy_from_slice(p.as_bytes());
+        at += p.len();
+    }
+    // SAFETY: strings one after the other are a string: each part is valid
+    // UTF-8 and ends at a character boundary, so their bytes in a row are
+    // valid UTF-8 too.
+    Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
 }
 
 /// The first PID-3-style repetition (CX) that matches `rule`.
@@ -257,26 +277,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             continue;
         }
         // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
-        // Area code and local number are joined on the stack when they fit,
-        // as they always do for a real number: the join is only read.
-        let mut joined = [0u8; 32];
+        let mut joined = [0; JOINED];
         let number = match value(rep.component(7).text(), "PID-13.7")? {
-            Some(local) => {
-                let area = code(rep.component(6).text(), "PID-13.6")?;
-                let len = area.len() + local.len();
-                if len <= joined.len() {
-                    joined[..area.len()].copy_from_slice(area.as_bytes());
-                    joined[area.len()..len].copy_from_slice(local.as_bytes());
-                    // Two strings one after the other are a string, so
-                    // this always borrows; the fallback only avoids a panic.
-                    match std::str::from_utf8(&joined[..len]) {
-                        Ok(number) => Cow::Borrowed(number),
-                        Err(_) => Cow::Owned([&*area, &*local].concat()),
-                    }
-                } else {
-                    Cow::Owned([&*area, &*local].concat())
-                }
-            }
+            Some(local) => join(&mut joined, [&code(rep.component(6).text(), "PID-13.6")?, &local]),
             None => code(rep.component(1).text(), "PID-13.1")?,
         };
         let slot = if kind.eq_ignore_ascii_case("CP")
@@ -638,6 +641,16 @@ MRG|E2^^^ATHENA^PI\r";
             let swapped = [rules[1], rules[0]];
             proptest::prop_assert_eq!(pick_ids(pid.field(3), swapped, "PID-3"), pick_one_by_one(pid.field(3), swapped));
         }
+    }
+
+    #[test]
+    fn join_fills_the_buffer_or_allocates() {
+        assert!(matches!(join(&mut [0; JOINED], ["617", "5550100"]), Cow::Borrowed("6175550100")));
+        assert_eq!(join(&mut [0; JOINED], ["é", "^", "ü"]), "é^ü");
+        let long = "x".repeat(JOINED);
+        let mut buf = [0; JOINED];
+        let joined = join(&mut buf, [&long, "é"]);
+        assert!(matches!(&joined, Cow::Owned(j) if *j == format!("{long}é")));
     }
 
     #[test]

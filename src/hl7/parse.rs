@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use compact_str::CompactString;
 use memchr::{memchr, memchr_iter, memchr2};
 
 use super::error::Hl7Error;
@@ -318,8 +319,8 @@ impl<'a> Message<'a> {
     }
 
     /// MSH-10, the message control ID; `None` when empty or not decodable.
-    pub fn control_id(&self) -> Option<String> {
-        non_empty(self.msh_field(MSH_CONTROL_ID).text())
+    pub fn control_id(&self) -> Option<CompactString> {
+        self.msh_field(MSH_CONTROL_ID).text().ok().filter(|t| !t.is_empty()).map(CompactString::from)
     }
 
     /// MSH-7 as written (its first component, the DTM, such as

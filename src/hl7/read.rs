@@ -3,6 +3,7 @@
 //! run is repeatable and memory stays bounded by one chunk however large
 //! the file (the caller memory-maps it).
 
+use compact_str::CompactString;
 use rayon::prelude::*;
 
 use super::map::{self, MapSettings, Mapped, MessageHeader};
@@ -56,7 +57,7 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
         result: Err(reason),
         raw: Some(item.raw.to_vec()),
     };
-    let unknown = MessageHeader { event: String::new(), control_id: None, time: None };
+    let unknown = MessageHeader { event: CompactString::default(), control_id: None, time: None };
     let msg = match item.parse() {
         Ok(m) => m,
         Err(e) => return failed(unknown, e.to_string()),
