@@ -294,12 +294,13 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         }
     }
 
-    // Primary care provider (PD1-4), else the attending doctor (PV1-7).
-    let provider_fields =
-        [msg.segment(seg::PD1).map(|s| s.field(4)), msg.segment(seg::PV1).map(|s| s.field(7))];
-    for f in provider_fields.into_iter().flatten() {
-        if let Some(id) = provider_id(f, s.provider)? {
-            p.provider_id = Some(id);
+    // Primary care provider (PD1-4), else the attending doctor (PV1-7),
+    // which is looked for only when PD1 gives none.
+    for (id, field) in [(seg::PD1, 4), (seg::PV1, 7)] {
+        if let Some(segment) = msg.segment(id)
+            && let Some(provider) = provider_id(segment.field(field), s.provider)?
+        {
+            p.provider_id = Some(provider);
             break;
         }
     }
