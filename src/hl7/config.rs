@@ -37,8 +37,13 @@ pub struct IdRule {
 
 impl IdRule {
     pub fn matches(&self, authority: &str, id_type: &str) -> bool {
-        self.authority.eq_ignore_ascii_case(trim(authority))
-            && self.id_type.as_deref().is_none_or(|t| t.eq_ignore_ascii_case(trim(id_type)))
+        // Senders nearly always write the schema's own spelling: compared
+        // as it is first, before the byte-by-byte case folding.
+        let same = |rule: &str, value: &str| {
+            let value = trim(value);
+            rule == value || rule.eq_ignore_ascii_case(value)
+        };
+        same(&self.authority, authority) && self.id_type.as_deref().is_none_or(|t| same(t, id_type))
     }
 
     pub fn describe(&self) -> String {
@@ -97,6 +102,8 @@ mod tests {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/ehr_hl7.toml");
         let s = Hl7Schema::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
         assert!(s.ehr_id.matches("athena", "PI"));
+        assert!(s.ehr_id.matches(" ATHENA", "pi "), "case and spacing aside");
+        assert!(!s.ehr_id.matches("ATHENA", "MR") && !s.ehr_id.matches("ATHENAX", "PI"));
         assert!(s.practice_mrn.is_some());
     }
 
