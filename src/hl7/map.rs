@@ -155,6 +155,18 @@ fn text(r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<Option<CompactStr
     Ok(value(r, at)?.map(CompactString::from))
 }
 
+/// [`text`] written straight into a record's field. The value is copied
+/// into the field's own bytes, not built beside it and moved in: a move
+/// reads the new value back in wider words than it was written in, and the
+/// processor stalls on such a read until the writes have landed.
+#[inline]
+fn put(slot: &mut Option<CompactString>, r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<(), String> {
+    if let Some(v) = value(r, at)? {
+        slot.insert(CompactString::default()).push_str(&v);
+    }
+    Ok(())
+}
+
 /// [`value`] for comparing: empty when absent.
 #[inline]
 fn code<'a>(r: Result<Cow<'a, str>, Hl7Error>, at: &str) -> Result<Cow<'a, str>, String> {
@@ -236,17 +248,17 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         .map(|r| r.indexed())
         .find(|r| r.component(7).text().is_ok_and(|t| trim(&t) == "L"))
         .unwrap_or_else(|| names.repetition(1).indexed());
-    p.last_name = text(name.component(1).subcomponent(1).text(), "PID-5.1")?;
-    p.first_name = text(name.component(2).text(), "PID-5.2")?;
-    p.middle_name = text(name.component(3).text(), "PID-5.3")?;
+    put(&mut p.last_name, name.component(1).subcomponent(1).text(), "PID-5.1")?;
+    put(&mut p.first_name, name.component(2).text(), "PID-5.2")?;
+    put(&mut p.middle_name, name.component(3).text(), "PID-5.3")?;
 
     if let Some(dob) = value(pid.field(7).component(1).text(), "PID-7")? {
         p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
     }
     p.sex = value(pid.field(8).text(), "PID-8")?.and_then(|v| sex(&v));
     // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
-    p.race = text(pid.field(10).component(1).text(), "PID-10")?;
-    p.ethnicity = text(pid.field(22).component(1).text(), "PID-22")?;
+    put(&mut p.race, pid.field(10).component(1).text(), "PID-10")?;
+    put(&mut p.ethnicity, pid.field(22).component(1).text(), "PID-22")?;
     p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|mut l| {
         l.make_ascii_lowercase();
         l
@@ -254,9 +266,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
 
     // PID-11 (XAD): the first address.
     let addr = pid.field(11).indexed();
-    p.address1 = text(addr.component(1).subcomponent(1).text(), "PID-11.1")?;
-    p.address2 = text(addr.component(2).text(), "PID-11.2")?;
-    p.city = text(addr.component(3).text(), "PID-11.3")?;
+    put(&mut p.address1, addr.component(1).subcomponent(1).text(), "PID-11.1")?;
+    put(&mut p.address2, addr.component(2).text(), "PID-11.2")?;
+    put(&mut p.city, addr.component(3).text(), "PID-11.3")?;
     // A bad optional value is dropped, as in flat files: a single bad
     // value never hides a patient from reconciliation.
     p.state = optional(addr.component(4).text(), PatientField::State, "PID-11.4")?;
