@@ -96,7 +96,7 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
             let mrg = msg.segment(seg::MRG).ok_or("ADT^A40 without an MRG segment")?;
             let merged = pick_id(mrg.field(1), &s.schema.ehr_id, "MRG-1")?
                 .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
-            Ok(Mapped::Merge { surviving, merged_ehr_id: merged.into() })
+            Ok(Mapped::Merge { surviving, merged_ehr_id: merged.into_owned() })
         }
         ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, trigger).map(Mapped::Appointment),
         ("", _) => Err("MSH-9 (message type) is empty".into()),
@@ -161,10 +161,16 @@ fn text(r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<Option<CompactStr
 /// processor stalls on such a read until the writes have landed.
 #[inline]
 fn put(slot: &mut Option<CompactString>, r: Result<Cow<'_, str>, Hl7Error>, at: &str) -> Result<(), String> {
-    if let Some(v) = value(r, at)? {
+    set(slot, value(r, at)?);
+    Ok(())
+}
+
+/// A value read already, written into a field as [`put`] writes it.
+#[inline]
+fn set(slot: &mut Option<CompactString>, v: Option<Cow<'_, str>>) {
+    if let Some(v) = v {
         slot.insert(CompactString::default()).push_str(&v);
     }
-    Ok(())
 }
 
 /// [`value`] for comparing: empty when absent.
@@ -197,7 +203,7 @@ fn join<'b, const N: usize>(buf: &'b mut [u8; JOINED], parts: [&str; N]) -> Cow<
 }
 
 /// The first PID-3-style repetition (CX) that matches `rule`.
-fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<CompactString>, String> {
+fn pick_id<'a>(f: Field<'a>, rule: &IdRule, at: &str) -> Result<Option<Cow<'a, str>>, String> {
     let [id, _] = pick_ids(f, [Some(rule), None], at);
     id
 }
@@ -207,8 +213,12 @@ fn pick_id(f: Field, rule: &IdRule, at: &str) -> Result<Option<CompactString>, S
 /// repetition each rule matches, or the first error met while that rule
 /// was still looked for. Repetitions after both are found are not read,
 /// as neither call would have read them.
-fn pick_ids(f: Field, rules: [Option<&IdRule>; 2], at: &str) -> [Result<Option<CompactString>, String>; 2] {
-    let mut found: [Option<Result<Option<CompactString>, String>>; 2] =
+fn pick_ids<'a>(
+    f: Field<'a>,
+    rules: [Option<&IdRule>; 2],
+    at: &str,
+) -> [Result<Option<Cow<'a, str>>, String>; 2] {
+    let mut found: [Option<Result<Option<Cow<'a, str>>, String>>; 2] =
         rules.map(|r| r.is_none().then_some(Ok(None)));
     for rep in f.repetitions() {
         if found.iter().all(Option::is_some) {
@@ -228,7 +238,7 @@ fn pick_ids(f: Field, rules: [Option<&IdRule>; 2], at: &str) -> [Result<Option<C
         };
         for (slot, rule) in found.iter_mut().zip(rules) {
             if slot.is_none() && rule.is_some_and(|r| r.matches(&authority, &id_type)) {
-                *slot = Some(text(rep.component(1).text(), at));
+                *slot = Some(value(rep.component(1).text(), at));
             }
         }
     }
@@ -239,7 +249,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     let pid = msg.segment(seg::PID).ok_or("no PID segment")?.indexed();
     let (ehr_id, practice_mrn) = pid_ids(pid, s)?;
     // Filled where it will stay, not moved there when done.
-    let mut p = Box::new(Patient { ehr_id: Some(ehr_id), practice_mrn, ..Patient::default() });
+    let mut p = Box::<Patient>::default();
+    set(&mut p.ehr_id, Some(ehr_id));
+    set(&mut p.practice_mrn, practice_mrn);
 
     // PID-5 (XPN): the legal name (type L) if marked, else the first.
     let names = pid.field(5);
@@ -312,7 +324,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         if let Some(segment) = msg.segment(id)
             && let Some(provider) = provider_id(segment.field(field), s.provider)?
         {
-            p.provider_id = Some(provider);
+            set(&mut p.provider_id, Some(provider));
             break;
         }
     }
@@ -328,7 +340,10 @@ fn sex(v: &str) -> Option<Sex> {
 
 /// The EHR's patient ID and the practice MRN (when the schema names one)
 /// from PID-3; no EHR ID is an error.
-fn pid_ids(pid: IndexedSegment, s: &MapSettings) -> Result<(CompactString, Option<CompactString>), String> {
+fn pid_ids<'a>(
+    pid: IndexedSegment<'a>,
+    s: &MapSettings,
+) -> Result<(Cow<'a, str>, Option<Cow<'a, str>>), String> {
     let rules = [Some(&s.schema.ehr_id), s.schema.practice_mrn.as_ref()];
     let [ehr_id, practice_mrn] = pick_ids(pid.field(3), rules, "PID-3");
     let ehr_id = ehr_id?.ok_or_else(|| {
@@ -346,14 +361,14 @@ fn optional(
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
-fn provider_id(f: Field, kind: ProviderKind) -> Result<Option<CompactString>, String> {
+fn provider_id(f: Field<'_>, kind: ProviderKind) -> Result<Option<Cow<'_, str>>, String> {
     for rep in f.repetitions() {
         let rep = rep.indexed();
         let authority = code(rep.component(9).subcomponent(1).text(), "XCN.9")?;
         let id_type = code(rep.component(13).text(), "XCN.13")?;
         let is_npi = authority.eq_ignore_ascii_case("NPI") || id_type.eq_ignore_ascii_case("NPI");
         if is_npi == (kind == ProviderKind::Npi) {
-            return text(rep.component(1).text(), "XCN.1");
+            return value(rep.component(1).text(), "XCN.1");
         }
     }
     Ok(None)
@@ -404,12 +419,12 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
     let (patient_ehr_id, patient_mrn) = match msg.segment(seg::PID) {
         Some(pid) => {
             let (ehr_id, mrn) = pid_ids(pid.indexed(), s)?;
-            (Some(ehr_id), mrn)
+            (Some(ehr_id.into()), mrn.map(CompactString::from))
         }
         None => return Err("no PID segment".into()),
     };
     let provider_id = match msg.segment(seg::AIP) {
-        Some(aip) => provider_id(aip.field(3), s.provider)?,
+        Some(aip) => provider_id(aip.field(3), s.provider)?.map(CompactString::from),
         None => None,
     };
     let department_id = match msg.segment(seg::AIL) {
@@ -631,7 +646,10 @@ MRG|E2^^^ATHENA^PI\r";
     }
 
     /// One scan for two rules: what `pick_id` gives for each on its own.
-    fn pick_one_by_one(f: Field, rules: [Option<&IdRule>; 2]) -> [Result<Option<CompactString>, String>; 2] {
+    fn pick_one_by_one<'a>(
+        f: Field<'a>,
+        rules: [Option<&IdRule>; 2],
+    ) -> [Result<Option<Cow<'a, str>>, String>; 2] {
         rules.map(|r| r.map_or(Ok(None), |r| pick_id(f, r, "PID-3")))
     }
 
@@ -709,7 +727,9 @@ MRG|E2^^^ATHENA^PI\r";
             None => match tz.from_local_datetime(&local) {
                 chrono::LocalResult::Single(d) => Ok(d.with_timezone(&Utc)),
                 chrono::LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
-                chrono::LocalResult::None => Err(format!("{local} does not exist in {tz} (daylight-saving gap)")),
+                chrono::LocalResult::None => {
+                    Err(format!("{local} does not exist in {tz} (daylight-saving gap)"))
+                }
             },
         }
     }
