@@ -271,10 +271,10 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
     put(&mut p.race, pid.field(10).component(1).text(), "PID-10")?;
     put(&mut p.ethnicity, pid.field(22).component(1).text(), "PID-22")?;
-    p.language = text(pid.field(15).component(1).text(), "PID-15")?.map(|mut l| {
-        l.make_ascii_lowercase();
-        l
-    });
+    put(&mut p.language, pid.field(15).component(1).text(), "PID-15")?;
+    if let Some(language) = &mut p.language {
+        language.make_ascii_lowercase();
+    }
 
     // PID-11 (XAD): the first address.
     let addr = pid.field(11).indexed();
