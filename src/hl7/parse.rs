@@ -1454,6 +1454,53 @@ PV1|1|O\r";
             proptest::prop_assert_eq!(Hits::new(bytes, [0]).collect::<Vec<_>>(), naive);
         }
 
+        /// Pieces found a block at a time are the pieces `split` finds, for
+        /// values short and long, separators dense and sparse.
+        #[test]
+        fn pieces_are_what_split_finds(
+            bytes in proptest::collection::vec(proptest::sample::select(b"|^~ab\x00".to_vec()), 0..100),
+            n in 0usize..40,
+        ) {
+            let split = |bytes: &[u8], sep: u8, n: usize| bytes.split(|&b| b == sep).nth(n).unwrap_or_default().to_vec();
+            proptest::prop_assert_eq!(nth_piece(&bytes, b'^', n), &split(&bytes, b'^', n)[..]);
+            proptest::prop_assert_eq!(nth_piece(&bytes, 0, n), &split(&bytes, 0, n)[..]);
+            let head = bytes.split(|&b| b == b'~').next().unwrap_or_default();
+            proptest::prop_assert_eq!(nth_piece_before(&bytes, b'^', b'~', n), &split(head, b'^', n)[..]);
+            proptest::prop_assert_eq!(nth_piece_before(&bytes, 0, b'|', n), &split(bytes.split(|&b| b == b'|').next().unwrap_or_default(), 0, n)[..]);
+        }
+
+        /// An indexed segment holds each field's bounds and knows exactly
+        /// which hold the escape character; an indexed field holds its first
+        /// repetition's components: both as `split` finds them, past what
+        /// they record too.
+        #[test]
+        fn indexes_are_what_split_finds(
+            body in proptest::collection::vec(proptest::sample::select(b"||||^^~\\&a".to_vec()), 0..300),
+            encoding in proptest::sample::select(vec!["^~\\&", "^~"]),
+        ) {
+            let text = [format!("MSH|{encoding}|A\rZZZ|").as_bytes(), &body].concat();
+            let m = Message::parse(&text).unwrap();
+            let s = m.segments().nth(1).unwrap();
+            let esc = m.delimiters().escape;
+            let indexed = s.indexed();
+            let fields: Vec<&[u8]> = s.raw().split(|&b| b == b'|').skip(1).collect();
+            for n in 1..fields.len() + 3 {
+                let raw = fields.get(n - 1).copied().unwrap_or_default();
+                let field = indexed.field(n);
+                proptest::prop_assert_eq!(field.raw(), raw, "{}", n);
+                let plain = esc.is_none_or(|esc| !raw.contains(&esc));
+                proptest::prop_assert_eq!(field.known.plain, plain && n <= INDEXED, "{}", n);
+                let first = raw.split(|&b| b == b'~').next().unwrap_or_default();
+                let components: Vec<&[u8]> = first.split(|&b| b == b'^').collect();
+                let (by_index, by_scan) = (field.indexed(), field);
+                for c in 1..components.len() + 3 {
+                    let want = components.get(c - 1).copied().unwrap_or_default();
+                    proptest::prop_assert_eq!(by_index.component(c).raw(), want, "{}.{}", n, c);
+                    proptest::prop_assert_eq!(by_scan.component(c).raw(), want, "{}.{}", n, c);
+                }
+            }
+        }
+
         /// Values read through an indexed segment, which knows which fields
         /// hold no escape character, are the values read by scanning.
         #[test]
