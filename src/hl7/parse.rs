@@ -851,9 +851,18 @@ fn piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
 }
 
 /// Every piece of `bytes` split on `sep`: none for empty bytes, the bytes
-/// themselves when there is no separator.
+/// themselves when there is no separator. The separators are found a block
+/// at a time, by [`Hits`].
 fn pieces(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
-    (!bytes.is_empty()).then(|| bytes.split(move |&b| b == sep)).into_iter().flatten()
+    let mut seps = Hits::new(bytes, [sep]);
+    // Where the next piece starts; `None` once the last was given.
+    let mut start = (!bytes.is_empty()).then_some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        let end = seps.next();
+        start = end.map(|end| end + 1);
+        Some(&bytes[from..end.unwrap_or(bytes.len())])
+    })
 }
 
 /// One segment of a message.
@@ -1462,6 +1471,8 @@ PV1|1|O\r";
             n in 0usize..40,
         ) {
             let split = |bytes: &[u8], sep: u8, n: usize| bytes.split(|&b| b == sep).nth(n).unwrap_or_default().to_vec();
+            let all: Vec<&[u8]> = if bytes.is_empty() { vec![] } else { bytes.split(|&b| b == b'^').collect() };
+            proptest::prop_assert_eq!(pieces(&bytes, b'^').collect::<Vec<_>>(), all);
             proptest::prop_assert_eq!(nth_piece(&bytes, b'^', n), &split(&bytes, b'^', n)[..]);
             proptest::prop_assert_eq!(nth_piece(&bytes, 0, n), &split(&bytes, 0, n)[..]);
             let head = bytes.split(|&b| b == b'~').next().unwrap_or_default();
