@@ -687,7 +687,7 @@ fn first(mask: u64) -> usize {
 /// else eight in a `u64` (SWAR). Values are short and delimiters dense (a
 /// separator every few bytes), where memchr's per-call set-up costs more
 /// than it saves and a byte-at-a-time loop takes a branch per byte.
-struct Hits<'b, const N: usize> {
+pub(crate) struct Hits<'b, const N: usize> {
     bytes: &'b [u8],
     needles: [u8; N],
     /// Offset of the block `mask` was taken from.
@@ -753,7 +753,7 @@ mod block {
 use block::{BLOCK, STRIDE, matches};
 
 impl<'b, const N: usize> Hits<'b, N> {
-    fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
+    pub(crate) fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
         Hits { bytes, needles, base: 0, mask: first_window(bytes).matches(&needles) }
     }
 }
