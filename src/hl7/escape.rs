@@ -32,10 +32,8 @@
 
 use std::borrow::Cow;
 
-use memchr::memchr;
-
 use super::error::Hl7Error;
-use super::parse::{Charset, Delimiters};
+use super::parse::{Charset, Delimiters, Hits};
 
 /// What is known of a value's bytes from a pass over more of them, so
 /// that [`text`] need not look again.
@@ -108,9 +106,12 @@ fn text_slow<'a>(
 fn unescape(raw: &[u8], esc: u8, d: &Delimiters) -> Result<Vec<u8>, Hl7Error> {
     let mut out = Vec::with_capacity(raw.len());
     let mut pos = 0;
-    while let Some(open) = memchr(esc, &raw[pos..]).map(|i| pos + i) {
+    // Each sequence runs from one escape character to the next, which
+    // closes it: they pair off in the order they occur.
+    let mut escapes = Hits::new(raw, [esc]);
+    while let Some(open) = escapes.next() {
         out.extend_from_slice(&raw[pos..open]);
-        let Some(close) = memchr(esc, &raw[open + 1..]).map(|i| open + 1 + i) else {
+        let Some(close) = escapes.next() else {
             // No closing escape character: the rest is text.
             pos = open;
             break;
@@ -323,6 +324,20 @@ mod tests {
         assert_eq!(utf8(b"\\Zlocal\\ \\Q\\ \\\\"), "\\Zlocal\\ \\Q\\ \\\\");
         assert_eq!(utf8(b"a\\F\\b\\c"), "a|b\\c", "known sequence, then an unclosed escape");
         assert_eq!(utf8(b"\\"), "\\");
+    }
+
+    /// Sequences are found a block of bytes at a time: ones that cross a
+    /// block's end, and many in a long value, pair off as in a short one.
+    #[test]
+    fn sequences_in_long_values() {
+        assert_eq!(utf8(b"0123456789abcde\\F\\xyz"), "0123456789abcde|xyz");
+        assert_eq!(
+            utf8(b"0123456789abcdef\\Zq\\0123456789\\T\\ C:\\temp"),
+            "0123456789abcdef\\Zq\\0123456789& C:\\temp"
+        );
+        let long = b"a\\S\\".repeat(20);
+        assert_eq!(utf8(&long), "a^".repeat(20));
+        assert_eq!(utf8(&[&long[..], b"\\"].concat()), "a^".repeat(20) + "\\");
     }
 
     #[test]

@@ -604,34 +604,83 @@ pub(crate) fn is_blank(line: &[u8]) -> bool {
 
 /// The `n`th (0-based) piece of `bytes` split on `sep`; empty past the end.
 fn nth_piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
-    let mut start = 0;
-    let mut seps = Hits::new(bytes, [sep]);
-    for _ in 0..n {
-        match seps.next() {
-            Some(i) => start = i + 1,
-            None => return &[],
-        }
-    }
-    let end = seps.next().unwrap_or(bytes.len());
-    &bytes[start..end]
+    nth_piece_until(bytes, sep, None, n)
 }
 
 /// The `n`th (0-based) piece, split on `sep`, of the part of `bytes` before
 /// the first `stop`, in one pass: component `n + 1` of a field's first
 /// repetition without finding the repetition first.
 fn nth_piece_before(bytes: &[u8], sep: u8, stop: u8, n: usize) -> &[u8] {
-    let (mut start, mut seen) = (0, 0);
-    for i in Hits::new(bytes, [sep, stop]) {
-        if seen == n {
-            return &bytes[start..i];
+    nth_piece_until(bytes, sep, Some(stop), n)
+}
+
+/// [`nth_piece`] and [`nth_piece_before`], a block at a time: the
+/// separators of a block are one mask, cut off at the block's first
+/// `stop`, and passing one is clearing its bit.
+///
+/// The first piece, which most reads ask for, has its own loop: inlined
+/// where `n` is known to be 0, it is a few instructions.
+#[inline(always)]
+fn nth_piece_until(bytes: &[u8], sep: u8, stop: Option<u8>, n: usize) -> &[u8] {
+    if n == 0 { first_piece(bytes, sep, stop) } else { later_piece(bytes, sep, stop, n) }
+}
+
+/// [`nth_piece_until`] for `n` 0.
+#[inline(always)]
+fn first_piece(bytes: &[u8], sep: u8, stop: Option<u8>) -> &[u8] {
+    let mut at = 0;
+    let mut window = first_window(bytes);
+    loop {
+        let ends = match stop {
+            Some(stop) => window.matches(&[sep, stop]),
+            None => window.matches(&[sep]),
+        };
+        if ends != 0 {
+            return &bytes[..at + first(ends)];
         }
-        if bytes[i] == stop {
-            return &[];
+        at += BLOCK;
+        if at >= bytes.len() {
+            return bytes;
         }
-        seen += 1;
-        start = i + 1;
+        window = later_window(bytes, at);
     }
-    if seen == n { &bytes[start..] } else { &[] }
+}
+
+/// [`nth_piece_until`] for `n` above 0.
+fn later_piece(bytes: &[u8], sep: u8, stop: Option<u8>, n: usize) -> &[u8] {
+    let (mut left, mut start, mut at) = (n, 0, 0);
+    let mut window = first_window(bytes);
+    loop {
+        let stops = stop.map_or(0, |stop| window.matches(&[stop]));
+        let mut seps = window.matches(&[sep]) & below_first(stops);
+        while left > 0 && seps != 0 {
+            start = at + first(seps) + 1;
+            seps &= seps - 1;
+            left -= 1;
+        }
+        // The piece ends at the next separator or the stop, whichever is first.
+        let ends = if left == 0 { seps | stops } else { stops };
+        if ends != 0 {
+            return if left == 0 { &bytes[start..at + first(ends)] } else { &[] };
+        }
+        at += BLOCK;
+        if at >= bytes.len() {
+            return if left == 0 { &bytes[start..] } else { &[] };
+        }
+        window = later_window(bytes, at);
+    }
+}
+
+/// The mask bits below the lowest one set in `mask`; all when none is.
+#[inline]
+fn below_first(mask: u64) -> u64 {
+    mask.wrapping_sub(1) & !mask
+}
+
+/// The byte the lowest bit set in `mask` (not 0) stands for.
+#[inline]
+fn first(mask: u64) -> usize {
+    (mask.trailing_zeros() / STRIDE) as usize
 }
 
 /// Where any of the bytes `needles` occur in `bytes`, in order, found a
@@ -639,7 +688,7 @@ fn nth_piece_before(bytes: &[u8], sep: u8, stop: u8, n: usize) -> &[u8] {
 /// else eight in a `u64` (SWAR). Values are short and delimiters dense (a
 /// separator every few bytes), where memchr's per-call set-up costs more
 /// than it saves and a byte-at-a-time loop takes a branch per byte.
-struct Hits<'b, const N: usize> {
+pub(crate) struct Hits<'b, const N: usize> {
     bytes: &'b [u8],
     needles: [u8; N],
     /// Offset of the block `mask` was taken from.
@@ -705,29 +754,8 @@ mod block {
 use block::{BLOCK, STRIDE, matches};
 
 impl<'b, const N: usize> Hits<'b, N> {
-    fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
-        let mut hits = Hits { bytes, needles, base: 0, mask: 0 };
-        hits.mask = hits.block_mask(0);
-        hits
-    }
-
-    /// The needles among the block of bytes at `at` (fewer at the end).
-    #[inline]
-    fn block_mask(&self, at: usize) -> u64 {
-        let bytes = self.bytes;
-        let rest = &bytes[at.min(bytes.len())..];
-        if let Some(block) = rest.first_chunk::<BLOCK>() {
-            return matches(block, &self.needles);
-        }
-        if let Some(last) = bytes.last_chunk::<BLOCK>() {
-            // The last bytes of a longer input: the last block, shifted down.
-            return matches(last, &self.needles) >> (STRIDE as usize * (BLOCK - rest.len()));
-        }
-        // A short input, a byte at a time.
-        rest.iter()
-            .enumerate()
-            .filter(|(_, b)| self.needles.contains(b))
-            .fold(0, |mask, (i, _)| mask | 1 << (i * STRIDE as usize + STRIDE as usize - 1))
+    pub(crate) fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
+        Hits { bytes, needles, base: 0, mask: first_window(bytes).matches(&needles) }
     }
 }
 
@@ -741,12 +769,81 @@ impl<const N: usize> Iterator for Hits<'_, N> {
             if self.base >= self.bytes.len() {
                 return None;
             }
-            self.mask = self.block_mask(self.base);
+            self.mask = later_window(self.bytes, self.base).matches(&self.needles);
         }
         let at = self.base + (self.mask.trailing_zeros() / STRIDE) as usize;
         self.mask &= self.mask - 1;
         Some(at)
     }
+}
+
+/// A block of bytes of a value, to take masks from: see [`first_window`]
+/// and [`later_window`].
+struct Window {
+    block: [u8; BLOCK],
+    /// Mask bits to keep: padding may equal a needle.
+    keep: u64,
+    /// Mask bits to drop at the bottom: a last block that overlaps the one
+    /// before starts before the offset asked for.
+    shift: u32,
+}
+
+impl Window {
+    /// One bit per byte (every `STRIDE`th bit) equal to one of `needles`.
+    #[inline]
+    fn matches<const N: usize>(&self, needles: &[u8; N]) -> u64 {
+        (matches(&self.block, needles) & self.keep) >> self.shift
+    }
+}
+
+/// The first block of `bytes`: a value shorter than a block is padded.
+#[inline]
+fn first_window(bytes: &[u8]) -> Window {
+    match bytes.first_chunk::<BLOCK>() {
+        Some(&block) => Window { block, keep: u64::MAX, shift: 0 },
+        None => Window { block: padded(bytes), keep: (1 << (STRIDE as usize * bytes.len())) - 1, shift: 0 },
+    }
+}
+
+/// The block at `at` (below `bytes.len()`), or where fewer bytes are left,
+/// the last block, its mask shifted down. Only for `bytes` a block long
+/// at least, whose first block is read by [`first_window`].
+#[inline]
+fn later_window(bytes: &[u8], at: usize) -> Window {
+    let from = at.min(bytes.len().saturating_sub(BLOCK));
+    let block = bytes.get(from..).and_then(|rest| rest.first_chunk()).copied().unwrap_or([0; BLOCK]);
+    Window { block, keep: u64::MAX, shift: STRIDE * (at - from) as u32 }
+}
+
+/// `bytes`, shorter than a block, followed by zeros. Read as its first and
+/// last `w` bytes, for the smallest power of two `w` with `len <= 2w`: two
+/// loads where copying a byte at a time takes a branch per byte.
+#[inline]
+fn padded(bytes: &[u8]) -> [u8; BLOCK] {
+    /// The first and last `W` bytes, as little-endian words.
+    fn ends<const W: usize>(bytes: &[u8]) -> (u64, u64) {
+        let word = |piece: Option<&[u8; W]>| {
+            let mut word = [0; 8];
+            word[..W].copy_from_slice(piece.map_or(&[0; W], |p| p));
+            u64::from_le_bytes(word)
+        };
+        (word(bytes.first_chunk()), word(bytes.last_chunk()))
+    }
+    let len = bytes.len();
+    let (w, (first, last)) = match len {
+        0 => return [0; BLOCK],
+        1..=2 => (1, ends::<1>(bytes)),
+        3..=4 => (2, ends::<2>(bytes)),
+        5..=8 => (4, ends::<4>(bytes)),
+        _ => (8, ends::<8>(bytes)),
+    };
+    // `last` holds bytes `len - w..len`; shifted down by `2w - len` bytes it
+    // holds bytes `w..len` and then zeros, which go right after `first`.
+    let last = last >> (8 * (2 * w - len));
+    let (low, high) = if w == 8 { (first, last) } else { (first | last << (8 * w), 0) };
+    let mut block = [0; BLOCK];
+    block.copy_from_slice(&[low.to_le_bytes(), high.to_le_bytes()].as_flattened()[..BLOCK]);
+    block
 }
 
 /// 1-based piece; piece 0 is empty.
@@ -755,9 +852,18 @@ fn piece(bytes: &[u8], sep: u8, n: usize) -> &[u8] {
 }
 
 /// Every piece of `bytes` split on `sep`: none for empty bytes, the bytes
-/// themselves when there is no separator.
+/// themselves when there is no separator. The separators are found a block
+/// at a time, by [`Hits`].
 fn pieces(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
-    (!bytes.is_empty()).then(|| bytes.split(move |&b| b == sep)).into_iter().flatten()
+    let mut seps = Hits::new(bytes, [sep]);
+    // Where the next piece starts; `None` once the last was given.
+    let mut start = (!bytes.is_empty()).then_some(0);
+    std::iter::from_fn(move || {
+        let from = start?;
+        let end = seps.next();
+        start = end.map(|end| end + 1);
+        Some(&bytes[from..end.unwrap_or(bytes.len())])
+    })
 }
 
 /// One segment of a message.
@@ -822,32 +928,64 @@ impl<'a> Segment<'a> {
             index.scanned = 0;
             return index;
         }
-        // The escape character is looked for in the same pass (none: the
-        // field separator again), so that values of a field without one
-        // are not searched for it when read.
+        // A block at a time, field separators one mask and escape characters
+        // another, so that values of a field without one are not searched
+        // for it when read. Without an escape character that mask is empty.
         let d = self.delimiters;
-        let mut hits = Hits::new(self.raw, [d.field, d.escape.unwrap_or(d.field)]);
-        let Some(mut start) = hits.by_ref().find(|&i| self.raw[i] == d.field).map(|i| i + 1) else {
-            return index;
+        let raw = self.raw;
+        let (esc, esc_bits) = match d.escape {
+            Some(esc) => (esc, u64::MAX),
+            None => (d.field, 0),
         };
-        index.escaped = 0;
-        while index.count < INDEXED {
-            let mut end = None;
-            for i in hits.by_ref() {
-                if self.raw[i] == d.field {
-                    end = Some(i);
-                    break;
-                }
-                index.escaped |= 1 << index.count;
+        let (mut at, mut window) = (0, first_window(raw));
+        let mut seps = window.matches(&[d.field]);
+        while seps == 0 {
+            at += BLOCK;
+            if at >= raw.len() {
+                return index;
             }
-            let stop = end.unwrap_or(self.raw.len());
-            index.bounds[index.count] = (start as u32, stop as u32);
-            index.count += 1;
-            match end {
-                Some(e) => start = e + 1,
-                None => break,
-            }
+            window = later_window(raw, at);
+            seps = window.matches(&[d.field]);
         }
+        // Fields start after the first separator; escape characters before
+        // it, in the segment ID, count for nothing.
+        let mut from = at + first(seps) + 1;
+        let mut escapes = window.matches(&[esc]) & esc_bits & !below_first(seps);
+        seps &= seps - 1;
+        let (mut count, mut escaped) = (0, 0u64);
+        loop {
+            // Rare: the field each escape character is in, counted by the
+            // separators before it in this block.
+            while escapes != 0 {
+                let piece = count + (seps & below_first(escapes)).count_ones() as usize;
+                if piece < INDEXED {
+                    escaped |= 1 << piece;
+                }
+                escapes &= escapes - 1;
+            }
+            while seps != 0 {
+                let end = at + first(seps);
+                index.bounds[count] = (from as u32, end as u32);
+                count += 1;
+                if count == INDEXED {
+                    index.count = count;
+                    index.escaped = escaped;
+                    return index;
+                }
+                from = end + 1;
+                seps &= seps - 1;
+            }
+            at += BLOCK;
+            if at >= raw.len() {
+                break;
+            }
+            window = later_window(raw, at);
+            seps = window.matches(&[d.field]);
+            escapes = window.matches(&[esc]) & esc_bits;
+        }
+        index.bounds[count] = (from as u32, raw.len() as u32);
+        index.count = count + 1;
+        index.escaped = escaped;
         index
     }
 
@@ -987,22 +1125,34 @@ impl<'a> Field<'a> {
         if u16::try_from(self.raw.len()).is_err() {
             return index;
         }
+        // A block at a time: its component separators are one mask, cut off
+        // at its first repetition separator, where the first repetition ends.
         let d = self.delimiters;
-        let mut seps = Hits::new(self.raw, [d.component, d.repetition]);
+        let raw = self.raw;
+        let (mut at, mut window) = (0, first_window(raw));
         loop {
-            let (end, last) = match seps.next() {
-                Some(i) => (i, self.raw[i] == d.repetition),
-                None => (self.raw.len(), true),
-            };
-            index.ends[index.count] = end as u16;
-            index.count += 1;
-            if last {
-                index.complete = true;
+            let reps = window.matches(&[d.repetition]);
+            let mut seps = window.matches(&[d.component]) & below_first(reps);
+            while seps != 0 {
+                if index.count == COMPONENTS {
+                    return index;
+                }
+                index.ends[index.count] = (at + first(seps)) as u16;
+                index.count += 1;
+                seps &= seps - 1;
+            }
+            let next = at + BLOCK;
+            if reps != 0 || next >= raw.len() {
+                if index.count < COMPONENTS {
+                    let end = if reps != 0 { at + first(reps) } else { raw.len() };
+                    index.ends[index.count] = end as u16;
+                    index.count += 1;
+                    index.complete = true;
+                }
                 return index;
             }
-            if index.count == COMPONENTS {
-                return index;
-            }
+            at = next;
+            window = later_window(raw, at);
         }
     }
 
@@ -1312,6 +1462,55 @@ PV1|1|O\r";
             proptest::prop_assert_eq!(Hits::new(bytes, [b'|', b'^']).collect::<Vec<_>>(), naive);
             let naive: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] == 0).collect();
             proptest::prop_assert_eq!(Hits::new(bytes, [0]).collect::<Vec<_>>(), naive);
+        }
+
+        /// Pieces found a block at a time are the pieces `split` finds, for
+        /// values short and long, separators dense and sparse.
+        #[test]
+        fn pieces_are_what_split_finds(
+            bytes in proptest::collection::vec(proptest::sample::select(b"|^~ab\x00".to_vec()), 0..100),
+            n in 0usize..40,
+        ) {
+            let split = |bytes: &[u8], sep: u8, n: usize| bytes.split(|&b| b == sep).nth(n).unwrap_or_default().to_vec();
+            let all: Vec<&[u8]> = if bytes.is_empty() { vec![] } else { bytes.split(|&b| b == b'^').collect() };
+            proptest::prop_assert_eq!(pieces(&bytes, b'^').collect::<Vec<_>>(), all);
+            proptest::prop_assert_eq!(nth_piece(&bytes, b'^', n), &split(&bytes, b'^', n)[..]);
+            proptest::prop_assert_eq!(nth_piece(&bytes, 0, n), &split(&bytes, 0, n)[..]);
+            let head = bytes.split(|&b| b == b'~').next().unwrap_or_default();
+            proptest::prop_assert_eq!(nth_piece_before(&bytes, b'^', b'~', n), &split(head, b'^', n)[..]);
+            proptest::prop_assert_eq!(nth_piece_before(&bytes, 0, b'|', n), &split(bytes.split(|&b| b == b'|').next().unwrap_or_default(), 0, n)[..]);
+        }
+
+        /// An indexed segment holds each field's bounds and knows exactly
+        /// which hold the escape character; an indexed field holds its first
+        /// repetition's components: both as `split` finds them, past what
+        /// they record too.
+        #[test]
+        fn indexes_are_what_split_finds(
+            body in proptest::collection::vec(proptest::sample::select(b"||||^^~\\&a".to_vec()), 0..300),
+            encoding in proptest::sample::select(vec!["^~\\&", "^~"]),
+        ) {
+            let text = [format!("MSH|{encoding}|A\rZZZ|").as_bytes(), &body].concat();
+            let m = Message::parse(&text).unwrap();
+            let s = m.segments().nth(1).unwrap();
+            let esc = m.delimiters().escape;
+            let indexed = s.indexed();
+            let fields: Vec<&[u8]> = s.raw().split(|&b| b == b'|').skip(1).collect();
+            for n in 1..fields.len() + 3 {
+                let raw = fields.get(n - 1).copied().unwrap_or_default();
+                let field = indexed.field(n);
+                proptest::prop_assert_eq!(field.raw(), raw, "{}", n);
+                let plain = esc.is_none_or(|esc| !raw.contains(&esc));
+                proptest::prop_assert_eq!(field.known.plain, plain && n <= INDEXED, "{}", n);
+                let first = raw.split(|&b| b == b'~').next().unwrap_or_default();
+                let components: Vec<&[u8]> = first.split(|&b| b == b'^').collect();
+                let (by_index, by_scan) = (field.indexed(), field);
+                for c in 1..components.len() + 3 {
+                    let want = components.get(c - 1).copied().unwrap_or_default();
+                    proptest::prop_assert_eq!(by_index.component(c).raw(), want, "{}.{}", n, c);
+                    proptest::prop_assert_eq!(by_scan.component(c).raw(), want, "{}.{}", n, c);
+                }
+            }
         }
 
         /// Values read through an indexed segment, which knows which fields
