@@ -549,11 +549,22 @@ impl MshIndex {
         if u16::try_from(msh.len()).is_err() {
             return index;
         }
-        for (slot, at) in index.seps.iter_mut().zip(Hits::new(msh, [field])) {
-            *slot = at as u16;
-            index.count += 1;
+        // A block at a time, walking each block's mask of separators.
+        let (mut at, mut window) = (0, first_window(msh));
+        loop {
+            let mut seps = window.matches(&[field]);
+            while seps != 0 {
+                let Some(slot) = index.seps.get_mut(index.count) else { return index };
+                *slot = (at + first(seps)) as u16;
+                index.count += 1;
+                seps &= seps - 1;
+            }
+            at += BLOCK;
+            if at >= msh.len() {
+                return index;
+            }
+            window = later_window(msh, at);
         }
-        index
     }
 
     /// The bytes of field `n` of `msh` (the segment noted), as
@@ -1583,6 +1594,19 @@ PV1|1|O\r";
         }
         assert_eq!(parse(custom).charset(), Charset::Latin1);
         assert_eq!(parse(custom).message_type(), ("ADT".into(), "A28".into()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn msh_index_reads_what_scanning_reads(
+            body in proptest::collection::vec(proptest::sample::select(b"||^ab".to_vec()), 0..160),
+        ) {
+            let raw = [&b"MSH|^~\\&|"[..], &body].concat();
+            let m = Message::parse_with_charset(&raw, Charset::Utf8).unwrap();
+            for n in 0..=MSH_NOTED + 3 {
+                proptest::prop_assert_eq!(m.msh_field(n).raw(), m.msh().field(n).raw(), "MSH-{}", n);
+            }
+        }
     }
 
     #[test]
