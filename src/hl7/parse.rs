@@ -320,7 +320,7 @@ impl<'a> Message<'a> {
 
     /// MSH-10, the message control ID; `None` when empty or not decodable.
     pub fn control_id(&self) -> Option<CompactString> {
-        self.msh_field(MSH_CONTROL_ID).text().ok().filter(|t| !t.is_empty()).map(CompactString::from)
+        non_empty(self.msh_field(MSH_CONTROL_ID).text())
     }
 
     /// MSH-7 as written (its first component, the DTM, such as
@@ -408,8 +408,10 @@ fn decodes_as_is(raw: &[u8], charset: Charset) -> bool {
     }
 }
 
-fn non_empty(text: Result<Cow<'_, str>, Hl7Error>) -> Option<String> {
-    text.ok().filter(|t| !t.is_empty()).map(Cow::into_owned)
+/// The text, owned as `String` or `CompactString`; `None` when empty or
+/// not decodable.
+fn non_empty<'a, T: From<Cow<'a, str>>>(text: Result<Cow<'a, str>, Hl7Error>) -> Option<T> {
+    text.ok().filter(|t| !t.is_empty()).map(T::from)
 }
 
 /// Reads the delimiters and finds the segments. See [`Message`] for the rules.
@@ -782,7 +784,7 @@ impl<const N: usize> Iterator for Hits<'_, N> {
             }
             self.mask = later_window(self.bytes, self.base).matches(&self.needles);
         }
-        let at = self.base + (self.mask.trailing_zeros() / STRIDE) as usize;
+        let at = self.base + first(self.mask);
         self.mask &= self.mask - 1;
         Some(at)
     }
