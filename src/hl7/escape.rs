@@ -71,7 +71,7 @@ pub(crate) fn text<'a>(
 ) -> Result<Cow<'a, str>, Hl7Error> {
     let Known { valid, plain } = known;
     debug_assert!(!plain || d.escape.is_none_or(|esc| !raw.contains(&esc)), "a plain value holds an escape");
-    let escaped = !plain && d.escape.is_some_and(|esc| raw.contains(&esc));
+    let escaped = !plain && d.escape.is_some_and(|esc| Hits::new(raw, [esc]).next().is_some());
     if valid && !escaped {
         debug_assert!(match charset {
             Charset::Latin1 => raw.is_ascii(),
