@@ -38,10 +38,10 @@ pub struct MapSettings<'s> {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mapped {
-    /// Boxed: a patient is over 500 bytes, and outcomes are moved around
-    /// and collected a chunk at a time.
+    /// Boxed, as the appointment: a patient is nearly 500 bytes, and
+    /// outcomes are moved around and collected a chunk at a time.
     Patient(Box<Patient>),
-    Appointment(Appointment),
+    Appointment(Box<Appointment>),
     /// ADT^A40: `merged_ehr_id` (MRG-1) is merged into the patient in PID.
     Merge {
         surviving: Box<Patient>,
@@ -98,7 +98,9 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
                 .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
             Ok(Mapped::Merge { surviving, merged_ehr_id: merged.into_owned() })
         }
-        ("SIU", "S12" | "S14" | "S15") => appointment(msg, s, trigger).map(Mapped::Appointment),
+        ("SIU", "S12" | "S14" | "S15") => {
+            appointment(msg, s, trigger).map(|a| Mapped::Appointment(Box::new(a)))
+        }
         ("", _) => Err("MSH-9 (message type) is empty".into()),
         _ => Err(format!(
             "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40 and SIU^S12/S14/S15"
