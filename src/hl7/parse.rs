@@ -439,17 +439,20 @@ const NOTED_SEGMENTS: usize = 16;
 /// The byte ranges of a message's segments, from its start, terminators
 /// excluded, held in place: a message is parsed, mapped and dropped at a
 /// rate where an allocation for its list of segments shows. The splitter
-/// fills one as it reads a message's lines.
+/// fills one as it reads a message's lines. Offsets are 16 bits, as nearly
+/// every message is shorter than 64 KiB: messages and the items that carry
+/// this index are moved, chunk by chunk, and the smaller they are the
+/// less that costs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentIndex {
-    ranges: [(u32, u32); NOTED_SEGMENTS],
+    ranges: [(u16, u16); NOTED_SEGMENTS],
     len: usize,
 }
 
 impl SegmentIndex {
     pub(crate) const EMPTY: SegmentIndex = SegmentIndex { ranges: [(0, 0); NOTED_SEGMENTS], len: 0 };
 
-    pub(crate) fn ranges(&self) -> &[(u32, u32)] {
+    pub(crate) fn ranges(&self) -> &[(u16, u16)] {
         &self.ranges[..self.len]
     }
 
@@ -457,7 +460,7 @@ impl SegmentIndex {
     /// was, when there is no room or the offsets do not fit.
     #[inline]
     pub(crate) fn push(&mut self, start: usize, stop: usize) -> bool {
-        let (Ok(start), Ok(stop)) = (u32::try_from(start), u32::try_from(stop)) else { return false };
+        let (Ok(start), Ok(stop)) = (u16::try_from(start), u16::try_from(stop)) else { return false };
         let Some(range) = self.ranges.get_mut(self.len) else { return false };
         *range = (start, stop);
         self.len += 1;
@@ -467,7 +470,7 @@ impl SegmentIndex {
     /// Makes the last segment, if any, run to `stop`; false, leaving the
     /// index as it was, when `stop` does not fit.
     pub(crate) fn extend_last(&mut self, stop: usize) -> bool {
-        let Ok(stop) = u32::try_from(stop) else { return false };
+        let Ok(stop) = u16::try_from(stop) else { return false };
         if let Some(last) = self.ranges[..self.len].last_mut() {
             last.1 = stop;
         }
@@ -1578,6 +1581,33 @@ PV1|1|O\r";
         let m = parse(&raw);
         let last: Vec<&[u8]> = m.segments().skip(NOTED_SEGMENTS + 4).map(|s| s.raw()).collect();
         assert_eq!(last, [&b"NTE|1\r\rmore"[..], b"NTE|2"]);
+    }
+
+    #[test]
+    fn segments_past_what_16_bit_offsets_hold() {
+        // An OBX with a 70,000-byte value (an embedded document), a segment
+        // after it, and one that continues over a raw line break.
+        let value = "A".repeat(70_000);
+        let text = format!("MSH|^~\\&|A\rOBX|1|ED|||{value}\rNTE|1|x\rmore\rZZZ|2\r");
+        let m = parse(text.as_bytes());
+        assert!(matches!(m.segments, Segments::Spilled(_)));
+        let ids: Vec<&str> = m.segments().map(|s| s.id()).collect();
+        assert_eq!(ids, ["MSH", "OBX", "NTE", "ZZZ"]);
+        assert!(m.segment("OBX").unwrap().field(5).raw() == value.as_bytes());
+        assert_eq!(m.segment("NTE").unwrap().raw(), b"NTE|1|x\rmore");
+        assert_eq!(m.segment("ZZZ").unwrap().field(1).raw(), b"2");
+        // The splitter gives up its index for such a message (which it
+        // ends before the line it calls junk), and parsing its item finds
+        // the segments again.
+        let text = text.replace("\rmore", "");
+        let items: Vec<_> = crate::hl7::Splitter::new(text.as_bytes()).filter_map(Result::ok).collect();
+        assert_eq!(items.len(), 1);
+        assert!(items[0].segments.is_none());
+        let from_item = items[0].parse().unwrap();
+        let bounds =
+            |m: &Message| m.segments().map(|s| (s.id().to_string(), s.raw().len())).collect::<Vec<_>>();
+        assert_eq!(bounds(&from_item), bounds(&parse(text.as_bytes())));
+        assert_eq!(bounds(&from_item)[1], ("OBX".to_string(), 70_011));
     }
 
     /// The fast paths of parsing read what the general ones do.
