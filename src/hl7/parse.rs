@@ -404,7 +404,7 @@ impl fmt::Debug for Message<'_> {
 fn decodes_as_is(raw: &[u8], charset: Charset) -> bool {
     match charset {
         Charset::Latin1 => raw.is_ascii(),
-        Charset::Ascii | Charset::Utf8 => std::str::from_utf8(raw).is_ok(),
+        Charset::Ascii | Charset::Utf8 => simdutf8::basic::from_utf8(raw).is_ok(),
     }
 }
 
