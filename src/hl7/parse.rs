@@ -313,7 +313,8 @@ impl<'a> Message<'a> {
     /// MSH-9.1 and MSH-9.2, such as `("ADT", "A28")`; empty strings where
     /// absent or not decodable.
     pub fn message_type(&self) -> (Cow<'a, str>, Cow<'a, str>) {
-        let field = self.msh_field(MSH_TYPE);
+        // Indexed: one pass finds both components.
+        let field = self.msh_field(MSH_TYPE).indexed();
         let text = |c: Component<'a>| c.text().unwrap_or_default();
         (text(field.component(1)), text(field.component(2)))
     }
