@@ -209,7 +209,9 @@ pub struct Message<'a> {
     segments: Segments,
     /// `raw` was checked whole and decodes as it is: see `decodes_as_is`.
     valid: bool,
-    /// Where MSH's first fields are: the header alone reads four of them.
+    /// MSH's bytes, the first segment's, which the header fields are read
+    /// from; and where its first fields are: the header alone reads four.
+    msh_raw: &'a [u8],
     msh: MshIndex,
 }
 
@@ -274,7 +276,7 @@ impl<'a> Message<'a> {
             }
         };
         let valid = ascii || decodes_as_is(raw, charset);
-        Ok(Message { raw, delimiters, charset, segments, valid, msh })
+        Ok(Message { raw, delimiters, charset, segments, valid, msh_raw, msh })
     }
 
     pub fn delimiters(&self) -> &Delimiters {
@@ -360,15 +362,13 @@ impl<'a> Message<'a> {
     /// The first segment, MSH. Its fields up to MSH-18 are quicker to read
     /// with [`Message::msh_field`].
     pub(crate) fn msh(&self) -> Segment<'a> {
-        let (start, end) = self.segments.first();
-        self.segment_at(start, end)
+        Segment { valid: self.valid, ..Segment::new(self.msh_raw, self.delimiters, self.charset) }
     }
 
     /// The same field as `self.msh().field(n)`, found without scanning for
     /// MSH-3 to MSH-18.
     pub(crate) fn msh_field(&self, n: usize) -> Field<'a> {
-        let (start, end) = self.segments.first();
-        match self.msh.field(&self.raw[start..end], n) {
+        match self.msh.field(self.msh_raw, n) {
             Some(raw) => Field {
                 raw,
                 delimiters: self.delimiters,
