@@ -1152,44 +1152,40 @@ impl<'a> Field<'a> {
     /// [`IndexedField::component`] is then a lookup where
     /// [`Field::component`] scans from the field's start.
     pub fn indexed(&self) -> IndexedField<'a> {
-        // Built in locals and moved into place at the end: the count then
-        // stays in a register rather than going back to memory with every
-        // component found.
-        let (mut ends, mut count, mut complete) = ([0; COMPONENTS], 0, false);
+        let mut index = IndexedField { field: *self, ends: [0; COMPONENTS], count: 0, complete: false };
         // Fields longer than u16 offsets allow are left to scanning.
-        let raw = self.raw;
-        if u16::try_from(raw.len()).is_ok() {
-            // A block at a time: its component separators are one mask, cut
-            // off at its first repetition separator, where the first
-            // repetition ends.
-            let d = self.delimiters;
-            let (mut at, mut window) = (0, first_window(raw));
-            'blocks: loop {
-                let reps = window.matches(&[d.repetition]);
-                let mut seps = window.matches(&[d.component]) & below_first(reps);
-                while seps != 0 {
-                    if count == COMPONENTS {
-                        break 'blocks;
-                    }
-                    ends[count] = (at + first(seps)) as u16;
-                    count += 1;
-                    seps &= seps - 1;
-                }
-                let next = at + BLOCK;
-                if reps != 0 || next >= raw.len() {
-                    if count < COMPONENTS {
-                        let end = if reps != 0 { at + first(reps) } else { raw.len() };
-                        ends[count] = end as u16;
-                        count += 1;
-                        complete = true;
-                    }
-                    break;
-                }
-                at = next;
-                window = later_window(raw, at);
-            }
+        if u16::try_from(self.raw.len()).is_err() {
+            return index;
         }
-        IndexedField { field: *self, ends, count, complete }
+        // A block at a time: its component separators are one mask, cut off
+        // at its first repetition separator, where the first repetition ends.
+        let d = self.delimiters;
+        let raw = self.raw;
+        let (mut at, mut window) = (0, first_window(raw));
+        loop {
+            let reps = window.matches(&[d.repetition]);
+            let mut seps = window.matches(&[d.component]) & below_first(reps);
+            while seps != 0 {
+                if index.count == COMPONENTS {
+                    return index;
+                }
+                index.ends[index.count] = (at + first(seps)) as u16;
+                index.count += 1;
+                seps &= seps - 1;
+            }
+            let next = at + BLOCK;
+            if reps != 0 || next >= raw.len() {
+                if index.count < COMPONENTS {
+                    let end = if reps != 0 { at + first(reps) } else { raw.len() };
+                    index.ends[index.count] = end as u16;
+                    index.count += 1;
+                    index.complete = true;
+                }
+                return index;
+            }
+            at = next;
+            window = later_window(raw, at);
+        }
     }
 
     /// The components of the first repetition: none when it is empty.
