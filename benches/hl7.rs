@@ -4,6 +4,10 @@
 //!
 //! FERRY_BENCH_MESSAGES sets the file size (default 1,000,000 ADT messages
 //! of about 1.2 KB); the file is generated once under target/bench/.
+//!
+//! FERRY_BENCH_TRAIN=1 measures nothing: it is the HL7 part of the training
+//! run for a profile-guided build (scripts/pgo.sh), reading a batch of other
+//! generated messages and the demo's HL7 files, on one and two threads.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -68,10 +72,11 @@ IN1|1|BCBS01^Blue Cross Blue Shield PPO|60054|Blue Cross Blue Shield of Massachu
     )
 }
 
-fn generate(path: &Path, n: usize) -> std::io::Result<()> {
+/// Messages `numbers` (each number gives its own values) as one batch file.
+fn generate(path: &Path, numbers: std::ops::Range<usize>) -> std::io::Result<()> {
     let tmp = path.with_extension("part");
     let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
-    for i in 0..n {
+    for i in numbers {
         message(i, &mut out)?;
     }
     out.flush()?;
@@ -183,6 +188,40 @@ print(time.perf_counter() - t, n)
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
 
+/// Messages in the training batch: from this number on, so that their IDs,
+/// names and dates are not those of the measured file's first messages.
+const TRAIN_FROM: usize = 5_000_000;
+const TRAIN_MESSAGES: usize = 50_000;
+
+/// The HL7 part of a profile-guided build's training run (see the module
+/// comment): every path the measured run takes, on other messages, and the
+/// demo's ADT and SIU files with their planted bad messages.
+fn train(dir: &Path, schema: &Hl7Schema) {
+    let path = dir.join(format!("train_adt_{TRAIN_MESSAGES}.hl7"));
+    if !path.exists() {
+        generate(&path, TRAIN_FROM..TRAIN_FROM + TRAIN_MESSAGES).unwrap();
+    }
+    let demo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample-data/inbox");
+    let mut demo_files: Vec<PathBuf> = fs::read_dir(&demo)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hl7"))
+        .collect();
+    demo_files.sort();
+    let files = std::iter::once(path).chain(demo_files);
+    for file in files {
+        let bytes = fs::read(&file).unwrap();
+        for threads in [1, 2] {
+            let run = ferry_run(&bytes, schema, threads);
+            eprintln!(
+                "bench: trained on {} ({} messages, {threads} thread(s))",
+                file.display(),
+                run.mapped + run.errors
+            );
+        }
+    }
+}
+
 fn main() {
     ferry::tune_memory();
     // cargo bench passes --bench; nothing else to parse.
@@ -190,13 +229,17 @@ fn main() {
         std::env::var("FERRY_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     fs::create_dir_all(&dir).unwrap();
+    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/ehr_hl7.toml");
+    let schema = Hl7Schema::parse(&schema_path, &fs::read_to_string(&schema_path).unwrap()).unwrap();
+    if std::env::var_os("FERRY_BENCH_TRAIN").is_some() {
+        train(&dir, &schema);
+        return;
+    }
     let path = dir.join(format!("adt_{n}.hl7"));
     if !path.exists() {
         eprintln!("bench: generating {} ...", path.display());
-        generate(&path, n).unwrap();
+        generate(&path, 0..n).unwrap();
     }
-    let schema_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schemas/ehr_hl7.toml");
-    let schema = Hl7Schema::parse(&schema_path, &fs::read_to_string(&schema_path).unwrap()).unwrap();
     let file = File::open(&path).unwrap();
     // SAFETY: the bench's own generated file, not written while mapped.
     let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
@@ -230,12 +273,17 @@ fn main() {
     let slice_n = n.min(20_000);
     let slice = dir.join(format!("adt_slice_{slice_n}.hl7"));
     if !slice.exists() {
-        generate(&slice, slice_n).unwrap();
+        generate(&slice, 0..slice_n).unwrap();
     }
     let py = python_hl7(&dir, &slice);
 
     println!();
     println!("HL7 parse-and-map, {n} ADT^A31 messages, {size_mb:.0} MB ({})", path.display());
+    // Set by scripts/pgo.sh, which builds this bench as `make release` builds ferry.
+    match option_env!("FERRY_PGO") {
+        Some(profile) => println!("build: release, profile-guided ({profile})"),
+        None => println!("build: release, without profile-guided optimisation (`make bench` uses it)"),
+    }
     println!("{:<34} {:>12} {:>14} {:>10} {:>16}", "tool", "seconds", "messages/s", "MB/s", "peak heap MiB");
     let row = |name: &str, secs: f64, msgs: f64, mb: f64, mem: Option<u64>| {
         let mem = mem.map_or("-".to_string(), |k| format!("{:.0}", k as f64 / 1024.0));
