@@ -17,7 +17,7 @@
 #
 # llvm-profdata must come from the LLVM that rustc is built on (`rustc -vV`);
 # it is installed from Debian's llvm-N package when missing. Without it the
-# build goes on without profiles and says so.
+# build goes on without profiles and says so (`build`: target/release/ferry).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -70,9 +70,13 @@ for line in sys.stdin:
 tool="$(profdata)"
 if [ -z "$tool" ]; then
     case "$what" in
-        build) exec cargo build --release --locked --bin ferry ;;
-        bench) exec cargo bench --locked --bench hl7 ;;
+        build)
+            cargo build --release --locked --bin ferry
+            echo "pgo: built $root/target/release/ferry, without profiles"
+            ;;
+        bench) cargo bench --locked --bench hl7 ;;
     esac
+    exit
 fi
 
 # 1. Instrumented: ferry and the bench, each run writes a .profraw file.
