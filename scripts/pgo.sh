@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Profile-guided release builds (rustc's -Cprofile-generate/-Cprofile-use).
-# On the HL7 benchmark this cut parse-and-map instructions by 18% and time
+# On the HL7 benchmark this cut parse-and-map instructions by 17% and time
 # by about as much: the compiler lays out and inlines the parsing and mapping
 # code by how a real run takes its branches.
 #
