@@ -717,6 +717,11 @@ pub(crate) struct Hits<'b, const N: usize> {
 
 #[cfg(target_arch = "x86_64")]
 mod block {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8, _mm_setzero_si128,
+    };
+
     /// Bytes compared at a time: two SSE2 registers. Measured against 16
     /// and 64, 32 takes the fewest instructions: segments and long values
     /// are scanned in half the steps of 16, and the many short values do
@@ -725,26 +730,126 @@ mod block {
     /// Bits of a mask per byte.
     pub(super) const STRIDE: u32 = 1;
 
-    /// One bit per byte of `block` equal to one of `needles`.
-    #[inline]
-    pub(super) fn matches<const N: usize>(block: &[u8; BLOCK], needles: &[u8; N]) -> u64 {
-        use std::arch::x86_64::{
-            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-            _mm_setzero_si128,
-        };
-        // SAFETY: SSE2 is part of every x86_64 CPU (the build enables it for
-        // the whole crate), and each `loadu` reads sixteen bytes from any
-        // alignment: `block` is 32 readable bytes, read as two halves.
-        unsafe {
-            let p = block.as_ptr().cast::<__m128i>();
-            let (low, high) = (_mm_loadu_si128(p), _mm_loadu_si128(p.add(1)));
-            let (low, high) =
-                needles.iter().fold((_mm_setzero_si128(), _mm_setzero_si128()), |(l, h), &n| {
-                    let n = _mm_set1_epi8(n as i8);
-                    (_mm_or_si128(l, _mm_cmpeq_epi8(low, n)), _mm_or_si128(h, _mm_cmpeq_epi8(high, n)))
-                });
-            u64::from(_mm_movemask_epi8(low) as u16) | u64::from(_mm_movemask_epi8(high) as u16) << 16
+    /// A block of bytes of a value, to take masks from: see [`first_window`]
+    /// and [`later_window`].
+    ///
+    /// Held in registers and loaded from the value's own bytes, never
+    /// copied to a padded block first: a load that spans several stores
+    /// made just before it cannot take its bytes from them, and waits for
+    /// them to reach the cache. In the profile-guided build, about 3% of
+    /// parse-and-map's time samples (perf, cpu-clock) fell on reading back
+    /// such a copy of a 17 to 31 byte value: a cost no instruction count
+    /// shows.
+    #[derive(Clone, Copy)]
+    pub(super) struct Window {
+        low: __m128i,
+        high: __m128i,
+        /// Where the bytes of `high` start in the block: 16, or for a value
+        /// of 16 to 31 bytes, its length less 16 (`high` is its last 16).
+        high_at: u32,
+        /// Mask bits to keep: padding may equal a needle.
+        keep: u64,
+        /// Mask bits to drop at the bottom: a last block that overlaps the
+        /// one before starts before the offset asked for.
+        shift: u32,
+    }
+
+    impl Window {
+        /// One bit per byte equal to one of `needles`.
+        #[inline]
+        pub(super) fn matches<const N: usize>(&self, needles: &[u8; N]) -> u64 {
+            // SAFETY: SSE2 is part of every x86_64 CPU (the build enables it
+            // for the whole crate); these work on registers only.
+            unsafe {
+                let (low, high) =
+                    needles.iter().fold((_mm_setzero_si128(), _mm_setzero_si128()), |(l, h), &n| {
+                        let n = _mm_set1_epi8(n as i8);
+                        (
+                            _mm_or_si128(l, _mm_cmpeq_epi8(self.low, n)),
+                            _mm_or_si128(h, _mm_cmpeq_epi8(self.high, n)),
+                        )
+                    });
+                let (low, high) =
+                    (u64::from(_mm_movemask_epi8(low) as u16), u64::from(_mm_movemask_epi8(high) as u16));
+                ((low | high << self.high_at) & self.keep) >> self.shift
+            }
         }
+    }
+
+    /// Sixteen bytes from `bytes` at `at`, which must have that many.
+    #[inline]
+    fn load(bytes: &[u8], at: usize) -> __m128i {
+        let bytes: &[u8; 16] = bytes[at..].first_chunk().expect("sixteen bytes from `at`");
+        // SAFETY: `bytes` is 16 readable bytes, and `loadu` reads them from
+        // any alignment.
+        unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+    }
+
+    /// The first block of `bytes`. A value of 16 to 31 bytes is read as its
+    /// first 16 and its last 16, which overlap; a shorter one is padded
+    /// with zeros in registers.
+    #[inline]
+    pub(super) fn first_window(bytes: &[u8]) -> Window {
+        let len = bytes.len();
+        if len >= 16 {
+            let high_at = len.min(BLOCK) - 16;
+            return Window {
+                low: load(bytes, 0),
+                high: load(bytes, high_at),
+                high_at: high_at as u32,
+                keep: u64::MAX,
+                shift: 0,
+            };
+        }
+        let (low, high) = short(bytes);
+        // SAFETY: SSE2, as above; registers only.
+        let low = unsafe { _mm_set_epi64x(high as i64, low as i64) };
+        // SAFETY: as above.
+        let high = unsafe { _mm_setzero_si128() };
+        Window { low, high, high_at: 16, keep: (1 << len) - 1, shift: 0 }
+    }
+
+    /// The block at `at` (below `bytes.len()`), or where fewer bytes are
+    /// left, the last block, its mask shifted down. Only for `bytes` a
+    /// block long at least, whose first block is read by [`first_window`].
+    #[inline]
+    pub(super) fn later_window(bytes: &[u8], at: usize) -> Window {
+        let from = at.min(bytes.len().saturating_sub(BLOCK));
+        Window {
+            low: load(bytes, from),
+            high: load(bytes, from + 16),
+            high_at: 16,
+            keep: u64::MAX,
+            shift: (at - from) as u32,
+        }
+    }
+
+    /// `bytes`, shorter than 16, followed by zeros, as two little-endian
+    /// words. Read as its first and last `w` bytes, for the smallest power
+    /// of two `w` with `len <= 2w`: two loads where copying a byte at a time
+    /// takes a branch per byte.
+    #[inline]
+    fn short(bytes: &[u8]) -> (u64, u64) {
+        fn ends<const W: usize>(bytes: &[u8]) -> (u64, u64) {
+            let word = |piece: Option<&[u8; W]>| {
+                let mut word = [0; 8];
+                word[..W].copy_from_slice(piece.map_or(&[0; W], |p| p));
+                u64::from_le_bytes(word)
+            };
+            (word(bytes.first_chunk()), word(bytes.last_chunk()))
+        }
+        let len = bytes.len();
+        let (w, (first, last)) = match len {
+            0 => return (0, 0),
+            1..=2 => (1, ends::<1>(bytes)),
+            3..=4 => (2, ends::<2>(bytes)),
+            5..=8 => (4, ends::<4>(bytes)),
+            _ => (8, ends::<8>(bytes)),
+        };
+        // `last` holds bytes `len - w..len`; shifted down by `2w - len` bytes
+        // it holds bytes `w..len` and then zeros, which go right after `first`.
+        let last = last >> (8 * (2 * w - len));
+        if w == 8 { (first, last) } else { (first | last << (8 * w), 0) }
     }
 }
 
@@ -758,23 +863,75 @@ mod block {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
 
-    /// The high bit of each byte of `block` equal to one of `needles`.
-    #[inline]
-    pub(super) fn matches<const N: usize>(block: &[u8; BLOCK], needles: &[u8; N]) -> u64 {
-        let word = u64::from_le_bytes(*block);
-        let mut mask = 0;
-        for &needle in needles {
-            // Exact (no false positives): the high bit of a byte of `x` is
-            // set by the addition when its low seven bits are not all zero,
-            // and by `x` itself when its high bit is.
-            let x = word ^ (ONES * u64::from(needle));
-            mask |= !(((x & LOW7) + LOW7) | x | LOW7);
+    /// A block of bytes of a value, as a word, to take masks from: see
+    /// [`first_window`] and [`later_window`].
+    #[derive(Clone, Copy)]
+    pub(super) struct Window {
+        word: u64,
+        /// Mask bits to keep: padding may equal a needle.
+        keep: u64,
+        /// Mask bits to drop at the bottom: a last block that overlaps the
+        /// one before starts before the offset asked for.
+        shift: u32,
+    }
+
+    impl Window {
+        /// The high bit of each byte equal to one of `needles`.
+        #[inline]
+        pub(super) fn matches<const N: usize>(&self, needles: &[u8; N]) -> u64 {
+            let mut mask = 0;
+            for &needle in needles {
+                // Exact (no false positives): the high bit of a byte of `x` is
+                // set by the addition when its low seven bits are not all zero,
+                // and by `x` itself when its high bit is.
+                let x = self.word ^ (ONES * u64::from(needle));
+                mask |= !(((x & LOW7) + LOW7) | x | LOW7);
+            }
+            (mask & self.keep) >> self.shift
         }
-        mask
+    }
+
+    /// The first block of `bytes`: a value shorter than a block is padded
+    /// with zeros, read as its first and last `w` bytes for the smallest
+    /// power of two `w` with `len <= 2w`.
+    #[inline]
+    pub(super) fn first_window(bytes: &[u8]) -> Window {
+        if let Some(block) = bytes.first_chunk::<BLOCK>() {
+            return Window { word: u64::from_le_bytes(*block), keep: u64::MAX, shift: 0 };
+        }
+        fn ends<const W: usize>(bytes: &[u8]) -> (u64, u64) {
+            let word = |piece: Option<&[u8; W]>| {
+                let mut word = [0; 8];
+                word[..W].copy_from_slice(piece.map_or(&[0; W], |p| p));
+                u64::from_le_bytes(word)
+            };
+            (word(bytes.first_chunk()), word(bytes.last_chunk()))
+        }
+        let len = bytes.len();
+        let (w, (first, last)) = match len {
+            0 => return Window { word: 0, keep: 0, shift: 0 },
+            1..=2 => (1, ends::<1>(bytes)),
+            3..=4 => (2, ends::<2>(bytes)),
+            _ => (4, ends::<4>(bytes)),
+        };
+        // `last` holds bytes `len - w..len`; shifted down by `2w - len` bytes
+        // it holds bytes `w..len` and then zeros, which go right after `first`.
+        let last = last >> (8 * (2 * w - len));
+        Window { word: first | last << (8 * w), keep: (1 << (STRIDE as usize * len)) - 1, shift: 0 }
+    }
+
+    /// The block at `at` (below `bytes.len()`), or where fewer bytes are
+    /// left, the last block, its mask shifted down. Only for `bytes` a
+    /// block long at least, whose first block is read by [`first_window`].
+    #[inline]
+    pub(super) fn later_window(bytes: &[u8], at: usize) -> Window {
+        let from = at.min(bytes.len().saturating_sub(BLOCK));
+        let block = bytes[from..].first_chunk().expect("a block from `from`");
+        Window { word: u64::from_le_bytes(*block), keep: u64::MAX, shift: STRIDE * (at - from) as u32 }
     }
 }
 
-use block::{BLOCK, STRIDE, matches};
+use block::{BLOCK, STRIDE, first_window, later_window};
 
 impl<'b, const N: usize> Hits<'b, N> {
     pub(crate) fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
@@ -798,84 +955,6 @@ impl<const N: usize> Iterator for Hits<'_, N> {
         self.mask &= self.mask - 1;
         Some(at)
     }
-}
-
-/// A block of bytes of a value, to take masks from: see [`first_window`]
-/// and [`later_window`].
-struct Window {
-    block: [u8; BLOCK],
-    /// Mask bits to keep: padding may equal a needle.
-    keep: u64,
-    /// Mask bits to drop at the bottom: a last block that overlaps the one
-    /// before starts before the offset asked for.
-    shift: u32,
-}
-
-impl Window {
-    /// One bit per byte (every `STRIDE`th bit) equal to one of `needles`.
-    #[inline]
-    fn matches<const N: usize>(&self, needles: &[u8; N]) -> u64 {
-        (matches(&self.block, needles) & self.keep) >> self.shift
-    }
-}
-
-/// The first block of `bytes`: a value shorter than a block is padded.
-#[inline]
-fn first_window(bytes: &[u8]) -> Window {
-    match bytes.first_chunk::<BLOCK>() {
-        Some(&block) => Window { block, keep: u64::MAX, shift: 0 },
-        None => Window { block: padded(bytes), keep: (1 << (STRIDE as usize * bytes.len())) - 1, shift: 0 },
-    }
-}
-
-/// The block at `at` (below `bytes.len()`), or where fewer bytes are left,
-/// the last block, its mask shifted down. Only for `bytes` a block long
-/// at least, whose first block is read by [`first_window`].
-#[inline]
-fn later_window(bytes: &[u8], at: usize) -> Window {
-    let from = at.min(bytes.len().saturating_sub(BLOCK));
-    let block = bytes.get(from..).and_then(|rest| rest.first_chunk()).copied().unwrap_or([0; BLOCK]);
-    Window { block, keep: u64::MAX, shift: STRIDE * (at - from) as u32 }
-}
-
-/// `bytes`, shorter than a block, followed by zeros. Read as its first and
-/// last `w` bytes, for the smallest power of two `w` with `len <= 2w` (16
-/// at most): two loads where copying a byte at a time takes a branch per
-/// byte.
-#[inline]
-fn padded(bytes: &[u8]) -> [u8; BLOCK] {
-    /// The first and last `W` bytes, as little-endian words.
-    fn ends<const W: usize>(bytes: &[u8]) -> (u64, u64) {
-        let word = |piece: Option<&[u8; W]>| {
-            let mut word = [0; 8];
-            word[..W].copy_from_slice(piece.map_or(&[0; W], |p| p));
-            u64::from_le_bytes(word)
-        };
-        (word(bytes.first_chunk()), word(bytes.last_chunk()))
-    }
-    let len = bytes.len();
-    if len > 16 {
-        // Only with 32-byte blocks: the first sixteen bytes and the last.
-        let mut block = [0; BLOCK];
-        block[..16].copy_from_slice(&bytes[..16]);
-        block[len - 16..len].copy_from_slice(&bytes[len - 16..]);
-        return block;
-    }
-    let (w, (first, last)) = match len {
-        0 => return [0; BLOCK],
-        1..=2 => (1, ends::<1>(bytes)),
-        3..=4 => (2, ends::<2>(bytes)),
-        5..=8 => (4, ends::<4>(bytes)),
-        _ => (8, ends::<8>(bytes)),
-    };
-    // `last` holds bytes `len - w..len`; shifted down by `2w - len` bytes it
-    // holds bytes `w..len` and then zeros, which go right after `first`.
-    let last = last >> (8 * (2 * w - len));
-    let (low, high) = if w == 8 { (first, last) } else { (first | last << (8 * w), 0) };
-    let mut block = [0; BLOCK];
-    let n = BLOCK.min(16);
-    block[..n].copy_from_slice(&[low.to_le_bytes(), high.to_le_bytes()].as_flattened()[..n]);
-    block
 }
 
 /// 1-based piece; piece 0 is empty.
