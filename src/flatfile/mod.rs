@@ -12,4 +12,4 @@ pub(crate) use read::normalize_value;
 pub use read::{ParsedFile, ParsedRecord, parse_bytes};
 pub use schema::{Column, EncodingName, Layout, Place, Schema};
 
-pub(crate) use normalize::{address_key, name_key, text_key, zip_key};
+pub(crate) use normalize::{address_key, name_key, text_key, us_phone_into, zip_key};

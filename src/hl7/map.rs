@@ -13,7 +13,7 @@ use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
 use super::{Field, Hl7Error, IndexedSegment, Message, seg};
-use crate::flatfile::normalize_value;
+use crate::flatfile::{normalize_value, us_phone_into};
 use crate::model::{Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
 
 /// Which provider ID a job keeps: the NPI or the EHR's own provider ID.
@@ -315,8 +315,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         } else {
             &mut p.phone_home
         };
+        // As `normalize_value` reads a phone, written where it stays.
         if slot.is_none() && !number.is_empty() {
-            *slot = normalize_value(PatientField::PhoneHome, &number).ok();
+            us_phone_into(&number, slot);
         }
     }
 
