@@ -112,10 +112,16 @@ pub fn read_file<E>(
                 // of the chunk. Left to itself, rayon cuts a chunk into
                 // about as many pieces as there are threads, more only when
                 // one is stolen.
+                //
+                // Spawned last, the mapping is what a thread of its own takes
+                // first (rayon runs its own spawns newest first). On one
+                // thread, the chunk is then mapped right after it was split,
+                // while its messages are still in the core's cache, not
+                // after the next chunk's megabyte has pushed them out.
+                scope.spawn(|_| following = take_chunk(splitter, problems));
                 scope.spawn(|_| {
                     outcomes = current.par_iter().with_max_len(32).map(|item| outcome(item, s)).collect();
                 });
-                scope.spawn(|_| following = take_chunk(splitter, problems));
             }
             done.map_or(Ok(()), &mut sink)
         })?;
