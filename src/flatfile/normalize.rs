@@ -296,6 +296,42 @@ pub(crate) fn sex(raw: &str, extra: &BTreeMap<String, String>) -> Result<Sex, St
 /// "ext." is not read as "ext" followed by a stray period.
 const EXTENSION_MARKERS: &[&str] = &["extension", "ext.", "ext", "x", "#"];
 
+/// A normaliser's fast path: writes the value into an empty `slot` and says
+/// so, or leaves it untouched for the general path.
+type Fast = fn(&str, &mut Option<CompactString>) -> bool;
+
+/// `fast`, else `general`, as an owned value.
+fn owned(
+    raw: &str,
+    fast: Fast,
+    general: impl FnOnce(&str) -> Result<CompactString, String>,
+) -> Result<CompactString, String> {
+    let mut value = None;
+    if fast(raw, &mut value) {
+        return Ok(value.unwrap_or_default());
+    }
+    general(raw)
+}
+
+/// `fast`, else `general`, written into `slot` (empty), where the value
+/// stays, for the HL7 mapping's hot path.
+///
+/// Written in place rather than returned and moved in: a move reads the
+/// new value back in wider words than it was built in, and waits until
+/// those writes have landed (a store-forwarding stall). In the
+/// profile-guided build, that read-back for phones alone drew about 3% of
+/// HL7 parse-and-map's time samples (perf, cpu-clock).
+fn into(
+    raw: &str,
+    slot: &mut Option<CompactString>,
+    fast: Fast,
+    general: impl FnOnce(&str) -> Result<CompactString, String>,
+) {
+    if !fast(raw, slot) {
+        *slot = general(raw).ok();
+    }
+}
+
 /// Normalise a phone number to E.164 ("+16175550142"). National numbers are
 /// read in `default_country`, of which only the NANP countries US and CA are
 /// supported; numbers written with "+" (or the NANP exit code "011") work
@@ -306,25 +342,16 @@ pub(crate) fn phone_e164(raw: &str, default_country: &str) -> Result<CompactStri
     // are left to the general path, which trims.
     let nanp_default =
         matches!(default_country.as_bytes(), [b'U' | b'u', b'S' | b's'] | [b'C' | b'c', b'A' | b'a']);
-    let mut e164 = None;
-    if nanp_default && plain_nanp(raw, &mut e164) {
-        return Ok(e164.unwrap_or_default());
+    if nanp_default {
+        return owned(raw, plain_nanp, |raw| phone_e164_general(raw, default_country));
     }
     phone_e164_general(raw, default_country)
 }
 
-/// [`phone_e164`] with the default country US (as HL7 mapping reads phones),
-/// written into `slot`, which the number then fills and never leaves.
-///
-/// Written in place rather than returned and moved in: a move reads the
-/// new value back in wider words than it was built in, and waits until
-/// those writes have landed (a store-forwarding stall). In the
-/// profile-guided build, that read-back drew about 3% of HL7
-/// parse-and-map's time samples (perf, cpu-clock).
+/// [`phone_e164`] with the default country US (as HL7 mapping reads
+/// phones), written into `slot`: see [`into`].
 pub(crate) fn us_phone_into(raw: &str, slot: &mut Option<CompactString>) {
-    if !plain_nanp(raw, slot) {
-        *slot = phone_e164_general(raw, "US").ok();
-    }
+    into(raw, slot, plain_nanp, |raw| phone_e164_general(raw, "US"));
 }
 
 /// [`phone_e164`] of a valid national number in the common shapes
@@ -584,15 +611,25 @@ fn us_state_code(a: u8, b: u8) -> bool {
 /// any case ("ny", "N.Y.") and the full name case-insensitively, with any
 /// spacing and optional periods ("new  york", "Washington, D.C.").
 pub(crate) fn us_state(raw: &str) -> Result<CompactString, String> {
-    // Most values are the bare code: nothing to trim, strip or look up by name.
-    if let [a, b] = raw.as_bytes()
-        && us_state_code(*a, *b)
-    {
-        let mut code = CompactString::from(raw);
-        code.make_ascii_uppercase();
-        return Ok(code);
+    owned(raw, plain_state, us_state_general)
+}
+
+/// [`us_state`], written into `slot`: see [`into`].
+pub(crate) fn us_state_into(raw: &str, slot: &mut Option<CompactString>) {
+    into(raw, slot, plain_state, us_state_general);
+}
+
+/// [`us_state`] of most values, the bare code: nothing to trim, strip or
+/// look up by name.
+fn plain_state(raw: &str, slot: &mut Option<CompactString>) -> bool {
+    let [a, b] = raw.as_bytes() else { return false };
+    if !us_state_code(*a, *b) {
+        return false;
     }
-    us_state_general(raw)
+    let code = slot.insert(CompactString::default());
+    code.push_str(raw);
+    code.make_ascii_uppercase();
+    true
 }
 
 /// [`us_state`] for any input.
@@ -614,7 +651,16 @@ fn us_state_general(raw: &str) -> Result<CompactString, String> {
 /// New Jersey ZIP whose leading zero a spreadsheet ate, but guessing would
 /// hide that the file was damaged, so staff are told instead.
 pub(crate) fn us_zip(raw: &str) -> Result<CompactString, String> {
-    // Most values are already "12345" or "12345-6789": kept as they are.
+    owned(raw, plain_zip, us_zip_general)
+}
+
+/// [`us_zip`], written into `slot`: see [`into`].
+pub(crate) fn us_zip_into(raw: &str, slot: &mut Option<CompactString>) {
+    into(raw, slot, plain_zip, us_zip_general);
+}
+
+/// [`us_zip`] of most values, already "12345" or "12345-6789": kept as they are.
+fn plain_zip(raw: &str, slot: &mut Option<CompactString>) -> bool {
     let b = raw.as_bytes();
     let digits = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
     let clean = match b.len() {
@@ -623,9 +669,9 @@ pub(crate) fn us_zip(raw: &str) -> Result<CompactString, String> {
         _ => false,
     };
     if clean {
-        return Ok(CompactString::from(raw));
+        slot.insert(CompactString::default()).push_str(raw);
     }
-    us_zip_general(raw)
+    clean
 }
 
 /// [`us_zip`] for any input: spacing, a ZIP+4 without its hyphen, errors.
@@ -663,10 +709,12 @@ fn us_zip_general(raw: &str) -> Result<CompactString, String> {
 /// Deliberately loose: this catches typing and column mix-ups, not every
 /// RFC 5322 corner.
 pub(crate) fn email(raw: &str) -> Result<CompactString, String> {
-    match plain_email(raw) {
-        Some(e) => Ok(e),
-        None => email_general(raw),
-    }
+    owned(raw, plain_email, email_general)
+}
+
+/// [`email`], written into `slot`: see [`into`].
+pub(crate) fn email_into(raw: &str, slot: &mut Option<CompactString>) {
+    into(raw, slot, plain_email, email_general);
 }
 
 /// What a byte is to [`plain_email`].
@@ -707,16 +755,19 @@ const EMAIL_BYTES: [EmailByte; 256] = {
 };
 
 /// [`email`] of a valid address without whitespace and with an ASCII
-/// domain, checked in one pass over the bytes. `None` for anything else,
-/// valid or not, which the general path then reads and explains.
-fn plain_email(raw: &str) -> Option<CompactString> {
+/// domain, checked in one pass over the bytes, and written into `slot`.
+/// False, with `slot` untouched, for anything else, valid or not, which the
+/// general path then reads and explains.
+fn plain_email(raw: &str, slot: &mut Option<CompactString>) -> bool {
     let bytes = raw.as_bytes();
     // The local part is anything without whitespace, up to the first "@".
-    let at = bytes
-        .iter()
-        .position(|&b| matches!(EMAIL_BYTES[usize::from(b)], EmailByte::At | EmailByte::Space))?;
+    let Some(at) =
+        bytes.iter().position(|&b| matches!(EMAIL_BYTES[usize::from(b)], EmailByte::At | EmailByte::Space))
+    else {
+        return false;
+    };
     if bytes[at] != b'@' || at == 0 {
-        return None;
+        return false;
     }
     let (mut dot, mut upper) = (false, false);
     // True at the start, so that a leading dot is caught as ".." is, and an
@@ -729,17 +780,18 @@ fn plain_email(raw: &str) -> Option<CompactString> {
             EmailByte::Dot if !after_dot => (dot, after_dot) = (true, true),
             // A leading dot, "..", a second "@", a space, or a non-ASCII
             // domain, which Unicode's rules lower-case.
-            _ => return None,
+            _ => return false,
         }
     }
     if !dot || after_dot {
-        return None;
+        return false;
     }
-    let mut out = CompactString::from(raw);
+    let out = slot.insert(CompactString::default());
+    out.push_str(raw);
     if upper {
         out[at + 1..].make_ascii_lowercase();
     }
-    Some(out)
+    true
 }
 
 /// [`email`] for any input: spacing, non-ASCII, errors.

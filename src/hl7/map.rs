@@ -13,7 +13,7 @@ use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
 use super::{Field, Hl7Error, IndexedSegment, Message, seg};
-use crate::flatfile::{normalize_value, us_phone_into};
+use crate::flatfile::{email_into, normalize_value, us_phone_into, us_state_into, us_zip_into};
 use crate::model::{Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
 
 /// Which provider ID a job keeps: the NPI or the EHR's own provider ID.
@@ -285,8 +285,8 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     put(&mut p.city, addr.component(3).text(), "PID-11.3")?;
     // A bad optional value is dropped, as in flat files: a single bad
     // value never hides a patient from reconciliation.
-    p.state = optional(addr.component(4).text(), PatientField::State, "PID-11.4")?;
-    p.zip = optional(addr.component(5).text(), PatientField::Zip, "PID-11.5")?;
+    put_normalized(&mut p.state, addr.component(4).text(), us_state_into, "PID-11.4")?;
+    put_normalized(&mut p.zip, addr.component(5).text(), us_zip_into, "PID-11.5")?;
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
     for rep in pid.field(13).repetitions() {
@@ -298,7 +298,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             || kind.eq_ignore_ascii_case("X.400")
         {
             if p.email.is_none() {
-                p.email = optional(rep.component(4).text(), PatientField::Email, "PID-13.4")?;
+                put_normalized(&mut p.email, rep.component(4).text(), email_into, "PID-13.4")?;
             }
             continue;
         }
@@ -315,7 +315,6 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         } else {
             &mut p.phone_home
         };
-        // As `normalize_value` reads a phone, written where it stays.
         if slot.is_none() && !number.is_empty() {
             us_phone_into(&number, slot);
         }
@@ -355,12 +354,19 @@ fn pid_ids<'a>(
     Ok((ehr_id, practice_mrn?))
 }
 
-fn optional(
+/// A value read as [`put`] reads it, normalised as flat files normalise
+/// the field (`into` is that normaliser, writing in place) and written into
+/// `slot`; a bad value leaves the slot empty.
+fn put_normalized(
+    slot: &mut Option<CompactString>,
     r: Result<Cow<str>, Hl7Error>,
-    field: PatientField,
+    into: fn(&str, &mut Option<CompactString>),
     at: &str,
-) -> Result<Option<CompactString>, String> {
-    Ok(value(r, at)?.and_then(|v| normalize_value(field, &v).ok()))
+) -> Result<(), String> {
+    if let Some(v) = value(r, at)? {
+        into(&v, slot);
+    }
+    Ok(())
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
