@@ -801,7 +801,7 @@ mod block {
                 shift: 0,
             };
         }
-        let (low, high) = short(bytes);
+        let (low, high) = super::short(bytes);
         // SAFETY: SSE2, as above; registers only.
         let low = unsafe { _mm_set_epi64x(high as i64, low as i64) };
         // SAFETY: as above.
@@ -822,34 +822,6 @@ mod block {
             keep: u64::MAX,
             shift: (at - from) as u32,
         }
-    }
-
-    /// `bytes`, shorter than 16, followed by zeros, as two little-endian
-    /// words. Read as its first and last `w` bytes, for the smallest power
-    /// of two `w` with `len <= 2w`: two loads where copying a byte at a time
-    /// takes a branch per byte.
-    #[inline]
-    fn short(bytes: &[u8]) -> (u64, u64) {
-        fn ends<const W: usize>(bytes: &[u8]) -> (u64, u64) {
-            let word = |piece: Option<&[u8; W]>| {
-                let mut word = [0; 8];
-                word[..W].copy_from_slice(piece.map_or(&[0; W], |p| p));
-                u64::from_le_bytes(word)
-            };
-            (word(bytes.first_chunk()), word(bytes.last_chunk()))
-        }
-        let len = bytes.len();
-        let (w, (first, last)) = match len {
-            0 => return (0, 0),
-            1..=2 => (1, ends::<1>(bytes)),
-            3..=4 => (2, ends::<2>(bytes)),
-            5..=8 => (4, ends::<4>(bytes)),
-            _ => (8, ends::<8>(bytes)),
-        };
-        // `last` holds bytes `len - w..len`; shifted down by `2w - len` bytes
-        // it holds bytes `w..len` and then zeros, which go right after `first`.
-        let last = last >> (8 * (2 * w - len));
-        if w == 8 { (first, last) } else { (first | last << (8 * w), 0) }
     }
 }
 
@@ -892,32 +864,15 @@ mod block {
     }
 
     /// The first block of `bytes`: a value shorter than a block is padded
-    /// with zeros, read as its first and last `w` bytes for the smallest
-    /// power of two `w` with `len <= 2w`.
+    /// with zeros (see [`short`](super::short)).
     #[inline]
     pub(super) fn first_window(bytes: &[u8]) -> Window {
         if let Some(block) = bytes.first_chunk::<BLOCK>() {
             return Window { word: u64::from_le_bytes(*block), keep: u64::MAX, shift: 0 };
         }
-        fn ends<const W: usize>(bytes: &[u8]) -> (u64, u64) {
-            let word = |piece: Option<&[u8; W]>| {
-                let mut word = [0; 8];
-                word[..W].copy_from_slice(piece.map_or(&[0; W], |p| p));
-                u64::from_le_bytes(word)
-            };
-            (word(bytes.first_chunk()), word(bytes.last_chunk()))
-        }
-        let len = bytes.len();
-        let (w, (first, last)) = match len {
-            0 => return Window { word: 0, keep: 0, shift: 0 },
-            1..=2 => (1, ends::<1>(bytes)),
-            3..=4 => (2, ends::<2>(bytes)),
-            _ => (4, ends::<4>(bytes)),
-        };
-        // `last` holds bytes `len - w..len`; shifted down by `2w - len` bytes
-        // it holds bytes `w..len` and then zeros, which go right after `first`.
-        let last = last >> (8 * (2 * w - len));
-        Window { word: first | last << (8 * w), keep: (1 << (STRIDE as usize * len)) - 1, shift: 0 }
+        // Shorter than a block, the value is all in the first word.
+        let (word, _) = super::short(bytes);
+        Window { word, keep: (1 << (STRIDE as usize * bytes.len())) - 1, shift: 0 }
     }
 
     /// The block at `at` (below `bytes.len()`), or where fewer bytes are
@@ -932,6 +887,34 @@ mod block {
 }
 
 use block::{BLOCK, STRIDE, first_window, later_window};
+
+/// `bytes`, shorter than 16, followed by zeros, as two little-endian
+/// words. Read as its first and last `w` bytes, for the smallest power
+/// of two `w` with `len <= 2w`: two loads where copying a byte at a time
+/// takes a branch per byte.
+#[inline]
+fn short(bytes: &[u8]) -> (u64, u64) {
+    fn ends<const W: usize>(bytes: &[u8]) -> (u64, u64) {
+        let word = |piece: Option<&[u8; W]>| {
+            let mut word = [0; 8];
+            word[..W].copy_from_slice(piece.map_or(&[0; W], |p| p));
+            u64::from_le_bytes(word)
+        };
+        (word(bytes.first_chunk()), word(bytes.last_chunk()))
+    }
+    let len = bytes.len();
+    let (w, (first, last)) = match len {
+        0 => return (0, 0),
+        1..=2 => (1, ends::<1>(bytes)),
+        3..=4 => (2, ends::<2>(bytes)),
+        5..=8 => (4, ends::<4>(bytes)),
+        _ => (8, ends::<8>(bytes)),
+    };
+    // `last` holds bytes `len - w..len`; shifted down by `2w - len` bytes
+    // it holds bytes `w..len` and then zeros, which go right after `first`.
+    let last = last >> (8 * (2 * w - len));
+    if w == 8 { (first, last) } else { (first | last << (8 * w), 0) }
+}
 
 impl<'b, const N: usize> Hits<'b, N> {
     pub(crate) fn new(bytes: &'b [u8], needles: [u8; N]) -> Hits<'b, N> {
