@@ -1658,6 +1658,42 @@ mod tests {
         }
     }
 
+    // ---- written in place ----
+
+    #[test]
+    fn written_in_place_as_returned() {
+        // Fast paths and general ones, valid and not, as HL7 mapping meets them.
+        let phones =
+            ["6175550142", "(617) 555-0142", "1-617-555-0142", "+44 20 7946 0958", "617555", "0175550142"];
+        let states = ["MA", "ma", "N.Y.", "new york", "ZZ", "M", " ma "];
+        let zips = ["02134", "02134-1234", "021341234", "2134", "ABCDE", " 02134 "];
+        let emails = [
+            "jane@example.com",
+            "Jane@Example.COM",
+            " jane@example.com ",
+            "jane.example.com",
+            "zoë@example.com",
+        ];
+        type Pair = (fn(&str) -> Result<CompactString, String>, fn(&str, &mut Option<CompactString>));
+        let us_phone: fn(&str) -> Result<CompactString, String> = |raw| phone_e164(raw, "US");
+        let cases: [(&[&str], Pair); 4] = [
+            (&phones, (us_phone, us_phone_into)),
+            (&states, (us_state, us_state_into)),
+            (&zips, (us_zip, us_zip_into)),
+            (&emails, (email, email_into)),
+        ];
+        let mut valid = 0;
+        for (inputs, (returned, written)) in cases {
+            for &raw in inputs {
+                let mut slot = None;
+                written(raw, &mut slot);
+                assert_eq!(slot, returned(raw).ok(), "{raw:?}");
+                valid += usize::from(slot.is_some());
+            }
+        }
+        assert!(valid >= 10, "most inputs are valid, {valid} were");
+    }
+
     // ---- email ----
 
     #[test]
