@@ -8,10 +8,8 @@ mod normalize;
 mod read;
 mod schema;
 
-pub(crate) use read::normalize_value;
 pub use read::{ParsedFile, ParsedRecord, parse_bytes};
+pub(crate) use read::{normalize_into, normalize_value};
 pub use schema::{Column, EncodingName, Layout, Place, Schema};
 
-pub(crate) use normalize::{
-    address_key, email_into, name_key, text_key, us_phone_into, us_state_into, us_zip_into, zip_key,
-};
+pub(crate) use normalize::{address_key, name_key, text_key, zip_key};

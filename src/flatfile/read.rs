@@ -307,6 +307,21 @@ pub(crate) fn normalize_value(field: Field, text: &str) -> Result<CompactString,
 
 static NO_MAP: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
 
+/// [`normalize_value`], written into `slot` (empty), where the value stays:
+/// the HL7 mapping's hot path. Phones, states, ZIPs and emails are written
+/// in place (see `normalize::into` for why); other kinds are moved in.
+#[inline(always)]
+pub(crate) fn normalize_into(field: Field, text: &str, slot: &mut Option<CompactString>) {
+    match field.field_type() {
+        // The country `normalize_value` reads phones in.
+        FieldType::Phone => normalize::us_phone_into(text, slot),
+        FieldType::UsState => normalize::us_state_into(text, slot),
+        FieldType::UsZip => normalize::us_zip_into(text, slot),
+        FieldType::Email => normalize::email_into(text, slot),
+        _ => *slot = normalize_value(field, text).ok(),
+    }
+}
+
 /// [`normalize_value`] of a date. Kept out of line: its format list and
 /// clock read would otherwise give every call of `normalize_value` their
 /// stack frame, where the other kinds need none and only jump to their
@@ -622,5 +637,26 @@ formats = ["%Y%m%d"]
         assert_eq!(p.rejects.len(), 1);
         assert_eq!((p.rejects[0].line, p.rejects[0].severity), (5, Severity::Warning));
         assert_adds_up(&p);
+    }
+
+    #[test]
+    fn normalize_into_writes_what_normalize_value_returns() {
+        let cases = [
+            (Field::PhoneHome, ["6175550142", "(617) 555-0142", "+44 20 7946 0958", "617555"]),
+            (Field::State, ["MA", "ma", "new york", "ZZ"]),
+            (Field::Zip, ["02134", "02134-1234", "021341234", "ABCDE"]),
+            (
+                Field::Email,
+                ["jane@example.com", "Jane@Example.COM", " jane@example.com ", "jane.example.com"],
+            ),
+            (Field::City, ["Boston", "  Boston ", "", "Zoë"]),
+        ];
+        for (field, inputs) in cases {
+            for raw in inputs {
+                let mut slot = None;
+                normalize_into(field, raw, &mut slot);
+                assert_eq!(slot, normalize_value(field, raw).ok(), "{field:?} {raw:?}");
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
 use super::{Field, Hl7Error, IndexedSegment, Message, seg};
-use crate::flatfile::{email_into, normalize_value, us_phone_into, us_state_into, us_zip_into};
+use crate::flatfile::{normalize_into, normalize_value};
 use crate::model::{Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
 
 /// Which provider ID a job keeps: the NPI or the EHR's own provider ID.
@@ -285,8 +285,8 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     put(&mut p.city, addr.component(3).text(), "PID-11.3")?;
     // A bad optional value is dropped, as in flat files: a single bad
     // value never hides a patient from reconciliation.
-    put_normalized(&mut p.state, addr.component(4).text(), us_state_into, "PID-11.4")?;
-    put_normalized(&mut p.zip, addr.component(5).text(), us_zip_into, "PID-11.5")?;
+    put_normalized(&mut p.state, addr.component(4).text(), PatientField::State, "PID-11.4")?;
+    put_normalized(&mut p.zip, addr.component(5).text(), PatientField::Zip, "PID-11.5")?;
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
     for rep in pid.field(13).repetitions() {
@@ -298,7 +298,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             || kind.eq_ignore_ascii_case("X.400")
         {
             if p.email.is_none() {
-                put_normalized(&mut p.email, rep.component(4).text(), email_into, "PID-13.4")?;
+                put_normalized(&mut p.email, rep.component(4).text(), PatientField::Email, "PID-13.4")?;
             }
             continue;
         }
@@ -316,7 +316,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             &mut p.phone_home
         };
         if slot.is_none() && !number.is_empty() {
-            us_phone_into(&number, slot);
+            normalize_into(PatientField::PhoneHome, &number, slot);
         }
     }
 
@@ -355,16 +355,15 @@ fn pid_ids<'a>(
 }
 
 /// A value read as [`put`] reads it, normalised as flat files normalise
-/// the field (`into` is that normaliser, writing in place) and written into
-/// `slot`; a bad value leaves the slot empty.
+/// `field` and written into `slot`; a bad value leaves the slot empty.
 fn put_normalized(
     slot: &mut Option<CompactString>,
     r: Result<Cow<str>, Hl7Error>,
-    into: fn(&str, &mut Option<CompactString>),
+    field: PatientField,
     at: &str,
 ) -> Result<(), String> {
     if let Some(v) = value(r, at)? {
-        into(&v, slot);
+        normalize_into(field, &v, slot);
     }
     Ok(())
 }
