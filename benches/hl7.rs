@@ -1,6 +1,8 @@
 //! `make bench` (HL7 part): ferry's HL7 parse-and-map throughput on one and
 //! two threads, with peak memory, beside python-hl7 on a slice of the same
-//! file and `wc -l` over it as the floor.
+//! file and `wc -l` over it as the floor. Two one-thread runs at once give
+//! the ceiling for two threads: what the machine's two CPUs give this work
+//! with nothing shared between them.
 //!
 //! FERRY_BENCH_MESSAGES sets the file size (default 1,000,000 ADT messages
 //! of about 1.2 KB); the file is generated once under target/bench/.
