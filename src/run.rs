@@ -1231,7 +1231,7 @@ fn load_hl7(
         File::open(&p.taken.local_path).with_context(|| format!("cannot open {}", p.taken.local_path))?;
     // SAFETY: the map is of ferry's own fsynced copy in the state folder,
     // which nothing else writes while it is mapped.
-    let map = if p.taken.size == 0 { None } else { Some(unsafe { memmap2::Mmap::map(&file)? }) };
+    let map = if p.taken.size == 0 { None } else { Some(unsafe { crate::map_file(&file)? }) };
     let bytes: &[u8] = map.as_deref().unwrap_or_default();
     let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
     let (mut load, done) = match &p.resume {
