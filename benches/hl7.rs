@@ -92,10 +92,10 @@ fn generate(path: &Path, numbers: std::ops::Range<usize>) -> std::io::Result<()>
 /// Drop the file's pages from the page cache and read it once through
 /// `read()`, so that it sits in the cache in 2 MiB pieces. How the file
 /// came into the cache moves the floor: over the 1M-message file, `wc -l`
-/// took 0.27-0.30 s for weeks while the file stayed cached from earlier
-/// runs, and 0.15-0.19 s once it was dropped and read again (or freshly
-/// written). The floor is then the faster one whatever read the file last,
-/// and ferry's map takes the 2 MiB pieces whole, as in a run.
+/// took 0.27-0.30 s over several sessions while the file stayed cached
+/// from earlier runs, and 0.15-0.19 s once it was dropped and read again
+/// (or freshly written). The floor is then the faster one whatever read the
+/// file last, and ferry's map takes the 2 MiB pieces whole, as in a run.
 fn recache(path: &Path) {
     let mut file = File::open(path).unwrap();
     // SAFETY: advice on an open descriptor; no memory is touched.
