@@ -63,12 +63,13 @@ pub fn tune_memory() {
     // process; the option indexes are mimalloc's, checked against its header.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
-        if libc::prctl(libc::PR_SET_THP_DISABLE, 1, PR_THP_DISABLE_EXCEPT_ADVISED, 0, 0) == 0 {
-            unadvise_anonymous_huge();
-        } else {
-            // EINVAL before Linux 6.18, which knows no flags here.
-            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-        }
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        // With THP off for everything, so that reading smaps faults no huge
+        // page into the arena, take the advice back; then let THP in where
+        // advised, for file maps. Before Linux 6.18 the flag is EINVAL, and
+        // THP stays off for everything.
+        unadvise_anonymous_huge();
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, PR_THP_DISABLE_EXCEPT_ADVISED, 0, 0);
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
         }
