@@ -548,9 +548,75 @@ pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
 }
 
+/// Puts `v` in `slot`, a record's field, and returns it. A value that fits
+/// in place (up to 23 bytes, as nearly all do) is copied with two moves of a
+/// fixed size that overlap as its length needs: `push_str` would copy it
+/// with a call to `memcpy`, whose set-up for an unknown length weighs on
+/// values this short (1.9% of the HL7 mapping's instructions went to it).
+#[inline(always)]
+pub(crate) fn fill<'s>(slot: &'s mut Option<CompactString>, v: &str) -> &'s mut CompactString {
+    let out = slot.insert(CompactString::default());
+    let (src, n) = (v.as_bytes(), v.len());
+    // SAFETY: only the first `n` bytes are written, below.
+    let spare = unsafe { out.spare_capacity_mut() };
+    // The last byte of an inline string's room is its tag, which may be
+    // written only as part of a string that fills the room: such a string
+    // takes `push_str`.
+    if n >= spare.len() {
+        out.push_str(v);
+        return out;
+    }
+    let dst = spare.as_mut_ptr().cast::<u8>();
+    // SAFETY: `n` is below the room in `spare`, so each copy below, of at
+    // most `n` bytes at an offset that leaves room for them, stays inside
+    // `src` and `dst` and leaves the tag alone; together they write bytes
+    // `0..n` of `dst` from the same bytes of `src`, which are valid UTF-8.
+    unsafe {
+        let s = src.as_ptr();
+        match n {
+            16.. => {
+                std::ptr::copy_nonoverlapping(s, dst, 16);
+                std::ptr::copy_nonoverlapping(s.add(n - 16), dst.add(n - 16), 16);
+            }
+            8.. => {
+                std::ptr::copy_nonoverlapping(s, dst, 8);
+                std::ptr::copy_nonoverlapping(s.add(n - 8), dst.add(n - 8), 8);
+            }
+            4.. => {
+                std::ptr::copy_nonoverlapping(s, dst, 4);
+                std::ptr::copy_nonoverlapping(s.add(n - 4), dst.add(n - 4), 4);
+            }
+            1.. => {
+                *dst = *s;
+                *dst.add(n / 2) = *s.add(n / 2);
+                *dst.add(n - 1) = *s.add(n - 1);
+            }
+            0 => {}
+        }
+        out.set_len(n);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_writes_what_push_str_writes() {
+        // Every length around the copy sizes and the 24 bytes held in place,
+        // in ASCII and with characters of two to four bytes.
+        let text: String = "aé€𝄞bcdefghijklmnopqrstuvwxyz0123456789".chars().cycle().take(60).collect();
+        for start in text.char_indices().map(|(i, _)| i).take(6) {
+            for (end, _) in text[start..].char_indices().chain([(text.len() - start, ' ')]) {
+                let v = &text[start..start + end];
+                let mut slot = Some(CompactString::from("old value"));
+                assert_eq!(fill(&mut slot, v), v);
+                assert_eq!(slot.as_deref(), Some(v));
+                assert_eq!(slot.unwrap().len(), v.len());
+            }
+        }
+    }
 
     #[test]
     fn iso_dates_round_trip_as_chrono_writes_them() {

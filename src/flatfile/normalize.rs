@@ -17,7 +17,7 @@ use chrono::{Datelike, NaiveDate};
 
 use compact_str::{CompactString, format_compact};
 
-use crate::model::Sex;
+use crate::model::{self, Sex};
 
 /// Trim, and collapse internal runs of whitespace (incl. tabs, CR, LF, NBSP)
 /// to a single space.
@@ -365,8 +365,8 @@ fn plain_nanp(raw: &str, slot: &mut Option<CompactString>) -> bool {
     let mut gathered = [0u8; 11];
     // HL7 sends the bare digits (area code and number joined): then the
     // number is the input itself, found by the cheapest scan there is.
-    let (digits, bare) = if bytes.iter().all(u8::is_ascii_digit) {
-        (bytes, true)
+    let digits = if bytes.iter().all(u8::is_ascii_digit) {
+        bytes
     } else {
         let mut n = 0;
         for &b in bytes {
@@ -380,13 +380,14 @@ fn plain_nanp(raw: &str, slot: &mut Option<CompactString>) -> bool {
                 _ => return false,
             }
         }
-        (&gathered[..n], false)
+        &gathered[..n]
     };
-    let national = match digits {
-        [_, _, _, _, _, _, _, _, _, _] => digits,
-        [b'1', rest @ ..] if rest.len() == 10 => rest,
-        _ => return false,
+    // An array: copied below by moves of a known size.
+    let national: Result<&[u8; 10], _> = match digits {
+        [b'1', rest @ ..] if rest.len() == 10 => rest.try_into(),
+        _ => digits.try_into(),
     };
+    let Ok(national) = national else { return false };
     // The rules of `nanp`; the general path names whichever one fails.
     let valid = !matches!(national[0], b'0' | b'1')
         && national[1..3] != *b"11"
@@ -394,13 +395,11 @@ fn plain_nanp(raw: &str, slot: &mut Option<CompactString>) -> bool {
     if !valid {
         return false;
     }
-    let out = slot.insert(CompactString::with_capacity(12));
-    out.push_str("+1");
-    if bare {
-        out.push_str(&raw[raw.len() - 10..]);
-    } else {
-        out.extend(national.iter().map(|&b| char::from(b)));
-    }
+    let mut e164 = *b"+1..........";
+    e164[2..].copy_from_slice(national);
+    // SAFETY: "+1" and ten ASCII digits, checked above, are ASCII.
+    let e164 = unsafe { std::str::from_utf8_unchecked(&e164) };
+    model::fill(slot, e164);
     true
 }
 
@@ -626,9 +625,7 @@ fn plain_state(raw: &str, slot: &mut Option<CompactString>) -> bool {
     if !us_state_code(*a, *b) {
         return false;
     }
-    let code = slot.insert(CompactString::default());
-    code.push_str(raw);
-    code.make_ascii_uppercase();
+    model::fill(slot, raw).make_ascii_uppercase();
     true
 }
 
@@ -669,7 +666,7 @@ fn plain_zip(raw: &str, slot: &mut Option<CompactString>) -> bool {
         _ => false,
     };
     if clean {
-        slot.insert(CompactString::default()).push_str(raw);
+        model::fill(slot, raw);
     }
     clean
 }
@@ -786,8 +783,7 @@ fn plain_email(raw: &str, slot: &mut Option<CompactString>) -> bool {
     if !dot || after_dot {
         return false;
     }
-    let out = slot.insert(CompactString::default());
-    out.push_str(raw);
+    let out = model::fill(slot, raw);
     if upper {
         out[at + 1..].make_ascii_lowercase();
     }

@@ -14,7 +14,7 @@ use compact_str::CompactString;
 use super::config::{Hl7Schema, IdRule};
 use super::{Field, Hl7Error, IndexedSegment, Message, seg};
 use crate::flatfile::{normalize_into, normalize_value};
-use crate::model::{Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
+use crate::model::{self, Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
 
 /// Which provider ID a job keeps: the NPI or the EHR's own provider ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -171,7 +171,7 @@ fn put(slot: &mut Option<CompactString>, r: Result<Cow<'_, str>, Hl7Error>, at: 
 #[inline]
 fn set(slot: &mut Option<CompactString>, v: Option<Cow<'_, str>>) {
     if let Some(v) = v {
-        slot.insert(CompactString::default()).push_str(&v);
+        model::fill(slot, &v);
     }
 }
 
