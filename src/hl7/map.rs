@@ -77,7 +77,7 @@ pub(super) fn header_typed(msg: &Message, tz: Tz, code: &str, trigger: &str) -> 
         .find_map(|f| {
             f.component(1).text().ok().filter(|t| !t.is_empty()).and_then(|t| parse_dtm(&t, tz).ok())
         });
-    let event = CompactString::from(join(&mut [0; JOINED], [code, "^", trigger]));
+    let event = model::compact(&join(&mut [0; JOINED], [code, "^", trigger]));
     MessageHeader { event, control_id: msg.control_id(), time }
 }
 
@@ -195,7 +195,9 @@ fn join<'b, const N: usize>(buf: &'b mut [u8; JOINED], parts: [&str; N]) -> Cow<
     }
     let mut at = 0;
     for p in parts {
-        buf[at..at + p.len()].copy_from_slice(p.as_bytes());
+        let to = &mut buf[at..at + p.len()];
+        // SAFETY: `to` is `p.len()` bytes of `buf`, which `p` is not.
+        unsafe { model::copy_short(p.as_bytes(), to.as_mut_ptr()) };
         at += p.len();
     }
     // SAFETY: strings one after the other are a string: each part is valid

@@ -323,7 +323,8 @@ impl<'a> Message<'a> {
 
     /// MSH-10, the message control ID; `None` when empty or not decodable.
     pub fn control_id(&self) -> Option<CompactString> {
-        non_empty(self.msh_field(MSH_CONTROL_ID).text())
+        let id = self.msh_field(MSH_CONTROL_ID).text().ok().filter(|t| !t.is_empty());
+        id.map(|t| crate::model::compact(&t))
     }
 
     /// MSH-7 as written (its first component, the DTM, such as
