@@ -563,7 +563,9 @@ pub(crate) fn fill<'s>(slot: &'s mut Option<CompactString>, v: &str) -> &'s mut 
 /// as nearly all do) is copied with two moves of a fixed size that overlap
 /// as its length needs: `CompactString::from` and `push_str` copy with a
 /// call to `memcpy`, whose set-up for an unknown length weighs on values
-/// this short (1.9% of the HL7 mapping's instructions went to it).
+/// this short. Copying this way took 2.3% fewer instructions from the HL7
+/// parse-and-map in the plain release build, 0.8% in the profile-guided one
+/// (callgrind, 20,000 messages).
 #[inline(always)]
 pub(crate) fn compact(v: &str) -> CompactString {
     let mut out = CompactString::default();
