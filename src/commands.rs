@@ -538,9 +538,9 @@ fn parse_hl7(file: &Path, bytes: &[u8], schema_path: &Path, json: bool) -> Resul
                 });
                 match &o.result {
                     Ok(m) => v["record"] = serde_json::to_value(m)?,
-                    Err(e) => {
+                    Err(failure) => {
                         errors += 1;
-                        v["error"] = e.clone().into();
+                        v["error"] = failure.reason.clone().into();
                     }
                 }
                 writeln!(out, "{v}")?;

@@ -1312,8 +1312,9 @@ fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Appli
     };
     let mapped = match &o.result {
         Ok(m) => m,
-        Err(reason) => {
-            load.message(&MessageRow { state: "ERROR", reason: Some(reason), raw: o.raw.as_deref(), ..row })?;
+        Err(failure) => {
+            let hl7::Failure { reason, raw } = &**failure;
+            load.message(&MessageRow { state: "ERROR", reason: Some(reason), raw: Some(raw), ..row })?;
             let event = if o.header.event.is_empty() { "HL7" } else { o.header.event.as_str() };
             load.reject(&Reject {
                 line: o.line,
