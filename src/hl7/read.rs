@@ -36,7 +36,10 @@ pub struct MessageOutcome {
 /// Why a message failed, with its bytes for the queue.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// A reason a person can act on; it names fields, never their values.
     pub reason: String,
+    /// The message as it stands in the file, for `ferry queue show` and
+    /// `ferry queue retry`.
     pub raw: Vec<u8>,
 }
 
