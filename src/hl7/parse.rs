@@ -323,15 +323,14 @@ impl<'a> Message<'a> {
 
     /// MSH-10, the message control ID; `None` when empty or not decodable.
     pub fn control_id(&self) -> Option<CompactString> {
-        let id = self.msh_field(MSH_CONTROL_ID).text().ok().filter(|t| !t.is_empty());
-        id.map(|t| crate::model::compact(&t))
+        non_empty(self.msh_field(MSH_CONTROL_ID).text()).map(|t| crate::model::compact(&t))
     }
 
     /// MSH-7 as written (its first component, the DTM, such as
     /// `20260102153000-0500`); not interpreted, as the callers know which
     /// time zone a sender that omits the offset means.
     pub fn timestamp(&self) -> Option<String> {
-        non_empty(self.msh_field(MSH_TIMESTAMP).component(1).text())
+        non_empty(self.msh_field(MSH_TIMESTAMP).component(1).text()).map(String::from)
     }
 
     /// The text at a path `SEG-F[R].C.S` in the first segment with that ID:
@@ -410,10 +409,9 @@ fn decodes_as_is(raw: &[u8], charset: Charset) -> bool {
     }
 }
 
-/// The text, owned as `String` or `CompactString`; `None` when empty or
-/// not decodable.
-fn non_empty<'a, T: From<Cow<'a, str>>>(text: Result<Cow<'a, str>, Hl7Error>) -> Option<T> {
-    text.ok().filter(|t| !t.is_empty()).map(T::from)
+/// The text; `None` when empty or not decodable.
+fn non_empty(text: Result<Cow<'_, str>, Hl7Error>) -> Option<Cow<'_, str>> {
+    text.ok().filter(|t| !t.is_empty())
 }
 
 /// Reads the delimiters and finds the segments. See [`Message`] for the rules.
