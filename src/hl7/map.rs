@@ -249,6 +249,14 @@ fn pick_ids<'a>(
     found.map(|slot| slot.unwrap_or(Ok(None)))
 }
 
+// Reads PID through `Segment::indexed` and per-field lookups, which pass
+// only over the fields and components read. A single pass over every PID
+// delimiter into a table of wanted slots was built and measured in its
+// place: outcomes identical, but 371M instructions against 332.6M for
+// 20,000 messages (callgrind, plain release build), as the pass cost about
+// 44 instructions a delimiter, and reading values from the slots saved
+// little: trimming, the null check, decoding, filling and the
+// normalisers cost the same either way.
 fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     let pid = msg.segment(seg::PID).ok_or("no PID segment")?.indexed();
     let (ehr_id, practice_mrn) = pid_ids(pid, s)?;
