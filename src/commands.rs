@@ -719,7 +719,15 @@ pub fn queue_show(job: Option<&str>, id: i64) -> Result<Exit> {
             "  (cannot be parsed: {e})\n{}",
             String::from_utf8_lossy(q.raw.as_deref().unwrap_or_default()).replace('\r', "\n")
         )?,
-        None => {}
+        // The store keeps a message's bytes only while someone may act on it.
+        None => writeln!(
+            out,
+            "  (the message itself is not kept: {})",
+            match q.state.as_str() {
+                "DELETED" => "deleted, and its run was pruned (history.keep)",
+                _ => "it was processed",
+            }
+        )?,
     }
     Ok(Exit::Done)
 }

@@ -63,6 +63,22 @@ fn old_runs_are_pruned_with_their_received_copies_reports_and_archived_files() {
         |id: i64| before.iter().find(|r| r["id"] == id).unwrap()["report_dir"].as_str().unwrap().to_string();
     let (report1, report2) = (report(1), report(2));
     assert!(d.home().join("received/demo/run-1").is_dir());
+    // Two of the first run's bad HL7 messages: one deleted, one left in ERROR.
+    let out = d.ferry(&["queue", "--json"]);
+    assert_exit(&out, 0);
+    let queued: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    assert!(queued.len() >= 2, "the demo plants bad HL7 messages: {queued:?}");
+    let (deleted, kept) = (&queued[0], &queued[1]);
+    assert_exit(&d.ferry(&["queue", "delete", deleted]), 0);
+    let out = d.ferry(&["queue", "show", deleted]);
+    assert!(
+        stdout(&out).contains("MSH-3"),
+        "until the prune, a deleted message is still shown: {}",
+        stdout(&out)
+    );
 
     // 45 days after the first run: it goes, the 25-day-old one stays.
     let out = run_at("2026-02-15T02:00:00-05:00");
@@ -78,6 +94,15 @@ fn old_runs_are_pruned_with_their_received_copies_reports_and_archived_files() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(archived, ["ehr_patients_small.csv"]);
+    // The pruned run's deleted message keeps its reason but not its patient
+    // data; the one in ERROR keeps both, to be retried.
+    let out = d.ferry(&["queue", "show", deleted]);
+    assert_exit(&out, 0);
+    let shown = stdout(&out);
+    assert!(shown.contains("reason:") && shown.contains("its run was pruned"), "{shown}");
+    assert!(!shown.contains("MSH-3") && !shown.contains("PID-"), "{shown}");
+    let out = d.ferry(&["queue", "show", kept]);
+    assert!(stdout(&out).contains("MSH-3"), "{}", stdout(&out));
 
     // The ledger still knows the pruned run's files: one dropped again is
     // not loaded twice.

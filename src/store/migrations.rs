@@ -165,6 +165,13 @@ const MIGRATIONS: &[&str] = &[
         first_seen TEXT NOT NULL
     );
     "#,
+    // 5: a deleted message's bytes (patient data) go with its run's
+    // history; those of runs pruned before this version go now.
+    r#"
+    UPDATE messages SET raw = NULL
+    WHERE state = 'DELETED' AND raw IS NOT NULL
+      AND file_id IN (SELECT f.id FROM files f JOIN runs r ON r.id = f.run_id WHERE r.pruned_at IS NOT NULL);
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.

@@ -313,14 +313,22 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Forget a pruned run: its rejects go; the run row goes too unless a
-    /// ledger row points at it (the ledger is what stops a file being
-    /// loaded twice, so it stays), in which case it is marked pruned and
-    /// no longer listed. One transaction.
+    /// Forget a pruned run: its rejects go, and so do the bytes of its
+    /// files' DELETED messages (patient data nobody is to act on); messages
+    /// still in ERROR keep theirs, to be shown and retried. The run row goes
+    /// too unless a ledger row points at it (the ledger is what stops a
+    /// file being loaded twice, so it stays), in which case it is marked
+    /// pruned and no longer listed. One transaction.
     pub fn prune_run(&mut self, run_id: i64) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "DELETE FROM rejects WHERE file_id IN (SELECT id FROM files WHERE run_id = ?1)",
+            [run_id],
+        )?;
+        tx.execute(
+            "UPDATE messages SET raw = NULL
+             WHERE state = 'DELETED' AND raw IS NOT NULL
+               AND file_id IN (SELECT id FROM files WHERE run_id = ?1)",
             [run_id],
         )?;
         let files: i64 =

@@ -64,10 +64,16 @@ impl Store {
         Ok(self.conn.prepare_cached(&sql)?.query_row([id], row).optional()?)
     }
 
-    /// Mark a message DELETED (kept, with its reason, for the record).
+    /// Mark a message DELETED (kept, with its reason, for the record). Its
+    /// bytes stay until its run is pruned ([`Store::prune_run`]), or go now
+    /// if that run was pruned already.
     pub fn delete_message(&self, id: i64) -> Result<()> {
         let n = self.conn.execute(
-            "UPDATE messages SET state = 'DELETED', state_at = ?2 WHERE id = ?1 AND state = 'ERROR'",
+            "UPDATE messages SET state = 'DELETED', state_at = ?2,
+                 raw = CASE WHEN EXISTS (SELECT 1 FROM files f JOIN runs r ON r.id = f.run_id
+                                         WHERE f.id = messages.file_id AND r.pruned_at IS NOT NULL)
+                       THEN NULL ELSE raw END
+             WHERE id = ?1 AND state = 'ERROR'",
             params![id, now()],
         )?;
         if n == 0 {
@@ -99,8 +105,9 @@ mod tests {
     use crate::model::Side;
     use crate::store::{LoadMode, MessageRow, TakenFile};
 
-    #[test]
-    fn error_messages_can_be_listed_shown_retried_and_deleted() {
+    /// A store with one run that loaded a file of three messages: M1
+    /// PROCESSED, M2 and M3 in ERROR. Returns the store, the run and M2's ID.
+    fn loaded() -> (Store, i64, i64) {
         let mut s = Store::open_in_memory().unwrap();
         let run = s.start_run("j", "run").unwrap();
         let taken = TakenFile {
@@ -136,7 +143,12 @@ mod tests {
         let id = load.message(&bad).unwrap();
         load.message(&MessageRow { number: 3, control_id: Some("M3"), ..bad }).unwrap();
         load.finish(&crate::store::Counts::default()).unwrap();
+        (s, run, id)
+    }
 
+    #[test]
+    fn error_messages_can_be_listed_shown_retried_and_deleted() {
+        let (mut s, _, id) = loaded();
         let errors = s.queue(Some("j"), "ERROR").unwrap();
         assert_eq!(
             errors.iter().map(|q| q.control_id.as_deref()).collect::<Vec<_>>(),
@@ -158,5 +170,35 @@ mod tests {
         s.delete_message(errors[1].id).unwrap();
         assert!(s.queue(Some("j"), "ERROR").unwrap().is_empty());
         assert!(s.delete_message(errors[1].id).is_err(), "only messages in ERROR are deleted");
+    }
+
+    #[test]
+    fn deleted_messages_lose_their_bytes_when_their_run_is_pruned() {
+        let (mut s, run, id) = loaded();
+        let m3 = s.queue(Some("j"), "ERROR").unwrap()[1].id;
+        s.delete_message(id).unwrap();
+        s.prune_run(run).unwrap();
+        let deleted = s.queue_item(id).unwrap().unwrap();
+        assert_eq!((deleted.state.as_str(), deleted.raw), ("DELETED", None));
+        assert_eq!(deleted.reason.as_deref(), Some("no PID segment"), "the record of why stays");
+        let error = s.queue_item(m3).unwrap().unwrap();
+        assert_eq!(error.raw.as_deref(), Some(&b"MSH|..."[..]), "a message in ERROR can still be retried");
+        // Deleted after its run was pruned: the bytes go at once.
+        s.delete_message(m3).unwrap();
+        assert_eq!(s.queue_item(m3).unwrap().unwrap().raw, None);
+    }
+
+    #[test]
+    fn upgrading_drops_the_bytes_of_messages_deleted_in_runs_pruned_before() {
+        let (mut s, run, id) = loaded();
+        let m3 = s.queue(Some("j"), "ERROR").unwrap()[1].id;
+        s.delete_message(id).unwrap();
+        // As version 4 pruned: the run marked, the message's bytes left.
+        s.conn.execute("UPDATE runs SET pruned_at = 'then' WHERE id = ?1", [run]).unwrap();
+        s.conn.pragma_update(None, "user_version", 4).unwrap();
+        assert!(s.queue_item(id).unwrap().unwrap().raw.is_some());
+        crate::store::migrations::migrate(&mut s.conn).unwrap();
+        assert_eq!(s.queue_item(id).unwrap().unwrap().raw, None);
+        assert!(s.queue_item(m3).unwrap().unwrap().raw.is_some(), "a message in ERROR keeps its bytes");
     }
 }
