@@ -42,15 +42,10 @@ profdata() {
             return
         fi
     done
-    if command -v apt-get >/dev/null 2>&1; then
-        local sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        echo "pgo: installing llvm-$major for llvm-profdata (rustc uses LLVM $major)" >&2
-        if $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "llvm-$major" >&2 &&
-            [ -x "/usr/lib/llvm-$major/bin/llvm-profdata" ]; then
-            echo "/usr/lib/llvm-$major/bin/llvm-profdata"
-            return
-        fi
+    echo "pgo: installing llvm-$major for llvm-profdata (rustc uses LLVM $major)" >&2
+    if "$root/scripts/apt-install.sh" "llvm-$major" >&2 && [ -x "/usr/lib/llvm-$major/bin/llvm-profdata" ]; then
+        echo "/usr/lib/llvm-$major/bin/llvm-profdata"
+        return
     fi
     echo "pgo: no llvm-profdata for LLVM $major (Debian package llvm-$major); building without profiles" >&2
 }
