@@ -166,6 +166,13 @@ pub struct RunFile {
     pub local_path: String,
 }
 
+/// Drops the bytes (patient data) of DELETED messages whose run was
+/// pruned: the one rule for how long a deleted message's bytes are kept,
+/// applied when a run is pruned and when a message is deleted.
+const FORGET_DELETED_MESSAGES: &str = "UPDATE messages SET raw = NULL
+     WHERE state = 'DELETED' AND raw IS NOT NULL
+       AND file_id IN (SELECT f.id FROM files f JOIN runs r ON r.id = f.run_id WHERE r.pruned_at IS NOT NULL)";
+
 impl Store {
     /// Open (creating if needed) and migrate the store at `path`.
     pub fn open(path: &Path) -> Result<Store> {
@@ -325,12 +332,6 @@ impl Store {
             "DELETE FROM rejects WHERE file_id IN (SELECT id FROM files WHERE run_id = ?1)",
             [run_id],
         )?;
-        tx.execute(
-            "UPDATE messages SET raw = NULL
-             WHERE state = 'DELETED' AND raw IS NOT NULL
-               AND file_id IN (SELECT id FROM files WHERE run_id = ?1)",
-            [run_id],
-        )?;
         let files: i64 =
             tx.query_row("SELECT count(*) FROM files WHERE run_id = ?1", [run_id], |r| r.get(0))?;
         if files == 0 {
@@ -338,6 +339,7 @@ impl Store {
         } else {
             tx.execute("UPDATE runs SET pruned_at = ?2 WHERE id = ?1", params![run_id, now()])?;
         }
+        tx.execute(FORGET_DELETED_MESSAGES, [])?;
         tx.commit()?;
         Ok(())
     }

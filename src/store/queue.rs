@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use rusqlite::{OptionalExtension, params};
 
-use super::{FileLoad, Store, now};
+use super::{FORGET_DELETED_MESSAGES, FileLoad, Store, now};
 
 /// A queued message.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -69,16 +69,14 @@ impl Store {
     /// if that run was pruned already.
     pub fn delete_message(&self, id: i64) -> Result<()> {
         let n = self.conn.execute(
-            "UPDATE messages SET state = 'DELETED', state_at = ?2,
-                 raw = CASE WHEN EXISTS (SELECT 1 FROM files f JOIN runs r ON r.id = f.run_id
-                                         WHERE f.id = messages.file_id AND r.pruned_at IS NOT NULL)
-                       THEN NULL ELSE raw END
-             WHERE id = ?1 AND state = 'ERROR'",
+            "UPDATE messages SET state = 'DELETED', state_at = ?2 WHERE id = ?1 AND state = 'ERROR'",
             params![id, now()],
         )?;
         if n == 0 {
             bail!("message {id} is not in ERROR");
         }
+        // Should this fail, the next prune drops the bytes.
+        self.conn.execute(FORGET_DELETED_MESSAGES, [])?;
         Ok(())
     }
 
