@@ -669,7 +669,27 @@ fn find_message(job: Option<&str>, id: i64) -> Result<(Store, QueueItem)> {
     anyhow::bail!("no message {id} in the queue{}", job.map(|j| format!(" of job {j}")).unwrap_or_default())
 }
 
-pub fn queue_list(job: Option<&str>, json: bool) -> Result<Exit> {
+/// The states `ferry queue --state` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueState {
+    New,
+    Processed,
+    Error,
+    Deleted,
+}
+
+impl QueueState {
+    fn as_str(self) -> &'static str {
+        match self {
+            QueueState::New => "NEW",
+            QueueState::Processed => "PROCESSED",
+            QueueState::Error => "ERROR",
+            QueueState::Deleted => "DELETED",
+        }
+    }
+}
+
+pub fn queue_list(job: Option<&str>, state: QueueState, json: bool) -> Result<Exit> {
     let name = job.map(Job::load).transpose()?.map(|j| j.name);
     let mut out = std::io::stdout().lock();
     if !json {
@@ -679,33 +699,112 @@ pub fn queue_list(job: Option<&str>, json: bool) -> Result<Exit> {
             "ID", "JOB", "FILE", "MSG", "LINE", "CONTROL ID", "EVENT"
         )?;
     }
-    for store in stores_for(job)? {
-        for q in store.queue(name.as_deref(), "ERROR")? {
-            if json {
-                writeln!(out, "{}", serde_json::to_string(&q)?)?;
-            } else {
-                writeln!(
-                    out,
-                    "{:>6} {:<12} {:<28} {:>6} {:>6} {:<14} {:<10} {}",
-                    q.id,
-                    q.job,
-                    q.file,
-                    q.number,
-                    q.line,
-                    q.control_id.as_deref().unwrap_or("-"),
-                    q.event.as_deref().unwrap_or("-"),
-                    q.reason.as_deref().unwrap_or("")
-                )?;
+    let mut print = |q: &QueueItem| -> Result<()> {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(q)?)?;
+        } else {
+            writeln!(
+                out,
+                "{:>6} {:<12} {:<28} {:>6} {:>6} {:<14} {:<10} {}",
+                q.id.map_or("-".to_string(), |id| id.to_string()),
+                q.job,
+                q.file,
+                q.number,
+                q.line,
+                q.control_id.as_deref().unwrap_or("-"),
+                q.event.as_deref().unwrap_or("-"),
+                q.reason.as_deref().unwrap_or("")
+            )?;
+        }
+        Ok(())
+    };
+    let stores = stores_for(job)?;
+    let mut totals: Vec<(String, String, u64)> = Vec::new();
+    for store in &stores {
+        if state != QueueState::New {
+            for q in store.queue(name.as_deref(), state.as_str())? {
+                print(&q)?;
             }
+        }
+        totals.extend(store.queue_counts(name.as_deref())?);
+        for w in store.waiting_files(name.as_deref())? {
+            let show = if state == QueueState::New {
+                Some(&mut print as &mut dyn FnMut(&QueueItem) -> Result<()>)
+            } else {
+                None
+            };
+            let n = waiting_messages(&w, show)?;
+            totals.push((w.job.clone(), "NEW".to_string(), n));
+        }
+    }
+    drop(print);
+    if !json {
+        // Per job, every state, so that a NEW count of 0 is said too.
+        let jobs: BTreeSet<&str> = totals.iter().map(|(job, _, _)| job.as_str()).collect();
+        for job in jobs {
+            let count = |state: QueueState| -> u64 {
+                totals.iter().filter(|(j, s, _)| j == job && s == state.as_str()).map(|(_, _, n)| n).sum()
+            };
+            let states = [QueueState::New, QueueState::Processed, QueueState::Error, QueueState::Deleted];
+            let counts: Vec<String> =
+                states.iter().map(|&s| format!("{} {}", count(s), s.as_str())).collect();
+            writeln!(out, "\njob {job}: {}", counts.join(", "))?;
         }
     }
     Ok(Exit::Done)
 }
 
+/// A waiting file's NEW messages (see `store::queue`): those after the
+/// last one loaded, read from ferry's own copy as the next run will read
+/// them, each handed to `show` when given. Returns how many there are.
+fn waiting_messages(
+    w: &crate::store::WaitingFile,
+    mut show: Option<&mut dyn FnMut(&QueueItem) -> Result<()>>,
+) -> Result<u64> {
+    let file = std::fs::File::open(&w.local_path).with_context(|| {
+        format!("cannot open {} (the copy of {} that a run goes on loading)", w.local_path, w.file)
+    })?;
+    if file.metadata()?.len() == 0 {
+        return Ok(0);
+    }
+    // SAFETY: ferry's own copy in the state folder, which nothing writes
+    // once it is in the ledger.
+    let map = unsafe { crate::map_file(&file)? };
+    // Message times are read in the job's time zone, as the run reads them.
+    let time_zone = Job::load(&w.job).ok().map(|j| j.time_zone);
+    let reason =
+        format!("not loaded yet: this file's load stopped after message {}; the next run goes on", w.loaded);
+    let mut n = 0;
+    for item in hl7::Splitter::new(&map).filter_map(Result::ok).filter(|i| i.number as u64 > w.loaded) {
+        n += 1;
+        let Some(show) = show.as_mut() else { continue };
+        let header = item.parse().ok().map(|m| hl7::header(&m, time_zone.unwrap_or(chrono_tz::UTC)));
+        let header = header.as_ref();
+        show(&QueueItem {
+            id: None,
+            job: w.job.clone(),
+            file: w.file.clone(),
+            file_id: w.file_id,
+            schema: w.schema.clone(),
+            number: item.number as u64,
+            line: item.line as u64,
+            control_id: header.and_then(|h| h.control_id.as_deref()).map(String::from),
+            event: header.map(|h| h.event.to_string()).filter(|e| !e.is_empty()),
+            time: header
+                .and_then(|h| h.time.filter(|_| time_zone.is_some()))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            state: "NEW".into(),
+            reason: Some(reason.clone()),
+            raw: None,
+        })?;
+    }
+    Ok(n)
+}
+
 pub fn queue_show(job: Option<&str>, id: i64) -> Result<Exit> {
     let (_, q) = find_message(job, id)?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "message {} of job {}: {} message {} (line {})", q.id, q.job, q.file, q.number, q.line)?;
+    writeln!(out, "message {id} of job {}: {} message {} (line {})", q.job, q.file, q.number, q.line)?;
     writeln!(out, "control ID: {}", q.control_id.as_deref().unwrap_or("-"))?;
     writeln!(out, "event:      {}", q.event.as_deref().unwrap_or("-"))?;
     writeln!(out, "state:      {}", q.state)?;

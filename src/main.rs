@@ -94,12 +94,17 @@ enum Command {
         json: bool,
     },
     /// HL7 messages in ERROR: list them, show one, retry it after a mapping fix, or delete it.
+    /// The list ends with each job's count of messages in every state.
     Queue {
         #[command(subcommand)]
         action: Option<QueueAction>,
         /// Only this job's queue (name or path).
         #[arg(long, global = true)]
         job: Option<String>,
+        /// List the messages in this state instead: new (received, not loaded yet: the rest of a file
+        /// whose load stopped, which the next run loads), processed, error or deleted.
+        #[arg(long, value_enum, default_value_t = commands::QueueState::Error)]
+        state: commands::QueueState,
         /// List as JSON lines.
         #[arg(long)]
         json: bool,
@@ -147,8 +152,8 @@ fn main() -> ExitCode {
         Command::Parse { file, schema, side, json } => {
             commands::parse(&file, schema.as_deref(), side.as_deref(), json)
         }
-        Command::Queue { action, job, json } => match action {
-            None => commands::queue_list(job.as_deref(), json),
+        Command::Queue { action, job, state, json } => match action {
+            None => commands::queue_list(job.as_deref(), state, json),
             Some(QueueAction::Show { id }) => commands::queue_show(job.as_deref(), id),
             Some(QueueAction::Retry { id }) => commands::queue_retry(job.as_deref(), id),
             Some(QueueAction::Delete { id }) => commands::queue_delete(job.as_deref(), id),

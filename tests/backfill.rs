@@ -2,7 +2,7 @@ use std::fmt::Write as _;
 
 use rusqlite::Connection;
 
-use crate::util::{Dir, assert_exit, count, read_csv, stderr, summary};
+use crate::util::{Dir, assert_exit, count, read_csv, stderr, stdout, summary};
 
 const JOB: &str = r#"
 [source]
@@ -166,8 +166,24 @@ fn killed_hl7_backfill_loads_no_message_twice() {
     let o =
         d.ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1"], &[("FERRY_FAILPOINT", "checkpoint:1")]);
     assert!(!o.status.success());
+    // The messages after the checkpoint are NEW: listed from ferry's copy
+    // of the file, with no ID in the store yet, and counted.
+    let o = d.ferry(&["queue", "--job", "jobs/bf.toml", "--state", "new", "--json"]);
+    assert_exit(&o, 0);
+    let new: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(new.len(), 9000 - 1024, "every message after the first chunk waits");
+    let first = &new[0];
+    assert_eq!(
+        (&first["number"], &first["control_id"], &first["event"], &first["state"], &first["id"]),
+        (&1025.into(), &"M1024".into(), &"ADT^A28".into(), &"NEW".into(), &serde_json::Value::Null)
+    );
+    assert_eq!(first["time"], "2026-11-01T09:00:00Z", "read in the job's time zone (UTC): {first}");
+    let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
+    assert!(stdout(&o).contains("job bf: 7976 NEW, 1024 PROCESSED, 0 ERROR, 0 DELETED"), "{}", stdout(&o));
     let o = d.ferry(&["backfill", "jobs/bf.toml", "--batch", "1"]);
     assert_exit(&o, 0);
+    let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
+    assert!(stdout(&o).contains("job bf: 0 NEW, 9000 PROCESSED, 0 ERROR, 0 DELETED"), "{}", stdout(&o));
     let conn = db(&d);
     let (messages, distinct): (i64, i64) = conn
         .query_row("SELECT count(*), count(DISTINCT number) FROM messages", [], |r| {

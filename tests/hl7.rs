@@ -132,9 +132,14 @@ fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     let out = d.ferry(&["queue"]);
     assert_exit(&out, 0);
     let list = stdout(&out);
-    let ids: Vec<String> =
-        list.lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
+    let ids: Vec<String> = list
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 2, "{list}");
+    assert!(list.ends_with("\njob h: 0 NEW, 8 PROCESSED, 2 ERROR, 0 DELETED\n"), "{list}");
     assert!(list.contains("feed.hl7") && list.contains("M6") && list.contains("ADT^A99"), "{list}");
     let out = d.ferry(&["queue", "show", &ids[0]]);
     assert_exit(&out, 0);

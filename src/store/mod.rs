@@ -19,7 +19,7 @@ use rayon::slice::ParallelSliceMut;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use load::{Applied, Counts, FileLoad, MessageRow};
-pub use queue::QueueItem;
+pub use queue::{QueueItem, WaitingFile};
 
 use crate::flatfile::ParsedFile;
 use crate::job::LinkKey;

@@ -1,6 +1,13 @@
 //! The message queue as the EHR's interface queue shows it: every HL7
 //! message with its state (NEW, PROCESSED, ERROR, DELETED), and for those
 //! in ERROR the reason and the message itself, to show and retry.
+//!
+//! A message is NEW from the moment its file is received until it is
+//! loaded. Loading writes a message's row in the same transaction as its
+//! records, as PROCESSED or ERROR, so a NEW message has no row: the NEW
+//! messages are those of a file whose load stopped after a checkpoint (the
+//! ledger has it as `loading`), after the last one loaded, and
+//! [`Store::waiting_files`] names those files for `ferry queue` to read.
 
 use anyhow::{Result, bail};
 use rusqlite::{OptionalExtension, params};
@@ -10,7 +17,8 @@ use super::{FORGET_DELETED_MESSAGES, FileLoad, Store, now};
 /// A queued message.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct QueueItem {
-    pub id: i64,
+    /// None for a NEW message, which is not in the store yet.
+    pub id: Option<i64>,
     pub job: String,
     pub file: String,
     pub file_id: i64,
@@ -50,12 +58,58 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<QueueItem> {
     })
 }
 
+/// An HL7 file whose load stopped after a checkpoint: its messages after
+/// the first `loaded` are NEW until a run goes on with the file.
+#[derive(Debug, Clone)]
+pub struct WaitingFile {
+    pub job: String,
+    pub file: String,
+    pub file_id: i64,
+    pub schema: String,
+    /// Ferry's own copy, which the next run loads from.
+    pub local_path: String,
+    pub loaded: u64,
+}
+
 impl Store {
     /// Messages in `state`, oldest first.
     pub fn queue(&self, job: Option<&str>, state: &str) -> Result<Vec<QueueItem>> {
         let sql = format!("{SELECT} WHERE m.state = ?1 AND (?2 IS NULL OR m.job = ?2) ORDER BY m.id");
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![state, job], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many messages are in each state, by job and state.
+    pub fn queue_counts(&self, job: Option<&str>) -> Result<Vec<(String, String, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT job, state, count(*) FROM messages WHERE ?1 IS NULL OR job = ?1
+             GROUP BY job, state ORDER BY job, state",
+        )?;
+        let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// HL7 files whose load stopped after a checkpoint (see the module
+    /// doc), oldest first. A flat file's interrupted load has records, not
+    /// messages: an HL7 file is known by the messages it already loaded.
+    pub fn waiting_files(&self, job: Option<&str>) -> Result<Vec<WaitingFile>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.job, f.name, f.id, f.schema, f.local_path, f.records_done FROM files f
+             WHERE f.state = 'loading' AND (?1 IS NULL OR f.job = ?1)
+               AND EXISTS (SELECT 1 FROM messages m WHERE m.file_id = f.id)
+             ORDER BY f.id",
+        )?;
+        let rows = stmt.query_map([job], |r| {
+            Ok(WaitingFile {
+                job: r.get(0)?,
+                file: r.get(1)?,
+                file_id: r.get(2)?,
+                schema: r.get(3)?,
+                local_path: r.get(4)?,
+                loaded: r.get::<_, i64>(5)? as u64,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -165,15 +219,61 @@ mod tests {
         load.processed(id).unwrap();
         assert_eq!(s.queue_item(id).unwrap().unwrap().state, "PROCESSED");
 
-        s.delete_message(errors[1].id).unwrap();
+        s.delete_message(errors[1].id.unwrap()).unwrap();
         assert!(s.queue(Some("j"), "ERROR").unwrap().is_empty());
-        assert!(s.delete_message(errors[1].id).is_err(), "only messages in ERROR are deleted");
+        assert!(s.delete_message(errors[1].id.unwrap()).is_err(), "only messages in ERROR are deleted");
+    }
+
+    #[test]
+    fn messages_are_counted_by_state_and_a_stopped_load_leaves_its_file_waiting() {
+        let (mut s, run, id) = loaded();
+        s.delete_message(id).unwrap();
+        let taken = |name: &str| TakenFile {
+            side: Side::Ehr,
+            name: name.into(),
+            size: 1,
+            mtime: "1".into(),
+            sha256: name.into(),
+            local_path: format!("/copies/{name}"),
+            schema: "ehr_hl7".into(),
+        };
+        // An HL7 file stopped after a checkpoint at message 1 (message 2
+        // was loaded after it, then lost with the process).
+        let mut load = s.begin_file("j", run, &taken("b.hl7"), LoadMode::Upsert).unwrap();
+        let row = MessageRow {
+            number: 1,
+            line: 1,
+            control_id: Some("B1"),
+            event: "ADT^A31",
+            time: None,
+            state: "PROCESSED",
+            reason: None,
+            raw: None,
+        };
+        load.message(&row).unwrap();
+        load.checkpoint(1).unwrap();
+        load.message(&MessageRow { number: 2, ..row }).unwrap();
+        drop(load);
+        // A flat file stopped the same way has records, not messages.
+        let mut load = s.begin_file("j", run, &taken("c.csv"), LoadMode::Upsert).unwrap();
+        load.checkpoint(10).unwrap();
+        drop(load);
+
+        let waiting = s.waiting_files(Some("j")).unwrap();
+        assert_eq!(
+            waiting.iter().map(|w| (w.file.as_str(), w.local_path.as_str(), w.loaded)).collect::<Vec<_>>(),
+            [("b.hl7", "/copies/b.hl7", 1)]
+        );
+        assert!(s.waiting_files(Some("other")).unwrap().is_empty());
+        let counts = s.queue_counts(None).unwrap();
+        let counts: Vec<(&str, u64)> = counts.iter().map(|(_, state, n)| (state.as_str(), *n)).collect();
+        assert_eq!(counts, [("DELETED", 1), ("ERROR", 1), ("PROCESSED", 2)]);
     }
 
     #[test]
     fn deleted_messages_lose_their_bytes_when_their_run_is_pruned() {
         let (mut s, run, id) = loaded();
-        let m3 = s.queue(Some("j"), "ERROR").unwrap()[1].id;
+        let m3 = s.queue(Some("j"), "ERROR").unwrap()[1].id.unwrap();
         s.delete_message(id).unwrap();
         s.prune_run(run).unwrap();
         let deleted = s.queue_item(id).unwrap().unwrap();
@@ -189,7 +289,7 @@ mod tests {
     #[test]
     fn upgrading_drops_the_bytes_of_messages_deleted_in_runs_pruned_before() {
         let (mut s, run, id) = loaded();
-        let m3 = s.queue(Some("j"), "ERROR").unwrap()[1].id;
+        let m3 = s.queue(Some("j"), "ERROR").unwrap()[1].id.unwrap();
         s.delete_message(id).unwrap();
         // As version 4 pruned: the run marked, the message's bytes left.
         s.conn.execute("UPDATE runs SET pruned_at = 'then' WHERE id = ?1", [run]).unwrap();
