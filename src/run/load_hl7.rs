@@ -1,0 +1,155 @@
+//! Loading one HL7 file: its messages mapped in parallel a chunk at a time
+//! ([`crate::hl7::read_file`]), each queued as PROCESSED or ERROR and
+//! applied in file order, with checkpoints so that a load killed part-way
+//! goes on from the last one.
+
+use std::fs::File;
+
+use anyhow::{Context, Result};
+
+use super::Pending;
+use crate::hl7::{self, MapSettings, Mapped, MessageOutcome};
+use crate::job::Job;
+use crate::model::{Reject, Severity};
+use crate::report::FileSummary;
+use crate::store::{Applied, Counts, FileLoad, MessageRow, Store};
+
+/// Load one HL7 file: memory-mapped, its messages mapped in parallel a
+/// chunk at a time and loaded in one transaction with its ledger row. Every
+/// message lands in the queue as PROCESSED or ERROR.
+pub(super) fn load_hl7(
+    job: &Job,
+    store: &mut Store,
+    run_id: i64,
+    p: &Pending,
+    schema: &hl7::Hl7Schema,
+    batch: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<(i64, FileSummary)> {
+    let file =
+        File::open(&p.taken.local_path).with_context(|| format!("cannot open {}", p.taken.local_path))?;
+    // SAFETY: the map is of ferry's own fsynced copy in the state folder,
+    // which nothing else writes while it is mapped.
+    let map = if p.taken.size == 0 { None } else { Some(unsafe { crate::map_file(&file)? }) };
+    let bytes: &[u8] = map.as_deref().unwrap_or_default();
+    let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
+    let (mut load, done) = match &p.resume {
+        Some(entry) => (store.resume_file(&job.name, entry.id)?, entry.records_done),
+        None => (store.begin_file(&job.name, run_id, &p.taken, p.load)?, 0),
+    };
+    let base = bar.position();
+    let mut counts = Counts::default();
+    let (mut stale, mut since_checkpoint) = (0u64, 0usize);
+    let problems = hl7::read_file(bytes, &settings, |chunk| -> Result<()> {
+        for o in &chunk {
+            counts.read += 1;
+            match o.result {
+                Ok(_) => counts.accepted += 1,
+                Err(_) => counts.rejected += 1,
+            }
+            // Messages up to the checkpoint of an interrupted load are in.
+            if o.number <= done {
+                continue;
+            }
+            if apply_message(&mut load, o)? == Some(Applied::Stale) {
+                stale += 1;
+            }
+            since_checkpoint += 1;
+        }
+        if let Some(last) = chunk.last() {
+            if since_checkpoint >= batch && (last.end as usize) < bytes.len() {
+                load.checkpoint(last.number)?;
+                since_checkpoint = 0;
+            }
+            bar.set_position(base + last.end);
+        }
+        Ok(())
+    })
+    .with_context(|| format!("cannot load {}", p.taken.name))?;
+    for r in &problems {
+        load.reject(r)?;
+        match r.severity {
+            Severity::Rejected => {
+                counts.read += 1;
+                counts.rejected += 1;
+            }
+            Severity::Warning => counts.warnings += 1,
+        }
+    }
+    let file_id = load.finish(&counts)?;
+    let detail = if stale > 0 {
+        format!("{stale} message(s) older than the stored data were queued but not applied")
+    } else {
+        String::new()
+    };
+    let summary = FileSummary {
+        side: p.taken.side,
+        name: p.taken.name.clone(),
+        status: "loaded".into(),
+        read: counts.read,
+        accepted: counts.accepted,
+        rejected: counts.rejected,
+        warnings: counts.warnings,
+        detail,
+    };
+    Ok((file_id, summary))
+}
+
+/// Queue one message and apply what it says. Returns whether its record
+/// was written, or None for a message in ERROR.
+fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Applied>> {
+    let time = o.header.time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let row = MessageRow {
+        number: o.number,
+        line: o.line,
+        control_id: o.header.control_id.as_deref(),
+        event: &o.header.event,
+        time: time.as_deref(),
+        state: "PROCESSED",
+        reason: None,
+        raw: None,
+    };
+    let mapped = match &o.result {
+        Ok(m) => m,
+        Err(failure) => {
+            let hl7::Failure { reason, raw } = &**failure;
+            load.message(&MessageRow { state: "ERROR", reason: Some(reason), raw: Some(raw), ..row })?;
+            let event = if o.header.event.is_empty() { "HL7" } else { o.header.event.as_str() };
+            load.reject(&Reject {
+                line: o.line,
+                severity: Severity::Rejected,
+                record_id: o.header.control_id.as_deref().map(String::from),
+                column: Some(format!("message {}", o.number)),
+                field: None,
+                reason: format!("{event} message {}: {reason}", o.number),
+            })?;
+            return Ok(None);
+        }
+    };
+    let id = load.message(&row)?;
+    apply_mapped(load, mapped, o.line, time.as_deref(), id).map(Some)
+}
+
+/// Write what a mapped message says. Used by loading and by `ferry queue retry`.
+pub(crate) fn apply_mapped(
+    load: &mut FileLoad,
+    mapped: &Mapped,
+    line: u64,
+    time: Option<&str>,
+    message_id: i64,
+) -> Result<Applied> {
+    Ok(match mapped {
+        Mapped::Patient(pt) => load.patient(pt, line, time, Some(message_id))?,
+        Mapped::Appointment(a) => load.appointment(a, time, Some(message_id))?,
+        Mapped::Merge { surviving, merged_ehr_id } => {
+            let applied = load.patient(surviving, line, time, Some(message_id))?;
+            load.merge(
+                surviving.ehr_id.as_deref().unwrap_or_default(),
+                merged_ehr_id,
+                time,
+                Some(message_id),
+            )?;
+            applied
+        }
+    })
+}

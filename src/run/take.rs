@@ -1,0 +1,308 @@
+//! Taking files from a source: list, skip what is still being written or
+//! refused by name, look each up in the ledger (finish its after-action, go
+//! on with an interrupted load, or fetch it), and queue what is new for
+//! loading. The copy to local disk itself is [`super::pull::pull`].
+
+use std::fs;
+use std::path::Path;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+use tracing::{info, warn};
+
+use super::pull::{Fetched, pull};
+use super::{Origin, Pending, finish_source_file, src_archive};
+use crate::job::{AfterAction, InputSchema, Job, Settle, Source};
+use crate::model::Side;
+use crate::report::FileSummary;
+use crate::store::{LedgerEntry, LoadMode, Store, TakenFile};
+use crate::transport::{self, Entry, Transport, retry};
+
+/// How a taken file is to be read and finished.
+#[derive(Clone, Copy)]
+pub(super) struct Pick<'j> {
+    pub(super) side: Side,
+    pub(super) schema: &'j InputSchema,
+    pub(super) load: LoadMode,
+    pub(super) after: AfterAction,
+}
+
+pub(super) fn take_from_source<'j>(
+    job: &'j Job,
+    src: &Source,
+    transport: &mut dyn Transport,
+    store: &Store,
+    received: &Path,
+    files: &mut Vec<FileSummary>,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let limits = transport.limits();
+    let listed = retry(&limits, "list", || transport.list())
+        .with_context(|| format!("cannot list {}", transport.describe()))?;
+    let now = SystemTime::now();
+    let mut candidates = Vec::new();
+    for entry in listed {
+        if transport::is_in_progress_name(&entry.name) || !src.filter.matches(&entry.name) {
+            continue;
+        }
+        let mut note =
+            |status: &str, detail: String| files.push(file_note(Side::Ehr, &entry.name, status, detail));
+        if let Err(e) = transport::check_name(&entry.name) {
+            warn!(error = %e, source = %transport.describe(), "Refused a file name.");
+            note("refused", e.to_string());
+            continue;
+        }
+        if let Settle::MinAge(min_age) = src.settle {
+            let age = now.duration_since(entry.mtime).unwrap_or_default();
+            if age < min_age {
+                note(
+                    "waiting",
+                    format!(
+                        "modified {}s ago; taken once unchanged for {}s",
+                        age.as_secs(),
+                        min_age.as_secs()
+                    ),
+                );
+                continue;
+            }
+        }
+        let Some(input) = job.input_for(&entry.name) else {
+            note("not taken", "no [[inputs]] pattern matches this name; left at the source".into());
+            continue;
+        };
+        candidates.push((entry, input));
+    }
+
+    // A remote clock cannot be trusted for an age: a remote file is taken
+    // only if a second listing, `stable_for` later, shows the same size and
+    // mtime. Files the ledger already has need no second look.
+    if let Settle::StableFor(wait) = src.settle {
+        let fresh = candidates.iter().any(|(e, input)| {
+            !matches!(store.ledger_seen(&job.name, input.side, &e.name, e.size, &e.mtime_key()), Ok(Some(_)))
+        });
+        if fresh {
+            std::thread::sleep(wait);
+            let again = retry(&limits, "list", || transport.list())
+                .with_context(|| format!("cannot list {}", transport.describe()))?;
+            let again: std::collections::HashMap<&str, &Entry> =
+                again.iter().map(|e| (e.name.as_str(), e)).collect();
+            candidates.retain(|(e, input)| match again.get(e.name.as_str()) {
+                Some(a) if a.size == e.size && a.mtime == e.mtime => true,
+                Some(a) => {
+                    files.push(file_note(
+                        input.side,
+                        &e.name,
+                        "waiting",
+                        format!(
+                            "still changing ({} -> {} bytes in {}s); taken once stable",
+                            e.size,
+                            a.size,
+                            wait.as_secs_f32()
+                        ),
+                    ));
+                    false
+                }
+                None => false, // taken by someone else meanwhile
+            });
+        }
+    }
+
+    // Let the transport download the new files ahead, several at once.
+    let ahead: Vec<Entry> = candidates
+        .iter()
+        .filter(|(e, input)| {
+            matches!(store.ledger_seen(&job.name, input.side, &e.name, e.size, &e.mtime_key()), Ok(None))
+        })
+        .map(|(e, _)| e.clone())
+        .collect();
+    transport.prefetch(&ahead);
+
+    let mut new = Vec::new();
+    for (entry, input) in candidates {
+        let pick = Pick { side: input.side, schema: &input.schema, load: input.load, after: src.after };
+        if let Some(taken) = take_known(job, transport, store, entry, pick, Origin::Source, files, pending)? {
+            new.push(taken);
+        }
+    }
+    // New files are fetched in batches that are made durable together.
+    for batch in new.chunks(PULL_BATCH) {
+        let names: Vec<String> = batch.iter().map(|(e, _)| e.name.clone()).collect();
+        let fetched = pull(transport, &names, received)?;
+        for ((entry, pick), f) in batch.iter().cloned().zip(fetched) {
+            take_fetched(job, transport, store, entry, pick, Origin::Source, f, files, pending)?;
+        }
+    }
+    Ok(())
+}
+
+/// Files fetched before they are made durable together: bounds the work a
+/// crash throws away, and the size of the list kept in memory.
+const PULL_BATCH: usize = 512;
+
+/// Take one listed file: skip it if the ledger has it, else copy it to
+/// local disk, fsync, hash, and queue it for parsing.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn take_one<'j>(
+    job: &Job,
+    transport: &mut dyn Transport,
+    store: &Store,
+    received: &Path,
+    entry: Entry,
+    pick: Pick<'j>,
+    origin: Origin,
+    files: &mut Vec<FileSummary>,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let Some((entry, pick)) = take_known(job, transport, store, entry, pick, origin, files, pending)? else {
+        return Ok(());
+    };
+    let fetched = pull(transport, std::slice::from_ref(&entry.name), received)?;
+    for f in fetched {
+        take_fetched(job, transport, store, entry.clone(), pick, origin, f, files, pending)?;
+    }
+    Ok(())
+}
+
+fn already(side: Side, name: &str, run_id: i64) -> FileSummary {
+    file_note(side, name, "already loaded", format!("in the ledger since run {run_id}; not loaded again"))
+}
+
+/// A listed file the ledger knows by name, size and mtime: finish its
+/// after-action, or go on with its interrupted load. Returns the file back
+/// when it is new and must be fetched.
+#[allow(clippy::too_many_arguments)]
+fn take_known<'j>(
+    job: &Job,
+    transport: &mut dyn Transport,
+    store: &Store,
+    entry: Entry,
+    pick: Pick<'j>,
+    origin: Origin,
+    files: &mut Vec<FileSummary>,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<Option<(Entry, Pick<'j>)>> {
+    let Some(seen) = store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?
+    else {
+        return Ok(Some((entry, pick)));
+    };
+    if seen.state == "loading" {
+        resume(store, seen, entry, pick, origin, pending)?;
+        return Ok(None);
+    }
+    // Loaded before; a crash may have come between the ledger commit and
+    // the after-action, so finish that now.
+    finish_source_file(transport, store, seen.id, &entry.name, pick.after, src_archive(job))?;
+    files.push(already(pick.side, &entry.name, seen.run_id));
+    Ok(None)
+}
+
+/// A file now on local disk (or not, and why): check it against the
+/// listing and the ledger, and queue it for loading.
+#[allow(clippy::too_many_arguments)]
+fn take_fetched<'j>(
+    job: &Job,
+    transport: &mut dyn Transport,
+    store: &Store,
+    entry: Entry,
+    pick: Pick<'j>,
+    origin: Origin,
+    fetched: Fetched,
+    files: &mut Vec<FileSummary>,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let (local, sha256) = match fetched {
+        Fetched::Whole(local, sha256) => (local, sha256),
+        Fetched::Changed(why) => {
+            files.push(file_note(pick.side, &entry.name, "waiting", format!("{why}; taken next run")));
+            return Ok(());
+        }
+        Fetched::Gone => {
+            let why = "listed, then gone before it was read (taken by someone else?)".to_string();
+            files.push(file_note(pick.side, &entry.name, "gone", why));
+            return Ok(());
+        }
+    };
+    let size = fs::metadata(&local)?.len();
+    if size != entry.size {
+        // Changed between listing and reading: still being written.
+        fs::remove_file(&local)?;
+        let why = format!("size changed while reading ({} -> {size} bytes); taken next run", entry.size);
+        files.push(file_note(pick.side, &entry.name, "waiting", why));
+        return Ok(());
+    }
+    if let Some(found) = store.ledger_find(&job.name, pick.side, &entry.name, entry.size, &sha256)? {
+        fs::remove_file(&local)?;
+        if found.state == "loading" {
+            // The same bytes under a new mtime: go on with the interrupted load.
+            return resume(store, found, entry, pick, origin, pending);
+        }
+        finish_source_file(transport, store, found.id, &entry.name, pick.after, src_archive(job))?;
+        files.push(already(pick.side, &entry.name, found.run_id));
+        return Ok(());
+    }
+    pending.push(Pending {
+        taken: TakenFile {
+            side: pick.side,
+            name: entry.name.clone(),
+            size,
+            mtime: entry.mtime_key(),
+            sha256,
+            local_path: local.display().to_string(),
+            schema: pick.schema.name().to_string(),
+        },
+        entry,
+        schema: pick.schema,
+        load: pick.load,
+        after: pick.after,
+        origin,
+        resume: None,
+    });
+    Ok(())
+}
+
+/// Queue a load that stopped after a checkpoint, to go on with ferry's own
+/// copy of the file, which was fsynced before the first batch.
+fn resume<'j>(
+    store: &Store,
+    ledger: LedgerEntry,
+    entry: Entry,
+    pick: Pick<'j>,
+    origin: Origin,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let taken = store.ledger_taken(ledger.id)?;
+    if !Path::new(&taken.local_path).exists() {
+        bail!(
+            "{} was being loaded (ledger row {}) but ferry's copy {} is gone; restore it or remove the \
+             row's partial load before running again",
+            entry.name,
+            ledger.id,
+            taken.local_path
+        );
+    }
+    info!(file = %entry.name, done = ledger.records_done, "Going on with an interrupted load.");
+    pending.push(Pending {
+        taken,
+        entry,
+        schema: pick.schema,
+        load: pick.load,
+        after: pick.after,
+        origin,
+        resume: Some(ledger),
+    });
+    Ok(())
+}
+
+/// A file that was listed but not loaded, for the run's summary.
+fn file_note(side: Side, name: &str, status: &str, detail: String) -> FileSummary {
+    FileSummary {
+        side,
+        name: name.to_string(),
+        status: status.into(),
+        read: 0,
+        accepted: 0,
+        rejected: 0,
+        warnings: 0,
+        detail,
+    }
+}
