@@ -162,6 +162,57 @@ fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     assert_exit(&d.ferry(&["queue", "delete", &ids[1]]), 1);
 }
 
+/// HL7 files mapped whole ahead of their load (in parallel across files)
+/// load exactly as files mapped while they load: the same queue, records,
+/// ID history and appointments, in file order across files.
+#[test]
+fn files_mapped_ahead_load_as_files_mapped_while_they_load() {
+    let mut dumps = Vec::new();
+    for ahead in ["on", "off"] {
+        let d = setup();
+        // Older than feed.hl7's newest address for E1: must not overwrite it.
+        d.write("inbox/feed2.hl7", msg("N1", "ADT^A08", "20261102120000", &pid("E1", "100100", "3 Late St")));
+        // Newer for E2, and a changed MRN: must win, and go to the history.
+        d.write("inbox/feed3.hl7", msg("N2", "ADT^A31", "20261107090000", &pid("E2", "100300", "9 Last St")));
+        let out = d.ferry_env(&["-vv", "run", "h"], &[("FERRY_MAP_AHEAD", ahead)]);
+        assert_exit(&out, 0);
+        let mapped = if ahead == "on" { "files=3" } else { "files=0" };
+        assert!(
+            stderr(&out).lines().any(|l| l.contains("Mapped HL7 files ahead") && l.contains(mapped)),
+            "{ahead}: {}",
+            stderr(&out)
+        );
+        let db = Connection::open(d.home().join("ferry.db")).unwrap();
+        let dump = |sql: &str| -> Vec<String> {
+            let mut stmt = db.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            stmt.query_map([], |r| {
+                (0..n).map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect()
+            })
+            .unwrap()
+            .map(|row: rusqlite::Result<Vec<String>>| row.unwrap().join("|"))
+            .collect()
+        };
+        dumps.push([
+            dump("SELECT f.name, m.number, m.line, m.control_id, m.event, m.msg_time, m.state, m.reason
+                  FROM messages m JOIN files f ON f.id = m.file_id ORDER BY m.id"),
+            dump("SELECT own_id, address1, practice_mrn, source_time FROM patients WHERE side = 'ehr' ORDER BY own_id"),
+            dump("SELECT own_id, old_value, new_value, source_time FROM id_history ORDER BY id"),
+            dump("SELECT appt_id, status, start_utc FROM appointments ORDER BY appt_id"),
+            dump("SELECT f.name, r.line, r.severity, r.record_id, r.col, r.reason
+                  FROM rejects r JOIN files f ON f.id = r.file_id ORDER BY r.id"),
+            dump("SELECT name, read, accepted, rejected, warnings FROM files ORDER BY id"),
+        ]);
+    }
+    assert_eq!(dumps[0], dumps[1]);
+    let [messages, patients, history, _, rejects, _] = &dumps[0];
+    assert!(rejects.iter().any(|r| r.contains("BTS-1")), "the count mismatch is kept: {rejects:#?}");
+    assert_eq!(messages.len(), 12, "{messages:#?}");
+    assert!(patients.iter().any(|p| p.starts_with("Text(\"E1\")|Text(\"2 New St\")")), "{patients:#?}");
+    assert!(patients.iter().any(|p| p.starts_with("Text(\"E2\")|Text(\"9 Last St\")")), "{patients:#?}");
+    assert!(history.iter().any(|h| h.contains("Text(\"100300\")")), "{history:#?}");
+}
+
 #[test]
 fn truncated_last_message_goes_to_error_and_the_rest_loads() {
     let d = setup();

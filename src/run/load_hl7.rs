@@ -14,25 +14,45 @@ use crate::model::{Reject, Severity};
 use crate::report::FileSummary;
 use crate::store::{Applied, Counts, FileLoad, MessageRow, Store};
 
-/// Load one HL7 file: memory-mapped, its messages mapped in parallel a
-/// chunk at a time and loaded in one transaction with its ledger row. Every
-/// message lands in the queue as PROCESSED or ERROR.
+/// An HL7 file mapped whole before its load began, across files in
+/// parallel (see `run_stages`): its outcomes in file order and its
+/// envelope problems, as [`hl7::read_file`] gives them.
+pub(super) struct MappedFile {
+    outcomes: Vec<MessageOutcome>,
+    problems: Vec<Reject>,
+}
+
+/// Map a whole HL7 file ahead of its load; None when it cannot be read, for
+/// the load to read it itself and say why.
+pub(super) fn map_whole(job: &Job, p: &Pending, schema: &hl7::Hl7Schema) -> Option<MappedFile> {
+    let file = File::open(&p.taken.local_path).ok()?;
+    // SAFETY: as in `load_hl7`.
+    let map = if p.taken.size == 0 { None } else { Some(unsafe { crate::map_file(&file).ok()? }) };
+    let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
+    let mut outcomes = Vec::new();
+    let problems = hl7::read_file(map.as_deref().unwrap_or_default(), &settings, |chunk| -> Result<(), ()> {
+        outcomes.extend(chunk);
+        Ok(())
+    })
+    .ok()?;
+    Some(MappedFile { outcomes, problems })
+}
+
+/// Load one HL7 file in one transaction with its ledger row (with
+/// checkpoints every `batch` messages or so): mapped ahead, or else
+/// memory-mapped and its messages mapped in parallel a chunk at a time as
+/// they load. Every message lands in the queue as PROCESSED or ERROR.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn load_hl7(
     job: &Job,
     store: &mut Store,
     run_id: i64,
     p: &Pending,
     schema: &hl7::Hl7Schema,
+    ahead: Option<MappedFile>,
     batch: usize,
     bar: &indicatif::ProgressBar,
 ) -> Result<(i64, FileSummary)> {
-    let file =
-        File::open(&p.taken.local_path).with_context(|| format!("cannot open {}", p.taken.local_path))?;
-    // SAFETY: the map is of ferry's own fsynced copy in the state folder,
-    // which nothing else writes while it is mapped.
-    let map = if p.taken.size == 0 { None } else { Some(unsafe { crate::map_file(&file)? }) };
-    let bytes: &[u8] = map.as_deref().unwrap_or_default();
-    let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
     let (mut load, done) = match &p.resume {
         Some(entry) => (store.resume_file(&job.name, entry.id)?, entry.records_done),
         None => (store.begin_file(&job.name, run_id, &p.taken, p.load)?, 0),
@@ -40,8 +60,8 @@ pub(super) fn load_hl7(
     let base = bar.position();
     let mut counts = Counts::default();
     let (mut stale, mut since_checkpoint) = (0u64, 0usize);
-    let problems = hl7::read_file(bytes, &settings, |chunk| -> Result<()> {
-        for o in &chunk {
+    let mut sink = |chunk: &[MessageOutcome]| -> Result<()> {
+        for o in chunk {
             counts.read += 1;
             match o.result {
                 Ok(_) => counts.accepted += 1,
@@ -57,15 +77,31 @@ pub(super) fn load_hl7(
             since_checkpoint += 1;
         }
         if let Some(last) = chunk.last() {
-            if since_checkpoint >= batch && (last.end as usize) < bytes.len() {
+            if since_checkpoint >= batch && last.end < p.taken.size {
                 load.checkpoint(last.number)?;
                 since_checkpoint = 0;
             }
             bar.set_position(base + last.end);
         }
         Ok(())
-    })
-    .with_context(|| format!("cannot load {}", p.taken.name))?;
+    };
+    let problems = match ahead {
+        Some(mapped) => {
+            mapped.outcomes.chunks(hl7::CHUNK).try_for_each(&mut sink)?;
+            mapped.problems
+        }
+        None => {
+            let file = File::open(&p.taken.local_path)
+                .with_context(|| format!("cannot open {}", p.taken.local_path))?;
+            // SAFETY: the map is of ferry's own fsynced copy in the state
+            // folder, which nothing else writes while it is mapped.
+            let map = if p.taken.size == 0 { None } else { Some(unsafe { crate::map_file(&file)? }) };
+            let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
+            hl7::read_file(map.as_deref().unwrap_or_default(), &settings, |chunk| sink(&chunk))
+                .with_context(|| format!("cannot load {}", p.taken.name))?
+        }
+    };
+    drop(sink);
     for r in &problems {
         load.reject(r)?;
         match r.severity {

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub(crate) use load_hl7::apply_mapped;
-use load_hl7::load_hl7;
+use load_hl7::{MappedFile, load_hl7, map_whole};
 pub use pull::{Fetched, pull};
 use take::{Pick, take_from_source, take_one};
 
@@ -101,6 +101,26 @@ pub struct Reconciled {
     pub duplicates: usize,
     pub id_updates: usize,
     pub candidate_pairs: usize,
+}
+
+/// HL7 files up to `file` bytes are mapped whole ahead of their load, in
+/// parallel across files, up to `total` bytes of them in a run; the rest
+/// map their messages as they load. The bound keeps a run's memory flat
+/// however many files it takes: a mapped message holds a few hundred bytes.
+/// `FERRY_MAP_AHEAD=off` maps none ahead (for tests: both ways must load
+/// the same).
+struct MapAhead {
+    file: u64,
+    total: u64,
+}
+
+const MAP_AHEAD: MapAhead = MapAhead { file: 8 << 20, total: 64 << 20 };
+
+/// What reading a file ahead of its load gave.
+enum Read {
+    Flat(Result<ParsedFile>),
+    /// None: not mapped ahead (large, past the bound, or unreadable).
+    Hl7(Option<MappedFile>),
 }
 
 /// A file on local disk, ready to parse, with where it came from.
@@ -396,23 +416,45 @@ fn run_stages(
         practice_transport = Some(t);
     }
 
-    // Flat files are parsed in parallel, in input order so runs are
-    // repeatable; HL7 files map their messages in parallel as they load.
-    let parsed: Vec<Option<Result<ParsedFile>>> = crate::timed("parsing flat files", || {
+    // Files are read in parallel across files, in input order so runs are
+    // repeatable: every flat file, and the HL7 files that are mapped whole
+    // ahead of their load (see `MAP_AHEAD`); a larger HL7 file maps its
+    // messages in parallel as it loads, a chunk at a time.
+    let mut budget = match std::env::var("FERRY_MAP_AHEAD") {
+        Ok(v) if v == "off" => 0,
+        _ => MAP_AHEAD.total,
+    };
+    let ahead: Vec<bool> = pending
+        .iter()
+        .map(|p| {
+            let take = matches!(p.schema, InputSchema::Hl7(_))
+                && p.taken.size <= MAP_AHEAD.file
+                && p.taken.size <= budget;
+            if take {
+                budget -= p.taken.size;
+            }
+            take
+        })
+        .collect();
+    let read: Vec<Read> = crate::timed("reading files ahead of their load", || {
         pending
             .par_iter()
-            .map(|p| match p.schema {
-                InputSchema::Flat(schema) => Some(
+            .zip(&ahead)
+            .map(|(p, &ahead)| match p.schema {
+                InputSchema::Flat(schema) => Read::Flat(
                     fs::read(&p.taken.local_path)
                         .with_context(|| format!("cannot read {}", p.taken.local_path))
                         .map(|bytes| {
                             parse_bytes(&bytes, schema, p.taken.side, chrono::Local::now().date_naive())
                         }),
                 ),
-                InputSchema::Hl7(_) => None,
+                InputSchema::Hl7(schema) if ahead => Read::Hl7(map_whole(job, p, schema)),
+                InputSchema::Hl7(_) => Read::Hl7(None),
             })
             .collect()
     });
+    let mapped_ahead = read.iter().filter(|r| matches!(r, Read::Hl7(Some(_)))).count();
+    debug!(files = mapped_ahead, "Mapped HL7 files ahead of their load.");
 
     let bar = progress_bar(opts.progress, pending.iter().map(|p| p.taken.size).sum());
     let mut failed = false;
@@ -420,15 +462,15 @@ fn run_stages(
     // nothing else is (see `Store::patients_just_loaded`).
     let mut loaded_flat: Vec<(Side, i64, ParsedFile)> = Vec::new();
     let mut hl7_sides: Vec<Side> = Vec::new();
-    for (p, parsed) in pending.iter().zip(parsed) {
+    for (p, read) in pending.iter().zip(read) {
         bar.set_message(p.taken.name.clone());
         let base = bar.position();
-        let (file_id, summary) = match (p.schema, parsed) {
-            (InputSchema::Hl7(schema), _) => {
+        let (file_id, summary) = match (p.schema, read) {
+            (InputSchema::Hl7(schema), Read::Hl7(mapped)) => {
                 hl7_sides.push(p.taken.side);
-                load_hl7(job, store, run_id, p, schema, opts.batch, &bar)?
+                load_hl7(job, store, run_id, p, schema, mapped, opts.batch, &bar)?
             }
-            (_, Some(parsed)) => {
+            (InputSchema::Flat(_), Read::Flat(parsed)) => {
                 let parsed = parsed?;
                 let mut summary = FileSummary {
                     side: p.taken.side,
@@ -471,7 +513,7 @@ fn run_stages(
                 loaded_flat.push((p.taken.side, file_id, parsed));
                 (file_id, summary)
             }
-            (InputSchema::Flat(_), None) => unreachable!("flat files are parsed above"),
+            _ => unreachable!("each file is read above as its schema says"),
         };
         bar.set_position(base + p.taken.size);
         info!(file = %p.taken.name, read = summary.read, accepted = summary.accepted, rejected = summary.rejected, warnings = summary.warnings, "Loaded file.");
