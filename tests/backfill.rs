@@ -160,40 +160,51 @@ fn killed_backfill_goes_on_from_its_last_batch() {
 
 #[test]
 fn killed_hl7_backfill_loads_no_message_twice() {
-    let d = setup(10);
-    d.write("inbox/adt_full.hl7", hl7_batch(9_000));
-    // Chunks of hl7::CHUNK (1024) messages: abort after the first checkpoint.
-    let o =
-        d.ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1"], &[("FERRY_FAILPOINT", "checkpoint:1")]);
-    assert!(!o.status.success());
-    // The messages after the checkpoint are NEW: listed from ferry's copy
-    // of the file, with no ID in the store yet, and counted.
-    let o = d.ferry(&["queue", "--job", "jobs/bf.toml", "--state", "new", "--json"]);
-    assert_exit(&o, 0);
-    let new: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(new.len(), 9000 - 1024, "every message after the first chunk waits");
-    let first = &new[0];
-    assert_eq!(
-        (&first["number"], &first["control_id"], &first["event"], &first["state"], &first["id"]),
-        (&1025.into(), &"M1024".into(), &"ADT^A28".into(), &"NEW".into(), &serde_json::Value::Null)
-    );
-    assert_eq!(first["time"], "2026-11-01T09:00:00Z", "read in the job's time zone (UTC): {first}");
-    let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
-    assert!(stdout(&o).contains("job bf: 7976 NEW, 1024 PROCESSED, 0 ERROR, 0 DELETED"), "{}", stdout(&o));
-    let o = d.ferry(&["backfill", "jobs/bf.toml", "--batch", "1"]);
-    assert_exit(&o, 0);
-    let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
-    assert!(stdout(&o).contains("job bf: 0 NEW, 9000 PROCESSED, 0 ERROR, 0 DELETED"), "{}", stdout(&o));
-    let conn = db(&d);
-    let (messages, distinct): (i64, i64) = conn
-        .query_row("SELECT count(*), count(DISTINCT number) FROM messages", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!((messages, distinct), (9000, 9000), "every message queued exactly once");
-    let s = summary(&d.latest_report("bf"));
-    assert_eq!(count(&s, "file:ehr/adt_full.hl7", "read"), 9000);
-    assert_eq!(count(&s, "file:ehr/adt_full.hl7", "accepted"), 9000);
+    // Killed while the file was mapped ahead of its load, then resumed
+    // with it mapped as it loads, and the other way round.
+    for (killed, resumed) in [("on", "off"), ("off", "on")] {
+        let d = setup(10);
+        d.write("inbox/adt_full.hl7", hl7_batch(9_000));
+        // Chunks of hl7::CHUNK (1024) messages: abort after the first checkpoint.
+        let o = d.ferry_env(
+            &["backfill", "jobs/bf.toml", "--batch", "1"],
+            &[("FERRY_FAILPOINT", "checkpoint:1"), ("FERRY_MAP_AHEAD", killed)],
+        );
+        assert!(!o.status.success());
+        // The messages after the checkpoint are NEW: listed from ferry's copy
+        // of the file, with no ID in the store yet, and counted.
+        let o = d.ferry(&["queue", "--job", "jobs/bf.toml", "--state", "new", "--json"]);
+        assert_exit(&o, 0);
+        let new: Vec<serde_json::Value> =
+            stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(new.len(), 9000 - 1024, "every message after the first chunk waits");
+        let first = &new[0];
+        assert_eq!(
+            (&first["number"], &first["control_id"], &first["event"], &first["state"], &first["id"]),
+            (&1025.into(), &"M1024".into(), &"ADT^A28".into(), &"NEW".into(), &serde_json::Value::Null)
+        );
+        assert_eq!(first["time"], "2026-11-01T09:00:00Z", "read in the job's time zone (UTC): {first}");
+        let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
+        assert!(
+            stdout(&o).contains("job bf: 7976 NEW, 1024 PROCESSED, 0 ERROR, 0 DELETED"),
+            "{}",
+            stdout(&o)
+        );
+        let o = d.ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1"], &[("FERRY_MAP_AHEAD", resumed)]);
+        assert_exit(&o, 0);
+        let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
+        assert!(stdout(&o).contains("job bf: 0 NEW, 9000 PROCESSED, 0 ERROR, 0 DELETED"), "{}", stdout(&o));
+        let conn = db(&d);
+        let (messages, distinct): (i64, i64) = conn
+            .query_row("SELECT count(*), count(DISTINCT number) FROM messages", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((messages, distinct), (9000, 9000), "every message queued exactly once");
+        let s = summary(&d.latest_report("bf"));
+        assert_eq!(count(&s, "file:ehr/adt_full.hl7", "read"), 9000);
+        assert_eq!(count(&s, "file:ehr/adt_full.hl7", "accepted"), 9000);
+    }
 }
 
 #[test]
