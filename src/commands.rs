@@ -679,6 +679,10 @@ pub enum QueueState {
 }
 
 impl QueueState {
+    /// In the order a message goes through them (and of their discriminants).
+    const ALL: [QueueState; 4] =
+        [QueueState::New, QueueState::Processed, QueueState::Error, QueueState::Deleted];
+
     fn as_str(self) -> &'static str {
         match self {
             QueueState::New => "NEW",
@@ -718,36 +722,30 @@ pub fn queue_list(job: Option<&str>, state: QueueState, json: bool) -> Result<Ex
         }
         Ok(())
     };
-    let stores = stores_for(job)?;
-    let mut totals: Vec<(String, String, u64)> = Vec::new();
-    for store in &stores {
+    // Each job's count of messages in each state (in `QueueState::ALL` order).
+    let mut totals: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
+    for store in stores_for(job)? {
         if state != QueueState::New {
             for q in store.queue(name.as_deref(), state.as_str())? {
                 print(&q)?;
             }
         }
-        totals.extend(store.queue_counts(name.as_deref())?);
+        for (job, stored, n) in store.queue_counts(name.as_deref())? {
+            if let Some(i) = QueueState::ALL.iter().position(|s| s.as_str() == stored) {
+                totals.entry(job).or_default()[i] += n;
+            }
+        }
         for w in store.waiting_files(name.as_deref())? {
-            let show = if state == QueueState::New {
-                Some(&mut print as &mut dyn FnMut(&QueueItem) -> Result<()>)
-            } else {
-                None
-            };
-            let n = waiting_messages(&w, show)?;
-            totals.push((w.job.clone(), "NEW".to_string(), n));
+            let show =
+                (state == QueueState::New).then_some(&mut print as &mut dyn FnMut(&QueueItem) -> Result<()>);
+            totals.entry(w.job.clone()).or_default()[QueueState::New as usize] += waiting_messages(&w, show)?;
         }
     }
     drop(print);
     if !json {
-        // Per job, every state, so that a NEW count of 0 is said too.
-        let jobs: BTreeSet<&str> = totals.iter().map(|(job, _, _)| job.as_str()).collect();
-        for job in jobs {
-            let count = |state: QueueState| -> u64 {
-                totals.iter().filter(|(j, s, _)| j == job && s == state.as_str()).map(|(_, _, n)| n).sum()
-            };
-            let states = [QueueState::New, QueueState::Processed, QueueState::Error, QueueState::Deleted];
+        for (job, counts) in &totals {
             let counts: Vec<String> =
-                states.iter().map(|&s| format!("{} {}", count(s), s.as_str())).collect();
+                QueueState::ALL.iter().zip(counts).map(|(s, n)| format!("{n} {}", s.as_str())).collect();
             writeln!(out, "\njob {job}: {}", counts.join(", "))?;
         }
     }
