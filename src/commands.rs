@@ -736,12 +736,10 @@ pub fn queue_list(job: Option<&str>, state: QueueState, json: bool) -> Result<Ex
             }
         }
         for w in store.waiting_files(name.as_deref())? {
-            let show =
-                (state == QueueState::New).then_some(&mut print as &mut dyn FnMut(&QueueItem) -> Result<()>);
+            let show = (state == QueueState::New).then_some(&mut print as ShowItem);
             totals.entry(w.job.clone()).or_default()[QueueState::New as usize] += waiting_messages(&w, show)?;
         }
     }
-    drop(print);
     if !json {
         for (job, counts) in &totals {
             let counts: Vec<String> =
@@ -752,13 +750,13 @@ pub fn queue_list(job: Option<&str>, state: QueueState, json: bool) -> Result<Ex
     Ok(Exit::Done)
 }
 
+/// Where `ferry queue` prints a message.
+type ShowItem<'s> = &'s mut dyn FnMut(&QueueItem) -> Result<()>;
+
 /// A waiting file's NEW messages (see `store::queue`): those after the
 /// last one loaded, read from ferry's own copy as the next run will read
 /// them, each handed to `show` when given. Returns how many there are.
-fn waiting_messages(
-    w: &crate::store::WaitingFile,
-    mut show: Option<&mut dyn FnMut(&QueueItem) -> Result<()>>,
-) -> Result<u64> {
+fn waiting_messages(w: &crate::store::WaitingFile, mut show: Option<ShowItem<'_>>) -> Result<u64> {
     let file = std::fs::File::open(&w.local_path).with_context(|| {
         format!("cannot open {} (the copy of {} that a run goes on loading)", w.local_path, w.file)
     })?;

@@ -101,7 +101,6 @@ pub(super) fn load_hl7(
                 .with_context(|| format!("cannot load {}", p.taken.name))?
         }
     };
-    drop(sink);
     for r in &problems {
         load.reject(r)?;
         match r.severity {
