@@ -27,6 +27,8 @@ test:
 	$(CARGO) test --locked
 	# Benches must keep compiling, but only `make bench` runs them.
 	$(CARGO) check --locked --benches
+	# Doc comments' links must resolve (private items too: they are read).
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --no-deps --document-private-items
 
 ## Benchmarks (release build; prints side-by-side tables): HL7 throughput
 ## (built as `make release` builds ferry, profile-guided),

@@ -224,7 +224,7 @@ pub enum DestinationConfig {
 
 impl DestinationConfig {
     /// The validated endpoint; `key` names the table in messages
-    /// ("outbox[0].to"). Keys that only make sense for a source are refused.
+    /// (`"outbox[0].to"`). Keys that only make sense for a source are refused.
     pub fn build(&self, base: &Path, key: &str, problems: &mut Vec<String>) -> Option<Endpoint> {
         let (r, protocol) = match self {
             DestinationConfig::Local { folder } => {

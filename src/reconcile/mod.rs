@@ -2,13 +2,13 @@
 //! differs between them, and which external IDs break the rules.
 //!
 //! The stages run in order on plain records from the store:
-//! 1. [`ids`]: link by the external IDs the job trusts, checking every ID
+//! 1. `ids`: link by the external IDs the job trusts, checking every ID
 //!    rule on the way (duplicates, leading-zero clashes, IDs that point
 //!    nowhere or at a different person, keys that contradict each other);
 //! 2. [`matching`]: demographic (Fellegi–Sunter) matching of what is still
 //!    unlinked, scores for the ID links, pairs for review and duplicates
 //!    within each side;
-//! 3. [`diff`]: field differences of every linked pair, compared on
+//! 3. `diff`: field differences of every linked pair, compared on
 //!    normalised values so that staff see real differences only.
 //!
 //! Nothing here reads files or writes reports.

@@ -2,7 +2,7 @@
 //! with one implementation per connectivity method: a local folder (how a
 //! practice-hosted SFTP drop folder looks to us), SFTP, and FTP/FTPS.
 //! [`open`] turns an [`Endpoint`] (a validated connection setting from a job
-//! file) into a transport; [`retry`] runs one operation under the endpoint's
+//! file) into a transport; [`retry()`] runs one operation under the endpoint's
 //! retry policy; [`check`] walks a connection step by step for `ferry check`.
 //!
 //! A transport moves bytes and names; it never parses a file and never
@@ -112,7 +112,7 @@ impl TransportError {
 /// - A remote transport connects on first use and again after a dropped
 ///   connection; a dropped connection, a refused TCP connection or a timeout
 ///   is `Temporary`, and the caller retries the whole operation with
-///   [`retry`] (a `fetch` or `put` from the start: they never resume half-way).
+///   [`retry()`] (a `fetch` or `put` from the start: they never resume half-way).
 ///   A refused login is `Auth` and an untrusted server `Untrusted`: neither
 ///   is ever retried.
 /// - `fetch` of a file that grows or shrinks while it is read is `Changed`
