@@ -757,15 +757,8 @@ type ShowItem<'s> = &'s mut dyn FnMut(&QueueItem) -> Result<()>;
 /// last one loaded, read from ferry's own copy as the next run will read
 /// them, each handed to `show` when given. Returns how many there are.
 fn waiting_messages(w: &crate::store::WaitingFile, mut show: Option<ShowItem<'_>>) -> Result<u64> {
-    let file = std::fs::File::open(&w.local_path).with_context(|| {
-        format!("cannot open {} (the copy of {} that a run goes on loading)", w.local_path, w.file)
-    })?;
-    if file.metadata()?.len() == 0 {
-        return Ok(0);
-    }
-    // SAFETY: ferry's own copy in the state folder, which nothing writes
-    // once it is in the ledger.
-    let map = unsafe { crate::map_file(&file)? };
+    let map = crate::run::map_copy(&w.local_path)
+        .with_context(|| format!("cannot read the copy of {} that a run goes on loading", w.file))?;
     // Message times are read in the job's time zone, as the run reads them.
     let time_zone = Job::load(&w.job).ok().map(|j| j.time_zone);
     let reason =

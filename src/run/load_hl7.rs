@@ -22,15 +22,25 @@ pub(super) struct MappedFile {
     problems: Vec<Reject>,
 }
 
+/// Ferry's own copy of a taken file (`local_path`), memory-mapped. An
+/// empty file maps to no bytes.
+pub(crate) fn map_copy(local_path: &str) -> Result<memmap2::Mmap> {
+    let file = File::open(local_path).with_context(|| format!("cannot open {local_path}"))?;
+    // SAFETY: the copy is fsynced in the state folder before it is in the
+    // ledger, and nothing writes it after that.
+    unsafe { crate::map_file(&file) }.with_context(|| format!("cannot map {local_path}"))
+}
+
+fn settings<'s>(job: &Job, schema: &'s hl7::Hl7Schema) -> MapSettings<'s> {
+    MapSettings { schema, provider: job.provider, time_zone: job.time_zone }
+}
+
 /// Map a whole HL7 file ahead of its load; None when it cannot be read, for
 /// the load to read it itself and say why.
 pub(super) fn map_whole(job: &Job, p: &Pending, schema: &hl7::Hl7Schema) -> Option<MappedFile> {
-    let file = File::open(&p.taken.local_path).ok()?;
-    // SAFETY: as in `load_hl7`.
-    let map = if p.taken.size == 0 { None } else { Some(unsafe { crate::map_file(&file).ok()? }) };
-    let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
+    let map = map_copy(&p.taken.local_path).ok()?;
     let mut outcomes = Vec::new();
-    let problems = hl7::read_file(map.as_deref().unwrap_or_default(), &settings, |chunk| -> Result<(), ()> {
+    let problems = hl7::read_file(&map, &settings(job, schema), |chunk| -> Result<(), ()> {
         outcomes.extend(chunk);
         Ok(())
     })
@@ -90,16 +100,8 @@ pub(super) fn load_hl7(
             mapped.outcomes.chunks(hl7::CHUNK).try_for_each(&mut sink)?;
             mapped.problems
         }
-        None => {
-            let file = File::open(&p.taken.local_path)
-                .with_context(|| format!("cannot open {}", p.taken.local_path))?;
-            // SAFETY: the map is of ferry's own fsynced copy in the state
-            // folder, which nothing else writes while it is mapped.
-            let map = if p.taken.size == 0 { None } else { Some(unsafe { crate::map_file(&file)? }) };
-            let settings = MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
-            hl7::read_file(map.as_deref().unwrap_or_default(), &settings, |chunk| sink(&chunk))
-                .with_context(|| format!("cannot load {}", p.taken.name))?
-        }
+        None => hl7::read_file(&map_copy(&p.taken.local_path)?, &settings(job, schema), |chunk| sink(&chunk))
+            .with_context(|| format!("cannot load {}", p.taken.name))?,
     };
     for r in &problems {
         load.reject(r)?;
@@ -187,4 +189,20 @@ pub(crate) fn apply_mapped(
             applied
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_copy_maps_to_no_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.hl7");
+        std::fs::write(&path, b"").unwrap();
+        assert!(map_copy(path.to_str().unwrap()).unwrap().is_empty());
+        let missing = dir.path().join("missing.hl7");
+        let e = map_copy(missing.to_str().unwrap()).unwrap_err();
+        assert!(format!("{e:#}").starts_with(&format!("cannot open {}", missing.display())), "{e:#}");
+    }
 }

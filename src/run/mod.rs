@@ -23,8 +23,8 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use tracing::{debug, info, warn};
 
-pub(crate) use load_hl7::apply_mapped;
 use load_hl7::{MappedFile, load_hl7, map_whole};
+pub(crate) use load_hl7::{apply_mapped, map_copy};
 pub use pull::{Fetched, pull};
 use take::{Pick, take_from_source, take_one};
 
@@ -117,10 +117,11 @@ struct MapAhead {
 const MAP_AHEAD: MapAhead = MapAhead { file: 8 << 20, total: 64 << 20 };
 
 /// What reading a file ahead of its load gave.
-enum Read {
+enum Read<'j> {
     Flat(Result<ParsedFile>),
-    /// None: not mapped ahead (large, past the bound, or unreadable).
-    Hl7(Option<MappedFile>),
+    /// With its schema; None: not mapped ahead (large, past the bound, or
+    /// unreadable).
+    Hl7(&'j crate::hl7::Hl7Schema, Option<MappedFile>),
 }
 
 /// A file on local disk, ready to parse, with where it came from.
@@ -436,7 +437,7 @@ fn run_stages(
             take
         })
         .collect();
-    let read: Vec<Read> = crate::timed("reading files ahead of their load", || {
+    let read: Vec<Read<'_>> = crate::timed("reading files ahead of their load", || {
         pending
             .par_iter()
             .zip(&ahead)
@@ -448,12 +449,13 @@ fn run_stages(
                             parse_bytes(&bytes, schema, p.taken.side, chrono::Local::now().date_naive())
                         }),
                 ),
-                InputSchema::Hl7(schema) if ahead => Read::Hl7(map_whole(job, p, schema)),
-                InputSchema::Hl7(_) => Read::Hl7(None),
+                InputSchema::Hl7(schema) => {
+                    Read::Hl7(schema, ahead.then(|| map_whole(job, p, schema)).flatten())
+                }
             })
             .collect()
     });
-    let mapped_ahead = read.iter().filter(|r| matches!(r, Read::Hl7(Some(_)))).count();
+    let mapped_ahead = read.iter().filter(|r| matches!(r, Read::Hl7(_, Some(_)))).count();
     debug!(files = mapped_ahead, "Mapped HL7 files ahead of their load.");
 
     let bar = progress_bar(opts.progress, pending.iter().map(|p| p.taken.size).sum());
@@ -465,12 +467,12 @@ fn run_stages(
     for (p, read) in pending.iter().zip(read) {
         bar.set_message(p.taken.name.clone());
         let base = bar.position();
-        let (file_id, summary) = match (p.schema, read) {
-            (InputSchema::Hl7(schema), Read::Hl7(mapped)) => {
+        let (file_id, summary) = match read {
+            Read::Hl7(schema, mapped) => {
                 hl7_sides.push(p.taken.side);
                 load_hl7(job, store, run_id, p, schema, mapped, opts.batch, &bar)?
             }
-            (InputSchema::Flat(_), Read::Flat(parsed)) => {
+            Read::Flat(parsed) => {
                 let parsed = parsed?;
                 let mut summary = FileSummary {
                     side: p.taken.side,
@@ -513,7 +515,6 @@ fn run_stages(
                 loaded_flat.push((p.taken.side, file_id, parsed));
                 (file_id, summary)
             }
-            _ => unreachable!("each file is read above as its schema says"),
         };
         bar.set_position(base + p.taken.size);
         info!(file = %p.taken.name, read = summary.read, accepted = summary.accepted, rejected = summary.rejected, warnings = summary.warnings, "Loaded file.");
