@@ -4,7 +4,7 @@
 //! overwrites a newer one.
 
 use anyhow::Result;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Statement, Transaction, TransactionBehavior, params};
 
 use super::{LoadMode, TakenFile, field_columns, now};
 use crate::model::{Appointment, Field, Patient, Reject, Side};
@@ -64,7 +64,7 @@ fn upsert_patient_sql() -> &'static str {
 /// place: no list of values or of parameters is built per record.
 #[allow(clippy::too_many_arguments)]
 fn bind_patient(
-    stmt: &mut rusqlite::CachedStatement,
+    stmt: &mut Statement,
     job: &str,
     side: Side,
     own: &str,
@@ -128,6 +128,32 @@ pub struct FileLoad<'c> {
     /// the time is taken once per checkpoint, not formatted per message
     /// (which cost as much as a tenth of inserting the message's row).
     at: String,
+    statements: Statements<'c>,
+}
+
+/// The statements a load runs per record, each prepared at its first use
+/// and kept for the load. The connection's statement cache would hash the
+/// statement's text and copy it at every use, and the patient upsert's is
+/// 1.3 KB: some 4,000 instructions of every message.
+#[derive(Default)]
+struct Statements<'c> {
+    stored_patient: Option<Statement<'c>>,
+    upsert_patient: Option<Statement<'c>>,
+    message: Option<Statement<'c>>,
+    stored_appointment: Option<Statement<'c>>,
+    upsert_appointment: Option<Statement<'c>>,
+}
+
+/// The statement in `slot`, prepared from `sql` first if it is not yet.
+fn prepared<'s, 'c>(
+    slot: &'s mut Option<Statement<'c>>,
+    conn: &'c Connection,
+    sql: &str,
+) -> rusqlite::Result<&'s mut Statement<'c>> {
+    Ok(match slot {
+        Some(stmt) => stmt,
+        None => slot.insert(conn.prepare(sql)?),
+    })
 }
 
 impl<'c> FileLoad<'c> {
@@ -164,7 +190,15 @@ impl<'c> FileLoad<'c> {
                 params![job, file.side.as_str()],
             )?;
         }
-        Ok(FileLoad { conn, tx: Some(tx), job: job.to_string(), side: file.side, file_id, at })
+        Ok(FileLoad {
+            conn,
+            tx: Some(tx),
+            job: job.to_string(),
+            side: file.side,
+            file_id,
+            at,
+            statements: Statements::default(),
+        })
     }
 
     /// A file already in the ledger: a queued message's, for a retry, or one
@@ -173,7 +207,15 @@ impl<'c> FileLoad<'c> {
         let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
         let side: String = tx.query_row("SELECT side FROM files WHERE id = ?1", [file_id], |r| r.get(0))?;
         let side = Side::parse(&side).unwrap_or(Side::Ehr);
-        Ok(FileLoad { conn, tx: Some(tx), job: job.to_string(), side, file_id, at: now() })
+        Ok(FileLoad {
+            conn,
+            tx: Some(tx),
+            job: job.to_string(),
+            side,
+            file_id,
+            at: now(),
+            statements: Statements::default(),
+        })
     }
 
     fn tx(&self) -> &Transaction<'c> {
@@ -227,12 +269,13 @@ impl<'c> FileLoad<'c> {
         let stored: Option<(Option<String>, Option<String>)> = if time.is_none() && message_id.is_none() {
             None
         } else {
-            self.tx()
-                .prepare_cached(
-                    "SELECT practice_mrn, source_time FROM patients WHERE job = ?1 AND side = ?2 AND own_id = ?3",
-                )?
-                .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
+            prepared(
+                &mut self.statements.stored_patient,
+                self.conn,
+                "SELECT practice_mrn, source_time FROM patients WHERE job = ?1 AND side = ?2 AND own_id = ?3",
+            )?
+            .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
         };
         if let Some((old_mrn, _)) = &stored
             && self.side == Side::Ehr
@@ -252,8 +295,8 @@ impl<'c> FileLoad<'c> {
         {
             return Ok(Applied::Stale);
         }
-        let mut stmt = self.tx().prepare_cached(upsert_patient_sql())?;
-        bind_patient(&mut stmt, &self.job, self.side, own, self.file_id, line, time, p)?;
+        let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
+        bind_patient(stmt, &self.job, self.side, own, self.file_id, line, time, p)?;
         stmt.raw_execute()?;
         Ok(Applied::Written)
     }
@@ -263,10 +306,10 @@ impl<'c> FileLoad<'c> {
     /// its look at the stored row, which only timed records need. (Several
     /// rows to one INSERT measured slower with the upsert.)
     pub fn plain_patients(&mut self, records: &[(&Patient, u64)]) -> Result<()> {
-        let mut stmt = self.tx().prepare_cached(upsert_patient_sql())?;
+        let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
         for &(p, line) in records {
             let own = p.own_id(self.side).unwrap_or_default();
-            bind_patient(&mut stmt, &self.job, self.side, own, self.file_id, line, None, p)?;
+            bind_patient(stmt, &self.job, self.side, own, self.file_id, line, None, p)?;
             stmt.raw_execute()?;
         }
         Ok(())
@@ -279,19 +322,22 @@ impl<'c> FileLoad<'c> {
         time: Option<&str>,
         message_id: Option<i64>,
     ) -> Result<Applied> {
-        let stored: Option<Option<String>> = self
-            .tx()
-            .prepare_cached("SELECT source_time FROM appointments WHERE job = ?1 AND appt_id = ?2")?
-            .query_row(params![self.job, a.id.as_str()], |r| r.get(0))
-            .optional()?;
+        let stored: Option<Option<String>> = prepared(
+            &mut self.statements.stored_appointment,
+            self.conn,
+            "SELECT source_time FROM appointments WHERE job = ?1 AND appt_id = ?2",
+        )?
+        .query_row(params![self.job, a.id.as_str()], |r| r.get(0))
+        .optional()?;
         if let (Some(Some(stored)), Some(t)) = (&stored, time)
             && t < stored.as_str()
         {
             return Ok(Applied::Stale);
         }
-        self.tx()
-            .prepare_cached(
-                "INSERT INTO appointments (job, appt_id, patient_ehr_id, patient_mrn, provider_id, department_id,
+        prepared(
+            &mut self.statements.upsert_appointment,
+            self.conn,
+            "INSERT INTO appointments (job, appt_id, patient_ehr_id, patient_mrn, provider_id, department_id,
                      appointment_type, start_utc, duration_minutes, status, source_time, message_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (job, appt_id) DO UPDATE SET patient_ehr_id = excluded.patient_ehr_id,
@@ -339,9 +385,10 @@ impl<'c> FileLoad<'c> {
 
     /// Add a message to the queue; returns its ID.
     pub fn message(&mut self, m: &MessageRow) -> Result<i64> {
-        self.tx()
-            .prepare_cached(
-                "INSERT INTO messages (job, file_id, number, line, control_id, event, msg_time, state, reason, raw, state_at)
+        prepared(
+            &mut self.statements.message,
+            self.conn,
+            "INSERT INTO messages (job, file_id, number, line, control_id, event, msg_time, state, reason, raw, state_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
