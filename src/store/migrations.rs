@@ -178,9 +178,10 @@ const MIGRATIONS: &[&str] = &[
     //   PROCESSED message, nearly every one, is in no index, and a list of
     //   ERROR messages reads the index instead of the table. The old index
     //   led with the job, so the list never used it.
-    // - The patients' unique key leads with the own ID, which tells rows
-    //   apart at its first value. The table is rebuilt with it, as SQLite
-    //   cannot change a table's constraint in place.
+    // - The unique keys of patients and appointments lead with their own
+    //   ID, which tells rows apart at its first value. The tables are
+    //   rebuilt with them, as SQLite cannot change a table's constraint in
+    //   place.
     r#"
     DROP INDEX IF EXISTS messages_state;
     CREATE INDEX IF NOT EXISTS messages_queue ON messages(state, job) WHERE state <> 'PROCESSED';
@@ -228,6 +229,30 @@ const MIGRATIONS: &[&str] = &[
     FROM patients;
     DROP TABLE patients;
     ALTER TABLE patients_by_own_id RENAME TO patients;
+
+    CREATE TABLE appointments_by_own_id (
+        id               INTEGER PRIMARY KEY,
+        job              TEXT NOT NULL,
+        appt_id          TEXT NOT NULL,
+        patient_ehr_id   TEXT,
+        patient_mrn      TEXT,
+        provider_id      TEXT,
+        department_id    TEXT,
+        appointment_type TEXT,
+        start_utc        TEXT,
+        duration_minutes INTEGER,
+        status           TEXT NOT NULL,
+        source_time      TEXT,
+        message_id       INTEGER REFERENCES messages(id),
+        UNIQUE (appt_id, job)
+    );
+    INSERT INTO appointments_by_own_id (id, job, appt_id, patient_ehr_id, patient_mrn, provider_id,
+        department_id, appointment_type, start_utc, duration_minutes, status, source_time, message_id)
+    SELECT id, job, appt_id, patient_ehr_id, patient_mrn, provider_id,
+        department_id, appointment_type, start_utc, duration_minutes, status, source_time, message_id
+    FROM appointments;
+    DROP TABLE appointments;
+    ALTER TABLE appointments_by_own_id RENAME TO appointments;
     "#,
 ];
 
@@ -271,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn version_6_keeps_every_patient_and_message_and_finds_them_by_their_new_keys() {
+    fn version_6_keeps_every_row_and_finds_patients_appointments_and_errors_by_their_new_keys() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrate_to(&mut conn, 5).unwrap();
         conn.execute_batch(
@@ -283,7 +308,10 @@ mod tests {
              VALUES (7, 'j', 'ehr', 'E1', 'Smith', 1, 3, '2106-3', '2026-01-01T00:00:00Z'),
                     (8, 'j', 'practice', 'E1', 'Smyth', 1, 4, NULL, NULL);
              INSERT INTO messages (job, file_id, number, line, state, state_at)
-             VALUES ('j', 1, 1, 1, 'PROCESSED', 't'), ('j', 1, 2, 5, 'ERROR', 't');",
+             VALUES ('j', 1, 1, 1, 'PROCESSED', 't'), ('j', 1, 2, 5, 'ERROR', 't');
+             INSERT INTO appointments (id, job, appt_id, patient_ehr_id, start_utc, duration_minutes, status,
+                                       source_time, message_id)
+             VALUES (3, 'j', 'A1', 'E1', '2026-02-03T14:00:00Z', 30, 'BOOKED', '2026-01-02T00:00:00Z', 1);",
         )
         .unwrap();
         assert_eq!(indexes(&conn, "messages"), ["messages_state"]);
@@ -311,6 +339,23 @@ mod tests {
         assert!(
             patient.contains("USING INDEX sqlite_autoindex_patients_1 (own_id=? AND job=? AND side=?)"),
             "{patient}"
+        );
+        let appointment: String = conn
+            .query_row(
+                "SELECT concat_ws(' ', id, appt_id, patient_ehr_id, start_utc, duration_minutes, status,
+                                  source_time, message_id) FROM appointments",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(appointment, "3 A1 E1 2026-02-03T14:00:00Z 30 BOOKED 2026-01-02T00:00:00Z 1");
+        let again = "INSERT INTO appointments (job, appt_id, status) VALUES ('j', 'A1', 'CANCELLED')";
+        assert!(conn.execute(again, []).is_err());
+        let appointment =
+            plan(&conn, "SELECT source_time FROM appointments WHERE job = 'j' AND appt_id = 'A1'");
+        assert!(
+            appointment.contains("USING INDEX sqlite_autoindex_appointments_1 (appt_id=? AND job=?)"),
+            "{appointment}"
         );
         let errors =
             plan(&conn, "SELECT m.line FROM messages m WHERE m.state = 'ERROR' AND m.state <> 'PROCESSED'");
