@@ -695,6 +695,9 @@ impl QueueState {
 
 pub fn queue_list(job: Option<&str>, state: QueueState, json: bool) -> Result<Exit> {
     let name = job.map(Job::load).transpose()?.map(|j| j.name);
+    // Opened before the header is printed, so a store that cannot be
+    // opened leaves only its error.
+    let stores = stores_for(job)?;
     let mut out = std::io::stdout().lock();
     if !json {
         writeln!(
@@ -724,7 +727,7 @@ pub fn queue_list(job: Option<&str>, state: QueueState, json: bool) -> Result<Ex
     };
     // Each job's count of messages in each state (in `QueueState::ALL` order).
     let mut totals: std::collections::BTreeMap<String, [u64; 4]> = Default::default();
-    for store in stores_for(job)? {
+    for store in stores {
         if state != QueueState::New {
             for q in store.queue(name.as_deref(), state.as_str())? {
                 print(&q)?;

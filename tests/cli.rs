@@ -162,3 +162,24 @@ fn status_and_history_after_a_run() {
     assert_exit(&out, 0);
     assert!(stdout(&out).lines().any(|l| l.contains("demo") && l.contains("ok")), "{}", stdout(&out));
 }
+
+#[test]
+fn a_store_written_by_a_newer_ferry_is_refused_with_its_version() {
+    let d = Dir::with_project();
+    assert_exit(&d.ferry(&["run", "demo"]), 0);
+    let db = rusqlite::Connection::open(d.home().join("ferry.db")).unwrap();
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    db.pragma_update(None, "user_version", version + 1).unwrap();
+    drop(db);
+    for args in [&["queue", "--job", "demo"][..], &["run", "demo"]] {
+        let out = d.ferry(args);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        let says = format!(
+            "the store is at version {}, newer than this ferry knows (version {version})",
+            version + 1
+        );
+        assert!(err.contains(&says), "{args:?}: {err}");
+        assert_eq!(stdout(&out), "", "{args:?}: nothing printed before the error");
+    }
+}

@@ -257,19 +257,28 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
-pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// A store written by a newer ferry is refused: this one would read and
+/// write it by keys and indexes it no longer has.
+pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     migrate_to(conn, MIGRATIONS.len())
 }
 
 /// Bring the database up to `target` (tests build older stores with it).
-fn migrate_to(conn: &mut Connection, target: usize) -> rusqlite::Result<()> {
+fn migrate_to(conn: &mut Connection, target: usize) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version as usize > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the store is at version {version}, newer than this ferry knows (version {}): it was written by \
+             a newer ferry, which is the one to run with it",
+            MIGRATIONS.len()
+        );
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(version as usize) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
-    tx.commit()
+    Ok(tx.commit()?)
 }
 
 /// The version this build migrates to.
@@ -293,6 +302,21 @@ mod tests {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn a_store_from_a_newer_ferry_is_refused_untouched() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let newer = MIGRATIONS.len() as i64 + 1;
+        conn.pragma_update(None, "user_version", newer).unwrap();
+        let e = migrate(&mut conn).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("the store is at version {newer}, newer than this ferry knows")),
+            "{e}"
+        );
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, newer);
     }
 
     #[test]
