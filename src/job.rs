@@ -610,6 +610,26 @@ impl AfterAction {
             AfterAction::Keep => "keep",
         }
     }
+
+    /// The ledger state of a file whose after-action is done.
+    pub fn done_state(self) -> &'static str {
+        match self {
+            AfterAction::Archive => "archived",
+            AfterAction::Delete => "deleted",
+            AfterAction::Keep => "kept",
+        }
+    }
+
+    /// The ledger state a load leaves its file in: `loaded` until the
+    /// after-action is done, and `kept` at once for a file left where it
+    /// is, as nothing is left to do at the source (one commit per file,
+    /// not two).
+    pub fn loaded_state(self) -> &'static str {
+        match self {
+            AfterAction::Keep => "kept",
+            AfterAction::Archive | AfterAction::Delete => "loaded",
+        }
+    }
 }
 
 /// How files taken from the source are read: the first input whose `files`

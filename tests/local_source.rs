@@ -69,8 +69,21 @@ fn keep_leaves_the_file_and_the_ledger_stops_a_reload() {
     let d = setup("keep", "0");
     assert_exit(&d.ferry(&["run", "t"]), 0);
     assert!(d.path("inbox/a.csv").exists());
+    // Kept in the load's own commit; a later run, which lists the file
+    // again, leaves its ledger row as it is.
+    let ledger = || -> (String, String) {
+        let db = rusqlite::Connection::open(d.home().join("ferry.db")).unwrap();
+        db.query_row("SELECT state, state_at FROM files WHERE name = 'a.csv'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    };
+    let first = ledger();
+    assert_eq!(first.0, "kept");
+    std::thread::sleep(Duration::from_millis(20));
     assert_exit(&d.ferry(&["run", "t"]), 0);
     assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "already loaded".to_string())]);
+    assert_eq!(ledger(), first);
     // Same name, new content: a new file, loaded.
     d.write(
         "inbox/a.csv",

@@ -113,7 +113,7 @@ pub(super) fn load_hl7(
             Severity::Warning => counts.warnings += 1,
         }
     }
-    let file_id = load.finish(&counts)?;
+    let file_id = load.finish(&counts, p.after.loaded_state())?;
     let detail = if stale > 0 {
         format!("{stale} message(s) older than the stored data were queued but not applied")
     } else {

@@ -508,6 +508,7 @@ fn run_stages(
                                 let share = done as f64 / parsed.records.len().max(1) as f64;
                                 bar.set_position(base + (p.taken.size as f64 * share) as u64);
                             },
+                            state: p.after.loaded_state(),
                         },
                     )
                 })
@@ -522,7 +523,8 @@ fn run_stages(
             (Origin::Practice, Some(t)) => t,
             _ => source.as_mut(),
         };
-        finish_source_file(transport, store, file_id, &p.entry.name, p.after, src_archive(job))?;
+        let loaded = p.after.loaded_state();
+        finish_source_file(transport, store, file_id, loaded, &p.entry.name, p.after, src_archive(job))?;
         files.push(summary);
     }
     bar.finish_and_clear();
@@ -601,15 +603,25 @@ fn src_archive(job: &Job) -> &str {
     &job.source.archive_dir
 }
 
-/// Archive, delete or keep a source file that is safely in the ledger.
+/// Archive, delete or keep a source file that is safely in the ledger,
+/// in ledger `state`.
+#[allow(clippy::too_many_arguments)]
 fn finish_source_file(
     transport: &mut dyn Transport,
     store: &Store,
     file_id: i64,
+    state: &str,
     name: &str,
     after: AfterAction,
     archive_dir: &str,
 ) -> Result<()> {
+    // A kept file needs nothing at the source, and once the ledger says
+    // kept, nothing in the store either: a source of files left in place
+    // lists them all at every run. (A file archived or deleted that is
+    // listed again is moved or removed again.)
+    if after == AfterAction::Keep && state == after.done_state() {
+        return Ok(());
+    }
     let limits = transport.limits();
     let what = format!("{} {name}", after.as_str());
     // A retry after a dropped connection may find the work done (the file
@@ -626,12 +638,7 @@ fn finish_source_file(
                 .with_context(|| format!("cannot {} {name} at {}", after.as_str(), transport.describe()));
         }
     }
-    let state = match after {
-        AfterAction::Keep => "kept",
-        AfterAction::Delete => "deleted",
-        AfterAction::Archive => "archived",
-    };
-    store.set_file_state(file_id, state)
+    store.set_file_state(file_id, after.done_state())
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

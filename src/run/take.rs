@@ -191,7 +191,7 @@ fn take_known<'j>(
     }
     // Loaded before; a crash may have come between the ledger commit and
     // the after-action, so finish that now.
-    finish_source_file(transport, store, seen.id, &entry.name, pick.after, src_archive(job))?;
+    finish_source_file(transport, store, seen.id, &seen.state, &entry.name, pick.after, src_archive(job))?;
     files.push(already(pick.side, &entry.name, seen.run_id));
     Ok(None)
 }
@@ -236,7 +236,15 @@ fn take_fetched<'j>(
             // The same bytes under a new mtime: go on with the interrupted load.
             return resume(store, found, entry, pick, origin, pending);
         }
-        finish_source_file(transport, store, found.id, &entry.name, pick.after, src_archive(job))?;
+        finish_source_file(
+            transport,
+            store,
+            found.id,
+            &found.state,
+            &entry.name,
+            pick.after,
+            src_archive(job),
+        )?;
         files.push(already(pick.side, &entry.name, found.run_id));
         return Ok(());
     }

@@ -430,11 +430,13 @@ impl<'c> FileLoad<'c> {
         Ok(())
     }
 
-    /// Write the totals and commit. Returns the ledger id.
-    pub fn finish(mut self, c: &Counts) -> Result<i64> {
+    /// Write the totals and the file's ledger `state` (`loaded`, or
+    /// `kept`: see `AfterAction::loaded_state`) and commit. Returns the
+    /// ledger id.
+    pub fn finish(mut self, c: &Counts, state: &str) -> Result<i64> {
         self.tx().execute(
-            "UPDATE files SET state = 'loaded', read = ?2, accepted = ?3, rejected = ?4, warnings = ?5 WHERE id = ?1",
-            params![self.file_id, c.read as i64, c.accepted as i64, c.rejected as i64, c.warnings as i64],
+            "UPDATE files SET state = ?6, read = ?2, accepted = ?3, rejected = ?4, warnings = ?5 WHERE id = ?1",
+            params![self.file_id, c.read as i64, c.accepted as i64, c.rejected as i64, c.warnings as i64, state],
         )?;
         self.tx.take().expect("open until finish").commit()?;
         Ok(self.file_id)

@@ -62,6 +62,8 @@ pub struct Batching<'a> {
     pub size: usize,
     /// Called after each batch with the records done so far.
     pub progress: &'a mut dyn FnMut(u64),
+    /// The ledger state the finished load leaves the file in.
+    pub state: &'a str,
 }
 
 /// A ledger row.
@@ -69,7 +71,7 @@ pub struct Batching<'a> {
 pub struct LedgerEntry {
     pub id: i64,
     /// `loading` (a load was interrupted after a checkpoint), `loaded`,
-    /// then the after-action's state.
+    /// then the after-action's state (`kept` at once for a file kept).
     pub state: String,
     pub run_id: i64,
     /// Records (flat files) or messages (HL7) committed so far.
@@ -432,7 +434,7 @@ impl Store {
         parsed: &ParsedFile,
         mode: LoadMode,
     ) -> Result<i64> {
-        let batching = Batching { resume: None, size: usize::MAX, progress: &mut |_| {} };
+        let batching = Batching { resume: None, size: usize::MAX, progress: &mut |_| {}, state: "loaded" };
         self.load_file_batched(job, run_id, file, parsed, mode, batching)
     }
 
@@ -469,12 +471,13 @@ impl Store {
         for r in &parsed.rejects {
             load.reject(r)?;
         }
-        load.finish(&Counts {
+        let counts = Counts {
             read: parsed.read,
             accepted: parsed.accepted(),
             rejected: parsed.rejected(),
             warnings: parsed.warnings(),
-        })
+        };
+        load.finish(&counts, batching.state)
     }
 
     /// Start loading a file: its ledger row and everything in it go in one

@@ -226,7 +226,7 @@ mod tests {
         };
         let id = load.message(&bad).unwrap();
         load.message(&MessageRow { number: 3, control_id: Some("M3"), ..bad }).unwrap();
-        load.finish(&crate::store::Counts::default()).unwrap();
+        load.finish(&crate::store::Counts::default(), "loaded").unwrap();
         (s, run, id)
     }
 
