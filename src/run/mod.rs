@@ -603,8 +603,10 @@ fn src_archive(job: &Job) -> &str {
     &job.source.archive_dir
 }
 
-/// Archive, delete or keep a source file that is safely in the ledger,
-/// in ledger `state`.
+/// Archive, delete or keep a source file that is safely in the ledger, in
+/// ledger `state`, and record the after-action's state if it is not the
+/// state already: a source of files left in place lists them all at every
+/// run, and a kept file needs nothing, at the source or in the store.
 #[allow(clippy::too_many_arguments)]
 fn finish_source_file(
     transport: &mut dyn Transport,
@@ -615,13 +617,6 @@ fn finish_source_file(
     after: AfterAction,
     archive_dir: &str,
 ) -> Result<()> {
-    // A kept file needs nothing at the source, and once the ledger says
-    // kept, nothing in the store either: a source of files left in place
-    // lists them all at every run. (A file archived or deleted that is
-    // listed again is moved or removed again.)
-    if after == AfterAction::Keep && state == after.done_state() {
-        return Ok(());
-    }
     let limits = transport.limits();
     let what = format!("{} {name}", after.as_str());
     // A retry after a dropped connection may find the work done (the file
@@ -638,7 +633,10 @@ fn finish_source_file(
                 .with_context(|| format!("cannot {} {name} at {}", after.as_str(), transport.describe()));
         }
     }
-    store.set_file_state(file_id, after.done_state())
+    if state != after.done_state() {
+        store.set_file_state(file_id, after.done_state())?;
+    }
+    Ok(())
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

@@ -163,8 +163,22 @@ pub(super) fn take_one<'j>(
     Ok(())
 }
 
-fn already(side: Side, name: &str, run_id: i64) -> FileSummary {
-    file_note(side, name, "already loaded", format!("in the ledger since run {run_id}; not loaded again"))
+/// A listed file the ledger has loaded before: finish its after-action (a
+/// crash may have come between the ledger commit and it) and report it as
+/// already loaded.
+fn finish_known(
+    job: &Job,
+    transport: &mut dyn Transport,
+    store: &Store,
+    known: &LedgerEntry,
+    entry: &Entry,
+    pick: &Pick,
+    files: &mut Vec<FileSummary>,
+) -> Result<()> {
+    finish_source_file(transport, store, known.id, &known.state, &entry.name, pick.after, src_archive(job))?;
+    let why = format!("in the ledger since run {}; not loaded again", known.run_id);
+    files.push(file_note(pick.side, &entry.name, "already loaded", why));
+    Ok(())
 }
 
 /// A listed file the ledger knows by name, size and mtime: finish its
@@ -189,10 +203,7 @@ fn take_known<'j>(
         resume(store, seen, entry, pick, origin, pending)?;
         return Ok(None);
     }
-    // Loaded before; a crash may have come between the ledger commit and
-    // the after-action, so finish that now.
-    finish_source_file(transport, store, seen.id, &seen.state, &entry.name, pick.after, src_archive(job))?;
-    files.push(already(pick.side, &entry.name, seen.run_id));
+    finish_known(job, transport, store, &seen, &entry, &pick, files)?;
     Ok(None)
 }
 
@@ -236,17 +247,7 @@ fn take_fetched<'j>(
             // The same bytes under a new mtime: go on with the interrupted load.
             return resume(store, found, entry, pick, origin, pending);
         }
-        finish_source_file(
-            transport,
-            store,
-            found.id,
-            &found.state,
-            &entry.name,
-            pick.after,
-            src_archive(job),
-        )?;
-        files.push(already(pick.side, &entry.name, found.run_id));
-        return Ok(());
+        return finish_known(job, transport, store, &found, &entry, &pick, files);
     }
     pending.push(Pending {
         taken: TakenFile {
