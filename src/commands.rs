@@ -17,7 +17,7 @@ use crate::report::email::{self, Outbox};
 use crate::run::{
     JobLock, RunOptions, RunResult, flush_outbox, lock_job, preview_source, run_job, run_job_locked,
 };
-use crate::store::{QueueItem, RunRow, Store};
+use crate::store::{Applied, QueueItem, RunRow, Store};
 use crate::transport;
 
 /// How a command ended, as the exit status says it.
@@ -660,13 +660,19 @@ fn stores_for(job: Option<&str>) -> Result<Vec<Store>> {
     dirs.iter().map(|d| d.join("ferry.db")).filter(|db| db.exists()).map(|db| Store::open(&db)).collect()
 }
 
+/// Message `id` and the store it is in; with a job, only a message of that
+/// job: jobs may share a state folder, and with it the numbering of their
+/// messages.
 fn find_message(job: Option<&str>, id: i64) -> Result<(Store, QueueItem)> {
+    let name = job.map(Job::load).transpose()?.map(|j| j.name);
     for store in stores_for(job)? {
-        if let Some(item) = store.queue_item(id)? {
+        if let Some(item) = store.queue_item(id)?
+            && name.as_ref().is_none_or(|n| *n == item.job)
+        {
             return Ok((store, item));
         }
     }
-    anyhow::bail!("no message {id} in the queue{}", job.map(|j| format!(" of job {j}")).unwrap_or_default())
+    anyhow::bail!("no message {id} in the queue{}", name.map(|j| format!(" of job {j}")).unwrap_or_default())
 }
 
 /// The states `ferry queue --state` lists.
@@ -847,9 +853,14 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
         Ok((m, time)) => {
             let time = time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
             let mut load = store.reopen_file(&job.name, q.file_id)?;
-            crate::run::apply_mapped(&mut load, &m, q.line, time.as_deref(), id)?;
+            let applied = crate::run::apply_mapped(&mut load, &m, q.line, time.as_deref(), id)?;
             load.processed(id)?;
-            eprintln!("message {id} processed; the next run's reports include it");
+            match applied {
+                Applied::Written => eprintln!("message {id} processed; the next run's reports include it"),
+                Applied::Stale => eprintln!(
+                    "message {id} processed; the store holds newer data for its record, which stays as it is"
+                ),
+            }
             Ok(Exit::Done)
         }
         Err(reason) => {

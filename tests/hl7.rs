@@ -145,6 +145,15 @@ fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     assert_exit(&out, 0);
     assert!(stdout(&out).contains("PID-3") && stdout(&out).contains("reason:"), "{}", stdout(&out));
 
+    // Jobs may share a state folder: with --job, only that job's messages.
+    d.write("jobs/other.toml", JOB);
+    for command in ["show", "retry", "delete"] {
+        let out = d.ferry(&["queue", command, &ids[0], "--job", "other"]);
+        assert_exit(&out, 1);
+        let want = format!("no message {} in the queue of job other", ids[0]);
+        assert!(stderr(&out).contains(&want), "{command}: {}", stderr(&out));
+    }
+
     let out = d.ferry(&["queue", "retry", &ids[0]]);
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("still in ERROR"), "{}", stderr(&out));
