@@ -846,8 +846,12 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
     let raw = q.raw.clone().unwrap_or_default();
     let settings = hl7::MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
     let mapped = hl7::Message::parse(&raw).map_err(|e| e.to_string()).and_then(|msg| {
-        let time = hl7::header(&msg, job.time_zone).time;
-        hl7::map(&msg, &settings).map(|m| (m, time))
+        let (header, bad_time) = hl7::header_checked(&msg, job.time_zone);
+        let mapped = hl7::map(&msg, &settings)?;
+        match bad_time {
+            Some(reason) => Err(reason),
+            None => Ok((mapped, header.time)),
+        }
     });
     match mapped {
         Ok((m, time)) => {

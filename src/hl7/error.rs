@@ -37,7 +37,7 @@ pub enum Hl7Error {
     /// or one it knows and cannot honour (a character-set switch).
     #[error("escape sequence \"{sequence}\" at byte {offset} of the value: {reason}")]
     BadEscape {
-        /// The sequence with its escape characters, cut to a few bytes.
+        /// The kind of sequence with its escape characters (`\X..\`), not what it holds.
         sequence: String,
         /// 0-based, in the value's raw bytes.
         offset: usize,

@@ -120,8 +120,11 @@ fn unescape(raw: &[u8], esc: u8, d: &Delimiters) -> Result<Vec<u8>, Hl7Error> {
             break;
         };
         let whole = &raw[open..=close];
+        // Named by its kind only (`\X..\`): what it holds is part of the
+        // value, and values are patient data. The kinds that can be bad
+        // (X, C, M) and the escape character are ASCII.
         let bad = |reason| Hl7Error::BadEscape {
-            sequence: whole[..whole.len().min(16)].escape_ascii().to_string(),
+            sequence: format!("{e}{}..{e}", char::from(whole[1]), e = char::from(esc)),
             offset: open,
             reason,
         };
@@ -286,10 +289,10 @@ mod tests {
     #[test]
     fn malformed_hex_escapes_are_errors() {
         for (raw, sequence, offset) in [
-            (&b"a\\X\\"[..], "\\\\X\\\\", 1),
-            (b"\\X4\\", "\\\\X4\\\\", 0),
-            (b"ab\\XZZ\\", "\\\\XZZ\\\\", 2),
-            (b"\\X4G41\\", "\\\\X4G41\\\\", 0),
+            (&b"a\\X\\"[..], "\\X..\\", 1),
+            (b"\\X4\\", "\\X..\\", 0),
+            (b"ab\\XZZ\\", "\\X..\\", 2),
+            (b"\\X4G41\\", "\\X..\\", 0),
         ] {
             match err(raw) {
                 Hl7Error::BadEscape { sequence: s, offset: o, .. } => {
@@ -300,7 +303,8 @@ mod tests {
         }
         assert!(err(b"\\X4\\").to_string().contains("even number of hex digits"));
         let long = err(b"\\X0123456789ABCDEF0123456789ABCDEFZ\\");
-        assert!(matches!(&long, Hl7Error::BadEscape { sequence, .. } if sequence.len() <= 17), "{long:?}");
+        assert!(matches!(&long, Hl7Error::BadEscape { sequence, .. } if sequence == "\\X..\\"), "{long:?}");
+        assert!(!long.to_string().contains("0123"), "the value stays out of the reason: {long}");
     }
 
     #[test]

@@ -61,24 +61,52 @@ pub struct MessageHeader {
 }
 
 pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
+    header_checked(msg, tz).0
+}
+
+/// [`header`], with the reason the message's time cannot be used, if it
+/// cannot: a message is ordered by its time, so one without a time it can
+/// be ordered by is not applied (see [`header_typed`]).
+pub fn header_checked(msg: &Message, tz: Tz) -> (MessageHeader, Option<String>) {
     let (code, trigger) = msg.message_type();
     header_typed(msg, tz, &code, &trigger)
 }
 
-/// [`header`] for a caller that has read the message type (MSH-9.1 and
-/// MSH-9.2, as [`Message::message_type`] gives them) already.
-pub(super) fn header_typed(msg: &Message, tz: Tz, code: &str, trigger: &str) -> MessageHeader {
+/// [`header_checked`] for a caller that has read the message type (MSH-9.1
+/// and MSH-9.2, as [`Message::message_type`] gives them) already.
+///
+/// The time is the first of EVN-6, EVN-2 and MSH-7 that has a value. A
+/// value that is not a time, or a local time that does not exist, is a
+/// reason: skipping it for the next one would order the message by another
+/// time than it says, and without a time a message older than the stored
+/// data would overwrite it. No time at all is a reason too (MSH-7 is
+/// required).
+pub(super) fn header_typed(
+    msg: &Message,
+    tz: Tz,
+    code: &str,
+    trigger: &str,
+) -> (MessageHeader, Option<String>) {
     let evn = msg.segment(seg::EVN);
-    let time = [evn.map(|e| e.field(6)), evn.map(|e| e.field(2)), Some(msg.msh_field(7))]
-        .into_iter()
-        .flatten()
-        // An empty value is skipped before `parse_dtm`, whose error for it
-        // would be a string built only to be dropped.
-        .find_map(|f| {
-            f.component(1).text().ok().filter(|t| !t.is_empty()).and_then(|t| parse_dtm(&t, tz).ok())
-        });
-    let event = model::compact(&join(&mut [0; JOINED], [code, "^", trigger]));
-    MessageHeader { event, control_id: msg.control_id(), time }
+    let fields = [(evn.map(|e| e.field(6)), "EVN-6"), (evn.map(|e| e.field(2)), "EVN-2")];
+    let read = || -> Result<DateTime<Utc>, String> {
+        for (field, at) in fields.into_iter().chain([(Some(msg.msh_field(7)), "MSH-7")]) {
+            let Some(f) = field else { continue };
+            if let Some(t) = value(f.component(1).text(), at)? {
+                return parse_dtm(&t, tz).map_err(|e| format!("bad time in {at} (the message's time): {e}"));
+            }
+        }
+        Err("no message time: MSH-7 is empty, and so are EVN-2 and EVN-6".into())
+    };
+    let (time, problem) = match read() {
+        Ok(t) => (Some(t), None),
+        Err(e) => (None, Some(e)),
+    };
+    let event = match (code, trigger) {
+        ("", "") => CompactString::default(),
+        _ => model::compact(&join(&mut [0; JOINED], [code, "^", trigger])),
+    };
+    (MessageHeader { event, control_id: msg.control_id(), time }, problem)
 }
 
 /// Map one message.
@@ -93,9 +121,20 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
         ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => patient(msg, s).map(Mapped::Patient),
         ("ADT", "A40") => {
             let surviving = patient(msg, s)?;
-            let mrg = msg.segment(seg::MRG).ok_or("ADT^A40 without an MRG segment")?;
+            let mut mrgs = msg.segments_named(seg::MRG);
+            let mrg = mrgs.next().ok_or("ADT^A40 without an MRG segment")?;
+            if mrgs.next().is_some() {
+                return Err("ADT^A40 with more than one PID/MRG pair: ferry maps one merge a message, \
+                            so none of them is applied"
+                    .into());
+            }
             let merged = pick_id(mrg.field(1), &s.schema.ehr_id, "MRG-1")?
                 .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
+            if Some(merged.as_ref()) == surviving.ehr_id.as_deref() {
+                return Err("MRG-1 names the surviving patient's own EHR ID (PID-3): a patient is not \
+                            merged into itself"
+                    .into());
+            }
             Ok(Mapped::Merge { surviving, merged_ehr_id: merged.into_owned() })
         }
         ("SIU", "S12" | "S14" | "S15") => {
@@ -242,7 +281,12 @@ fn pick_ids<'a>(
         };
         for (slot, rule) in found.iter_mut().zip(rules) {
             if slot.is_none() && rule.is_some_and(|r| r.matches(&authority, &id_type)) {
-                *slot = Some(value(rep.component(1).text(), at));
+                // A repetition that names the authority but holds no ID
+                // (empty, or HL7's null) leaves the rule looking on.
+                match value(rep.component(1).text(), at) {
+                    Ok(None) => {}
+                    id => *slot = Some(id),
+                }
             }
         }
     }
@@ -267,12 +311,14 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     set(&mut p.ehr_id, Some(ehr_id));
     set(&mut p.practice_mrn, practice_mrn);
 
-    // PID-5 (XPN): the legal name (type L) if marked, else the first.
+    // PID-5 (XPN): the legal name (type L) if marked, else the first that
+    // is not empty (a sender may leave the first repetition empty).
     let names = pid.field(5);
     let name = names
         .repetitions()
         .map(|r| r.indexed())
         .find(|r| r.component(7).text().is_ok_and(|t| trim(&t) == "L"))
+        .or_else(|| names.repetitions().find(Field::has_value).map(|r| r.indexed()))
         .unwrap_or_else(|| names.repetition(1).indexed());
     put(&mut p.last_name, name.component(1).subcomponent(1).text(), "PID-5.1")?;
     put(&mut p.first_name, name.component(2).text(), "PID-5.2")?;
@@ -290,8 +336,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         language.make_ascii_lowercase();
     }
 
-    // PID-11 (XAD): the first address.
-    let addr = pid.field(11).indexed();
+    // PID-11 (XAD): the first address that is not empty.
+    let addresses = pid.field(11);
+    let addr = addresses.repetitions().find(Field::has_value).unwrap_or(addresses).indexed();
     put(&mut p.address1, addr.component(1).subcomponent(1).text(), "PID-11.1")?;
     put(&mut p.address2, addr.component(2).text(), "PID-11.2")?;
     put(&mut p.city, addr.component(3).text(), "PID-11.3")?;
@@ -314,20 +361,38 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             }
             continue;
         }
-        // The number is XTN.1 (older versions) or area code XTN.6 + local XTN.7.
+        // Home: a telephone (PH, or no type) at a residence (PRN, ORN,
+        // VHN, or no use). Mobile: a cell phone (CP) at any use. Fax,
+        // beeper, modem and text telephones, and numbers at work, an
+        // answering service or for emergencies, are neither.
+        let slot = if kind.eq_ignore_ascii_case("CP") {
+            &mut p.phone_mobile
+        } else if (kind.is_empty() || kind.eq_ignore_ascii_case("PH"))
+            && ["", "PRN", "ORN", "VHN"].iter().any(|u| usage.eq_ignore_ascii_case(u))
+        {
+            &mut p.phone_home
+        } else {
+            continue;
+        };
+        if slot.is_some() {
+            continue;
+        }
+        // The number is XTN.1 (older versions) or area code XTN.6 + local
+        // XTN.7, after the country code XTN.5 when that is not North
+        // America's (1).
         let mut joined = [0; JOINED];
         let number = match value(rep.component(7).text(), "PID-13.7")? {
-            Some(local) => join(&mut joined, [&code(rep.component(6).text(), "PID-13.6")?, &local]),
+            Some(local) => {
+                let area = code(rep.component(6).text(), "PID-13.6")?;
+                let country = code(rep.component(5).text(), "PID-13.5")?;
+                match country.trim_start_matches('+') {
+                    "" | "1" => join(&mut joined, [&area, &local]),
+                    country => join(&mut joined, ["+", country, &area, &local]),
+                }
+            }
             None => code(rep.component(1).text(), "PID-13.1")?,
         };
-        let slot = if kind.eq_ignore_ascii_case("CP")
-            || usage.eq_ignore_ascii_case("ORN") && kind.eq_ignore_ascii_case("CP")
-        {
-            &mut p.phone_mobile
-        } else {
-            &mut p.phone_home
-        };
-        if slot.is_none() && !number.is_empty() {
+        if !number.is_empty() {
             normalize_into(PatientField::PhoneHome, &number, slot);
         }
     }
@@ -387,8 +452,10 @@ fn provider_id(f: Field<'_>, kind: ProviderKind) -> Result<Option<Cow<'_, str>>,
         let authority = code(rep.component(9).subcomponent(1).text(), "XCN.9")?;
         let id_type = code(rep.component(13).text(), "XCN.13")?;
         let is_npi = authority.eq_ignore_ascii_case("NPI") || id_type.eq_ignore_ascii_case("NPI");
-        if is_npi == (kind == ProviderKind::Npi) {
-            return value(rep.component(1).text(), "XCN.1");
+        if is_npi == (kind == ProviderKind::Npi)
+            && let Some(id) = value(rep.component(1).text(), "XCN.1")?
+        {
+            return Ok(Some(id));
         }
     }
     Ok(None)
@@ -416,9 +483,9 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
     let start_text = text(sch.field(11).component(4).text(), "SCH-11.4")?.or(["AIS", seg::AIL, seg::AIP]
         .iter()
         .filter_map(|id| msg.segment(id))
-        .find_map(|g| g.field(if g.id() == "AIS" { 4 } else { 6 }).component(1).text().ok())
+        .filter_map(|g| g.field(if g.id() == "AIS" { 4 } else { 6 }).component(1).text().ok())
         .map(|t| CompactString::from(t.trim()))
-        .filter(|t| !t.is_empty()));
+        .find(|t| !t.is_empty()));
     let start = match start_text {
         Some(t) => Some(parse_dtm(&t, s.time_zone).map_err(|e| format!("bad start time in SCH-11.4: {e}"))?),
         None => None,
@@ -427,12 +494,13 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         Some(d) => {
             let n: u32 = d.parse().map_err(|_| "SCH-9 (duration) is not a whole number".to_string())?;
             let unit = text(sch.field(10).component(1).text(), "SCH-10")?.unwrap_or_else(|| "MIN".into());
-            Some(match unit.to_ascii_uppercase().as_str() {
-                "MIN" | "M" | "MINUTES" => n,
-                "H" | "HR" | "HOURS" => n * 60,
-                "S" | "SEC" | "SECONDS" => n.div_ceil(60),
-                other => return Err(format!("SCH-10 (duration units) {other:?} is not MIN, H or S")),
-            })
+            let minutes = match unit.to_ascii_uppercase().as_str() {
+                "MIN" | "M" | "MINUTES" => Some(n),
+                "H" | "HR" | "HOURS" => n.checked_mul(60),
+                "S" | "SEC" | "SECONDS" => Some(n.div_ceil(60)),
+                _ => return Err("SCH-10 (duration units) is not MIN, H or S".into()),
+            };
+            Some(minutes.ok_or("SCH-9 (duration) is too large")?)
         }
         None => None,
     };
@@ -470,12 +538,14 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
 }
 
 /// A birth date from a DTM: at least YYYYMMDD; any time part is ignored.
+/// The whole value must be a DTM: "198001021" or "19800102XYZ" is not a
+/// birth date with something after it, but a value to be fixed.
 pub fn parse_date(t: &str) -> Result<NaiveDate, String> {
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
     if digits < 8 {
         return Err(format!("expected YYYYMMDD, got {digits} digit(s)"));
     }
-    ymd(&t.as_bytes()[..8]).ok_or_else(|| "not a calendar date (YYYYMMDD)".to_string())
+    read_dtm(t).map(|(local, _)| local.date())
 }
 
 /// The number written by ASCII digits (the caller has checked they are).
@@ -501,7 +571,10 @@ pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
         (local, None) => match tz.from_local_datetime(&local) {
             chrono::LocalResult::Single(d) => Ok(d.with_timezone(&Utc)),
             chrono::LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
-            chrono::LocalResult::None => Err(format!("{local} does not exist in {tz} (daylight-saving gap)")),
+            // The time itself is left out: reasons name fields, not values.
+            chrono::LocalResult::None => {
+                Err(format!("that local time does not exist in {tz} (the daylight-saving gap)"))
+            }
         },
     }
 }
@@ -534,7 +607,11 @@ fn read_dtm(t: &str) -> Result<(NaiveDateTime, Option<FixedOffset>), String> {
     if digits.len() != 4 || !digits.iter().all(u8::is_ascii_digit) {
         return Err("time zone offset must be +HHMM or -HHMM".into());
     }
-    let secs = sign * (number(&digits[..2]) * 3600 + number(&digits[2..]) * 60) as i32;
+    let (hours, minutes) = (number(&digits[..2]), number(&digits[2..]));
+    if minutes >= 60 {
+        return Err("time zone offset minutes must be below 60".into());
+    }
+    let secs = sign * (hours * 3600 + minutes * 60) as i32;
     let fixed = FixedOffset::east_opt(secs).ok_or("time zone offset out of range")?;
     Ok((local, Some(fixed)))
 }
@@ -643,6 +720,20 @@ AIP|1||1234567890^Smith^John^^^^^^NPI\r";
             panic!()
         };
         assert_eq!(a.status, AppointmentStatus::Cancelled);
+
+        // SCH-11 empty: the start is the first resource's that has one.
+        let later = text.replace("^^^20261201093000", "").replace(
+            "AIP|1||1234567890^Smith^John^^^^^^NPI",
+            "AIP|1||1234567890^Smith^John^^^^^^NPI|||20261201100000",
+        );
+        let Mapped::Appointment(a) = map(&Message::parse(later.as_bytes()).unwrap(), &settings(&s)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.start.unwrap().to_rfc3339(), "2026-12-01T15:00:00+00:00", "AIL has none; AIP-6 has");
+        let huge = text.replace("|30|MIN|", "|71582789|H|");
+        let err = map(&Message::parse(huge.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
+        assert!(err.contains("SCH-9 (duration) is too large"), "{err}");
     }
 
     #[test]
@@ -654,6 +745,64 @@ MRG|E2^^^ATHENA^PI\r";
         let m = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap();
         let Mapped::Merge { surviving, merged_ehr_id } = m else { panic!() };
         assert_eq!((surviving.ehr_id.as_deref(), merged_ehr_id.as_str()), (Some("E1"), "E2"));
+
+        // Merged into itself (an MRN-only merge under one EHR ID) would
+        // delete the patient it keeps; two pairs would apply only one.
+        let itself = text.replace("MRG|E2", "MRG|E1");
+        let err = map(&Message::parse(itself.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
+        assert!(err.contains("not merged into itself"), "{err}");
+        let two = format!("{text}PID|1||E5^^^ATHENA^PI||Lee^Bo\rMRG|E6^^^ATHENA^PI\r");
+        let err = map(&Message::parse(two.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
+        assert!(err.contains("more than one PID/MRG pair"), "{err}");
+    }
+
+    /// The message's time orders it: a bad one, or none, is a reason, named
+    /// by its field, and never skipped for the next field.
+    #[test]
+    fn a_message_time_that_cannot_order_it_is_a_reason() {
+        let ny = chrono_tz::America::New_York;
+        let reason = |text: &str| header_checked(&Message::parse(text.as_bytes()).unwrap(), ny).1;
+        assert_eq!(reason(A28), None);
+        let bad_evn = A28.replace("EVN|A28|20261120082959", "EVN|A28|20261120082959||||2026-11-20");
+        assert!(reason(&bad_evn).unwrap().starts_with("bad time in EVN-6"), "{bad_evn}");
+        let bad_msh = A28.replace("EVN|A28|20261120082959\r", "").replace("20261120083000", "2026112008300");
+        assert!(reason(&bad_msh).unwrap().starts_with("bad time in MSH-7"));
+        let gap = A28.replace("EVN|A28|20261120082959", "EVN|A28|20260308023000");
+        assert!(reason(&gap).unwrap().contains("daylight-saving gap"));
+        let none = A28.replace("EVN|A28|20261120082959\r", "").replace("20261120083000", "\"\"");
+        assert!(reason(&none).unwrap().starts_with("no message time"), "{none}");
+        let padded = A28.replace("ADT^A28^ADT_A05", "ADT ^A28 ");
+        assert_eq!(header(&Message::parse(padded.as_bytes()).unwrap(), ny).event, "ADT^A28");
+    }
+
+    /// Repetitions a sender left empty, IDs named but not given, and XTN
+    /// uses and types that are neither a home phone nor a mobile.
+    #[test]
+    fn empty_repetitions_and_other_phones_are_passed_over() {
+        let s = schema();
+        let text = A28
+            .replace("E10001^^^ATHENA^PI~", "\"\"^^^ATHENA^PI~E10001^^^ATHENA^PI~")
+            .replace("O\\S\\Brien^Mary^Ann^^^^L", "~O'Brien^Mary")
+            .replace("12 Main St^Apt 4", "^^^^~12 Main St^Apt 4")
+            .replace(
+                "^PRN^PH^^^617^5550100",
+                "^PRN^FX^^^617^5550199~^WPN^PH^^^617^5550198~^PRN^PH^^44^20^79460000",
+            )
+            .replace("1234567890^Smith^John^^^^^^NPI", "^Smith^John^^^^^^NPI~1234567890^Smith^John^^^^^^NPI");
+        let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
+        else {
+            panic!("not a patient")
+        };
+        assert_eq!(p.ehr_id.as_deref(), Some("E10001"), "a null ID is passed over");
+        assert_eq!((p.last_name.as_deref(), p.first_name.as_deref()), (Some("O'Brien"), Some("Mary")));
+        assert_eq!((p.address1.as_deref(), p.city.as_deref()), (Some("12 Main St"), Some("Boston")));
+        assert_eq!(p.phone_home.as_deref(), Some("+442079460000"), "not the fax, not work, with its country");
+        assert_eq!(p.phone_mobile.as_deref(), Some("+16175550101"));
+        assert_eq!(
+            p.provider_id.as_deref(),
+            Some("1234567890"),
+            "an NPI repetition without an ID is passed over"
+        );
     }
 
     #[test]
@@ -763,6 +912,12 @@ MRG|E2^^^ATHENA^PI\r";
         assert!(parse_dtm("20260308023000", ny).unwrap_err().contains("daylight-saving gap"));
         assert!(parse_dtm("2026", ny).is_err());
         assert!(parse_date("19800230").is_err());
+        for bad in ["198001021", "19800102XYZ", "1980"] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+        assert!(parse_dtm("202603011230+0099", ny).unwrap_err().contains("minutes must be below 60"));
+        let gap = parse_dtm("20260308023000", ny).unwrap_err();
+        assert!(!gap.contains("02:30") && !gap.contains("2026"), "the time stays out of the reason: {gap}");
         assert_eq!(parse_date("198001021230").unwrap(), NaiveDate::from_ymd_opt(1980, 1, 2).unwrap());
     }
 }

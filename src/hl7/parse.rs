@@ -317,7 +317,11 @@ impl<'a> Message<'a> {
     pub fn message_type(&self) -> (Cow<'a, str>, Cow<'a, str>) {
         // Indexed: one pass finds both components.
         let field = self.msh_field(MSH_TYPE).indexed();
-        let text = |c: Component<'a>| c.text().unwrap_or_default();
+        // Trimmed: "A28 " is A28.
+        let text = |c: Component<'a>| match c.text().unwrap_or_default() {
+            Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
+            Cow::Owned(t) => Cow::Owned(t.trim().to_string()),
+        };
         (text(field.component(1)), text(field.component(2)))
     }
 
@@ -1194,6 +1198,14 @@ impl<'a> Field<'a> {
     /// The raw bytes of the whole field, all repetitions, still escaped.
     pub fn raw(&self) -> &'a [u8] {
         self.raw
+    }
+
+    /// Whether the field holds anything but separators, spaces and HL7's
+    /// null (`""`): a repetition written `^^^` says nothing.
+    pub fn has_value(&self) -> bool {
+        let d = &self.delimiters;
+        !self.is_null()
+            && self.raw.iter().any(|&b| b != d.component && b != d.subcomponent && b != b' ' && b != b'\t')
     }
 
     /// Each repetition as a field: none for an empty field, the field itself

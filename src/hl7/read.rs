@@ -74,11 +74,14 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
         Err(e) => return failed(unknown, e.to_string()),
     };
     let (code, trigger) = msg.message_type();
-    let header = map::header_typed(&msg, s.time_zone, &code, &trigger);
+    let (header, bad_time) = map::header_typed(&msg, s.time_zone, &code, &trigger);
     if item.truncated {
         return failed(header, "truncated: the file ends inside this message".into());
     }
     match map::map_typed(&msg, s, &code, &trigger) {
+        // Checked after the mapping, whose reason (an unknown event, no
+        // PID) says more about a message that has both.
+        Ok(_) if let Some(reason) = bad_time => failed(header, reason),
         Ok(mapped) => MessageOutcome {
             number: item.number as u64,
             line: item.line as u64,
