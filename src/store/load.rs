@@ -3,13 +3,15 @@
 //! true (an HL7 message's own timestamp); an older one arriving late never
 //! overwrites a newer one.
 
+use std::collections::HashMap;
+
 use anyhow::Result;
 use rusqlite::{
     CachedStatement, Connection, OptionalExtension, Statement, Transaction, TransactionBehavior, params,
 };
 
 use super::{LoadMode, TakenFile, field_columns, now};
-use crate::model::{Appointment, Field, Patient, Reject, Side};
+use crate::model::{Appointment, Field, Patient, Reject, Severity, Side};
 
 /// A file's totals, written to its ledger row.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,10 +53,12 @@ fn upsert_patient_sql() -> &'static str {
         let cols: Vec<&str> = field_columns().collect();
         let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 7)).collect();
         let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        // A record without a time (a flat file's) keeps the stored time, so
+        // that a message older than that time stays older than the record.
         format!(
             "INSERT INTO patients (job, side, own_id, file_id, line, source_time, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {})
              ON CONFLICT (own_id, job, side) DO UPDATE SET file_id = excluded.file_id,
-                 line = excluded.line, source_time = excluded.source_time, {}",
+                 line = excluded.line, source_time = coalesce(excluded.source_time, patients.source_time), {}",
             cols.join(", "),
             placeholders.join(", "),
             updates.join(", ")
@@ -131,6 +135,10 @@ pub struct FileLoad<'c> {
     /// (which cost as much as a tenth of inserting the message's row).
     at: String,
     statements: Statements<'c>,
+    /// The job's EHR IDs merged away by an ADT^A40, with the latest merge's
+    /// time: read at the first patient from a message, kept up to date by
+    /// [`FileLoad::merge`].
+    merged: Option<HashMap<String, Option<String>>>,
 }
 
 /// The statements a load runs per record, each taken from the
@@ -203,6 +211,7 @@ impl<'c> FileLoad<'c> {
             file_id,
             at,
             statements: Statements::default(),
+            merged: None,
         })
     }
 
@@ -220,6 +229,7 @@ impl<'c> FileLoad<'c> {
             file_id,
             at: now(),
             statements: Statements::default(),
+            merged: None,
         })
     }
 
@@ -259,8 +269,10 @@ impl<'c> FileLoad<'c> {
     }
 
     /// Insert or update a patient by its own ID, unless the store holds a
-    /// newer version. A practice MRN that differs from the stored one is
-    /// recorded in the ID history either way.
+    /// newer version or an ADT^A40 merged the ID away at or after the
+    /// record's time. A practice MRN that differs from the stored one is
+    /// recorded in the ID history when the record is applied: a stale
+    /// record's MRN is an old one, not a change.
     pub fn patient(
         &mut self,
         p: &Patient,
@@ -282,6 +294,15 @@ impl<'c> FileLoad<'c> {
             .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
         };
+        if let Some((_, Some(stored_time))) = &stored
+            && let Some(t) = time
+            && t < stored_time.as_str()
+        {
+            return Ok(Applied::Stale);
+        }
+        if self.side == Side::Ehr && message_id.is_some() && self.merged_away(own, time, line)? {
+            return Ok(Applied::Stale);
+        }
         if let Some((old_mrn, _)) = &stored
             && self.side == Side::Ehr
             && message_id.is_some()
@@ -294,16 +315,44 @@ impl<'c> FileLoad<'c> {
                 )?
                 .execute(params![self.job, self.side.as_str(), own, old_mrn, p.practice_mrn.as_deref(), time, message_id])?;
         }
-        if let Some((_, Some(stored_time))) = &stored
-            && let Some(t) = time
-            && t < stored_time.as_str()
-        {
-            return Ok(Applied::Stale);
-        }
         let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
         bind_patient(stmt, &self.job, self.side, own, self.file_id, line, time, p)?;
         stmt.raw_execute()?;
         Ok(Applied::Written)
+    }
+
+    /// Whether an ADT^A40 merged `ehr_id` away at or after `time` (or at a
+    /// time not known): then a message about it is older than the merge and
+    /// must not bring it back. A message newer than the merge is applied,
+    /// with a warning at its `line`: the EHR speaks of a patient it merged.
+    fn merged_away(&mut self, ehr_id: &str, time: Option<&str>, line: u64) -> Result<bool> {
+        let merged = match &mut self.merged {
+            Some(merged) => merged,
+            None => {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT merged_id, max(source_time) FROM merges WHERE job = ?1 GROUP BY merged_id",
+                )?;
+                let rows = stmt.query_map([&self.job], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                self.merged.insert(rows.collect::<rusqlite::Result<_>>()?)
+            }
+        };
+        let Some(merged_at) = merged.get(ehr_id) else { return Ok(false) };
+        match (time, merged_at) {
+            (Some(t), Some(at)) if t > at.as_str() => {
+                self.reject(&Reject {
+                    line,
+                    severity: Severity::Warning,
+                    record_id: None,
+                    column: None,
+                    field: None,
+                    reason: "PID-3's EHR ID was merged into another patient by an earlier ADT^A40 \
+                             (merges.csv); this newer message brings it back"
+                        .into(),
+                })?;
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
     }
 
     /// Insert or update plain records (a flat file's: no source time, no
@@ -349,22 +398,23 @@ impl<'c> FileLoad<'c> {
                      patient_mrn = excluded.patient_mrn, provider_id = excluded.provider_id,
                      department_id = excluded.department_id, appointment_type = excluded.appointment_type,
                      start_utc = excluded.start_utc, duration_minutes = excluded.duration_minutes,
-                     status = excluded.status, source_time = excluded.source_time, message_id = excluded.message_id",
-            )?
-            .execute(params![
-                self.job,
-                a.id.as_str(),
-                a.patient_ehr_id.as_deref(),
-                a.patient_mrn.as_deref(),
-                a.provider_id.as_deref(),
-                a.department_id.as_deref(),
-                a.appointment_type.as_deref(),
-                a.start.map(|s| s.to_rfc3339()),
-                a.duration_minutes,
-                a.status.as_str(),
-                time,
-                message_id
-            ])?;
+                     status = excluded.status, message_id = excluded.message_id,
+                     source_time = coalesce(excluded.source_time, appointments.source_time)",
+        )?
+        .execute(params![
+            self.job,
+            a.id.as_str(),
+            a.patient_ehr_id.as_deref(),
+            a.patient_mrn.as_deref(),
+            a.provider_id.as_deref(),
+            a.department_id.as_deref(),
+            a.appointment_type.as_deref(),
+            a.start.map(|s| s.to_rfc3339()),
+            a.duration_minutes,
+            a.status.as_str(),
+            time,
+            message_id
+        ])?;
         Ok(Applied::Written)
     }
 
@@ -385,6 +435,12 @@ impl<'c> FileLoad<'c> {
         self.tx()
             .prepare_cached("DELETE FROM patients WHERE job = ?1 AND side = 'ehr' AND own_id = ?2")?
             .execute(params![self.job, merged])?;
+        if let Some(known) = &mut self.merged {
+            let at = known.entry(merged.to_string()).or_default();
+            if time.is_some_and(|t| at.as_deref().is_none_or(|a| t > a)) {
+                *at = time.map(String::from);
+            }
+        }
         Ok(())
     }
 

@@ -784,6 +784,76 @@ mod tests {
         assert_eq!(ids, ["E9"]);
     }
 
+    /// A message older than the stored record writes nothing, not even ID
+    /// history; one older than the merge of its ID does not bring the ID
+    /// back, one newer does, with a warning; a record without a time keeps
+    /// the stored time.
+    #[test]
+    fn stale_messages_and_merged_ids_leave_what_is_newer() {
+        let mut s = Store::open_in_memory().unwrap();
+        let run = s.start_run("j", "run").unwrap();
+        let mut load = s.begin_file("j", run, &taken("a.hl7", "h1"), LoadMode::Upsert).unwrap();
+        let mut number = 0;
+        let mut apply = |load: &mut FileLoad, id: &str, mrn: &str, hour: u32| {
+            number += 1;
+            let row = MessageRow {
+                number,
+                line: number,
+                control_id: None,
+                event: "ADT^A08",
+                time: None,
+                state: "PROCESSED",
+                reason: None,
+                raw: None,
+            };
+            let message = load.message(&row).unwrap();
+            let p = Patient {
+                ehr_id: Some(id.into()),
+                practice_mrn: Some(mrn.into()),
+                last_name: Some(format!("At{hour}").into()),
+                ..Patient::default()
+            };
+            let time = format!("2026-11-20T{hour:02}:00:00Z");
+            (load.patient(&p, number, Some(&time), Some(message)).unwrap(), message)
+        };
+        assert_eq!(apply(&mut load, "E4", "M4a", 10).0, Applied::Written);
+        assert_eq!(apply(&mut load, "E4", "M4b", 11).0, Applied::Written);
+        assert_eq!(apply(&mut load, "E4", "M4a", 9).0, Applied::Stale, "older, arriving last");
+
+        assert_eq!(apply(&mut load, "E6", "M6", 10).0, Applied::Written);
+        let (_, merge_message) = apply(&mut load, "E5", "M5", 12);
+        load.merge("E5", "E6", Some("2026-11-20T12:00:00Z"), Some(merge_message)).unwrap();
+        assert_eq!(apply(&mut load, "E6", "M6", 11).0, Applied::Stale, "older than the merge");
+        assert_eq!(apply(&mut load, "E6", "M6", 13).0, Applied::Written, "newer than the merge");
+        load.plain_patients(&[(&Patient { ehr_id: Some("E4".into()), ..Patient::default() }, 99)]).unwrap();
+        load.finish(&Counts::default(), "loaded").unwrap();
+
+        let history: Vec<(String, String)> = s
+            .conn
+            .prepare("SELECT old_value, new_value FROM id_history WHERE own_id = 'E4' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(history, [("M4a".to_string(), "M4b".to_string())], "no change back to the old MRN");
+        let time: String = s
+            .conn
+            .query_row("SELECT source_time FROM patients WHERE own_id = 'E4'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(time, "2026-11-20T11:00:00Z", "a record without a time keeps the stored one");
+        let warnings: Vec<(i64, String)> = s
+            .conn
+            .prepare("SELECT line, reason FROM rejects WHERE severity = 'warning'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].1.contains("merged into another patient"), "{warnings:?}");
+    }
+
     #[test]
     fn patients_just_loaded_are_the_patients_read_back() {
         let dir = tempfile::tempdir().unwrap();
