@@ -207,6 +207,63 @@ fn killed_hl7_backfill_loads_no_message_twice() {
     }
 }
 
+/// A load killed after a checkpoint goes on from ferry's own copy even when
+/// the source no longer lists the file as it was: gone, or sent again
+/// under its name with other bytes (which is then a file of its own). The
+/// messages in ERROR before the kill are in the reports of the run that
+/// finishes the load.
+#[test]
+fn an_interrupted_load_goes_on_when_its_source_file_is_gone_or_replaced() {
+    for replaced in [false, true] {
+        let d = setup(10);
+        let bad =
+            "MSH|^~\\&|ATHENA|C|FERRY|P|20261101090000||ADT^A99|BAD1|P|2.5.1\rPID|1||H9^^^ATHENA^PI\r\n";
+        d.write("inbox/adt_full.hl7", format!("{bad}{}", hl7_batch(3_000)));
+        let o = d
+            .ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1"], &[("FERRY_FAILPOINT", "checkpoint:1")]);
+        assert!(!o.status.success());
+        if replaced {
+            d.write("inbox/adt_full.hl7", hl7_batch(5));
+        } else {
+            std::fs::remove_file(d.path("inbox/adt_full.hl7")).unwrap();
+        }
+        let o = d.ferry(&["run", "jobs/bf.toml"]);
+        assert_exit(&o, 0);
+        let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
+        let counts =
+            if replaced { "0 NEW, 3005 PROCESSED, 1 ERROR" } else { "0 NEW, 3000 PROCESSED, 1 ERROR" };
+        assert!(
+            stdout(&o).contains(&format!("job bf: {counts}, 0 DELETED")),
+            "replaced {replaced}: {}",
+            stdout(&o)
+        );
+        let dir = d.latest_report("bf");
+        let rejects = read_csv(&dir.join("rejects.csv"));
+        assert!(rejects.iter().any(|r| r["record_id"] == "BAD1"), "replaced {replaced}: {rejects:?}");
+        let files: Vec<(String, i64)> = db(&d)
+            .prepare("SELECT state, read FROM files WHERE name = 'adt_full.hl7' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut want = vec![("loaded".to_string(), 3001)];
+        if replaced {
+            // The new file is archived at the source; the old one is not there.
+            want.push(("archived".to_string(), 5));
+        }
+        assert_eq!(files, want, "replaced {replaced}");
+        let o = d.ferry(&["run", "jobs/bf.toml"]);
+        assert_exit(&o, 0);
+        let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
+        assert!(
+            stdout(&o).contains(&format!("job bf: {counts}, 0 DELETED")),
+            "a re-run loads nothing: {}",
+            stdout(&o)
+        );
+    }
+}
+
 #[test]
 fn backfill_without_a_kill_matches_a_plain_run() {
     let d = setup(300);

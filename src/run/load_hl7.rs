@@ -64,7 +64,7 @@ pub(super) fn load_hl7(
     bar: &indicatif::ProgressBar,
 ) -> Result<(i64, FileSummary)> {
     let (mut load, done) = match &p.resume {
-        Some(entry) => (store.resume_file(&job.name, entry.id)?, entry.records_done),
+        Some(entry) => (store.resume_file(&job.name, entry.id, run_id)?, entry.records_done),
         None => (store.begin_file(&job.name, run_id, &p.taken, p.load)?, 0),
     };
     let base = bar.position();

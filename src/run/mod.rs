@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 use load_hl7::{MappedFile, load_hl7, map_whole};
 pub(crate) use load_hl7::{apply_mapped, map_copy};
 pub use pull::{Fetched, pull};
-use take::{Pick, take_from_source, take_one};
+use take::{Pick, take_from_source, take_interrupted, take_one};
 
 use crate::clock;
 use crate::flatfile::{ParsedFile, parse_bytes};
@@ -137,10 +137,13 @@ struct Pending<'j> {
     resume: Option<LedgerEntry>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Origin {
     Source,
     Practice,
+    /// An interrupted load that no source listed as it was: nothing is done
+    /// at a source when it is finished (see `take::take_interrupted`).
+    Ledger,
 }
 
 /// Hold this while a job runs; the OS drops the lock if the process dies,
@@ -416,6 +419,7 @@ fn run_stages(
         take_one(job, &mut t, store, &received, entry, pick, Origin::Practice, &mut files, &mut pending)?;
         practice_transport = Some(t);
     }
+    take_interrupted(job, store, &mut files, &mut pending)?;
 
     // Files are read in parallel across files, in input order so runs are
     // repeatable: every flat file, and the HL7 files that are mapped whole
@@ -467,7 +471,7 @@ fn run_stages(
     for (p, read) in pending.iter().zip(read) {
         bar.set_message(p.taken.name.clone());
         let base = bar.position();
-        let (file_id, summary) = match read {
+        let (file_id, mut summary) = match read {
             Read::Hl7(schema, mapped) => {
                 hl7_sides.push(p.taken.side);
                 load_hl7(job, store, run_id, p, schema, mapped, opts.batch, &bar)?
@@ -523,8 +527,18 @@ fn run_stages(
             (Origin::Practice, Some(t)) => t,
             _ => source.as_mut(),
         };
-        let loaded = p.after.loaded_state();
-        finish_source_file(transport, store, file_id, loaded, &p.entry.name, p.after, src_archive(job))?;
+        if p.origin == Origin::Ledger {
+            let resumed = "an interrupted load, finished from ferry's copy: the source no longer lists the \
+                           file as it was, and is left as it is";
+            summary.detail = [resumed, &summary.detail]
+                .into_iter()
+                .filter(|d| !d.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+        } else {
+            let loaded = p.after.loaded_state();
+            finish_source_file(transport, store, file_id, loaded, &p.entry.name, p.after, src_archive(job))?;
+        }
         files.push(summary);
     }
     bar.finish_and_clear();

@@ -302,6 +302,58 @@ fn resume<'j>(
     Ok(())
 }
 
+/// Loads of this job that stopped after a checkpoint and that no source
+/// listed this run as they were (the file went away, or came again with
+/// other bytes under its name): they go on from ferry's own copy, first,
+/// as they began before anything taken this run. Nothing is done at the
+/// source for them: what it holds now is not the file that was loading.
+pub(super) fn take_interrupted<'j>(
+    job: &'j Job,
+    store: &Store,
+    files: &mut Vec<FileSummary>,
+    pending: &mut Vec<Pending<'j>>,
+) -> Result<()> {
+    let resuming: Vec<i64> = pending.iter().filter_map(|p| p.resume.as_ref().map(|r| r.id)).collect();
+    let mut orphans = Vec::new();
+    for ledger in store.interrupted_loads(&job.name)? {
+        if resuming.contains(&ledger.id) {
+            continue;
+        }
+        let taken = store.ledger_taken(ledger.id)?;
+        let pick = match (&job.practice, taken.side) {
+            (Some(practice), Side::Practice) => Some(Pick {
+                side: Side::Practice,
+                schema: &practice.schema,
+                load: LoadMode::Replace,
+                after: AfterAction::Keep,
+            }),
+            _ => job.input_for(&taken.name).map(|input| Pick {
+                side: input.side,
+                schema: &input.schema,
+                load: input.load,
+                after: job.source.after,
+            }),
+        };
+        let Some(pick) = pick else {
+            let why = format!(
+                "its load stopped after {} record(s) and cannot go on: no [[inputs]] pattern matches \
+                 this name any more (ledger row {})",
+                ledger.records_done, ledger.id
+            );
+            files.push(file_note(taken.side, &taken.name, "failed", why));
+            continue;
+        };
+        let mtime = taken
+            .mtime
+            .parse::<u64>()
+            .map_or(SystemTime::UNIX_EPOCH, |n| SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(n));
+        let entry = Entry { name: taken.name.clone(), size: taken.size, mtime };
+        resume(store, ledger, entry, pick, Origin::Ledger, &mut orphans)?;
+    }
+    pending.splice(0..0, orphans);
+    Ok(())
+}
+
 /// A file that was listed but not loaded, for the run's summary.
 fn file_note(side: Side, name: &str, status: &str, detail: String) -> FileSummary {
     FileSummary {

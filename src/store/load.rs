@@ -233,6 +233,12 @@ impl<'c> FileLoad<'c> {
         })
     }
 
+    /// The file now belongs to run `run_id` (see `Store::resume_file`).
+    pub(super) fn move_to_run(&self, run_id: i64) -> Result<()> {
+        self.tx().execute("UPDATE files SET run_id = ?2 WHERE id = ?1", params![self.file_id, run_id])?;
+        Ok(())
+    }
+
     fn tx(&self) -> &Transaction<'c> {
         self.tx.as_ref().expect("a FileLoad's transaction is open until finish")
     }

@@ -411,9 +411,23 @@ impl Store {
         })?)
     }
 
-    /// Go on loading a file whose load stopped after a checkpoint.
-    pub fn resume_file(&mut self, job: &str, file_id: i64) -> Result<FileLoad<'_>> {
-        FileLoad::reopen(&self.conn, job, file_id)
+    /// Go on loading a file whose load stopped after a checkpoint, in run
+    /// `run_id`, which the file then belongs to: its rejects, those of the
+    /// messages loaded before the stop too, are in that run's reports (the
+    /// run that stopped wrote none).
+    pub fn resume_file(&mut self, job: &str, file_id: i64, run_id: i64) -> Result<FileLoad<'_>> {
+        let load = FileLoad::reopen(&self.conn, job, file_id)?;
+        load.move_to_run(run_id)?;
+        Ok(load)
+    }
+
+    /// This job's loads that stopped after a checkpoint (`loading`), oldest first.
+    pub fn interrupted_loads(&self, job: &str) -> Result<Vec<LedgerEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, state, run_id, records_done FROM files WHERE job = ?1 AND state = 'loading' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([job], ledger_entry)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn set_file_state(&self, file_id: i64, state: &str) -> Result<()> {
@@ -452,7 +466,7 @@ impl Store {
         batching: Batching,
     ) -> Result<i64> {
         let (mut load, done) = match batching.resume {
-            Some(entry) => (self.resume_file(job, entry.id)?, entry.records_done as usize),
+            Some(entry) => (self.resume_file(job, entry.id, run_id)?, entry.records_done as usize),
             None => (self.begin_file(job, run_id, file, mode)?, 0),
         };
         let total = parsed.records.len();
