@@ -70,7 +70,7 @@ pub fn send_all(job: &Job) -> Result<Vec<Sent>> {
             .with_context(|| format!("cannot send {} to {}", path.display(), dest.describe()))?;
             let done = match ob.after {
                 AfterAction::Delete => local.remove(&e.name),
-                _ => local.rename(&e.name, &ob.archive_dir.display().to_string()),
+                _ => local.rename(&e.name, &ob.archive_dir.display().to_string(), &e.name),
             };
             done.with_context(|| format!("sent {}, but cannot {} it here", e.name, ob.after.as_str()))?;
             info!(file = %e.name, bytes, to = %dest.describe(), "Sent file.");

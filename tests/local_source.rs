@@ -53,6 +53,35 @@ fn archive_is_the_default_and_moves_the_file_after_loading() {
     assert!(statuses(&d).is_empty(), "{:?}", statuses(&d));
 }
 
+/// A name sent again after its first file was archived: the new file is
+/// loaded and archived beside the first under a name with its ledger ID,
+/// and the run goes on (it stopped, and every file after it, before).
+#[test]
+fn a_name_sent_again_is_archived_beside_the_first() {
+    let d = setup("archive", "0");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let first = fs::read(d.path("inbox/archive/a.csv")).unwrap();
+    let again = String::from_utf8(first.clone()).unwrap().replace("1 Main Street", "12 Main Street");
+    d.write("inbox/a.csv", &again);
+    d.fixture("ehr_small.csv", "inbox/b.csv");
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(d.path("inbox/archive/a.csv")).unwrap(), first, "the first stays as it was");
+    let beside: Vec<String> = fs::read_dir(d.path("inbox/archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("a.ledger-"))
+        .collect();
+    assert_eq!(beside.len(), 1, "{beside:?}");
+    assert!(beside[0].ends_with(".csv"), "{beside:?}");
+    assert_eq!(fs::read_to_string(d.path("inbox/archive").join(&beside[0])).unwrap(), again);
+    assert!(d.path("inbox/archive/b.csv").exists(), "the file after it went through");
+    assert_eq!(
+        statuses(&d),
+        [("file:ehr/a.csv".into(), "loaded".into()), ("file:ehr/b.csv".into(), "loaded".into())]
+    );
+}
+
 #[test]
 fn delete_removes_the_file_after_loading() {
     let d = setup("delete", "0");

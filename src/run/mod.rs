@@ -638,7 +638,14 @@ fn finish_source_file(
     let result = retry(&limits, &what, || match after {
         AfterAction::Keep => Ok(()),
         AfterAction::Delete => transport.remove(name),
-        AfterAction::Archive => transport.rename(name, archive_dir),
+        // A file of the same name archived before (the EHR sent the name
+        // again): this one goes beside it under a name with its ledger ID.
+        AfterAction::Archive => match transport.rename(name, archive_dir, name) {
+            Err(TransportError::Exists { .. }) => {
+                transport.rename(name, archive_dir, &archived_name(name, file_id))
+            }
+            done => done,
+        },
     });
     match result {
         Ok(()) | Err(TransportError::NotFound { .. }) => {}
@@ -651,6 +658,15 @@ fn finish_source_file(
         store.set_file_state(file_id, after.done_state())?;
     }
     Ok(())
+}
+
+/// `name` with the ledger ID of its file before its extension: "adt.hl7"
+/// is archived as "adt.ledger-42.hl7" when the archive holds an "adt.hl7".
+fn archived_name(name: &str, file_id: i64) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.ledger-{file_id}.{ext}"),
+        _ => format!("{name}.ledger-{file_id}"),
+    }
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

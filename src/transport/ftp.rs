@@ -135,22 +135,21 @@ impl Transport for FtpTransport {
         }
     }
 
-    fn rename(&mut self, from: &str, to_dir: &str) -> Result<(), TransportError> {
+    fn rename(&mut self, from: &str, to_dir: &str, as_name: &str) -> Result<(), TransportError> {
         super::check_name(from)?;
-        let what = format!("{} -> {to_dir}", self.what(from));
-        let dest = join(to_dir, from);
-        self.with(&what, |c| {
+        super::check_name(as_name)?;
+        let dest = join(to_dir, as_name);
+        let what = format!("{} -> {dest}", self.what(from));
+        let taken = self.with(&what, |c| {
             // Missing archive folder: made here; any other failure shows up
             // as the rename's own error.
             let _ = c.mkdir(to_dir);
-            if c.transfer_type(FileType::Binary).and_then(|()| c.size(&dest)).is_ok() {
-                return Err(FtpError::UnexpectedResponse(suppaftp::types::Response::new(
-                    suppaftp::Status::BadFilename,
-                    b"553 the archive already holds a file of that name".to_vec(),
-                )));
-            }
-            c.rename(from, dest.as_str())
-        })
+            Ok(c.transfer_type(FileType::Binary).and_then(|()| c.size(&dest)).is_ok())
+        })?;
+        if taken {
+            return Err(TransportError::Exists { what });
+        }
+        self.with(&what, |c| c.rename(from, dest.as_str()))
     }
 
     fn remove(&mut self, name: &str) -> Result<(), TransportError> {

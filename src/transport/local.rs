@@ -66,25 +66,20 @@ impl Transport for LocalTransport {
         io::copy(&mut f, out).map_err(|e| classify(path.display().to_string(), e))
     }
 
-    fn rename(&mut self, from: &str, to_dir: &str) -> Result<(), TransportError> {
+    fn rename(&mut self, from: &str, to_dir: &str, as_name: &str) -> Result<(), TransportError> {
         let src = self.path(from)?;
+        super::check_name(as_name)?;
         let dir = self.dir.join(to_dir);
         fs::create_dir_all(&dir).map_err(|e| classify(dir.display().to_string(), e))?;
-        let dest = dir.join(from);
+        let dest = dir.join(as_name);
         if dest.exists() {
-            return Err(TransportError::Permanent {
-                what: dest.display().to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "archive already holds a file of that name",
-                ),
-            });
+            return Err(TransportError::Exists { what: dest.display().to_string() });
         }
         match fs::rename(&src, &dest) {
             Ok(()) => {}
             // An archive on another filesystem: copy durably, then remove.
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
-                let tmp = dir.join(format!(".{from}.part"));
+                let tmp = dir.join(format!(".{as_name}.part"));
                 fs::copy(&src, &tmp)
                     .and_then(|_| File::open(&tmp)?.sync_all())
                     .and_then(|()| fs::rename(&tmp, &dest))

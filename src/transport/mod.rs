@@ -71,6 +71,9 @@ pub enum TransportError {
     /// host key, a TLS certificate that does not verify). Never retried.
     #[error("{what}: {why}")]
     Untrusted { what: String, why: String },
+    /// The destination of a move already holds a file of that name.
+    #[error("{what}: the archive already holds a file of that name")]
+    Exists { what: String },
     /// The file changed while it was read (it is still being written):
     /// take it on a later run.
     #[error("{what}: changed while it was read ({why})")]
@@ -122,7 +125,9 @@ pub trait Transport {
     fn describe(&self) -> String;
     fn list(&mut self) -> Result<Vec<Entry>, TransportError>;
     fn fetch(&mut self, name: &str, out: &mut dyn Write) -> Result<u64, TransportError>;
-    fn rename(&mut self, from: &str, to_dir: &str) -> Result<(), TransportError>;
+    /// Move `from` into folder `to_dir` (made when missing) as `as_name`;
+    /// [`TransportError::Exists`] when the folder holds that name already.
+    fn rename(&mut self, from: &str, to_dir: &str, as_name: &str) -> Result<(), TransportError>;
     fn remove(&mut self, name: &str) -> Result<(), TransportError>;
     fn put(&mut self, name: &str, data: &mut dyn Read, size: u64) -> Result<u64, TransportError>;
     /// A hint: these files (from the last `list`) will be fetched next, in

@@ -295,12 +295,13 @@ impl Transport for SftpTransport {
         self.settle(r)
     }
 
-    fn rename(&mut self, from: &str, to_dir: &str) -> Result<(), TransportError> {
+    fn rename(&mut self, from: &str, to_dir: &str, as_name: &str) -> Result<(), TransportError> {
         super::check_name(from)?;
+        super::check_name(as_name)?;
         let sftp = self.session()?;
         let src = self.path(from);
         let dir = if to_dir.starts_with('/') { to_dir.to_string() } else { self.path(to_dir) };
-        let dest = join(&dir, from);
+        let dest = join(&dir, as_name);
         let what = format!("{} {src} -> {dest}", self.server());
         let r = self.rt.block_on(async {
             // The archive folder may not exist yet; a failure here shows up
@@ -309,10 +310,7 @@ impl Transport for SftpTransport {
                 let _ = sftp.mkdir(dir.clone(), FileAttributes::empty()).await;
             }
             if sftp.lstat(dest.clone()).await.is_ok() {
-                return Err(TransportError::permanent(
-                    &what,
-                    "the archive already holds a file of that name",
-                ));
+                return Err(TransportError::Exists { what: what.clone() });
             }
             sftp.rename(src.clone(), dest.clone()).await.map(|_| ()).map_err(|e| classify(&what, e))
         });
