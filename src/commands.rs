@@ -554,7 +554,7 @@ fn parse_hl7(file: &Path, bytes: &[u8], schema_path: &Path, json: bool) -> Resul
         let batch = hl7::split(bytes);
         for item in &batch.items {
             read += 1;
-            let flag = if item.truncated { " (truncated)" } else { "" };
+            let flag = if item.truncated.is_some() { " (truncated)" } else { "" };
             writeln!(out, "message {} (line {}){flag}", item.number, item.line)?;
             match item.parse() {
                 Ok(msg) => print_segments(&mut out, &msg)?,

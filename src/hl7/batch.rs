@@ -73,8 +73,9 @@ pub struct Item<'a> {
     pub line: usize,
     /// Inside an MLLP frame (`0x0B` before it).
     pub framed: bool,
-    /// Cut off: see the module doc. Also reported as [`BatchProblem::Truncated`].
-    pub truncated: bool,
+    /// Cut off, and why: see the module doc. Also reported as
+    /// [`BatchProblem::Truncated`].
+    pub truncated: Option<&'static str>,
     /// Where its segments are, found while splitting, so that parsing need
     /// not look for line ends again; `None` for a message with more
     /// segments than are noted.
@@ -426,6 +427,9 @@ struct Open {
     framed: bool,
     /// Its field separator, to tell its segments from junk.
     field: u8,
+    /// Its component separator (MSH-2's first character), to tell the rest
+    /// of a segment from junk.
+    component: u8,
     /// Its MSH line ends in a bare CR, so a bare LF is not a terminator.
     cr_terminated: bool,
     /// Its lines so far are all ASCII.
@@ -475,6 +479,10 @@ struct Junk {
 enum Ending {
     /// A line that starts a message, is an FHS, BHS, BTS or FTS, or is junk.
     NextLine,
+    /// Something that cannot be part of a message came right after one of
+    /// its segments, or inside one: the message may have been cut there, so
+    /// it is yielded as truncated, with this reason.
+    Cut(&'static str),
     FrameEnd,
     FrameStart,
     Input,
@@ -625,12 +633,20 @@ impl<'a> Splitter<'a> {
             let line = self.line;
             self.line += usize::from(terminated);
             self.pos = next;
-            let content = &buf[start..stop];
+            let mut content = &buf[start..stop];
             if let Some(open) = &mut self.current
                 && is_plain_segment(content, open.field)
             {
                 open.add_segment(start, stop, next, ascii);
                 continue;
+            }
+            // A message after a byte order mark (files joined whole, each
+            // with its own): the mark is left out, as at the start.
+            let mut start = start;
+            if let Some(rest) = content.strip_prefix(UTF8_BOM)
+                && matches!(classify(rest), Line::Message)
+            {
+                (start, content) = (start + UTF8_BOM.len(), rest);
             }
             match classify(content) {
                 Line::Blank => {}
@@ -648,6 +664,7 @@ impl<'a> Splitter<'a> {
                         terminated,
                         framed: self.in_frame,
                         field: content[3],
+                        component: content.get(4).copied().unwrap_or(content[3]),
                         cr_terminated: bare_cr,
                         ascii,
                         segments,
@@ -660,11 +677,28 @@ impl<'a> Splitter<'a> {
                 }
                 Line::Other => {
                     if let Some(open) = &mut self.current {
-                        if starts_segment(content, open.field) || (open.cr_terminated && after_bare_lf) {
+                        // Right after a segment, with no blank line between.
+                        let adjacent = start == open.end;
+                        // A line break in a value: the message's last line
+                        // (before any blank ones) ended in a bare LF too.
+                        let in_value = open.cr_terminated
+                            && after_bare_lf
+                            && buf[..open.end].ends_with(b"\n")
+                            && !buf[..open.end].ends_with(b"\r\n");
+                        if starts_segment(content, open.field) || in_value {
                             open.add(content, start, stop, next, ascii);
                             continue;
                         }
-                        self.close(Ending::NextLine);
+                        // With the message's delimiters in it, the line is
+                        // most likely the rest of a segment after a line
+                        // break inside a value, or a segment with a bad ID:
+                        // the message as read would miss what it says.
+                        let delimited = content.contains(&open.field) || content.contains(&open.component);
+                        self.close(if adjacent && delimited {
+                            Ending::Cut("a line inside it is not a segment (a line break inside a value, or a bad segment ID), so the rest of the message is not read")
+                        } else {
+                            Ending::NextLine
+                        });
                     }
                     match &mut self.junk {
                         Some(junk) => junk.end = stop,
@@ -678,7 +712,19 @@ impl<'a> Splitter<'a> {
 
     /// Reads the framing byte at `self.pos`, or finishes at the end.
     fn frame_byte_or_end(&mut self) {
+        // Outside a frame, a framing byte in the middle of a segment is a
+        // stray byte in a value, not the end of the message.
+        let mid_segment = self.current.as_ref().is_some_and(|open| !open.terminated && !open.framed);
         match self.buf.get(self.pos) {
+            Some(&VT) if mid_segment => {
+                self.close(Ending::Cut("a stray 0x0B byte inside a segment"));
+                self.flush_junk();
+            }
+            Some(_) if mid_segment => {
+                self.close(Ending::Cut("a stray 0x1C byte inside a segment"));
+                self.flush_junk();
+                self.in_frame = false;
+            }
             Some(&VT) => {
                 self.close(Ending::FrameStart);
                 self.flush_junk();
@@ -702,6 +748,7 @@ impl<'a> Splitter<'a> {
     fn close(&mut self, end: Ending) {
         let Some(open) = self.current.take() else { return };
         let reason = match end {
+            Ending::Cut(reason) => Some(reason),
             _ if open.terminated => None,
             Ending::Input if open.framed => Some("the file ends inside its MLLP frame, mid-segment"),
             Ending::FrameStart if open.framed => Some("a new MLLP frame starts before this one ended"),
@@ -720,7 +767,7 @@ impl<'a> Splitter<'a> {
             offset: open.start,
             line: open.line,
             framed: open.framed,
-            truncated: reason.is_some(),
+            truncated: reason,
             segments: open.segments,
             ascii: open.ascii,
         });
@@ -866,13 +913,62 @@ mod tests {
     const M1: &[u8] = b"MSH|^~\\&|A||||||ADT^A28|1|P|2.5\rPID|1||100\r";
     const M2: &[u8] = b"MSH|^~\\&|A||||||ADT^A31|2|P|2.5\rPID|1||200\rPV1|1|O\r";
 
+    /// What may have cut a message short makes it truncated, with the
+    /// reason, so that it is queued as ERROR rather than loaded with part
+    /// of what it says; what cannot have is only junk.
+    #[test]
+    fn a_message_that_may_have_been_cut_is_truncated() {
+        let cut = |buf: &[u8]| split(buf).items.iter().map(|i| i.truncated).collect::<Vec<_>>();
+        // A stray framing byte inside a value, outside any frame; a message
+        // after it without a final line end is not taken to be in a frame.
+        let stray_fs = [&b"MSH|^~\\&|A\rPID|1||E1||Pa\x1cvid|x\r"[..], M1].concat();
+        assert_eq!(cut(&stray_fs), [Some("a stray 0x1C byte inside a segment"), None]);
+        let stray_vt = [&b"MSH|^~\\&|A\rPID|1||E1||Pa\x0bvid|x\r"[..], b"MSH|^~\\&|A\rPID|1||200"].concat();
+        assert_eq!(cut(&stray_vt), [Some("a stray 0x0B byte inside a segment"), None]);
+        // A line break inside a value of a CRLF file: the rest of the segment
+        // is a line with the message's delimiters in it.
+        let broken = b"MSH|^~\\&|A\r\nPID|1||E1||Lee^Al|||1 Elm St\nRear^^Boston\r\nPV1|1\r\n";
+        let b = split(broken);
+        assert!(b.items[0].truncated.is_some_and(|r| r.contains("not a segment")), "{:?}", b.items[0]);
+        assert!(
+            matches!(b.problems[..], [BatchProblem::Truncated { .. }, BatchProblem::Junk { .. }]),
+            "{:?}",
+            b.problems
+        );
+        // A line without delimiters after a message (a log line, a DOS
+        // end-of-file byte), or any line after a blank one, is only junk.
+        for tail in [&b"END OF FILE\r\n"[..], b"\x1a", b"\r\nnote: a|b\r\n"] {
+            let buf = [&b"MSH|^~\\&|A\r\nPID|1||E1\r\n"[..], tail].concat();
+            assert_eq!(cut(&buf), [None], "{tail:?}");
+        }
+    }
+
+    /// In a CR-terminated message, a line after a blank line is not the rest
+    /// of a value (a line break in a value ends in a bare LF, not in CR LF).
+    #[test]
+    fn text_after_a_blank_line_is_not_glued_to_a_cr_message() {
+        let b = split(b"MSH|^~\\&|A\rPID|1||E1|||||||||^PRN^PH^^^617^5550100\r\n\nend of export\n");
+        assert_eq!(b.items[0].raw, b"MSH|^~\\&|A\rPID|1||E1|||||||||^PRN^PH^^^617^5550100\r\n");
+        assert!(matches!(b.problems[..], [BatchProblem::Junk { line: 4, .. }]), "{:?}", b.problems);
+    }
+
+    /// Files joined whole, each with its byte order mark: the mark before a
+    /// later message is left out, as at the start.
+    #[test]
+    fn a_byte_order_mark_before_a_later_message_is_left_out() {
+        let buf = [b"\xEF\xBB\xBF", M1, b"\xEF\xBB\xBF", M2].concat();
+        let b = split(&buf);
+        assert_eq!(b.problems, []);
+        assert_eq!(items(&b), [(1, 1, 3, M1), (2, 3, 6 + M1.len(), M2)]);
+    }
+
     #[test]
     fn plain_concatenation() {
         let buf = [M1, M2].concat();
         let b = split(&buf);
         assert_eq!(b.problems, []);
         assert_eq!(items(&b), [(1, 1, 0, M1), (2, 3, M1.len(), M2)]);
-        assert!(b.items.iter().all(|i| !i.framed && !i.truncated));
+        assert!(b.items.iter().all(|i| !i.framed && i.truncated.is_none()));
         assert_eq!(b.items[1].parse().unwrap().control_id().as_deref(), Some("2"));
         assert!(b.file_header.is_none());
     }
@@ -886,7 +982,7 @@ mod tests {
             [(1, 1, 0, &b"MSH|^~\\&|A\nPID|1\n"[..]), (2, 3, 17, b"MSH|^~\\&|B\nPID|2")],
             "a missing final newline is not truncation"
         );
-        assert!(!b.items[1].truncated);
+        assert!(b.items[1].truncated.is_none());
         let b = split(b"MSH|^~\\&|A\r\nPID|1\r\nMSH|^~\\&|B\r\nPID|2\r\n");
         assert_eq!(
             items(&b),
@@ -926,12 +1022,12 @@ mod tests {
         let b = split(&buf);
         assert_eq!(b.problems, []);
         assert_eq!(items(&b), [(1, 1, 1, M1), (2, 4, M1.len() + 4, M2)]);
-        assert!(b.items.iter().all(|i| i.framed && !i.truncated));
+        assert!(b.items.iter().all(|i| i.framed && i.truncated.is_none()));
         // Frames without the final CR in the message, or without CR after 0x1C.
         let b = split(b"\x0bMSH|^~\\&|A\rPID|1\x1c\x0bMSH|^~\\&|B\rPID|2\r\x1c");
         assert_eq!(b.problems, []);
         assert_eq!(items(&b), [(1, 1, 1, &b"MSH|^~\\&|A\rPID|1"[..]), (2, 2, 19, b"MSH|^~\\&|B\rPID|2\r")]);
-        assert!(b.items.iter().all(|i| !i.truncated));
+        assert!(b.items.iter().all(|i| i.truncated.is_none()));
     }
 
     #[test]
@@ -939,7 +1035,7 @@ mod tests {
         let buf = [b"\x0b", M1, b"\x1c\r\x0bMSH|^~\\&|B\rPID|1||12"].concat();
         let b = split(&buf);
         assert_eq!(items(&b), [(1, 1, 1, M1), (2, 4, M1.len() + 4, &b"MSH|^~\\&|B\rPID|1||12"[..])]);
-        assert!(b.items[1].truncated && !b.items[0].truncated);
+        assert!(b.items[1].truncated.is_some() && b.items[0].truncated.is_none());
         assert_eq!(
             b.problems,
             [BatchProblem::Truncated {
@@ -952,7 +1048,7 @@ mod tests {
         assert!(b.problems[0].to_string().starts_with("line 4: message 2 is cut off"));
         // Cut at a segment end, the message looks whole: not flagged.
         let b = split(b"\x0bMSH|^~\\&|B\rPID|1\r");
-        assert_eq!((b.items.len(), b.items[0].truncated, b.problems.len()), (1, false, 0));
+        assert_eq!((b.items.len(), b.items[0].truncated.is_some(), b.problems.len()), (1, false, 0));
     }
 
     #[test]
@@ -962,7 +1058,7 @@ mod tests {
             items(&b),
             [(1, 1, 1, &b"MSH|^~\\&|A\rPID|1||1"[..]), (2, 2, 21, b"MSH|^~\\&|B\rPID|2\r")]
         );
-        assert_eq!((b.items[0].truncated, b.items[1].truncated), (true, false));
+        assert_eq!((b.items[0].truncated.is_some(), b.items[1].truncated.is_some()), (true, false));
         assert!(matches!(b.problems[..], [BatchProblem::Truncated { number: 1, line: 1, .. }]));
     }
 
@@ -1052,7 +1148,7 @@ mod tests {
         let buf = [&b"FHS|^~\\&\rBHS|^~\\&\r"[..], M1, b"BHS|^~\\&\r", M2].concat();
         let b = split(&buf);
         assert_eq!(b.items.len(), 2);
-        assert!(b.items.iter().all(|i| !i.truncated), "the last message ends with its terminator");
+        assert!(b.items.iter().all(|i| i.truncated.is_none()), "the last message ends with its terminator");
         assert_eq!(
             b.problems,
             [
@@ -1069,7 +1165,7 @@ mod tests {
         let buf = [&b"FHS|^~\\&\rBHS|^~\\&\r"[..], M1, b"MSH|^~\\&|B\rPID|1||Do"].concat();
         let b = split(&buf);
         assert_eq!(items(&b), [(1, 3, 18, M1), (2, 5, 18 + M1.len(), &b"MSH|^~\\&|B\rPID|1||Do"[..])]);
-        assert!(b.items[1].truncated);
+        assert!(b.items[1].truncated.is_some());
         assert_eq!(
             b.problems,
             [

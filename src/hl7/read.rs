@@ -75,8 +75,8 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
     };
     let (code, trigger) = msg.message_type();
     let (header, bad_time) = map::header_typed(&msg, s.time_zone, &code, &trigger);
-    if item.truncated {
-        return failed(header, "truncated: the file ends inside this message".into());
+    if let Some(why) = item.truncated {
+        return failed(header, format!("truncated: {why}"));
     }
     match map::map_typed(&msg, s, &code, &trigger) {
         // Checked after the mapping, whose reason (an unknown event, no
