@@ -1240,8 +1240,8 @@ impl EmailConfig {
         }
         let secret = |key: &'static str, var: Option<String>, problems: &mut Vec<String>| {
             var.and_then(|var| {
-                if var.is_empty() || var.contains('=') || var.contains('\0') {
-                    problems.push(format!("{key}: {var:?} is not an environment variable name"));
+                if !crate::transport::is_env_name(&var) {
+                    problems.push(format!("{key} {}", crate::transport::NOT_AN_ENV_NAME));
                     None
                 } else {
                     Some(SecretEnv { key, var })
@@ -1543,6 +1543,15 @@ mod tests {
         assert!(err.contains("source.known_hosts: only for type = \"sftp\""), "{err}");
         assert!(err.contains("environment variable FERRY_TEST_UNSET_VAR is not set"), "{err}");
         assert!(err.contains("source.tls_pin_sha256"), "{err}");
+        // A password pasted where its variable's name belongs is refused
+        // without being repeated.
+        let err = build_source(
+            "[source]\ntype = \"ftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"hunter2!\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must name the environment variable"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
         let err = build_source("[source]\ntype = \"sftp\"\nhost = \"h\"\nuser = \"u\"\ntls = \"none\"\n")
             .unwrap_err()
             .to_string();

@@ -18,9 +18,25 @@ pub struct Secret {
     value: String,
 }
 
+/// Whether `name` can be an environment variable's name as a shell writes
+/// it: letters, digits and `_`, not starting with a digit.
+pub fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Why a `*_env` setting that is not a variable name is refused. The value
+/// is not repeated: it may be the secret itself, put there by mistake.
+pub const NOT_AN_ENV_NAME: &str = "must name the environment variable that holds the secret (letters, \
+                                   digits and _), not hold the secret; its value is not repeated here";
+
 impl Secret {
     /// Read `env`; an unset or empty variable is an error naming it.
     pub fn from_env(env: &str) -> Result<Secret, String> {
+        if !is_env_name(env) {
+            return Err(NOT_AN_ENV_NAME.into());
+        }
         match std::env::var(env) {
             Ok(v) if !v.is_empty() => Ok(Secret { env: env.to_string(), value: v }),
             Ok(_) => Err(format!("environment variable {env} is empty")),

@@ -18,7 +18,10 @@ mod sftp;
 use std::io::{Read, Write};
 use std::time::SystemTime;
 
-pub use endpoint::{Endpoint, FtpEndpoint, FtpTls, Limits, Secret, SftpEndpoint, SshAuth, Step, check, open};
+pub use endpoint::{
+    Endpoint, FtpEndpoint, FtpTls, Limits, NOT_AN_ENV_NAME, Secret, SftpEndpoint, SshAuth, Step, check,
+    is_env_name, open,
+};
 pub use ftp::FtpTransport;
 pub use local::LocalTransport;
 pub use retry::retry;
