@@ -319,8 +319,8 @@ impl<'a> Message<'a> {
         let field = self.msh_field(MSH_TYPE).indexed();
         // Trimmed: "A28 " is A28.
         let text = |c: Component<'a>| match c.text().unwrap_or_default() {
-            Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
-            Cow::Owned(t) => Cow::Owned(t.trim().to_string()),
+            Cow::Borrowed(t) => Cow::Borrowed(super::map::trim(t)),
+            Cow::Owned(t) => Cow::Owned(super::map::trim(&t).to_string()),
         };
         (text(field.component(1)), text(field.component(2)))
     }
