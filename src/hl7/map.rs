@@ -66,7 +66,7 @@ pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
 
 /// [`header`], with the reason the message's time cannot be used, if it
 /// cannot: a message is ordered by its time, so one without a time it can
-/// be ordered by is not applied (see [`header_typed`]).
+/// be ordered by is not applied (see `header_typed`).
 pub fn header_checked(msg: &Message, tz: Tz) -> (MessageHeader, Option<String>) {
     let (code, trigger) = msg.message_type();
     header_typed(msg, tz, &code, &trigger)
