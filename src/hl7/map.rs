@@ -87,26 +87,29 @@ pub(super) fn header_typed(
     code: &str,
     trigger: &str,
 ) -> (MessageHeader, Option<String>) {
-    let evn = msg.segment(seg::EVN);
-    let fields = [(evn.map(|e| e.field(6)), "EVN-6"), (evn.map(|e| e.field(2)), "EVN-2")];
-    let read = || -> Result<DateTime<Utc>, String> {
-        for (field, at) in fields.into_iter().chain([(Some(msg.msh_field(7)), "MSH-7")]) {
-            let Some(f) = field else { continue };
-            if let Some(t) = value(f.component(1).text(), at)? {
-                return parse_dtm(&t, tz).map_err(|e| format!("bad time in {at} (the message's time): {e}"));
-            }
-        }
-        Err("no message time: MSH-7 is empty, and so are EVN-2 and EVN-6".into())
-    };
-    let (time, problem) = match read() {
-        Ok(t) => (Some(t), None),
-        Err(e) => (None, Some(e)),
-    };
+    let time = message_time(msg, tz);
     let event = match (code, trigger) {
         ("", "") => CompactString::default(),
         _ => model::compact(&join(&mut [0; JOINED], [code, "^", trigger])),
     };
-    (MessageHeader { event, control_id: msg.control_id(), time }, problem)
+    let control_id = msg.control_id();
+    match time {
+        Ok(time) => (MessageHeader { event, control_id, time: Some(time) }, None),
+        Err(problem) => (MessageHeader { event, control_id, time: None }, Some(problem)),
+    }
+}
+
+/// The message's time, as [`header_typed`] reads it.
+fn message_time(msg: &Message, tz: Tz) -> Result<DateTime<Utc>, String> {
+    let evn = msg.segment(seg::EVN);
+    let fields = [(evn.map(|e| e.field(6)), "EVN-6"), (evn.map(|e| e.field(2)), "EVN-2")];
+    for (field, at) in fields.into_iter().chain([(Some(msg.msh_field(7)), "MSH-7")]) {
+        let Some(f) = field else { continue };
+        if let Some(t) = value(f.component(1).text(), at)? {
+            return parse_dtm(&t, tz).map_err(|e| format!("bad time in {at} (the message's time): {e}"));
+        }
+    }
+    Err("no message time: MSH-7 is empty, and so are EVN-2 and EVN-6".into())
 }
 
 /// Map one message.

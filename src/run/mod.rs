@@ -410,12 +410,7 @@ fn run_stages(
             .into_iter()
             .find(|e| e.name == name)
             .with_context(|| format!("practice roster {} is missing", practice.file.display()))?;
-        let pick = Pick {
-            side: Side::Practice,
-            schema: &practice.schema,
-            load: LoadMode::Replace,
-            after: AfterAction::Keep,
-        };
+        let pick = Pick::practice(practice);
         take_one(job, &mut t, store, &received, entry, pick, Origin::Practice, &mut files, &mut pending)?;
         practice_transport = Some(t);
     }
@@ -530,11 +525,10 @@ fn run_stages(
         if p.origin == Origin::Ledger {
             let resumed = "an interrupted load, finished from ferry's copy: the source no longer lists the \
                            file as it was, and is left as it is";
-            summary.detail = [resumed, &summary.detail]
-                .into_iter()
-                .filter(|d| !d.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
+            summary.detail = match summary.detail.as_str() {
+                "" => resumed.to_string(),
+                detail => format!("{resumed}; {detail}"),
+            };
         } else {
             let loaded = p.after.loaded_state();
             finish_source_file(transport, store, file_id, loaded, &p.entry.name, p.after, src_archive(job))?;

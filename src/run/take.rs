@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::pull::{Fetched, pull};
 use super::{Origin, Pending, finish_source_file, src_archive};
-use crate::job::{AfterAction, InputSchema, Job, Settle, Source};
+use crate::job::{AfterAction, Input, InputSchema, Job, Practice, Settle, Source};
 use crate::model::Side;
 use crate::report::FileSummary;
 use crate::store::{LedgerEntry, LoadMode, Store, TakenFile};
@@ -25,6 +25,23 @@ pub(super) struct Pick<'j> {
     pub(super) schema: &'j InputSchema,
     pub(super) load: LoadMode,
     pub(super) after: AfterAction,
+}
+
+impl<'j> Pick<'j> {
+    /// A file of the source that `input` reads.
+    pub(super) fn input(input: &'j Input, after: AfterAction) -> Pick<'j> {
+        Pick { side: input.side, schema: &input.schema, load: input.load, after }
+    }
+
+    /// The practice roster: a full snapshot of its side, left where it is.
+    pub(super) fn practice(practice: &'j Practice) -> Pick<'j> {
+        Pick {
+            side: Side::Practice,
+            schema: &practice.schema,
+            load: LoadMode::Replace,
+            after: AfterAction::Keep,
+        }
+    }
 }
 
 pub(super) fn take_from_source<'j>(
@@ -119,7 +136,7 @@ pub(super) fn take_from_source<'j>(
 
     let mut new = Vec::new();
     for (entry, input) in candidates {
-        let pick = Pick { side: input.side, schema: &input.schema, load: input.load, after: src.after };
+        let pick = Pick::input(input, src.after);
         if let Some(taken) = take_known(job, transport, store, entry, pick, Origin::Source, files, pending)? {
             new.push(taken);
         }
@@ -321,18 +338,8 @@ pub(super) fn take_interrupted<'j>(
         }
         let taken = store.ledger_taken(ledger.id)?;
         let pick = match (&job.practice, taken.side) {
-            (Some(practice), Side::Practice) => Some(Pick {
-                side: Side::Practice,
-                schema: &practice.schema,
-                load: LoadMode::Replace,
-                after: AfterAction::Keep,
-            }),
-            _ => job.input_for(&taken.name).map(|input| Pick {
-                side: input.side,
-                schema: &input.schema,
-                load: input.load,
-                after: job.source.after,
-            }),
+            (Some(practice), Side::Practice) => Some(Pick::practice(practice)),
+            _ => job.input_for(&taken.name).map(|input| Pick::input(input, job.source.after)),
         };
         let Some(pick) = pick else {
             let why = format!(
