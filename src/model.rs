@@ -132,6 +132,11 @@ pub struct Patient {
     pub insurance_provider: Option<CompactString>,
     pub member_id: Option<CompactString>,
     pub group_number: Option<CompactString>,
+    /// The fields the source said nothing about, whose stored values an
+    /// update keeps: those of an HL7 field left empty (HL7's `""` is said,
+    /// and clears). A flat file's row says every field.
+    #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
+    pub keep_stored: FieldSet<Field>,
 }
 
 impl Patient {
@@ -419,6 +424,80 @@ impl Field {
     }
 }
 
+impl Member for Field {
+    const ALL: &'static [Field] = &Field::ALL;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A record's field, as a [`FieldSet`] holds it.
+pub trait Member: Copy + 'static {
+    /// Every field, in [`Member::index`] order (at most 32).
+    const ALL: &'static [Self];
+    fn index(self) -> usize;
+}
+
+/// A set of a record's fields, as bits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FieldSet<F>(u32, std::marker::PhantomData<F>);
+
+impl<F: Member> FieldSet<F> {
+    pub fn insert(&mut self, f: F) {
+        self.0 |= 1 << f.index();
+    }
+
+    pub fn contains(self, f: F) -> bool {
+        self.0 & (1 << f.index()) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The set as bits, bit [`Member::index`] for each field in it.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = F> {
+        F::ALL.iter().copied().filter(move |&f| self.contains(f))
+    }
+}
+
+impl<F> Default for FieldSet<F> {
+    fn default() -> Self {
+        FieldSet(0, std::marker::PhantomData)
+    }
+}
+
+impl<F: Member> FromIterator<F> for FieldSet<F> {
+    fn from_iter<I: IntoIterator<Item = F>>(fields: I) -> Self {
+        let mut set = FieldSet::default();
+        fields.into_iter().for_each(|f| set.insert(f));
+        set
+    }
+}
+
+impl<F: Member + fmt::Debug> fmt::Debug for FieldSet<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl<F: Member + Serialize> Serialize for FieldSet<F> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de, F: Member + Deserialize<'de>> Deserialize<'de> for FieldSet<F> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Vec::<F>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -518,6 +597,35 @@ pub struct Appointment {
     pub start: Option<chrono::DateTime<chrono::Utc>>,
     pub duration_minutes: Option<u32>,
     pub status: AppointmentStatus,
+    /// The fields the message said nothing about, whose stored values an
+    /// update keeps (see [`Patient::keep_stored`]).
+    #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
+    pub keep_stored: FieldSet<AppointmentField>,
+}
+
+/// An appointment field an HL7 message may leave out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppointmentField {
+    ProviderId,
+    DepartmentId,
+    AppointmentType,
+    Start,
+    DurationMinutes,
+}
+
+impl Member for AppointmentField {
+    const ALL: &'static [AppointmentField] = &[
+        AppointmentField::ProviderId,
+        AppointmentField::DepartmentId,
+        AppointmentField::AppointmentType,
+        AppointmentField::Start,
+        AppointmentField::DurationMinutes,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// A date as YYYY-MM-DD, as the store keeps it (years 0 to 9999).

@@ -241,6 +241,72 @@ fn truncated_last_message_goes_to_error_and_the_rest_loads() {
     assert_eq!(s[&("file:ehr/feed.hl7".into(), "accepted".into())], "1");
 }
 
+/// HL7's rule for updates: a field left empty is no change, `""` clears
+/// the value. An ADT^A08 or A40 carrying a short PID keeps what it leaves
+/// out; a cancellation without its resource segments keeps the start.
+#[test]
+fn an_empty_field_keeps_the_stored_value_and_hl7_null_clears_it() {
+    let d = setup();
+    let full = "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee^Ann||19800102|F|||2 New St^^Boston^MA^02134||^PRN^PH^^1^617^5550101\rPD1||||1234567893^Rivera^Ana^^^^^^NPI";
+    let short = "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee^Ann||\"\"||||||^^";
+    let siu = |control: &str, time: &str, trigger: &str, sch: &str, rest: &str| {
+        format!(
+            "MSH|^~\\&|ATHENA|C|FERRY|P|{time}||SIU^{trigger}|{control}|P|2.5.1\r{sch}\rPID|1||E1^^^ATHENA^PI{rest}\r\n"
+        )
+    };
+    let mut text = msg("M1", "ADT^A28", "20261101090000", full);
+    text += &msg("M2", "ADT^A08", "20261102090000", short);
+    text += &msg(
+        "M3",
+        "ADT^A40",
+        "20261103090000",
+        "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee^Ann\rMRG|E9^^^ATHENA^PI",
+    );
+    text += &siu(
+        "M4",
+        "20261104090000",
+        "S12",
+        "SCH||A1|||||Visit|FU|30|MIN|^^^20261201093000||||||||||||||BOOKED",
+        "\rAIP|1||1234567893^Rivera^Ana^^^^^^NPI",
+    );
+    // SCH-25 alone after SCH-2: a cancellation without its resource segments.
+    let status = |id: &str, status: &str| format!("SCH||{id}{}{status}", "|".repeat(23));
+    text += &siu("M5", "20261105090000", "S15", &status("A1", "CANCELLED"), "");
+    text += &siu("M6", "20261105090000", "S15", &status("A2", "BOOKED"), "");
+    d.write("inbox/feed.hl7", text);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let row: [Option<String>; 6] = db
+        .query_row(
+            "SELECT birth_date, sex, address1, phone_home, provider_id, first_name FROM patients WHERE own_id = 'E1'",
+            [],
+            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?]),
+        )
+        .unwrap();
+    let want = [None, Some("F"), Some("2 New St"), Some("+16175550101"), Some("1234567893"), Some("Ann")];
+    assert_eq!(
+        row,
+        want.map(|v| v.map(String::from)),
+        "PID-7 \"\" clears; empty PID-8, -11, -13 and no PD1 keep"
+    );
+    let appt: (String, Option<String>, Option<i64>, Option<String>) = db
+        .query_row(
+            "SELECT status, start_utc, duration_minutes, provider_id FROM appointments WHERE appt_id = 'A1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        appt,
+        ("CANCELLED".into(), Some("2026-12-01T14:30:00+00:00".into()), Some(30), Some("1234567893".into()))
+    );
+    let rejects = read_csv(&d.latest_report("h").join("rejects.csv"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["record_id"], "M6");
+    assert!(rejects[0]["reason"].contains("SIU^S15 (a cancellation) with SCH-25 (filler status) BOOKED"));
+}
+
 #[test]
 fn parse_shows_segments_and_mapped_records() {
     let d = setup();

@@ -14,7 +14,9 @@ use compact_str::CompactString;
 use super::config::{Hl7Schema, IdRule};
 use super::{Field, Hl7Error, IndexedSegment, Message, seg};
 use crate::flatfile::{normalize_into, normalize_value};
-use crate::model::{self, Appointment, AppointmentStatus, Field as PatientField, Patient, Sex};
+use crate::model::{
+    self, Appointment, AppointmentField, AppointmentStatus, Field as PatientField, FieldSet, Patient, Sex,
+};
 
 /// Which provider ID a job keeps: the NPI or the EHR's own provider ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -316,7 +318,17 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
 
     // PID-5 (XPN): the legal name (type L) if marked, else the first that
     // is not empty (a sender may leave the first repetition empty).
+    // What PID leaves empty, an update keeps: each field is looked at where
+    // it is read (a second lookup of the eight fields cost some 330
+    // instructions a message).
+    let mut keep = FieldSet::default();
+    let mut unsaid = |field: &Field, fields: &[PatientField]| {
+        if !field.is_said() {
+            fields.iter().for_each(|&f| keep.insert(f));
+        }
+    };
     let names = pid.field(5);
+    unsaid(&names, &[PatientField::LastName, PatientField::FirstName, PatientField::MiddleName]);
     let name = names
         .repetitions()
         .map(|r| r.indexed())
@@ -327,20 +339,32 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     put(&mut p.first_name, name.component(2).text(), "PID-5.2")?;
     put(&mut p.middle_name, name.component(3).text(), "PID-5.3")?;
 
-    if let Some(dob) = value(pid.field(7).component(1).text(), "PID-7")? {
+    let dob = pid.field(7);
+    unsaid(&dob, &[PatientField::BirthDate]);
+    if let Some(dob) = value(dob.component(1).text(), "PID-7")? {
         p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
     }
-    p.sex = value(pid.field(8).text(), "PID-8")?.and_then(|v| sex(&v));
+    let sex_code = pid.field(8);
+    unsaid(&sex_code, &[PatientField::Sex]);
+    p.sex = value(sex_code.text(), "PID-8")?.and_then(|v| sex(&v));
     // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
-    put(&mut p.race, pid.field(10).component(1).text(), "PID-10")?;
-    put(&mut p.ethnicity, pid.field(22).component(1).text(), "PID-22")?;
-    put(&mut p.language, pid.field(15).component(1).text(), "PID-15")?;
+    for (n, slot, field, at) in [
+        (10, &mut p.race, PatientField::Race, "PID-10"),
+        (22, &mut p.ethnicity, PatientField::Ethnicity, "PID-22"),
+        (15, &mut p.language, PatientField::Language, "PID-15"),
+    ] {
+        let f = pid.field(n);
+        unsaid(&f, &[field]);
+        put(slot, f.component(1).text(), at)?;
+    }
     if let Some(language) = &mut p.language {
         language.make_ascii_lowercase();
     }
 
     // PID-11 (XAD): the first address that is not empty.
     let addresses = pid.field(11);
+    use PatientField::{Address1, Address2, City, State, Zip};
+    unsaid(&addresses, &[Address1, Address2, City, State, Zip]);
     let addr = addresses.repetitions().find(Field::has_value).unwrap_or(addresses).indexed();
     put(&mut p.address1, addr.component(1).subcomponent(1).text(), "PID-11.1")?;
     put(&mut p.address2, addr.component(2).text(), "PID-11.2")?;
@@ -351,7 +375,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     put_normalized(&mut p.zip, addr.component(5).text(), PatientField::Zip, "PID-11.5")?;
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
-    for rep in pid.field(13).repetitions() {
+    let phones = pid.field(13);
+    unsaid(&phones, &[PatientField::PhoneHome, PatientField::PhoneMobile, PatientField::Email]);
+    for rep in phones.repetitions() {
         let rep = rep.indexed();
         let usage = code(rep.component(2).text(), "PID-13.2")?;
         let kind = code(rep.component(3).text(), "PID-13.3")?;
@@ -402,14 +428,24 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
 
     // Primary care provider (PD1-4), else the attending doctor (PV1-7),
     // which is looked for only when PD1 gives none.
+    let mut provider_said = false;
     for (id, field) in [(seg::PD1, 4), (seg::PV1, 7)] {
-        if let Some(segment) = msg.segment(id)
-            && let Some(provider) = provider_id(segment.field(field), s.provider)?
-        {
+        let Some(segment) = msg.segment(id) else { continue };
+        let field = segment.field(field);
+        provider_said |= field.is_said();
+        if let Some(provider) = provider_id(field, s.provider)? {
             set(&mut p.provider_id, Some(provider));
             break;
         }
     }
+    // The insurance fields are not read from HL7.
+    if !provider_said {
+        keep.insert(PatientField::ProviderId);
+    }
+    [PatientField::InsuranceProvider, PatientField::MemberId, PatientField::GroupNumber]
+        .into_iter()
+        .for_each(|f| keep.insert(f));
+    p.keep_stored = keep;
     Ok(p)
 }
 
@@ -472,27 +508,50 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         .ok_or("no appointment ID in SCH-2 or SCH-1")?;
     let status_text = text(sch.field(25).component(1).text(), "SCH-25")?;
     let status = match status_text.as_deref().map(AppointmentStatus::parse) {
+        Some(Some(AppointmentStatus::Cancelled)) | None if trigger == "S15" => AppointmentStatus::Cancelled,
+        Some(Some(st)) if trigger == "S15" => {
+            return Err(format!(
+                "SIU^S15 (a cancellation) with SCH-25 (filler status) {}: the event and the status disagree",
+                st.as_str()
+            ));
+        }
         Some(Some(st)) => st,
         Some(None) => {
             return Err(
                 "SCH-25 (filler status) is not BOOKED, ARRIVED, COMPLETED, UPDATE or CANCELLED".into()
             );
         }
-        None if trigger == "S15" => AppointmentStatus::Cancelled,
         None if trigger == "S12" => AppointmentStatus::Booked,
         None => return Err("SCH-25 (filler status) is empty".into()),
     };
+    // What the message leaves empty, an update keeps (see `unsaid`).
+    let mut keep = FieldSet::default();
+    let mut said = |f: AppointmentField, said: bool| {
+        if !said {
+            keep.insert(f);
+        }
+    };
     // Start: SCH-11.4 (TQ start), else AIS-4 / AIL-6 / AIP-6 start times.
-    let start_text = text(sch.field(11).component(4).text(), "SCH-11.4")?.or(["AIS", seg::AIL, seg::AIP]
-        .iter()
-        .filter_map(|id| msg.segment(id))
-        .filter_map(|g| g.field(if g.id() == "AIS" { 4 } else { 6 }).component(1).text().ok())
-        .map(|t| CompactString::from(t.trim()))
-        .find(|t| !t.is_empty()));
+    let resources = [("AIS", 4), (seg::AIL, 6), (seg::AIP, 6)].map(|(id, n)| {
+        msg.segment(id).map(|g| (g.field(n), if id == "AIS" { "AIS-4" } else { "AIL-6/AIP-6" }))
+    });
+    let mut start_text = text(sch.field(11).component(4).text(), "SCH-11.4")?.map(|t| (t, "SCH-11.4"));
+    for (field, at) in resources.iter().flatten() {
+        if start_text.is_none() {
+            start_text = text(field.component(1).text(), at)?.map(|t| (t, *at));
+        }
+    }
+    said(
+        AppointmentField::Start,
+        sch.field(11).is_said() || resources.iter().flatten().any(|(f, _)| f.is_said()),
+    );
     let start = match start_text {
-        Some(t) => Some(parse_dtm(&t, s.time_zone).map_err(|e| format!("bad start time in SCH-11.4: {e}"))?),
+        Some((t, at)) => {
+            Some(parse_dtm(&t, s.time_zone).map_err(|e| format!("bad start time in {at}: {e}"))?)
+        }
         None => None,
     };
+    said(AppointmentField::DurationMinutes, sch.field(9).is_said());
     let duration = match text(sch.field(9).component(1).text(), "SCH-9")? {
         Some(d) => {
             let n: u32 = d.parse().map_err(|_| "SCH-9 (duration) is not a whole number".to_string())?;
@@ -515,16 +574,26 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         None => return Err("no PID segment".into()),
     };
     let provider_id = match msg.segment(seg::AIP) {
-        Some(aip) => provider_id(aip.field(3), s.provider)?.map(CompactString::from),
+        Some(aip) => {
+            said(AppointmentField::ProviderId, aip.field(3).is_said());
+            provider_id(aip.field(3), s.provider)?.map(CompactString::from)
+        }
+        None => {
+            said(AppointmentField::ProviderId, false);
+            None
+        }
+    };
+    let department = match (msg.segment(seg::AIL), msg.segment(seg::PV1)) {
+        (Some(ail), _) => Some((ail.field(3), "AIL-3")),
+        (None, Some(pv1)) => Some((pv1.field(3), "PV1-3")),
+        (None, None) => None,
+    };
+    said(AppointmentField::DepartmentId, department.is_some_and(|(f, _)| f.is_said()));
+    let department_id = match department {
+        Some((f, at)) => text(f.component(1).text(), at)?,
         None => None,
     };
-    let department_id = match msg.segment(seg::AIL) {
-        Some(ail) => text(ail.field(3).component(1).text(), "AIL-3")?,
-        None => match msg.segment(seg::PV1) {
-            Some(pv1) => text(pv1.field(3).component(1).text(), "PV1-3")?,
-            None => None,
-        },
-    };
+    said(AppointmentField::AppointmentType, sch.field(8).is_said() || sch.field(7).is_said());
     let appointment_type =
         text(sch.field(8).component(1).text(), "SCH-8")?.or(text(sch.field(7).component(1).text(), "SCH-7")?);
     Ok(Appointment {
@@ -537,6 +606,7 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         start,
         duration_minutes: duration,
         status,
+        keep_stored: keep,
     })
 }
 
@@ -884,6 +954,9 @@ MRG|E2^^^ATHENA^PI\r";
         let digits = &o[1..];
         if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err("time zone offset must be +HHMM or -HHMM".into());
+        }
+        if digits[2..] >= *"60" {
+            return Err("time zone offset minutes must be below 60".into());
         }
         let secs = sign
             * (digits[..2].parse::<i32>().unwrap_or(0) * 3600 + digits[2..].parse::<i32>().unwrap_or(0) * 60);

@@ -1208,6 +1208,14 @@ impl<'a> Field<'a> {
             && self.raw.iter().any(|&b| b != d.component && b != d.subcomponent && b != b' ' && b != b'\t')
     }
 
+    /// Whether the field says anything about its value: it holds one, or
+    /// HL7's null (`""`), which says the value is gone. An empty field (or
+    /// one of separators and spaces) says nothing: HL7 has the receiver keep
+    /// what it holds.
+    pub fn is_said(&self) -> bool {
+        self.is_null() || self.has_value()
+    }
+
     /// Each repetition as a field: none for an empty field, the field itself
     /// when it does not repeat, and empty ones where the sender left a gap.
     pub fn repetitions(&self) -> impl Iterator<Item = Field<'a>> + use<'a> {

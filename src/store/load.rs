@@ -11,7 +11,7 @@ use rusqlite::{
 };
 
 use super::{LoadMode, TakenFile, field_columns, now};
-use crate::model::{Appointment, Field, Patient, Reject, Severity, Side};
+use crate::model::{Appointment, AppointmentField, Field, Patient, Reject, Severity, Side};
 
 /// A file's totals, written to its ledger row.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,7 +52,14 @@ fn upsert_patient_sql() -> &'static str {
     SQL.get_or_init(|| {
         let cols: Vec<&str> = field_columns().collect();
         let placeholders: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 7)).collect();
-        let updates: Vec<String> = cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        // The fields the record says nothing about (`Patient::keep_stored`,
+        // as bits in the last parameter) keep their stored values.
+        let keep = cols.len() + 7;
+        let updates: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = iif(?{keep} & {}, patients.{c}, excluded.{c})", 1u32 << i))
+            .collect();
         // A record without a time (a flat file's) keeps the stored time, so
         // that a message older than that time stays older than the record.
         format!(
@@ -65,6 +72,17 @@ fn upsert_patient_sql() -> &'static str {
         )
     })
 }
+
+// The bits the appointment upsert tests, in `AppointmentField` order.
+const _: () = {
+    use AppointmentField as F;
+    let order = [F::ProviderId, F::DepartmentId, F::AppointmentType, F::Start, F::DurationMinutes];
+    let mut i = 0;
+    while i < order.len() {
+        assert!(order[i] as usize == i);
+        i += 1;
+    }
+};
 
 /// Bind one patient's values to the statement of [`upsert_patient_sql`], in
 /// place: no list of values or of parameters is built per record.
@@ -88,6 +106,7 @@ fn bind_patient(
     for (i, f) in Field::ALL.iter().enumerate() {
         stmt.raw_bind_parameter(7 + i, f.value(p))?;
     }
+    stmt.raw_bind_parameter(7 + Field::ALL.len(), p.keep_stored.bits())?;
     Ok(())
 }
 
@@ -375,7 +394,10 @@ impl<'c> FileLoad<'c> {
         Ok(())
     }
 
-    /// Insert or update an appointment by its ID, unless the store holds a newer version.
+    /// Insert or update an appointment by its ID, unless the store holds a
+    /// newer version. The fields it says nothing about keep their stored
+    /// values: `keep_stored` is bound as bits, which the upsert tests in
+    /// [`AppointmentField`] order (held at compile time below).
     pub fn appointment(
         &mut self,
         a: &Appointment,
@@ -401,9 +423,12 @@ impl<'c> FileLoad<'c> {
                      appointment_type, start_utc, duration_minutes, status, source_time, message_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (appt_id, job) DO UPDATE SET patient_ehr_id = excluded.patient_ehr_id,
-                     patient_mrn = excluded.patient_mrn, provider_id = excluded.provider_id,
-                     department_id = excluded.department_id, appointment_type = excluded.appointment_type,
-                     start_utc = excluded.start_utc, duration_minutes = excluded.duration_minutes,
+                     patient_mrn = excluded.patient_mrn,
+                     provider_id = iif(?13 & 1, appointments.provider_id, excluded.provider_id),
+                     department_id = iif(?13 & 2, appointments.department_id, excluded.department_id),
+                     appointment_type = iif(?13 & 4, appointments.appointment_type, excluded.appointment_type),
+                     start_utc = iif(?13 & 8, appointments.start_utc, excluded.start_utc),
+                     duration_minutes = iif(?13 & 16, appointments.duration_minutes, excluded.duration_minutes),
                      status = excluded.status, message_id = excluded.message_id,
                      source_time = coalesce(excluded.source_time, appointments.source_time)",
         )?
@@ -419,7 +444,8 @@ impl<'c> FileLoad<'c> {
             a.duration_minutes,
             a.status.as_str(),
             time,
-            message_id
+            message_id,
+            a.keep_stored.bits()
         ])?;
         Ok(Applied::Written)
     }
