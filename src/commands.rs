@@ -850,14 +850,22 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
         let mapped = hl7::map(&msg, &settings)?;
         match bad_time {
             Some(reason) => Err(reason),
-            None => Ok((mapped, header.time)),
+            None => Ok((mapped, header)),
         }
     });
     match mapped {
-        Ok((m, time)) => {
+        Ok((m, header)) => {
+            let time = header.time;
             let time = time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
             let mut load = store.reopen_file(&job.name, q.file_id)?;
-            let applied = crate::run::apply_mapped(&mut load, &m, q.line, time.as_deref(), id)?;
+            let event = header.event;
+            let at = crate::run::At {
+                line: q.line,
+                number: q.number,
+                event: &event,
+                control_id: q.control_id.as_deref(),
+            };
+            let applied = crate::run::apply_mapped(&mut load, &m, &at, time.as_deref(), id)?;
             load.processed(id)?;
             match applied {
                 Applied::Written => eprintln!("message {id} processed; the next run's reports include it"),

@@ -137,6 +137,11 @@ pub struct Patient {
     /// and clears). A flat file's row says every field.
     #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
     pub keep_stored: FieldSet<Field>,
+    /// The fields whose value the source gave but ferry could not read (a
+    /// ZIP of four digits, an unknown sex code), left empty: the loader
+    /// warns about each. A flat file's parser reports these itself.
+    #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
+    pub dropped: FieldSet<Field>,
 }
 
 impl Patient {
@@ -446,6 +451,10 @@ pub struct FieldSet<F>(u32, std::marker::PhantomData<F>);
 impl<F: Member> FieldSet<F> {
     pub fn insert(&mut self, f: F) {
         self.0 |= 1 << f.index();
+    }
+
+    pub fn remove(&mut self, f: F) {
+        self.0 &= !(1 << f.index());
     }
 
     pub fn contains(self, f: F) -> bool {

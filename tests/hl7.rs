@@ -307,6 +307,48 @@ fn an_empty_field_keeps_the_stored_value_and_hl7_null_clears_it() {
     assert!(rejects[0]["reason"].contains("SIU^S15 (a cancellation) with SCH-25 (filler status) BOOKED"));
 }
 
+/// A value that cannot be read (a four-digit ZIP, an unknown sex code, a
+/// bad phone or email) leaves its field empty with a warning that names
+/// the field, not the value; a bad number followed by a good one is not a
+/// warning. Every warning is counted in the summary.
+#[test]
+fn a_value_that_cannot_be_read_is_loaded_empty_with_a_warning() {
+    let d = setup();
+    let pid = "PID|1||E1^^^ATHENA^PI||Lee^Ann||19800102|Q|||2 New St^^Boston^XX^0213||^PRN^PH^^1^617^555~^PRN^PH^^1^617^5550101~^NET^Internet^no-at-sign";
+    d.write("inbox/feed.hl7", msg("M1", "ADT^A28", "20261101090000", pid));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let dir = d.latest_report("h");
+    let rejects = read_csv(&dir.join("rejects.csv"));
+    let got: Vec<(&str, &str, &str, &str)> = rejects
+        .iter()
+        .map(|r| (r["severity"].as_str(), r["record_id"].as_str(), r["column"].as_str(), r["field"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("warning", "M1", "PID-8", "sex"),
+            ("warning", "M1", "PID-11.4", "state"),
+            ("warning", "M1", "PID-11.5", "zip"),
+            ("warning", "M1", "PID-13.4", "email"),
+        ],
+        "{rejects:?}"
+    );
+    assert!(rejects[2]["reason"].contains("PID-11.5 is not a valid US ZIP code; loaded without it"));
+    for r in &rejects {
+        assert!(!r["reason"].contains("0213") && !r["reason"].contains("no-at-sign"), "{}", r["reason"]);
+    }
+    let s = summary(&dir);
+    let n = |m: &str| s[&("file:ehr/feed.hl7".to_string(), m.to_string())].clone();
+    assert_eq!((n("accepted"), n("warnings")), ("1".into(), "4".into()));
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let row: (Option<String>, Option<String>, Option<String>) = db
+        .query_row("SELECT zip, phone_home, city FROM patients WHERE own_id = 'E1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(row, (None, Some("+16175550101".into()), Some("Boston".into())));
+}
+
 #[test]
 fn parse_shows_segments_and_mapped_records() {
     let d = setup();

@@ -346,7 +346,12 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     }
     let sex_code = pid.field(8);
     unsaid(&sex_code, &[PatientField::Sex]);
-    p.sex = value(sex_code.text(), "PID-8")?.and_then(|v| sex(&v));
+    if let Some(code) = value(sex_code.text(), "PID-8")? {
+        p.sex = sex(&code);
+        if p.sex.is_none() {
+            p.dropped.insert(PatientField::Sex);
+        }
+    }
     // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
     for (n, slot, field, at) in [
         (10, &mut p.race, PatientField::Race, "PID-10"),
@@ -371,8 +376,9 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     put(&mut p.city, addr.component(3).text(), "PID-11.3")?;
     // A bad optional value is dropped, as in flat files: a single bad
     // value never hides a patient from reconciliation.
-    put_normalized(&mut p.state, addr.component(4).text(), PatientField::State, "PID-11.4")?;
-    put_normalized(&mut p.zip, addr.component(5).text(), PatientField::Zip, "PID-11.5")?;
+    let dropped = &mut p.dropped;
+    put_normalized(&mut p.state, addr.component(4).text(), PatientField::State, "PID-11.4", dropped)?;
+    put_normalized(&mut p.zip, addr.component(5).text(), PatientField::Zip, "PID-11.5", dropped)?;
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
     let phones = pid.field(13);
@@ -386,7 +392,8 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             || kind.eq_ignore_ascii_case("X.400")
         {
             if p.email.is_none() {
-                put_normalized(&mut p.email, rep.component(4).text(), PatientField::Email, "PID-13.4")?;
+                let (slot, dropped) = (&mut p.email, &mut p.dropped);
+                put_normalized(slot, rep.component(4).text(), PatientField::Email, "PID-13.4", dropped)?;
             }
             continue;
         }
@@ -394,12 +401,12 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         // VHN, or no use). Mobile: a cell phone (CP) at any use. Fax,
         // beeper, modem and text telephones, and numbers at work, an
         // answering service or for emergencies, are neither.
-        let slot = if kind.eq_ignore_ascii_case("CP") {
-            &mut p.phone_mobile
+        let (slot, field) = if kind.eq_ignore_ascii_case("CP") {
+            (&mut p.phone_mobile, PatientField::PhoneMobile)
         } else if (kind.is_empty() || kind.eq_ignore_ascii_case("PH"))
             && ["", "PRN", "ORN", "VHN"].iter().any(|u| usage.eq_ignore_ascii_case(u))
         {
-            &mut p.phone_home
+            (&mut p.phone_home, PatientField::PhoneHome)
         } else {
             continue;
         };
@@ -423,6 +430,20 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         };
         if !number.is_empty() {
             normalize_into(PatientField::PhoneHome, &number, slot);
+            if slot.is_none() {
+                p.dropped.insert(field);
+            }
+        }
+    }
+
+    // A bad number or email followed by a good one is not dropped.
+    for (slot, field) in [
+        (&p.phone_home, PatientField::PhoneHome),
+        (&p.phone_mobile, PatientField::PhoneMobile),
+        (&p.email, PatientField::Email),
+    ] {
+        if slot.is_some() {
+            p.dropped.remove(field);
         }
     }
 
@@ -477,11 +498,29 @@ fn put_normalized(
     r: Result<Cow<str>, Hl7Error>,
     field: PatientField,
     at: &str,
+    dropped: &mut FieldSet<PatientField>,
 ) -> Result<(), String> {
     if let Some(v) = value(r, at)? {
         normalize_into(field, &v, slot);
+        if slot.is_none() {
+            dropped.insert(field);
+        }
     }
     Ok(())
+}
+
+/// Where in a message a patient field whose value can be dropped comes
+/// from, and what kind of value it must be: for the warning that says so.
+pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
+    match field {
+        PatientField::Sex => ("PID-8", "sex code"),
+        PatientField::State => ("PID-11.4", "US state"),
+        PatientField::Zip => ("PID-11.5", "US ZIP code"),
+        PatientField::PhoneHome => ("PID-13 (home)", "phone number"),
+        PatientField::PhoneMobile => ("PID-13 (mobile)", "phone number"),
+        PatientField::Email => ("PID-13.4", "email address"),
+        _ => ("PID", "value"),
+    }
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.

@@ -29,7 +29,9 @@ pub use batch::{Batch, BatchProblem, Header, Item, Splitter, split};
 pub use config::{Hl7Schema, IdRule};
 pub use encode::{ComponentTree, FieldTree, MessageTree, RepetitionTree, SegmentTree, encode};
 pub use error::Hl7Error;
-pub use map::{MapSettings, Mapped, MessageHeader, ProviderKind, header, header_checked, map, parse_dtm};
+pub use map::{
+    MapSettings, Mapped, MessageHeader, ProviderKind, dropped_from, header, header_checked, map, parse_dtm,
+};
 pub use parse::{
     Charset, Component, Delimiters, Field, IndexedField, IndexedSegment, Message, Segment, SubComponent,
 };

@@ -105,14 +105,15 @@ pub(super) fn load_hl7(
     };
     for r in &problems {
         load.reject(r)?;
-        match r.severity {
-            Severity::Rejected => {
-                counts.read += 1;
-                counts.rejected += 1;
-            }
-            Severity::Warning => counts.warnings += 1,
+        if r.severity == Severity::Rejected {
+            counts.read += 1;
+            counts.rejected += 1;
         }
     }
+    // Warnings come from the envelope, from messages (a value dropped, a
+    // merged ID brought back), and, for a resumed load, from before the
+    // interruption: the file's rows count them all.
+    counts.warnings = load.warnings()?;
     let file_id = load.finish(&counts, p.after.loaded_state())?;
     let detail = if stale > 0 {
         format!("{stale} message(s) older than the stored data were queued but not applied")
@@ -164,31 +165,62 @@ fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Appli
         }
     };
     let id = load.message(&row)?;
-    apply_mapped(load, mapped, o.line, time.as_deref(), id).map(Some)
+    let at = At { line: o.line, number: o.number, event: &o.header.event, control_id: row.control_id };
+    apply_mapped(load, mapped, &at, time.as_deref(), id).map(Some)
 }
 
-/// Write what a mapped message says. Used by loading and by `ferry queue retry`.
+/// Where a message stands, for the warnings about it.
+pub(crate) struct At<'a> {
+    pub line: u64,
+    /// 1-based number in its file.
+    pub number: u64,
+    pub event: &'a str,
+    pub control_id: Option<&'a str>,
+}
+
+/// Write what a mapped message says, with a warning for each value it gave
+/// that could not be read (the field is loaded empty). Used by loading and
+/// by `ferry queue retry`.
 pub(crate) fn apply_mapped(
     load: &mut FileLoad,
     mapped: &Mapped,
-    line: u64,
+    at: &At,
     time: Option<&str>,
     message_id: i64,
 ) -> Result<Applied> {
-    Ok(match mapped {
-        Mapped::Patient(pt) => load.patient(pt, line, time, Some(message_id))?,
-        Mapped::Appointment(a) => load.appointment(a, time, Some(message_id))?,
+    let (patient, applied) = match mapped {
+        Mapped::Patient(pt) => (Some(pt), load.patient(pt, at.line, time, Some(message_id))?),
+        Mapped::Appointment(a) => (None, load.appointment(a, time, Some(message_id))?),
         Mapped::Merge { surviving, merged_ehr_id } => {
-            let applied = load.patient(surviving, line, time, Some(message_id))?;
+            let applied = load.patient(surviving, at.line, time, Some(message_id))?;
             load.merge(
                 surviving.ehr_id.as_deref().unwrap_or_default(),
                 merged_ehr_id,
                 time,
                 Some(message_id),
             )?;
-            applied
+            (Some(surviving), applied)
         }
-    })
+    };
+    if let Some(p) = patient
+        && applied == Applied::Written
+    {
+        for field in p.dropped.iter() {
+            let (from, kind) = hl7::dropped_from(field);
+            load.reject(&Reject {
+                line: at.line,
+                severity: Severity::Warning,
+                record_id: at.control_id.map(String::from),
+                column: Some(from.to_string()),
+                field: Some(field),
+                reason: format!(
+                    "{} message {}: {from} is not a valid {kind}; loaded without it",
+                    at.event, at.number
+                ),
+            })?;
+        }
+    }
+    Ok(applied)
 }
 
 #[cfg(test)]

@@ -518,6 +518,16 @@ impl<'c> FileLoad<'c> {
         Ok(())
     }
 
+    /// The warnings written for the file so far, over all its loads.
+    pub fn warnings(&self) -> Result<u64> {
+        let n: i64 = self.tx().query_row(
+            "SELECT count(*) FROM rejects WHERE file_id = ?1 AND severity = 'warning'",
+            [self.file_id],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// Write the totals and the file's ledger `state` (`loaded`, or
     /// `kept`: see `AfterAction::loaded_state`) and commit. Returns the
     /// ledger id.
