@@ -29,6 +29,11 @@
 //!   segment terminator, so it is a line break some senders leave inside
 //!   a text value, and the line stays in the message (`Message::parse`
 //!   reads it as part of the segment before it).
+//! - Junk that such a line starts ends the message only if no segment of
+//!   the message follows it (before the next message, envelope line,
+//!   framing byte or the end): a segment after it shows the junk stood
+//!   inside the message, which is then yielded whole, junk included, as
+//!   cut (truncated), never as a message missing the segments after it.
 //! - Non-blank lines outside every message are junk, reported once per run
 //!   of them. Whitespace-only lines are blank, never junk.
 //! - A message is truncated when its last line has no terminator and
@@ -242,6 +247,10 @@ pub struct Splitter<'a> {
     /// The line before ended in LF without CR.
     after_bare_lf: bool,
     current: Option<Open>,
+    /// A message followed by junk, kept aside (not `current`, so that its
+    /// segments' fast path need not look for it) until a segment of it
+    /// shows that the junk stood inside it, or anything else ends it.
+    suspended: Option<Open>,
     junk: Option<Junk>,
     /// The message the current line ended, waiting to be yielded before
     /// `pending`: it always comes first of what a line produces, as a
@@ -432,10 +441,15 @@ struct Open {
     component: u8,
     /// Its MSH line ends in a bare CR, so a bare LF is not a terminator.
     cr_terminated: bool,
+    /// A reason it is cut, found before it ended.
+    cut: Option<&'static str>,
     /// Its lines so far are all ASCII.
     ascii: bool,
     segments: Option<SegmentIndex>,
 }
+
+/// Why a message with junk between its segments is cut.
+const JUNK_INSIDE: &str = "a line that is not a segment stands between its segments (a line break inside a value, or a line that does not belong), so what it says there is not read";
 
 impl Open {
     /// Adds a line that [`is_plain_segment`], `start..stop` in the buffer
@@ -560,6 +574,7 @@ impl<'a> Splitter<'a> {
             in_frame: false,
             after_bare_lf: false,
             current: None,
+            suspended: None,
             junk: None,
             closed: None,
             pending: VecDeque::new(),
@@ -666,6 +681,7 @@ impl<'a> Splitter<'a> {
                         field: content[3],
                         component: content.get(4).copied().unwrap_or(content[3]),
                         cr_terminated: bare_cr,
+                        cut: None,
                         ascii,
                         segments,
                     });
@@ -694,11 +710,28 @@ impl<'a> Splitter<'a> {
                         // break inside a value, or a segment with a bad ID:
                         // the message as read would miss what it says.
                         let delimited = content.contains(&open.field) || content.contains(&open.component);
-                        self.close(if adjacent && delimited {
-                            Ending::Cut("a line inside it is not a segment (a line break inside a value, or a bad segment ID), so the rest of the message is not read")
+                        if adjacent && delimited {
+                            self.close(Ending::Cut("a line inside it is not a segment (a line break inside a value, or a bad segment ID), so the rest of the message is not read"));
                         } else {
-                            Ending::NextLine
-                        });
+                            // Other junk ends the message only if no
+                            // segment of it follows: it waits aside.
+                            self.suspended = self.current.take();
+                        }
+                    } else if let Some(open) = &mut self.suspended
+                        && starts_segment(content, open.field)
+                        // A header's ID alone is no segment of the message.
+                        && !matches!(content.get(..3), Some(b"MSH" | b"FHS" | b"BHS"))
+                    {
+                        // The junk stood inside the message, so it is part
+                        // of it, not junk of its own; the message may miss
+                        // what that junk says, so it is cut.
+                        open.cut = Some(JUNK_INSIDE);
+                        // Parsing reads the junk as it reads any line.
+                        open.segments = None;
+                        open.add(content, start, stop, next, ascii);
+                        self.junk = None;
+                        self.current = self.suspended.take();
+                        continue;
                     }
                     match &mut self.junk {
                         Some(junk) => junk.end = stop,
@@ -746,9 +779,10 @@ impl<'a> Splitter<'a> {
 
     /// Yields the message being read, if any, deciding whether it was cut off.
     fn close(&mut self, end: Ending) {
-        let Some(open) = self.current.take() else { return };
+        let Some(open) = self.current.take().or_else(|| self.suspended.take()) else { return };
         let reason = match end {
             Ending::Cut(reason) => Some(reason),
+            _ if open.cut.is_some() => open.cut,
             _ if open.terminated => None,
             Ending::Input if open.framed => Some("the file ends inside its MLLP frame, mid-segment"),
             Ending::FrameStart if open.framed => Some("a new MLLP frame starts before this one ended"),
@@ -1195,10 +1229,22 @@ mod tests {
                 BatchProblem::Junk { offset: buf.len() - 1, line: 11, len: 1 },
             ]
         );
-        // A line that is not a segment ends the message before it.
-        let b = split(b"MSH|^~\\&\rPID|1\rnot a segment\rZZZ|1\r");
-        assert_eq!(items(&b), [(1, 1, 0, &b"MSH|^~\\&\rPID|1\r"[..])]);
-        assert_eq!(b.problems, [BatchProblem::Junk { offset: 15, line: 3, len: 19 }]);
+        // A line that is not a segment, followed by one, stood inside the
+        // message: it is cut, and nothing after the line is lost as junk.
+        let raw = b"MSH|^~\\&\rPID|1\rnot a segment\r\rZZZ|1\r";
+        let b = split(raw);
+        assert_eq!(items(&b), [(1, 1, 0, &raw[..])]);
+        assert_eq!(b.items[0].truncated, Some(JUNK_INSIDE));
+        assert_eq!(
+            b.problems,
+            [BatchProblem::Truncated { number: 1, offset: 0, line: 1, reason: JUNK_INSIDE }]
+        );
+        let m = b.items[0].parse().unwrap();
+        assert_eq!(m.value("MSH-2").as_deref(), Some("^~\\&"), "parsed without the splitter's index");
+        // Followed by nothing of the message, it is junk after it.
+        let b = split(b"MSH|^~\\&\rPID|1\rnot a segment\rMSH|^~\\&\r");
+        assert_eq!(items(&b)[0], (1, 1, 0, &b"MSH|^~\\&\rPID|1\r"[..]));
+        assert_eq!(b.problems, [BatchProblem::Junk { offset: 15, line: 3, len: 13 }]);
         let b = split(b"MSH|^~\\&\nPID|1\nnot a segment\n");
         assert_eq!(b.problems, [BatchProblem::Junk { offset: 15, line: 3, len: 13 }]);
         // A frame with no message in it.
@@ -1222,11 +1268,14 @@ mod tests {
         assert_eq!(m.value("OBX-5").as_deref(), Some("one\ntwo\n\nfour"));
         assert_eq!(m.value("NTE-1").as_deref(), Some("1"));
         // With LF or CRLF terminators a line break cannot be told from a
-        // segment end, so the same text is junk, and so is the rest of the
-        // message after it: loud, where a guess would be silent.
+        // segment end, so the message is cut: loud, where a guess would be
+        // silent.
         let b = split(b"MSH|^~\\&\r\nOBX|1|TX|||one\r\ntwo\r\nNTE|1\r\n");
         assert_eq!(b.items.len(), 1);
-        assert_eq!(b.problems, [BatchProblem::Junk { offset: 26, line: 3, len: 10 }]);
+        assert_eq!(
+            b.problems,
+            [BatchProblem::Truncated { number: 1, offset: 0, line: 1, reason: JUNK_INSIDE }]
+        );
     }
 
     #[test]
