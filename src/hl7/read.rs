@@ -7,7 +7,7 @@ use compact_str::CompactString;
 use rayon::prelude::*;
 
 use super::map::{self, MapSettings, Mapped, MessageHeader};
-use super::{BatchProblem, Item, Splitter};
+use super::{BatchProblem, Charset, Hl7Error, Item, Message, Splitter};
 use crate::model::{Reject, Severity};
 
 /// Messages mapped per parallel step: large enough to keep both cores busy
@@ -71,6 +71,13 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
     let unknown = MessageHeader { event: CompactString::default(), control_id: None, time: None };
     let msg = match item.parse() {
         Ok(m) => m,
+        // With only MSH-18 unknown, the header is still read for the
+        // queue: its fields are ASCII in practice, and Latin-1 reads any byte.
+        Err(e @ Hl7Error::UnknownCharset(_)) => {
+            let header = Message::parse_with_charset(item.raw, Charset::Latin1)
+                .map_or(unknown, |m| map::header(&m, s.time_zone));
+            return failed(header, e.to_string());
+        }
         Err(e) => return failed(unknown, e.to_string()),
     };
     let (code, trigger) = msg.message_type();
@@ -156,4 +163,27 @@ fn take_chunk<'a>(splitter: &mut Splitter<'a>, problems: &mut Vec<Reject>) -> Ve
         }
     }
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hl7::Hl7Schema;
+
+    #[test]
+    fn a_message_in_an_unknown_character_set_keeps_its_header_in_the_queue() {
+        let raw =
+            b"MSH|^~\\&|A|B|C|D|20261101090000||ADT^A08|M1|P|2.5.1||||||KOI8-R\rPID|1||E1^^^ATHENA^PI\r";
+        let schema = Hl7Schema::parse(
+            std::path::Path::new("s.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"ATHENA\"\n",
+        )
+        .unwrap();
+        let s = MapSettings { schema: &schema, provider: Default::default(), time_zone: chrono_tz::UTC };
+        let item = super::super::split(raw).items[0];
+        let o = outcome(&item, &s);
+        assert!(o.result.as_ref().is_err_and(|f| f.reason.contains("KOI8-R")));
+        assert_eq!((o.header.event.as_str(), o.header.control_id.as_deref()), ("ADT^A08", Some("M1")));
+        assert!(o.header.time.is_some());
+    }
 }
