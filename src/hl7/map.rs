@@ -342,7 +342,13 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     let dob = pid.field(7);
     unsaid(&dob, &[PatientField::BirthDate]);
     if let Some(dob) = value(dob.component(1).text(), "PID-7")? {
-        p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
+        if is_partial_date(&dob) {
+            // A birth year (and month) alone is a real HL7 value, not a bad
+            // one: the patient loads without a birth date, with a warning.
+            p.dropped.insert(PatientField::BirthDate);
+        } else {
+            p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
+        }
     }
     let sex_code = pid.field(8);
     unsaid(&sex_code, &[PatientField::Sex]);
@@ -513,6 +519,7 @@ fn put_normalized(
 /// from, and what kind of value it must be: for the warning that says so.
 pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
     match field {
+        PatientField::BirthDate => ("PID-7", "full birth date (YYYYMMDD)"),
         PatientField::Sex => ("PID-8", "sex code"),
         PatientField::State => ("PID-11.4", "US state"),
         PatientField::Zip => ("PID-11.5", "US ZIP code"),
@@ -647,6 +654,17 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         status,
         keep_stored: keep,
     })
+}
+
+/// A DTM of a year (YYYY) or a month (YYYYMM) only.
+fn is_partial_date(t: &str) -> bool {
+    let b = t.as_bytes();
+    b.iter().all(u8::is_ascii_digit)
+        && match b.len() {
+            4 => true,
+            6 => (1..=12).contains(&number(&b[4..])),
+            _ => false,
+        }
 }
 
 /// A birth date from a DTM: at least YYYYMMDD; any time part is ignored.
@@ -803,6 +821,25 @@ PD1|||Clinic|1234567890^Smith^John^^^^^^NPI~P42^Smith^John^^^^^^ATHENA\r";
             let msg = Message::parse(text.as_bytes()).unwrap();
             let err = map(&msg, &settings(&s)).unwrap_err();
             assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn a_birth_year_or_month_alone_is_dropped_not_an_error() {
+        let s = schema();
+        for partial in ["1980", "198001"] {
+            let text = A28.replace("19800102", partial);
+            let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
+            else {
+                panic!("a patient")
+            };
+            assert_eq!(p.birth_date, None);
+            assert!(p.dropped.contains(PatientField::BirthDate), "{partial}");
+        }
+        for bad in ["198013", "19801", "19"] {
+            let text = A28.replace("19800102", bad);
+            let err = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
+            assert!(err.contains("bad date in PID-7"), "{bad}: {err}");
         }
     }
 
