@@ -461,7 +461,12 @@ pub fn parse(file: &Path, schema: Option<&str>, side: Option<&str>, json: bool) 
         return parse_hl7(file, &bytes, &path, json);
     }
     let Some(schema) = schema else {
-        return Err(ConfigError::new(file, "not HL7: name the flat-file layout with --schema").into());
+        let why = if bytes.iter().all(u8::is_ascii_whitespace) {
+            "the file is empty (nothing but blank lines, if anything): no messages or records to show"
+        } else {
+            "not HL7: name the flat-file layout with --schema"
+        };
+        return Err(ConfigError::new(file, why).into());
     };
     let schema_path = schema_path(schema);
     let schema = match load_schema_file(&schema_path).map_err(|e| ConfigError::new(&schema_path, e))? {

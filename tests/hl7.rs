@@ -364,4 +364,13 @@ fn parse_shows_segments_and_mapped_records() {
     assert_eq!(lines[0]["record"]["patient"]["ehr_id"], "E1");
     assert_eq!(lines[7]["record"]["appointment"]["id"], "A1");
     assert!(lines[5]["error"].as_str().unwrap().contains("PID-3"));
+    // What the message leaves out is listed: M9's SIU^S15 has no AIP.
+    assert_eq!(
+        lines[8]["record"]["appointment"]["keep_stored"],
+        serde_json::json!(["provider_id", "department_id"])
+    );
+    d.write("inbox/empty.hl7", "\r\n");
+    let out = d.ferry(&["parse", "inbox/empty.hl7"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("the file is empty"), "{}", stderr(&out));
 }

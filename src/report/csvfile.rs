@@ -24,12 +24,14 @@ pub fn writer(path: &Path) -> Result<CsvFile> {
 }
 
 /// A cell starting with = + - @ (or a tab or CR) is run as a formula by
-/// spreadsheets: prefix an apostrophe (OWASP's advice). E.164 phones and
-/// negative numbers are left alone: they are data, not formulas.
+/// spreadsheets: prefix an apostrophe (OWASP's advice). So is one where
+/// these come after spaces or line breaks, which some spreadsheets skip,
+/// or in their full-width forms, which some read as the ASCII ones. E.164
+/// phones and negative numbers are left alone: they are data, not formulas.
 fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
-    let mut chars = cell.chars();
+    let mut chars = cell.trim_start_matches([' ', '\n', '\u{a0}', '\u{3000}']).chars();
     let risky = match chars.next() {
-        Some('=' | '@' | '\t' | '\r') => true,
+        Some('=' | '@' | '\t' | '\r' | '＝' | '＠' | '＋' | '－') => true,
         Some('+' | '-') => !chars.all(|c| c.is_ascii_digit() || c == '.'),
         _ => false,
     };
@@ -70,5 +72,9 @@ mod tests {
         assert_eq!(defuse("-12.5"), "-12.5");
         assert_eq!(defuse("Smith"), "Smith");
         assert_eq!(defuse(""), "");
+        assert_eq!(defuse(" =1+1"), "' =1+1");
+        assert_eq!(defuse("\n@x"), "'\n@x");
+        assert_eq!(defuse("＝1+1"), "'＝1+1");
+        assert_eq!(defuse(" Smith"), " Smith");
     }
 }
