@@ -82,6 +82,28 @@ fn a_name_sent_again_is_archived_beside_the_first() {
     );
 }
 
+/// The same bytes sent again under another name load again (the records
+/// are upserted as they are), and the summary says which file they repeat.
+#[test]
+fn the_same_bytes_under_another_name_are_flagged() {
+    let d = setup("archive", "0");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    d.fixture("ehr_small.csv", "inbox/a-resent.csv");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let s = summary(&d.latest_report("t"));
+    let detail = &s[&("file:ehr/a-resent.csv".to_string(), "detail".to_string())];
+    assert!(detail.starts_with("the same bytes as a.csv, loaded 20"), "{detail}");
+    assert_eq!(s[&("file:ehr/a-resent.csv".to_string(), "status".to_string())], "loaded");
+    // Other bytes under a third name are not flagged.
+    d.write(
+        "inbox/c.csv",
+        fs::read_to_string(d.path("inbox/archive/a.csv")).unwrap().replace("1 Main", "2 Main"),
+    );
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let s = summary(&d.latest_report("t"));
+    assert!(!s.contains_key(&("file:ehr/c.csv".to_string(), "detail".to_string())), "{s:?}");
+}
+
 #[test]
 fn delete_removes_the_file_after_loading() {
     let d = setup("delete", "0");

@@ -522,13 +522,17 @@ fn run_stages(
             (Origin::Practice, Some(t)) => t,
             _ => source.as_mut(),
         };
+        if let Some((name, at)) = store.same_content(file_id)? {
+            warn!(file = %p.taken.name, earlier = %name, "File has the same bytes as one loaded before.");
+            let again = format!("the same bytes as {name}, loaded {at}: sent again under another name?");
+            add_detail(&mut summary.detail, &again);
+        }
         if p.origin == Origin::Ledger {
-            let resumed = "an interrupted load, finished from ferry's copy: the source no longer lists the \
-                           file as it was, and is left as it is";
-            summary.detail = match summary.detail.as_str() {
-                "" => resumed.to_string(),
-                detail => format!("{resumed}; {detail}"),
-            };
+            add_detail(
+                &mut summary.detail,
+                "an interrupted load, finished from ferry's copy: the source no longer lists the file as it \
+                 was, and is left as it is",
+            );
         } else {
             let loaded = p.after.loaded_state();
             finish_source_file(transport, store, file_id, loaded, &p.entry.name, p.after, src_archive(job))?;
@@ -689,4 +693,12 @@ pub fn preview_source(job: &Job) -> Result<Vec<String>> {
         .filter(|e| !transport::is_in_progress_name(&e.name) && src.filter.matches(&e.name))
         .map(|e| e.name)
         .collect())
+}
+
+/// `text` put first in a file's summary detail, before what it says already.
+fn add_detail(detail: &mut String, text: &str) {
+    *detail = match detail.as_str() {
+        "" => text.to_string(),
+        rest => format!("{text}; {rest}"),
+    };
 }

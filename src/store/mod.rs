@@ -421,6 +421,19 @@ impl Store {
         Ok(load)
     }
 
+    /// The latest earlier file of the same job and side with the same bytes
+    /// as ledger entry `file_id` under another name, as (name, loaded at):
+    /// a file sent again under a new name. Empty files are all alike, and
+    /// are not compared.
+    pub fn same_content(&self, file_id: i64) -> Result<Option<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.name, o.loaded_at FROM files f JOIN files o
+                 ON o.job = f.job AND o.side = f.side AND o.sha256 = f.sha256 AND o.id < f.id AND o.name <> f.name
+             WHERE f.id = ?1 AND f.size > 0 ORDER BY o.id DESC LIMIT 1",
+        )?;
+        Ok(stmt.query_row([file_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    }
+
     /// This job's loads that stopped after a checkpoint (`loading`), oldest first.
     pub fn interrupted_loads(&self, job: &str) -> Result<Vec<LedgerEntry>> {
         let mut stmt = self.conn.prepare_cached(
