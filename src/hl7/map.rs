@@ -316,17 +316,19 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     set(&mut p.ehr_id, Some(ehr_id));
     set(&mut p.practice_mrn, practice_mrn);
 
-    // PID-5 (XPN): the legal name (type L) if marked, else the first that
-    // is not empty (a sender may leave the first repetition empty).
-    // What PID leaves empty, an update keeps: each field is looked at where
-    // it is read (a second lookup of the eight fields cost some 330
-    // instructions a message).
+    // What PID leaves empty, an update keeps (HL7: an empty field is no
+    // change, `""` clears the value). Each field is looked at where it is
+    // read: a second lookup of the eight fields cost some 330 instructions
+    // a message.
     let mut keep = FieldSet::default();
     let mut unsaid = |field: &Field, fields: &[PatientField]| {
         if !field.is_said() {
             fields.iter().for_each(|&f| keep.insert(f));
         }
     };
+
+    // PID-5 (XPN): the legal name (type L) if marked, else the first that
+    // is not empty (a sender may leave the first repetition empty).
     let names = pid.field(5);
     unsaid(&names, &[PatientField::LastName, PatientField::FirstName, PatientField::MiddleName]);
     let name = names
@@ -465,10 +467,10 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             break;
         }
     }
-    // The insurance fields are not read from HL7.
     if !provider_said {
         keep.insert(PatientField::ProviderId);
     }
+    // The insurance fields are not read from HL7.
     [PatientField::InsuranceProvider, PatientField::MemberId, PatientField::GroupNumber]
         .into_iter()
         .for_each(|f| keep.insert(f));
@@ -570,10 +572,10 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         None if trigger == "S12" => AppointmentStatus::Booked,
         None => return Err("SCH-25 (filler status) is empty".into()),
     };
-    // What the message leaves empty, an update keeps (see `unsaid`).
+    // What the message leaves empty, an update keeps (as for patients).
     let mut keep = FieldSet::default();
-    let mut said = |f: AppointmentField, said: bool| {
-        if !said {
+    let mut said = |f: AppointmentField, is_said: bool| {
+        if !is_said {
             keep.insert(f);
         }
     };
@@ -619,15 +621,11 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         }
         None => return Err("no PID segment".into()),
     };
-    let provider_id = match msg.segment(seg::AIP) {
-        Some(aip) => {
-            said(AppointmentField::ProviderId, aip.field(3).is_said());
-            provider_id(aip.field(3), s.provider)?.map(CompactString::from)
-        }
-        None => {
-            said(AppointmentField::ProviderId, false);
-            None
-        }
+    let provider = msg.segment(seg::AIP).map(|aip| aip.field(3));
+    said(AppointmentField::ProviderId, provider.is_some_and(|f| f.is_said()));
+    let provider_id = match provider {
+        Some(f) => provider_id(f, s.provider)?.map(CompactString::from),
+        None => None,
     };
     let department = match (msg.segment(seg::AIL), msg.segment(seg::PV1)) {
         (Some(ail), _) => Some((ail.field(3), "AIL-3")),
