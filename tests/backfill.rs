@@ -2,7 +2,7 @@ use std::fmt::Write as _;
 
 use rusqlite::Connection;
 
-use crate::util::{Dir, assert_exit, count, read_csv, stderr, stdout, summary};
+use crate::util::{Dir, assert_exit, count, pairs, read_csv, stderr, stdout, summary};
 
 const JOB: &str = r#"
 [source]
@@ -240,13 +240,8 @@ fn an_interrupted_load_goes_on_when_its_source_file_is_gone_or_replaced() {
         let dir = d.latest_report("bf");
         let rejects = read_csv(&dir.join("rejects.csv"));
         assert!(rejects.iter().any(|r| r["record_id"] == "BAD1"), "replaced {replaced}: {rejects:?}");
-        let files: Vec<(String, i64)> = db(&d)
-            .prepare("SELECT state, read FROM files WHERE name = 'adt_full.hl7' ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let files: Vec<(String, i64)> =
+            pairs(&db(&d), "SELECT state, read FROM files WHERE name = 'adt_full.hl7' ORDER BY id");
         let mut want = vec![("loaded".to_string(), 3001)];
         if replaced {
             // The new file is archived at the source; the old one is not there.

@@ -1,6 +1,6 @@
 use rusqlite::Connection;
 
-use crate::util::{Dir, assert_exit, read_csv, stderr, stdout, summary};
+use crate::util::{Dir, assert_exit, pairs, read_csv, stderr, stdout, summary};
 
 const JOB: &str = r#"
 time_zone = "America/New_York"
@@ -85,9 +85,9 @@ fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     // E1's newest address won although an older message came last; E2's MRN
     // changed from 100999 to 100200 and it links under the new one.
     let matched = read_csv(&dir.join("matched.csv"));
-    let pairs: Vec<(&str, &str)> =
+    let linked: Vec<(&str, &str)> =
         matched.iter().map(|r| (r["ehr_id"].as_str(), r["practice_mrn"].as_str())).collect();
-    assert_eq!(pairs, [("E1", "100100"), ("E2", "100200")]);
+    assert_eq!(linked, [("E1", "100100"), ("E2", "100200")]);
     assert!(read_csv(&dir.join("field_differences.csv")).is_empty(), "the late A08 must not win");
 
     let rejects = read_csv(&dir.join("rejects.csv"));
@@ -104,21 +104,11 @@ fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     assert!(rejects[2]["reason"].contains("BTS-1 says 11"), "{}", rejects[2]["reason"]);
 
     let db = Connection::open(d.home().join("ferry.db")).unwrap();
-    let history: Vec<(String, String)> = db
-        .prepare("SELECT old_value, new_value FROM id_history WHERE own_id = 'E2'")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let history: Vec<(String, String)> =
+        pairs(&db, "SELECT old_value, new_value FROM id_history WHERE own_id = 'E2'");
     assert_eq!(history, [("100999".to_string(), "100200".to_string())]);
-    let appts: Vec<(String, String)> = db
-        .prepare("SELECT appt_id, status FROM appointments ORDER BY appt_id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let appts: Vec<(String, String)> =
+        pairs(&db, "SELECT appt_id, status FROM appointments ORDER BY appt_id");
     assert_eq!(
         appts,
         [("A1".into(), "CANCELLED".into()), ("A2".into(), "BOOKED".into())],

@@ -141,3 +141,12 @@ pub fn demo_job(top: &str, tables: &str) -> String {
     assert!(base.contains("name = \"demo\"\n"));
     format!("{}\n{tables}\n", base.replacen("name = \"demo\"\n", &format!("name = \"demo\"\n{top}\n"), 1))
 }
+
+/// The rows of a two-column query, as pairs.
+pub fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+    db: &rusqlite::Connection,
+    sql: &str,
+) -> Vec<(A, B)> {
+    let mut stmt = db.prepare(sql).unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}

@@ -763,6 +763,15 @@ mod tests {
         assert_eq!(v as usize, migrations::latest());
     }
 
+    /// The rows of a two-column query, as pairs.
+    fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+        conn: &Connection,
+        sql: &str,
+    ) -> Vec<(A, B)> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    }
+
     fn taken(name: &str, sha: &str) -> TakenFile {
         TakenFile {
             side: Side::Ehr,
@@ -855,28 +864,16 @@ mod tests {
         load.plain_patients(&[(&Patient { ehr_id: Some("E4".into()), ..Patient::default() }, 99)]).unwrap();
         load.finish(&Counts::default(), "loaded").unwrap();
 
-        let history: Vec<(String, String)> = s
-            .conn
-            .prepare("SELECT old_value, new_value FROM id_history WHERE own_id = 'E4' ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let history: Vec<(String, String)> =
+            pairs(&s.conn, "SELECT old_value, new_value FROM id_history WHERE own_id = 'E4' ORDER BY id");
         assert_eq!(history, [("M4a".to_string(), "M4b".to_string())], "no change back to the old MRN");
         let time: String = s
             .conn
             .query_row("SELECT source_time FROM patients WHERE own_id = 'E4'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(time, "2026-11-20T11:00:00Z", "a record without a time keeps the stored one");
-        let warnings: Vec<(i64, String)> = s
-            .conn
-            .prepare("SELECT line, reason FROM rejects WHERE severity = 'warning'")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let warnings: Vec<(i64, String)> =
+            pairs(&s.conn, "SELECT line, reason FROM rejects WHERE severity = 'warning'");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].1.contains("merged into another patient"), "{warnings:?}");
     }
