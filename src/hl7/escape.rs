@@ -131,6 +131,10 @@ fn unescape(raw: &[u8], esc: u8, d: &Delimiters) -> Result<Vec<u8>, Hl7Error> {
         match &raw[open + 1..close] {
             b"F" => out.push(d.field),
             b"S" => out.push(d.component),
+            // A sender whose MSH-2 stops before the subcomponent separator
+            // can still escape the `&` it would have been, and `\T\`
+            // cannot mean the field separator that stands in for it here.
+            b"T" if d.subcomponent == d.field => out.push(b'&'),
             b"T" => out.push(d.subcomponent),
             b"R" => out.push(d.repetition),
             b"E" => out.push(esc),

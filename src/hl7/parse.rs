@@ -1861,6 +1861,10 @@ PV1|1|O\r";
         assert_eq!((d.escape, d.subcomponent), (Some(b'\\'), b'|'));
         assert_eq!(m.value("PID-3.1").as_deref(), Some("a&b"));
         assert_eq!(m.value("PID-3.1.1").as_deref(), Some("a&b"));
+        // \T\ still stands for the `&` the sender left out, not for the
+        // field separator that takes its place.
+        let m = parse(b"MSH|^~\\|A\rPID|1||a\\T\\b^c\r");
+        assert_eq!(m.value("PID-3.1").as_deref(), Some("a&b"));
         // No escape character either: backslashes are plain text.
         let m = parse(b"MSH|^~|A\rPID|1||a\\F\\b\r");
         assert_eq!(m.delimiters().escape, None);
