@@ -793,9 +793,7 @@ fn waiting_messages(w: &crate::store::WaitingFile, mut show: Option<ShowItem<'_>
             line: item.line as u64,
             control_id: header.and_then(|h| h.control_id.as_deref()).map(String::from),
             event: header.map(|h| h.event.to_string()).filter(|e| !e.is_empty()),
-            time: header
-                .and_then(|h| h.time.filter(|_| time_zone.is_some()))
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            time: header.and_then(|h| h.time.filter(|_| time_zone.is_some())).map(crate::store::timestamp),
             state: "NEW".into(),
             reason: Some(reason.clone()),
             raw: None,
@@ -861,7 +859,7 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
     match mapped {
         Ok((m, header)) => {
             let time = header.time;
-            let time = time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            let time = time.map(crate::store::timestamp);
             let mut load = store.reopen_file(&job.name, q.file_id)?;
             let event = header.event;
             let at = crate::run::At {

@@ -183,7 +183,7 @@ fn killed_hl7_backfill_loads_no_message_twice() {
             (&first["number"], &first["control_id"], &first["event"], &first["state"], &first["id"]),
             (&1025.into(), &"M1024".into(), &"ADT^A28".into(), &"NEW".into(), &serde_json::Value::Null)
         );
-        assert_eq!(first["time"], "2026-11-01T09:00:00Z", "read in the job's time zone (UTC): {first}");
+        assert_eq!(first["time"], "2026-11-01T09:00:00.000Z", "read in the job's time zone (UTC): {first}");
         let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
         assert!(
             stdout(&o).contains("job bf: 7976 NEW, 1024 PROCESSED, 0 ERROR, 0 DELETED"),

@@ -297,6 +297,33 @@ fn an_empty_field_keeps_the_stored_value_and_hl7_null_clears_it() {
     assert!(rejects[0]["reason"].contains("SIU^S15 (a cancellation) with SCH-25 (filler status) BOOKED"));
 }
 
+/// Message times keep their fraction of a second: of two updates in one
+/// second, the one that arrives last but was sent first is stale, in this
+/// run and in the next.
+#[test]
+fn updates_within_one_second_are_ordered_by_its_fraction() {
+    let d = setup();
+    let mut text = msg("M1", "ADT^A08", "20261103090000.7", &pid("E1", "100100", "2 New St"));
+    text += &msg("M2", "ADT^A08", "20261103090000.25", &pid("E1", "100100", "1 Old St"));
+    d.write("inbox/feed.hl7", text);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    d.write("inbox/late.hl7", msg("M3", "ADT^A08", "20261103090000.6999", &pid("E1", "100100", "9 Late St")));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let row: (String, String) = db
+        .query_row("SELECT address1, source_time FROM patients WHERE own_id = 'E1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(row, ("2 New St".into(), "2026-11-03T14:00:00.700Z".into()));
+    let times: Vec<(String, String)> = pairs(&db, "SELECT control_id, msg_time FROM messages ORDER BY id");
+    let want = [("M1", "14:00:00.700Z"), ("M2", "14:00:00.250Z"), ("M3", "14:00:00.699Z")];
+    assert_eq!(times, want.map(|(c, t)| (c.to_string(), format!("2026-11-03T{t}"))));
+    let detail = &summary(&d.latest_report("h"))[&("file:ehr/late.hl7".to_string(), "detail".to_string())];
+    assert!(detail.contains("1 message(s) older than the stored data"), "{detail}");
+}
+
 /// A value that cannot be read (a four-digit ZIP, an unknown sex code, a
 /// bad phone or email) leaves its field empty with a warning that names
 /// the field, not the value; a bad number followed by a good one is not a

@@ -707,18 +707,30 @@ pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     }
 }
 
+/// The leading digits of a fraction of a second (HL7 writes up to four)
+/// as nanoseconds; digits past the ninth are below what a time holds.
+fn fraction_nanos(fraction: &[u8]) -> u32 {
+    let digits = fraction.iter().take_while(|b| b.is_ascii_digit()).take(9);
+    let (value, count) = digits.fold((0, 0), |(v, n), &d| (v * 10 + u32::from(d - b'0'), n + 1));
+    value * 10u32.pow(9 - count)
+}
+
 /// The local time a DTM writes and its offset, if it has one.
 fn read_dtm(t: &str) -> Result<(NaiveDateTime, Option<FixedOffset>), String> {
     // Read as bytes: every character that matters is ASCII, and the many
     // well-formed times are then read without decoding a character.
     let t = trim(t).as_bytes();
-    // The digits, then a fraction of a second after a '.' (ignored,
-    // whatever it holds), then the offset from its sign on.
+    // The digits, then a fraction of a second after a '.' (its leading
+    // digits are read; whatever follows them is ignored), then the offset
+    // from its sign on.
     let digits = t.iter().take_while(|b| b.is_ascii_digit()).count();
     let (main, rest) = t.split_at(digits);
-    let offset_at = match rest.first() {
-        None | Some(b'+' | b'-') => digits,
-        Some(b'.') => rest.iter().position(|&b| b == b'+' || b == b'-').map_or(t.len(), |i| digits + i),
+    let (offset_at, nanos) = match rest.first() {
+        None | Some(b'+' | b'-') => (digits, 0),
+        Some(b'.') => (
+            rest.iter().position(|&b| b == b'+' || b == b'-').map_or(t.len(), |i| digits + i),
+            fraction_nanos(&rest[1..]),
+        ),
         Some(_) => return Err("expected YYYYMMDD[HH[MM[SS]]]".into()),
     };
     if !matches!(main.len(), 8 | 10 | 12 | 14) {
@@ -726,8 +738,10 @@ fn read_dtm(t: &str) -> Result<(NaiveDateTime, Option<FixedOffset>), String> {
     }
     let date = ymd(main).ok_or("not a calendar date")?;
     let num = |r: std::ops::Range<usize>| main.get(r).map_or(0, number);
-    let time =
-        NaiveTime::from_hms_opt(num(8..10), num(10..12), num(12..14)).ok_or("not a valid time of day")?;
+    // A fraction counts only after the seconds it divides.
+    let nanos = if main.len() == 14 { nanos } else { 0 };
+    let time = NaiveTime::from_hms_nano_opt(num(8..10), num(10..12), num(12..14), nanos)
+        .ok_or("not a valid time of day")?;
     let local = NaiveDateTime::new(date, time);
     let Some(o) = t.get(offset_at..).filter(|o| !o.is_empty()) else { return Ok((local, None)) };
     let sign = if o[0] == b'-' { -1 } else { 1 };
@@ -1014,15 +1028,21 @@ MRG|E2^^^ATHENA^PI\r";
             Some(i) => (&t[..i], Some(&t[i..])),
             None => (t, None),
         };
-        let (main, _fraction) = body.split_once('.').unwrap_or((body, ""));
+        let (main, fraction) = body.split_once('.').unwrap_or((body, ""));
         if !main.bytes().all(|b| b.is_ascii_digit()) || !matches!(main.len(), 8 | 10 | 12 | 14) {
             return Err("expected YYYYMMDD[HH[MM[SS]]]".into());
         }
         let main = main.as_bytes();
         let date = ymd(main).ok_or("not a calendar date")?;
         let num = |r: std::ops::Range<usize>| main.get(r).map_or(0, number);
-        let time =
-            NaiveTime::from_hms_opt(num(8..10), num(10..12), num(12..14)).ok_or("not a valid time of day")?;
+        let lead: String = fraction.chars().take_while(char::is_ascii_digit).take(9).collect();
+        let nanos = if main.len() == 14 && !lead.is_empty() {
+            format!("{lead:0<9}").parse::<u32>().unwrap()
+        } else {
+            0
+        };
+        let time = NaiveTime::from_hms_nano_opt(num(8..10), num(10..12), num(12..14), nanos)
+            .ok_or("not a valid time of day")?;
         let Some(o) = offset else { return Ok((NaiveDateTime::new(date, time), None)) };
         let sign = if o.starts_with('-') { -1 } else { 1 };
         let digits = &o[1..];
@@ -1058,7 +1078,19 @@ MRG|E2^^^ATHENA^PI\r";
         let ny = chrono_tz::America::New_York;
         assert_eq!(parse_dtm("20260301", ny).unwrap().to_rfc3339(), "2026-03-01T05:00:00+00:00");
         assert_eq!(parse_dtm("202603011230-0800", ny).unwrap().to_rfc3339(), "2026-03-01T20:30:00+00:00");
-        assert_eq!(parse_dtm("20260301123015.1234", ny).unwrap().to_rfc3339(), "2026-03-01T17:30:15+00:00");
+        assert_eq!(
+            parse_dtm("20260301123015.1234", ny).unwrap().to_rfc3339(),
+            "2026-03-01T17:30:15.123400+00:00"
+        );
+        assert_eq!(
+            parse_dtm("20260301123015.5-0500", ny).unwrap().to_rfc3339(),
+            "2026-03-01T17:30:15.500+00:00"
+        );
+        // The fraction's digits are read; a tail that is no digit is ignored.
+        assert_eq!(
+            parse_dtm("20260301123015.25x", ny).unwrap().to_rfc3339(),
+            "2026-03-01T17:30:15.250+00:00"
+        );
         assert!(parse_dtm("20260308023000", ny).unwrap_err().contains("daylight-saving gap"));
         assert!(parse_dtm("2026", ny).is_err());
         assert!(parse_date("19800230").is_err());

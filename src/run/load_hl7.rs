@@ -136,7 +136,7 @@ pub(super) fn load_hl7(
 /// Queue one message and apply what it says. Returns whether its record
 /// was written, or None for a message in ERROR.
 fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Applied>> {
-    let time = o.header.time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let time = o.header.time.map(crate::store::timestamp);
     let row = MessageRow {
         number: o.number,
         line: o.line,

@@ -254,6 +254,19 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE appointments;
     ALTER TABLE appointments_by_own_id RENAME TO appointments;
     "#,
+    // 7: message times keep their fraction of a second, so two updates in
+    // one second are ordered by their own times. They are written as the
+    // store's other times are (milliseconds always), and those written to
+    // the second before are brought to that form: the newer-than checks
+    // compare the text, and `...:05Z` sorts after `...:05.500Z`.
+    r#"
+    UPDATE patients SET source_time = substr(source_time, 1, 19) || '.000Z' WHERE source_time GLOB '*:[0-9][0-9]Z';
+    UPDATE appointments SET source_time = substr(source_time, 1, 19) || '.000Z'
+        WHERE source_time GLOB '*:[0-9][0-9]Z';
+    UPDATE id_history SET source_time = substr(source_time, 1, 19) || '.000Z' WHERE source_time GLOB '*:[0-9][0-9]Z';
+    UPDATE merges SET source_time = substr(source_time, 1, 19) || '.000Z' WHERE source_time GLOB '*:[0-9][0-9]Z';
+    UPDATE messages SET msg_time = substr(msg_time, 1, 19) || '.000Z' WHERE msg_time GLOB '*:[0-9][0-9]Z';
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
@@ -340,7 +353,7 @@ mod tests {
         .unwrap();
         assert_eq!(indexes(&conn, "messages"), ["messages_state"]);
 
-        migrate(&mut conn).unwrap();
+        migrate_to(&mut conn, 6).unwrap();
         let rows: Vec<String> = conn
             .prepare(
                 "SELECT concat_ws(' ', id, side, last_name, ifnull(race, '-'), ifnull(source_time, '-'))
@@ -392,5 +405,53 @@ mod tests {
             )
             .unwrap();
         assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn version_7_writes_message_times_to_the_millisecond_so_they_still_sort() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, job, kind, started_at) VALUES (1, 'j', 'run', 't');
+             INSERT INTO files (id, job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
+                                read, accepted, rejected, warnings, loaded_at, state_at)
+             VALUES (1, 'j', 'ehr', 'a.hl7', 1, '1', 'h', 'loaded', '/x', 's', 1, 2, 1, 1, 0, 't', 't');
+             INSERT INTO patients (job, side, own_id, file_id, line, source_time)
+             VALUES ('j', 'ehr', 'E1', 1, 3, '2026-01-01T10:00:05Z'), ('j', 'ehr', 'E2', 1, 4, NULL),
+                    ('j', 'practice', 'M1', 1, 5, '2026-01-01T10:00:05.250Z');
+             INSERT INTO messages (id, job, file_id, number, line, msg_time, state, state_at)
+             VALUES (1, 'j', 1, 1, 1, '2026-01-01T10:00:05Z', 'ERROR', 't');
+             INSERT INTO appointments (job, appt_id, status, source_time) VALUES ('j', 'A1', 'BOOKED', '2026-01-02T00:00:00Z');
+             INSERT INTO id_history (job, side, own_id, kind, source_time) VALUES ('j', 'ehr', 'E1', 'practice_mrn', '2026-01-03T00:00:00Z');
+             INSERT INTO merges (job, surviving_id, merged_id, source_time) VALUES ('j', 'E1', 'E9', '2026-01-04T00:00:00Z');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let times: Vec<Option<String>> = conn
+            .prepare(
+                "SELECT source_time FROM patients UNION ALL SELECT msg_time FROM messages
+                 UNION ALL SELECT source_time FROM appointments UNION ALL SELECT source_time FROM id_history
+                 UNION ALL SELECT source_time FROM merges",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let times: Vec<Option<&str>> = times.iter().map(Option::as_deref).collect();
+        assert_eq!(
+            times,
+            [
+                Some("2026-01-01T10:00:05.000Z"),
+                None,
+                Some("2026-01-01T10:00:05.250Z"),
+                Some("2026-01-01T10:00:05.000Z"),
+                Some("2026-01-02T00:00:00.000Z"),
+                Some("2026-01-03T00:00:00.000Z"),
+                Some("2026-01-04T00:00:00.000Z"),
+            ]
+        );
+        // Now a time within the second sorts after the whole second.
+        assert!(times[0] < times[2]);
     }
 }
