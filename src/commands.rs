@@ -533,7 +533,7 @@ fn parse_hl7(file: &Path, bytes: &[u8], schema_path: &Path, json: bool) -> Resul
             InputSchema::Flat(_) => return Err(ConfigError::new(schema_path, "not an HL7 schema").into()),
         };
         let tz = std::env::var("TZ").ok().and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::Tz::UTC);
-        let settings = hl7::MapSettings { schema: &schema, provider: hl7::ProviderKind::Npi, time_zone: tz };
+        let settings = hl7::MapSettings::new(&schema, hl7::ProviderKind::Npi, tz);
         let problems = hl7::read_file(bytes, &settings, |chunk| -> Result<()> {
             for o in chunk {
                 read += 1;
@@ -847,9 +847,9 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
         })
         .with_context(|| format!("job {} has no HL7 input with schema {:?} any more", job.name, q.schema))?;
     let raw = q.raw.clone().unwrap_or_default();
-    let settings = hl7::MapSettings { schema, provider: job.provider, time_zone: job.time_zone };
+    let settings = hl7::MapSettings::new(schema, job.provider, job.time_zone);
     let mapped = hl7::Message::parse(&raw).map_err(|e| e.to_string()).and_then(|msg| {
-        let (header, bad_time) = hl7::header_checked(&msg, job.time_zone);
+        let (header, bad_time) = hl7::header_checked(&msg, &settings);
         let mapped = hl7::map(&msg, &settings)?;
         match bad_time {
             Some(reason) => Err(reason),

@@ -324,6 +324,46 @@ fn updates_within_one_second_are_ordered_by_its_fraction() {
     assert!(detail.contains("1 message(s) older than the stored data"), "{detail}");
 }
 
+/// An ADT^A40 that arrives after a newer message about the ID it merges
+/// leaves that record, as time order would have: the newer message would
+/// have brought the ID back. It says so in a warning.
+#[test]
+fn a_late_merge_keeps_a_record_newer_than_it() {
+    let d = setup();
+    let mut text = msg("M1", "ADT^A08", "20261103120000", &pid("E2", "100200", "5 Elm St"));
+    text += &msg(
+        "M2",
+        "ADT^A40",
+        "20261103100000",
+        "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee^Ann\rMRG|E2^^^ATHENA^PI",
+    );
+    text += &msg(
+        "M3",
+        "ADT^A40",
+        "20261103130000",
+        "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee^Ann\rMRG|E3^^^ATHENA^PI",
+    );
+    d.write("inbox/feed.hl7", text);
+    d.write("inbox/e3.hl7", msg("M0", "ADT^A28", "20261103110000", &pid("E3", "100300", "7 Oak St")));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let ids: Vec<(String, String)> =
+        pairs(&db, "SELECT own_id, ifnull(address1, '-') FROM patients WHERE side = 'ehr' ORDER BY own_id");
+    let want = [("E1", "-"), ("E2", "5 Elm St")];
+    assert_eq!(
+        ids,
+        want.map(|(a, b)| (a.to_string(), b.to_string())),
+        "E2 newer than its merge stays; E3 goes"
+    );
+    let merges: Vec<(String, String)> = pairs(&db, "SELECT surviving_id, merged_id FROM merges ORDER BY id");
+    assert_eq!(merges.len(), 2, "both merges are recorded: {merges:?}");
+    let rejects = read_csv(&d.latest_report("h").join("rejects.csv"));
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!((rejects[0]["severity"].as_str(), rejects[0]["record_id"].as_str()), ("warning", "M2"));
+    assert!(rejects[0]["reason"].contains("newer than this merge, which arrived late"), "{rejects:?}");
+}
+
 /// A value that cannot be read (a four-digit ZIP, an unknown sex code, a
 /// bad phone or email) leaves its field empty with a warning that names
 /// the field, not the value; a bad number followed by a good one is not a

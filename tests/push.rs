@@ -11,7 +11,7 @@ fn id_updates_are_pushed_whole_to_a_local_folder() {
         "jobs/demo.toml",
         demo_job("", "[[push]]\nfiles = [\"id_updates.csv\", \"merges.csv\"]\n[push.to]\ntype = \"local\"\ndir = \"../outbound\"\n"),
     );
-    let out = d.ferry_env(&["run", "demo"], &[("FERRY_NOW", "2026-06-01T02:30:00-04:00")]);
+    let out = d.ferry_env(&["run", "demo"], &[("FERRY_NOW", "2026-12-01T02:30:00-05:00")]);
     assert_exit(&out, 0);
     let names: Vec<String> = std::fs::read_dir(d.path("outbound"))
         .unwrap()

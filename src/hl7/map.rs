@@ -34,6 +34,24 @@ pub struct MapSettings<'s> {
     pub provider: ProviderKind,
     /// Times without an offset are in this zone.
     pub time_zone: Tz,
+    /// A message whose time is after this is ERROR: stored as the record's
+    /// time, a wrong date (2062 typed for 2026) would make every later
+    /// update of the record look older, and none would ever be applied.
+    pub latest_time: DateTime<Utc>,
+}
+
+/// How far ahead of this machine's clock a message's time may be: enough
+/// for a sender's clock that runs fast or skips a daylight-saving change,
+/// not enough for a wrong day, month or year to hold a record for long.
+pub const MESSAGE_TIME_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+impl<'s> MapSettings<'s> {
+    /// Settings for mapping now: message times may be up to
+    /// [`MESSAGE_TIME_AHEAD`] ahead of the clock.
+    pub fn new(schema: &'s Hl7Schema, provider: ProviderKind, time_zone: Tz) -> Self {
+        let latest_time = crate::clock::now() + MESSAGE_TIME_AHEAD;
+        MapSettings { schema, provider, time_zone, latest_time }
+    }
 }
 
 /// What one message says.
@@ -62,16 +80,18 @@ pub struct MessageHeader {
     pub time: Option<DateTime<Utc>>,
 }
 
+/// The header, for showing: a time too far ahead is shown as it is.
 pub fn header(msg: &Message, tz: Tz) -> MessageHeader {
-    header_checked(msg, tz).0
+    let (code, trigger) = msg.message_type();
+    header_typed(msg, tz, DateTime::<Utc>::MAX_UTC, &code, &trigger).0
 }
 
 /// [`header`], with the reason the message's time cannot be used, if it
 /// cannot: a message is ordered by its time, so one without a time it can
 /// be ordered by is not applied (see `header_typed`).
-pub fn header_checked(msg: &Message, tz: Tz) -> (MessageHeader, Option<String>) {
+pub fn header_checked(msg: &Message, s: &MapSettings) -> (MessageHeader, Option<String>) {
     let (code, trigger) = msg.message_type();
-    header_typed(msg, tz, &code, &trigger)
+    header_typed(msg, s.time_zone, s.latest_time, &code, &trigger)
 }
 
 /// [`header_checked`] for a caller that has read the message type (MSH-9.1
@@ -82,14 +102,16 @@ pub fn header_checked(msg: &Message, tz: Tz) -> (MessageHeader, Option<String>) 
 /// reason: skipping it for the next one would order the message by another
 /// time than it says, and without a time a message older than the stored
 /// data would overwrite it. No time at all is a reason too (MSH-7 is
-/// required).
+/// required), and so is a time after `latest` (see
+/// [`MapSettings::latest_time`]).
 pub(super) fn header_typed(
     msg: &Message,
     tz: Tz,
+    latest: DateTime<Utc>,
     code: &str,
     trigger: &str,
 ) -> (MessageHeader, Option<String>) {
-    let time = message_time(msg, tz);
+    let time = message_time(msg, tz, latest);
     let event = match (code, trigger) {
         ("", "") => CompactString::default(),
         _ => model::compact(&join(&mut [0; JOINED], [code, "^", trigger])),
@@ -102,13 +124,23 @@ pub(super) fn header_typed(
 }
 
 /// The message's time, as [`header_typed`] reads it.
-fn message_time(msg: &Message, tz: Tz) -> Result<DateTime<Utc>, String> {
+fn message_time(msg: &Message, tz: Tz, latest: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let evn = msg.segment(seg::EVN);
     let fields = [(evn.map(|e| e.field(6)), "EVN-6"), (evn.map(|e| e.field(2)), "EVN-2")];
     for (field, at) in fields.into_iter().chain([(Some(msg.msh_field(7)), "MSH-7")]) {
         let Some(f) = field else { continue };
         if let Some(t) = value(f.component(1).text(), at)? {
-            return parse_dtm(&t, tz).map_err(|e| format!("bad time in {at} (the message's time): {e}"));
+            let time =
+                parse_dtm(&t, tz).map_err(|e| format!("bad time in {at} (the message's time): {e}"))?;
+            if time > latest {
+                return Err(format!(
+                    "{at} (the message's time) is more than {} hours ahead of this machine's clock: \
+                     ordered by it, every later update of the record would look older and be passed \
+                     over. Check the date the sender wrote, its clock and the job's time_zone",
+                    MESSAGE_TIME_AHEAD.num_hours()
+                ));
+            }
+            return Ok(time);
         }
     }
     Err("no message time: MSH-7 is empty, and so are EVN-2 and EVN-6".into())
@@ -687,8 +719,11 @@ fn ymd(d: &[u8]) -> Option<NaiveDate> {
 }
 
 /// An HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S...]]]]]][+/-ZZZZ]) as UTC. Without an
-/// offset the time is in `tz`; a local time that does not exist (the
-/// spring-forward gap) is an error, one that exists twice takes the earlier.
+/// offset the time is in `tz`. A local time that does not exist there (the
+/// spring-forward gap) is an error, and so is one that exists twice (the
+/// hour repeated when daylight saving ends): taking either would be a
+/// guess, an hour off for an appointment, and for a message's time an
+/// order that may be wrong.
 pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
     match read_dtm(t)? {
         (local, Some(fixed)) => fixed
@@ -698,8 +733,11 @@ pub fn parse_dtm(t: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
             .ok_or_else(|| "invalid time".into()),
         (local, None) => match tz.from_local_datetime(&local) {
             chrono::LocalResult::Single(d) => Ok(d.with_timezone(&Utc)),
-            chrono::LocalResult::Ambiguous(earlier, _) => Ok(earlier.with_timezone(&Utc)),
             // The time itself is left out: reasons name fields, not values.
+            chrono::LocalResult::Ambiguous(..) => Err(format!(
+                "that local time occurs twice in {tz} (the hour repeated when daylight saving ends); \
+                 the sender must give its offset (+HHMM or -HHMM)"
+            )),
             chrono::LocalResult::None => {
                 Err(format!("that local time does not exist in {tz} (the daylight-saving gap)"))
             }
@@ -774,7 +812,7 @@ mod tests {
     }
 
     fn settings(s: &Hl7Schema) -> MapSettings<'_> {
-        MapSettings { schema: s, provider: ProviderKind::Npi, time_zone: chrono_tz::America::New_York }
+        MapSettings::new(s, ProviderKind::Npi, chrono_tz::America::New_York)
     }
 
     const A28: &str = "MSH|^~\\&|ATHENA|CLINIC|FERRY|PRACTICE|20261120083000||ADT^A28^ADT_A05|MSG0001|P|2.5.1\r\
@@ -922,7 +960,8 @@ MRG|E2^^^ATHENA^PI\r";
     #[test]
     fn a_message_time_that_cannot_order_it_is_a_reason() {
         let ny = chrono_tz::America::New_York;
-        let reason = |text: &str| header_checked(&Message::parse(text.as_bytes()).unwrap(), ny).1;
+        let s = schema();
+        let reason = |text: &str| header_checked(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).1;
         assert_eq!(reason(A28), None);
         let bad_evn = A28.replace("EVN|A28|20261120082959", "EVN|A28|20261120082959||||2026-11-20");
         assert!(reason(&bad_evn).unwrap().starts_with("bad time in EVN-6"), "{bad_evn}");
@@ -930,6 +969,24 @@ MRG|E2^^^ATHENA^PI\r";
         assert!(reason(&bad_msh).unwrap().starts_with("bad time in MSH-7"));
         let gap = A28.replace("EVN|A28|20261120082959", "EVN|A28|20260308023000");
         assert!(reason(&gap).unwrap().contains("daylight-saving gap"));
+        let twice = A28.replace("EVN|A28|20261120082959", "EVN|A28|20261101013000");
+        assert!(reason(&twice).unwrap().contains("occurs twice in America/New_York"), "{twice}");
+        let offset = A28.replace("EVN|A28|20261120082959", "EVN|A28|20261101013000-0500");
+        assert_eq!(reason(&offset), None, "with its offset the repeated hour is no guess");
+        // A day ahead of the clock: a wrong year would hold the record.
+        let ahead = |days| {
+            let t = (crate::clock::now() + chrono::TimeDelta::days(days)).format("%Y%m%d%H%M%S%z");
+            reason(&A28.replace("EVN|A28|20261120082959", &format!("EVN|A28|{t}")))
+        };
+        assert_eq!(ahead(0), None);
+        let far = ahead(2).unwrap();
+        assert!(far.starts_with("EVN-2 (the message's time) is more than 24 hours ahead"), "{far}");
+        assert!(
+            header(&Message::parse(A28.replace("20261120082959", "20621120082959").as_bytes()).unwrap(), ny)
+                .time
+                .is_some(),
+            "shown as it is"
+        );
         let none = A28.replace("EVN|A28|20261120082959\r", "").replace("20261120083000", "\"\"");
         assert!(reason(&none).unwrap().starts_with("no message time"), "{none}");
         let padded = A28.replace("ADT^A28^ADT_A05", "ADT ^A28 ");

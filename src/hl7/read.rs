@@ -81,7 +81,7 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
         Err(e) => return failed(unknown, e.to_string()),
     };
     let (code, trigger) = msg.message_type();
-    let (header, bad_time) = map::header_typed(&msg, s.time_zone, &code, &trigger);
+    let (header, bad_time) = map::header_typed(&msg, s.time_zone, s.latest_time, &code, &trigger);
     if let Some(why) = item.truncated {
         return failed(header, format!("truncated: {why}"));
     }
@@ -179,7 +179,7 @@ mod tests {
             "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"ATHENA\"\n",
         )
         .unwrap();
-        let s = MapSettings { schema: &schema, provider: Default::default(), time_zone: chrono_tz::UTC };
+        let s = MapSettings::new(&schema, Default::default(), chrono_tz::UTC);
         let item = super::super::split(raw).items[0];
         let o = outcome(&item, &s);
         assert!(o.result.as_ref().is_err_and(|f| f.reason.contains("KOI8-R")));

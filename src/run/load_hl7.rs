@@ -32,7 +32,7 @@ pub(crate) fn map_copy(local_path: &str) -> Result<memmap2::Mmap> {
 }
 
 fn settings<'s>(job: &Job, schema: &'s hl7::Hl7Schema) -> MapSettings<'s> {
-    MapSettings { schema, provider: job.provider, time_zone: job.time_zone }
+    MapSettings::new(schema, job.provider, job.time_zone)
 }
 
 /// Map a whole HL7 file ahead of its load; None when it cannot be read, for
@@ -193,12 +193,22 @@ pub(crate) fn apply_mapped(
         Mapped::Appointment(a) => (None, load.appointment(a, time, Some(message_id))?),
         Mapped::Merge { surviving, merged_ehr_id } => {
             let applied = load.patient(surviving, at.line, time, Some(message_id))?;
-            load.merge(
-                surviving.ehr_id.as_deref().unwrap_or_default(),
-                merged_ehr_id,
-                time,
-                Some(message_id),
-            )?;
+            let surviving_id = surviving.ehr_id.as_deref().unwrap_or_default();
+            if load.merge(surviving_id, merged_ehr_id, time, Some(message_id))? == Applied::Stale {
+                load.reject(&Reject {
+                    line: at.line,
+                    severity: Severity::Warning,
+                    record_id: at.control_id.map(String::from),
+                    column: Some("MRG-1".into()),
+                    field: None,
+                    reason: format!(
+                        "{} message {}: the merged EHR ID's stored data comes from a message newer than \
+                         this merge, which arrived late; the record is kept, as it would have been \
+                         brought back in time order (merges.csv)",
+                        at.event, at.number
+                    ),
+                })?;
+            }
             (Some(surviving), applied)
         }
     };

@@ -451,29 +451,41 @@ impl<'c> FileLoad<'c> {
     }
 
     /// Record an ADT^A40: `merged` no longer exists in the EHR, so its row
-    /// leaves the store (the merge row keeps what happened).
+    /// leaves the store (the merge row keeps what happened). Returns
+    /// [`Applied::Stale`] when the row stays, as it was written by a message
+    /// newer than the merge: the merge arrived late, and in time order that
+    /// message would have brought the ID back (see `merged_away`).
     pub fn merge(
         &mut self,
         surviving: &str,
         merged: &str,
         time: Option<&str>,
         message_id: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<Applied> {
         self.tx()
             .prepare_cached(
                 "INSERT INTO merges (job, surviving_id, merged_id, source_time, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![self.job, surviving, merged, time, message_id])?;
-        self.tx()
-            .prepare_cached("DELETE FROM patients WHERE job = ?1 AND side = 'ehr' AND own_id = ?2")?
-            .execute(params![self.job, merged])?;
+        let deleted = self
+            .tx()
+            .prepare_cached(
+                "DELETE FROM patients WHERE job = ?1 AND side = 'ehr' AND own_id = ?2
+                   AND (?3 IS NULL OR source_time IS NULL OR source_time <= ?3)",
+            )?
+            .execute(params![self.job, merged, time])?;
+        let kept = deleted == 0
+            && self
+                .tx()
+                .prepare_cached("SELECT 1 FROM patients WHERE job = ?1 AND side = 'ehr' AND own_id = ?2")?
+                .exists(params![self.job, merged])?;
         if let Some(known) = &mut self.merged {
             let at = known.entry(merged.to_string()).or_default();
             if time.is_some_and(|t| at.as_deref().is_none_or(|a| t > a)) {
                 *at = time.map(String::from);
             }
         }
-        Ok(())
+        Ok(if kept { Applied::Stale } else { Applied::Written })
     }
 
     /// Add a message to the queue; returns its ID.
