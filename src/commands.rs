@@ -797,6 +797,7 @@ fn waiting_messages(w: &crate::store::WaitingFile, mut show: Option<ShowItem<'_>
             state: "NEW".into(),
             reason: Some(reason.clone()),
             raw: None,
+            cut: false,
         })?;
     }
     Ok(n)
@@ -836,6 +837,12 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
     let (mut store, q) = find_message(job, id)?;
     if q.state != "ERROR" {
         anyhow::bail!("message {id} is {}, not in ERROR", q.state);
+    }
+    if q.cut {
+        anyhow::bail!(
+            "message {id} may have been cut short, so what it said after the cut is lost: it cannot be \
+             loaded. Ask the sender to send it again, then `ferry queue delete {id}`"
+        );
     }
     let job = Job::load(job.unwrap_or(&q.job))?;
     let schema = job

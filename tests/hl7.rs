@@ -229,6 +229,20 @@ fn truncated_last_message_goes_to_error_and_the_rest_loads() {
     assert!(rejects[1]["reason"].contains("truncated"), "{}", rejects[1]["reason"]);
     let s = summary(&dir);
     assert_eq!(s[&("file:ehr/feed.hl7".into(), "accepted".into())], "1");
+
+    // Its bytes end at the cut: a retry would load what is left of it.
+    let out = d.ferry(&["queue", "--json"]);
+    let item: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!((&item["control_id"], &item["cut"]), (&"M2".into(), &true.into()), "{item}");
+    let id = item["id"].to_string();
+    let out = d.ferry(&["queue", "retry", &id]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains(&format!("message {id} may have been cut short")), "{}", stderr(&out));
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let last: String =
+        db.query_row("SELECT last_name FROM patients WHERE own_id = 'E1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(last, "Lee", "not the cut message's Le");
+    assert_exit(&d.ferry(&["queue", "delete", &id]), 0);
 }
 
 /// HL7's rule for updates: a field left empty is no change, `""` clears

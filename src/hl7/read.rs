@@ -41,6 +41,9 @@ pub struct Failure {
     /// The message as it stands in the file, for `ferry queue show` and
     /// `ferry queue retry`.
     pub raw: Vec<u8>,
+    /// It may have been cut short: `raw` ends at the cut, and what it said
+    /// after it is lost, so it is never to be loaded.
+    pub cut: bool,
 }
 
 /// Envelope problems and bytes outside any message: a warning (counts
@@ -66,7 +69,7 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
         line: item.line as u64,
         end: (item.offset + item.raw.len()) as u64,
         header,
-        result: Err(Box::new(Failure { reason, raw: item.raw.to_vec() })),
+        result: Err(Box::new(Failure { reason, raw: item.raw.to_vec(), cut: item.truncated.is_some() })),
     };
     let unknown = MessageHeader { event: CompactString::default(), control_id: None, time: None };
     let msg = match item.parse() {

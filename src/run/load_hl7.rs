@@ -146,12 +146,14 @@ fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Appli
         state: "PROCESSED",
         reason: None,
         raw: None,
+        cut: false,
     };
     let mapped = match &o.result {
         Ok(m) => m,
         Err(failure) => {
-            let hl7::Failure { reason, raw } = &**failure;
-            load.message(&MessageRow { state: "ERROR", reason: Some(reason), raw: Some(raw), ..row })?;
+            let hl7::Failure { reason, raw, cut } = &**failure;
+            let error = MessageRow { state: "ERROR", reason: Some(reason), raw: Some(raw), cut: *cut, ..row };
+            load.message(&error)?;
             let event = if o.header.event.is_empty() { "HL7" } else { o.header.event.as_str() };
             load.reject(&Reject {
                 line: o.line,

@@ -44,6 +44,9 @@ pub struct MessageRow<'a> {
     pub reason: Option<&'a str>,
     /// Kept for messages in ERROR, so they can be shown and retried.
     pub raw: Option<&'a [u8]>,
+    /// The message may have been cut short (its `raw` ends at the cut), so
+    /// it can never be loaded: `ferry queue retry` refuses it.
+    pub cut: bool,
 }
 
 /// The patient upsert, built once from the field list: it runs per record.
@@ -493,8 +496,9 @@ impl<'c> FileLoad<'c> {
         prepared(
             &mut self.statements.message,
             self.conn,
-            "INSERT INTO messages (job, file_id, number, line, control_id, event, msg_time, state, reason, raw, state_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            "INSERT INTO messages (job, file_id, number, line, control_id, event, msg_time, state, reason, raw, state_at,
+                                   cut)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 self.job,
@@ -507,7 +511,8 @@ impl<'c> FileLoad<'c> {
                 m.state,
                 m.reason,
                 m.raw,
-                self.at
+                self.at,
+                m.cut
             ])?;
         Ok(self.tx().last_insert_rowid())
     }

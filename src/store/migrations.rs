@@ -267,6 +267,13 @@ const MIGRATIONS: &[&str] = &[
     UPDATE merges SET source_time = substr(source_time, 1, 19) || '.000Z' WHERE source_time GLOB '*:[0-9][0-9]Z';
     UPDATE messages SET msg_time = substr(msg_time, 1, 19) || '.000Z' WHERE msg_time GLOB '*:[0-9][0-9]Z';
     "#,
+    // 8: a message that may have been cut short is marked, as its bytes end
+    // at the cut and it must never be retried into the store. Those queued
+    // before are known by their reason, which this ferry wrote.
+    r#"
+    ALTER TABLE messages ADD COLUMN cut INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET cut = 1 WHERE state <> 'PROCESSED' AND reason LIKE 'truncated: %';
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
@@ -453,5 +460,31 @@ mod tests {
         );
         // Now a time within the second sorts after the whole second.
         assert!(times[0] < times[2]);
+    }
+
+    #[test]
+    fn version_8_marks_the_messages_queued_as_cut_short() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 7).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, job, kind, started_at) VALUES (1, 'j', 'run', 't');
+             INSERT INTO files (id, job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
+                                read, accepted, rejected, warnings, loaded_at, state_at)
+             VALUES (1, 'j', 'ehr', 'a.hl7', 1, '1', 'h', 'loaded', '/x', 's', 1, 3, 1, 2, 0, 't', 't');
+             INSERT INTO messages (job, file_id, number, line, state, reason, state_at)
+             VALUES ('j', 1, 1, 1, 'PROCESSED', NULL, 't'),
+                    ('j', 1, 2, 3, 'ERROR', 'truncated: the file ends inside an MLLP frame', 't'),
+                    ('j', 1, 3, 5, 'ERROR', 'no PID segment', 't');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let cut: Vec<i64> = conn
+            .prepare("SELECT cut FROM messages ORDER BY number")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(cut, [0, 1, 0]);
     }
 }

@@ -841,6 +841,7 @@ mod tests {
                 state: "PROCESSED",
                 reason: None,
                 raw: None,
+                cut: false,
             };
             let message = load.message(&row).unwrap();
             let p = Patient {

@@ -33,6 +33,8 @@ pub struct QueueItem {
     pub reason: Option<String>,
     #[serde(skip)]
     pub raw: Option<Vec<u8>>,
+    /// It may have been cut short, so it cannot be retried.
+    pub cut: bool,
 }
 
 /// The term that lets SQLite read messages in a given state other than
@@ -42,7 +44,7 @@ const NOT_PROCESSED: &str = " AND m.state <> 'PROCESSED'";
 
 const SELECT: &str =
     "SELECT m.id, m.job, f.name, m.file_id, f.schema, m.number, m.line, m.control_id, m.event,
-                             m.msg_time, m.state, m.reason, m.raw
+                             m.msg_time, m.state, m.reason, m.raw, m.cut
                       FROM messages m JOIN files f ON f.id = m.file_id";
 
 fn row(r: &rusqlite::Row) -> rusqlite::Result<QueueItem> {
@@ -60,6 +62,7 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<QueueItem> {
         state: r.get(10)?,
         reason: r.get(11)?,
         raw: r.get(12)?,
+        cut: r.get(13)?,
     })
 }
 
@@ -213,6 +216,7 @@ mod tests {
             state: "PROCESSED",
             reason: None,
             raw: None,
+            cut: false,
         };
         load.message(&base).unwrap();
         let bad = MessageRow {
@@ -281,6 +285,7 @@ mod tests {
             state: "PROCESSED",
             reason: None,
             raw: None,
+            cut: false,
         };
         load.message(&row).unwrap();
         load.checkpoint(1).unwrap();
