@@ -378,6 +378,32 @@ fn a_late_merge_keeps_a_record_newer_than_it() {
     assert!(rejects[0]["reason"].contains("newer than this merge, which arrived late"), "{rejects:?}");
 }
 
+/// A file with no HL7 in it, such as a batch saved as UTF-16, is not
+/// loaded and taken as done: the run fails and the file stays at the
+/// source, named in rejects.csv, while the other files load.
+#[test]
+fn a_file_without_hl7_in_it_fails_and_stays_at_the_source() {
+    let d = setup();
+    let text = msg("M1", "ADT^A28", "20261101090000", &pid("E1", "100100", "2 New St"));
+    let utf16: Vec<u8> =
+        [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect();
+    d.write("inbox/wide.hl7", utf16);
+    let out = d.ferry(&["run", "h"]);
+    assert_exit(&out, 1);
+    assert!(d.path("inbox/wide.hl7").exists(), "left at the source");
+    let dir = d.latest_report("h");
+    let rejects = read_csv(&dir.join("rejects.csv"));
+    let wide: Vec<_> = rejects.iter().filter(|r| r["file"] == "wide.hl7").collect();
+    assert_eq!(wide.len(), 1, "{rejects:?}");
+    assert!(wide[0]["reason"].contains("UTF-16"), "{}", wide[0]["reason"]);
+    let s = summary(&dir);
+    assert_eq!(s[&("file:ehr/wide.hl7".to_string(), "status".to_string())], "failed");
+    assert_eq!(s[&("file:ehr/feed.hl7".to_string(), "status".to_string())], "loaded", "the others load");
+    // Not in the ledger: taken again next time, and refused again.
+    assert_exit(&d.ferry(&["run", "h"]), 1);
+    assert!(d.path("inbox/wide.hl7").exists());
+}
+
 /// A value that cannot be read (a four-digit ZIP, an unknown sex code, a
 /// bad phone or email) leaves its field empty with a warning that names
 /// the field, not the value; a bad number followed by a good one is not a

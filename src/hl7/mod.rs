@@ -35,7 +35,7 @@ pub use map::{
 pub use parse::{
     Charset, Component, Delimiters, Field, IndexedField, IndexedSegment, Message, Segment, SubComponent,
 };
-pub use read::{CHUNK, Failure, MessageOutcome, read_file};
+pub use read::{CHUNK, Failure, MessageOutcome, not_hl7, read_file};
 
 /// Segment IDs, so that names are written once and not scattered as
 /// literals through parsing and mapping code.

@@ -46,6 +46,27 @@ pub struct Failure {
     pub cut: bool,
 }
 
+/// Why a file is not HL7 at all, if it is not: it is not blank, and there
+/// is no MSH anywhere in it. Such a file is not loaded: it is the wrong
+/// file, or HL7 saved in an encoding ferry does not read (UTF-16), and its
+/// messages would be lost behind one reject. A blank file holds nothing to
+/// lose. Both searches stop at the first hit, so a real HL7 file costs next
+/// to nothing.
+pub fn not_hl7(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.iter().all(u8::is_ascii_whitespace) || memchr::memmem::find(bytes, b"MSH").is_some() {
+        return None;
+    }
+    let utf16 = bytes.starts_with(&[0xFF, 0xFE])
+        || bytes.starts_with(&[0xFE, 0xFF])
+        || memchr::memmem::find(bytes, b"M\0S\0H").is_some();
+    Some(if utf16 {
+        "not HL7 as ferry reads it: the file is UTF-16 text, and HL7 files are 8-bit (ASCII, UTF-8 or \
+         ISO 8859-1); ask the sender for UTF-8. Left at the source"
+    } else {
+        "not HL7: there is no MSH segment anywhere in the file. Left at the source"
+    })
+}
+
 /// Envelope problems and bytes outside any message: a warning (counts
 /// that do not add up, a missing trailer) or a rejected record (junk).
 fn problem_reject(p: &BatchProblem) -> Option<Reject> {
@@ -172,6 +193,20 @@ fn take_chunk<'a>(splitter: &mut Splitter<'a>, problems: &mut Vec<Reject>) -> Ve
 mod tests {
     use super::*;
     use crate::hl7::Hl7Schema;
+
+    #[test]
+    fn a_file_without_hl7_in_it_is_named_so() {
+        assert_eq!(not_hl7(b""), None);
+        assert_eq!(not_hl7(b" \r\n\r\n"), None, "blank");
+        assert_eq!(not_hl7(b"junk line\r\nMSH|^~\\&|A\r"), None, "junk, then HL7");
+        assert!(not_hl7(b"Chart,Name\r\n1,Lee\r\n").unwrap().starts_with("not HL7: there is no MSH"));
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("MSH|^~\\&|A\r".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        assert!(not_hl7(&utf16).unwrap().contains("UTF-16"));
+        assert!(not_hl7(&utf16[2..]).unwrap().contains("UTF-16"), "without its byte order mark");
+    }
 
     #[test]
     fn a_message_in_an_unknown_character_set_keeps_its_header_in_the_queue() {

@@ -221,6 +221,23 @@ pub fn run_job_locked(job: &Job, _lock: &JobLock, opts: &RunOptions) -> Result<R
     Ok(result)
 }
 
+/// The summary of a file that could not be read at all: not loaded and not
+/// in the ledger, so the source file stays where it is, to be taken again
+/// once the schema or the file is fixed.
+fn not_loaded(p: &Pending, read: u64, rejected: u64, warnings: u64, reason: &str) -> FileSummary {
+    warn!(file = %p.taken.name, "File could not be read; left at the source.");
+    FileSummary {
+        side: p.taken.side,
+        name: p.taken.name.clone(),
+        status: "failed".into(),
+        read,
+        accepted: 0,
+        rejected,
+        warnings,
+        detail: reason.to_string(),
+    }
+}
+
 /// After the reports: push files back, email the report, prune old runs.
 /// A failed push fails the run; an email that cannot be sent waits in the
 /// outbox and does not.
@@ -468,12 +485,27 @@ fn run_stages(
         let base = bar.position();
         let (file_id, mut summary) = match read {
             Read::Hl7(schema, mapped) => {
+                // A file whose load stopped part-way has messages in it.
+                let fatal = match &p.resume {
+                    None => crate::hl7::not_hl7(&map_copy(&p.taken.local_path)?),
+                    Some(_) => None,
+                };
+                if let Some(reason) = fatal {
+                    files.push(not_loaded(p, 0, 0, 0, reason));
+                    failed = true;
+                    continue;
+                }
                 hl7_sides.push(p.taken.side);
                 load_hl7(job, store, run_id, p, schema, mapped, opts.batch, &bar)?
             }
             Read::Flat(parsed) => {
                 let parsed = parsed?;
-                let mut summary = FileSummary {
+                if let Some(reason) = &parsed.fatal {
+                    files.push(not_loaded(p, parsed.read, parsed.rejected(), parsed.warnings(), reason));
+                    failed = true;
+                    continue;
+                }
+                let summary = FileSummary {
                     side: p.taken.side,
                     name: p.taken.name.clone(),
                     status: "loaded".into(),
@@ -483,16 +515,6 @@ fn run_stages(
                     warnings: parsed.warnings(),
                     detail: String::new(),
                 };
-                if let Some(reason) = &parsed.fatal {
-                    // Not loaded and not in the ledger: the source file stays where
-                    // it is, to be taken again once the schema or file is fixed.
-                    warn!(file = %p.taken.name, "File could not be read; left at the source.");
-                    failed = true;
-                    summary.status = "failed".into();
-                    summary.detail = reason.clone();
-                    files.push(summary);
-                    continue;
-                }
                 let file_id = crate::timed("loading a file into the store", || {
                     store.load_file_batched(
                         &job.name,
