@@ -25,6 +25,14 @@ struct IdsFile {
     practice_mrn: Option<IdRule>,
 }
 
+/// A code as a sender writes it against the schema's spelling. Senders
+/// nearly always write the schema's own: compared as it is first, before
+/// the byte-by-byte case folding.
+fn same(rule: &str, value: &str) -> bool {
+    let value = trim(value);
+    rule == value || rule.eq_ignore_ascii_case(value)
+}
+
 /// Picks one PID-3 repetition: its assigning authority (PID-3.4.1) and,
 /// when given, its identifier type code (PID-3.5), compared case-insensitively.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -37,13 +45,12 @@ pub struct IdRule {
 
 impl IdRule {
     pub fn matches(&self, authority: &str, id_type: &str) -> bool {
-        // Senders nearly always write the schema's own spelling: compared
-        // as it is first, before the byte-by-byte case folding.
-        let same = |rule: &str, value: &str| {
-            let value = trim(value);
-            rule == value || rule.eq_ignore_ascii_case(value)
-        };
-        same(&self.authority, authority) && self.id_type.as_deref().is_none_or(|t| same(t, id_type))
+        self.authority_is(authority) && self.id_type.as_deref().is_none_or(|t| same(t, id_type))
+    }
+
+    /// Whether `authority` is the rule's assigning authority, whatever the type.
+    pub fn authority_is(&self, authority: &str) -> bool {
+        same(&self.authority, authority)
     }
 
     pub fn describe(&self) -> String {

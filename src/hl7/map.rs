@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
-use super::{Field, Hl7Error, IndexedSegment, Message, seg};
+use super::{Field, Hl7Error, IndexedSegment, Message, Segment, seg};
 use crate::flatfile::{normalize_into, normalize_value};
 use crate::model::{
     self, Appointment, AppointmentField, AppointmentStatus, Field as PatientField, FieldSet, Patient, Sex,
@@ -282,7 +282,8 @@ fn join<'b, const N: usize>(buf: &'b mut [u8; JOINED], parts: [&str; N]) -> Cow<
     Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(&buf[..len]) })
 }
 
-/// The first PID-3-style repetition (CX) that matches `rule`.
+/// The first PID-3-style repetition (CX) that matches `rule`, or an error
+/// if a later one that matches holds another ID.
 fn pick_id<'a>(f: Field<'a>, rule: &IdRule, at: &str) -> Result<Option<Cow<'a, str>>, String> {
     let [id, _] = pick_ids(f, [Some(rule), None], at);
     id
@@ -291,8 +292,10 @@ fn pick_id<'a>(f: Field<'a>, rule: &IdRule, at: &str) -> Result<Option<Cow<'a, s
 /// [`pick_id`] for two rules (`None` for no rule) in one pass over the
 /// repetitions, with what two calls would return: the ID of the first
 /// repetition each rule matches, or the first error met while that rule
-/// was still looked for. Repetitions after both are found are not read,
-/// as neither call would have read them.
+/// was still looked for, or an error if a later repetition the rule
+/// matches holds another ID. Two IDs under one authority and type leave
+/// unclear which patient (or which of two charts) a message is about.
+/// Every repetition is read (but none after an error), to find those.
 fn pick_ids<'a>(
     f: Field<'a>,
     rules: [Option<&IdRule>; 2],
@@ -301,9 +304,6 @@ fn pick_ids<'a>(
     let mut found: [Option<Result<Option<Cow<'a, str>>, String>>; 2] =
         rules.map(|r| r.is_none().then_some(Ok(None)));
     for rep in f.repetitions() {
-        if found.iter().all(Option::is_some) {
-            break;
-        }
         let rep = rep.indexed();
         let kind = code(rep.component(4).subcomponent(1).text(), at)
             .and_then(|authority| Ok((authority, code(rep.component(5).text(), at)?)));
@@ -317,13 +317,22 @@ fn pick_ids<'a>(
             }
         };
         for (slot, rule) in found.iter_mut().zip(rules) {
-            if slot.is_none() && rule.is_some_and(|r| r.matches(&authority, &id_type)) {
+            let Some(rule) = rule.filter(|r| r.matches(&authority, &id_type)) else { continue };
+            match slot {
                 // A repetition that names the authority but holds no ID
                 // (empty, or HL7's null) leaves the rule looking on.
-                match value(rep.component(1).text(), at) {
+                None => match value(rep.component(1).text(), at) {
                     Ok(None) => {}
                     id => *slot = Some(id),
+                },
+                Some(Ok(Some(first))) => {
+                    if let Ok(Some(other)) = value(rep.component(1).text(), at)
+                        && other != *first
+                    {
+                        *slot = Some(Err(format!("{at} holds two different IDs with {}", rule.describe())));
+                    }
                 }
+                Some(_) => {}
             }
         }
     }
@@ -341,7 +350,7 @@ fn pick_ids<'a>(
 // little: trimming, the null check, decoding, filling and the
 // normalisers cost the same either way.
 fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
-    let pid = msg.segment(seg::PID).ok_or("no PID segment")?.indexed();
+    let pid = only_pid(msg)?.indexed();
     let (ehr_id, practice_mrn) = pid_ids(pid, s)?;
     // Filled where it will stay, not moved there when done.
     let mut p = Box::<Patient>::default();
@@ -494,7 +503,7 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         let Some(segment) = msg.segment(id) else { continue };
         let field = segment.field(field);
         provider_said |= field.is_said();
-        if let Some(provider) = provider_id(field, s.provider)? {
+        if let Some(provider) = provider_id(field, s)? {
             set(&mut p.provider_id, Some(provider));
             break;
         }
@@ -519,16 +528,35 @@ fn sex(v: &str) -> Option<Sex> {
 
 /// The EHR's patient ID and the practice MRN (when the schema names one)
 /// from PID-3; no EHR ID is an error.
+/// The message's one PID. A second one is an error, not passed over: its
+/// patient would be dropped without a word (a group appointment, two
+/// patients in one ADT, an ADT^A40 with more than one PID/MRG pair).
+fn only_pid<'a>(msg: &Message<'a>) -> Result<Segment<'a>, String> {
+    let mut pids = msg.segments_named(seg::PID);
+    let pid = pids.next().ok_or("no PID segment")?;
+    if pids.next().is_some() {
+        return Err("more than one PID segment: ferry maps one patient a message (an ADT^A40 one PID/MRG \
+                    pair), and would drop the others"
+            .into());
+    }
+    Ok(pid)
+}
+
 fn pid_ids<'a>(
     pid: IndexedSegment<'a>,
     s: &MapSettings,
 ) -> Result<(Cow<'a, str>, Option<Cow<'a, str>>), String> {
     let rules = [Some(&s.schema.ehr_id), s.schema.practice_mrn.as_ref()];
     let [ehr_id, practice_mrn] = pick_ids(pid.field(3), rules, "PID-3");
-    let ehr_id = ehr_id?.ok_or_else(|| {
-        format!("PID-3 has no identifier with {} (the EHR's patient ID)", s.schema.ehr_id.describe())
+    let ehr_id = ehr_id
+        .map_err(|e| format!("{e} (the EHR's patient ID): which patient the message is about is unclear"))?
+        .ok_or_else(|| {
+            format!("PID-3 has no identifier with {} (the EHR's patient ID)", s.schema.ehr_id.describe())
+        })?;
+    let practice_mrn = practice_mrn.map_err(|e| {
+        format!("{e} (the practice MRN): one patient with two charts? Ask the practice which is right")
     })?;
-    Ok((ehr_id, practice_mrn?))
+    Ok((ehr_id, practice_mrn))
 }
 
 /// A value read as [`put`] reads it, normalised as flat files normalise
@@ -565,15 +593,20 @@ pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
-fn provider_id(f: Field<'_>, kind: ProviderKind) -> Result<Option<Cow<'_, str>>, String> {
+fn provider_id<'a>(f: Field<'a>, s: &MapSettings) -> Result<Option<Cow<'a, str>>, String> {
     for rep in f.repetitions() {
         let rep = rep.indexed();
         let authority = code(rep.component(9).subcomponent(1).text(), "XCN.9")?;
-        let id_type = code(rep.component(13).text(), "XCN.13")?;
-        let is_npi = authority.eq_ignore_ascii_case("NPI") || id_type.eq_ignore_ascii_case("NPI");
-        if is_npi == (kind == ProviderKind::Npi)
-            && let Some(id) = value(rep.component(1).text(), "XCN.1")?
-        {
+        let wanted = match s.provider {
+            ProviderKind::Npi => {
+                authority.eq_ignore_ascii_case("NPI")
+                    || code(rep.component(13).text(), "XCN.13")?.eq_ignore_ascii_case("NPI")
+            }
+            // Under the EHR's own authority: not any ID that is not an NPI
+            // (a DEA number, a state licence, another system's ID).
+            ProviderKind::Ehr => s.schema.ehr_id.authority_is(&authority),
+        };
+        if wanted && let Some(id) = value(rep.component(1).text(), "XCN.1")? {
             return Ok(Some(id));
         }
     }
@@ -646,17 +679,12 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         }
         None => None,
     };
-    let (patient_ehr_id, patient_mrn) = match msg.segment(seg::PID) {
-        Some(pid) => {
-            let (ehr_id, mrn) = pid_ids(pid.indexed(), s)?;
-            (Some(ehr_id.into()), mrn.map(CompactString::from))
-        }
-        None => return Err("no PID segment".into()),
-    };
+    let (ehr_id, mrn) = pid_ids(only_pid(msg)?.indexed(), s)?;
+    let (patient_ehr_id, patient_mrn) = (Some(ehr_id.into()), mrn.map(CompactString::from));
     let provider = msg.segment(seg::AIP).map(|aip| aip.field(3));
     said(AppointmentField::ProviderId, provider.is_some_and(|f| f.is_said()));
     let provider_id = match provider {
-        Some(f) => provider_id(f, s.provider)?.map(CompactString::from),
+        Some(f) => provider_id(f, s)?.map(CompactString::from),
         None => None,
     };
     let department = match (msg.segment(seg::AIL), msg.segment(seg::PV1)) {
@@ -820,6 +848,35 @@ EVN|A28|20261120082959\r\
 PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||O\\S\\Brien^Mary^Ann^^^^L||19800102|F||2106-3^White^CDCREC|12 Main St^Apt 4^Boston^MA^02134||^PRN^PH^^^617^5550100~^ORN^CP^^^617^5550101~^NET^Internet^mary@example.com||eng^English^ISO6392|||||||2186-5^Not Hispanic^CDCREC\r\
 PD1|||Clinic|1234567890^Smith^John^^^^^^NPI~P42^Smith^John^^^^^^ATHENA\r";
 
+    /// What would leave unclear which patient, or which chart, a message is
+    /// about is an error: a second PID, or a second ID under the authority
+    /// and type of the EHR's ID or of the practice MRN. The same ID twice,
+    /// or IDs of other kinds, are not.
+    #[test]
+    fn two_patients_or_two_ids_of_one_kind_are_errors() {
+        let s = schema();
+        let mapped = |text: &str| map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s));
+        let two = format!("{A28}PID|2||E10002^^^ATHENA^PI||Lee^Bo\r");
+        assert!(mapped(&two).unwrap_err().starts_with("more than one PID segment"));
+        let ehr = A28.replace("E10001^^^ATHENA^PI~", "E10001^^^ATHENA^PI~E10009^^^ATHENA^PI~");
+        let err = mapped(&ehr).unwrap_err();
+        assert!(err.starts_with("PID-3 holds two different IDs with assigning authority ATHENA"), "{err}");
+        assert!(err.contains("(the EHR's patient ID)") && !err.contains("E1000"), "{err}");
+        let mrn = A28.replace("0042^^^PRACTICE^MR", "0042^^^PRACTICE^MR~0043^^^PRACTICE^MR");
+        let err = mapped(&mrn).unwrap_err();
+        assert!(
+            err.contains("(the practice MRN): one patient with two charts?") && !err.contains("0043"),
+            "{err}"
+        );
+        let same = A28.replace("0042^^^PRACTICE^MR", "0042^^^PRACTICE^MR~0042^^^PRACTICE^MR~123^^^SSA^SS");
+        let Mapped::Patient(p) = mapped(&same).unwrap() else { panic!("not a patient") };
+        assert_eq!(p.practice_mrn.as_deref(), Some("0042"));
+        let siu = "MSH|^~\\&|ATHENA|C|F|P|20261120090000||SIU^S12|M1|P|2.5.1\r\
+SCH||A1|||||Visit|FU|30|MIN|^^^20261201093000||||||||||||||BOOKED\r\
+PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
+        assert!(mapped(siu).unwrap_err().starts_with("more than one PID segment"), "a group appointment");
+    }
+
     #[test]
     fn adt_a28_maps_a_patient() {
         let s = schema();
@@ -845,6 +902,13 @@ PD1|||Clinic|1234567890^Smith^John^^^^^^NPI~P42^Smith^John^^^^^^ATHENA\r";
         assert_eq!(p.provider_id.as_deref(), Some("1234567890"));
         let ehr = MapSettings { provider: ProviderKind::Ehr, ..settings(&s) };
         let Mapped::Patient(p) = map(&msg, &ehr).unwrap() else { panic!() };
+        assert_eq!(p.provider_id.as_deref(), Some("P42"));
+        // The EHR's provider ID is the one under the EHR's authority, not
+        // the first ID that is not an NPI.
+        let dea = A28.replace("PD1|||Clinic|", "PD1|||Clinic|AR1234563^Smith^John^^^^^^DEA~");
+        let Mapped::Patient(p) = map(&Message::parse(dea.as_bytes()).unwrap(), &ehr).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.provider_id.as_deref(), Some("P42"));
         let h = header(&msg, chrono_tz::America::New_York);
         assert_eq!(h.event, "ADT^A28");
@@ -952,7 +1016,12 @@ MRG|E2^^^ATHENA^PI\r";
         assert!(err.contains("not merged into itself"), "{err}");
         let two = format!("{text}PID|1||E5^^^ATHENA^PI||Lee^Bo\rMRG|E6^^^ATHENA^PI\r");
         let err = map(&Message::parse(two.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
-        assert!(err.contains("more than one PID/MRG pair"), "{err}");
+        assert!(err.contains("more than one PID segment"), "{err}");
+        for extra in ["PID|1||E5^^^ATHENA^PI||Lee^Bo\r", "MRG|E6^^^ATHENA^PI\r"] {
+            let one_more = format!("{text}{extra}");
+            let err = map(&Message::parse(one_more.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
+            assert!(err.contains("one PID/MRG pair"), "{err}");
+        }
     }
 
     /// The message's time orders it: a bad one, or none, is a reason, named
@@ -1036,11 +1105,39 @@ MRG|E2^^^ATHENA^PI\r";
     }
 
     /// One scan for two rules: what `pick_id` gives for each on its own.
+    /// One rule at a time, each over every repetition up to the first one
+    /// whose authority or type cannot be read.
     fn pick_one_by_one<'a>(
         f: Field<'a>,
         rules: [Option<&IdRule>; 2],
     ) -> [Result<Option<Cow<'a, str>>, String>; 2] {
-        rules.map(|r| r.map_or(Ok(None), |r| pick_id(f, r, "PID-3")))
+        rules.map(|r| {
+            let Some(r) = r else { return Ok(None) };
+            let mut first: Option<Cow<'a, str>> = None;
+            for rep in f.repetitions() {
+                let c = rep.indexed();
+                let kind = code(c.component(4).subcomponent(1).text(), "PID-3")
+                    .and_then(|a| Ok((a, code(c.component(5).text(), "PID-3")?)));
+                let (authority, id_type) = match kind {
+                    Ok(kind) => kind,
+                    Err(e) if first.is_none() => return Err(e),
+                    Err(_) => break,
+                };
+                if !r.matches(&authority, &id_type) {
+                    continue;
+                }
+                match (value(c.component(1).text(), "PID-3"), &first) {
+                    (Ok(None), _) => {}
+                    (Err(e), None) => return Err(e),
+                    (Ok(Some(id)), None) => first = Some(id),
+                    (Ok(Some(id)), Some(f)) if id != *f => {
+                        return Err(format!("PID-3 holds two different IDs with {}", r.describe()));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(first)
+        })
     }
 
     proptest::proptest! {

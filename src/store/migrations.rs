@@ -284,7 +284,7 @@ pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
 }
 
 /// Bring the database up to `target` (tests build older stores with it).
-fn migrate_to(conn: &mut Connection, target: usize) -> anyhow::Result<()> {
+pub(super) fn migrate_to(conn: &mut Connection, target: usize) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version as usize > MIGRATIONS.len() {

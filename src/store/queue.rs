@@ -332,7 +332,8 @@ mod tests {
         s.conn.execute("UPDATE runs SET pruned_at = 'then' WHERE id = ?1", [run]).unwrap();
         s.conn.pragma_update(None, "user_version", 4).unwrap();
         assert!(s.queue_item(id).unwrap().unwrap().raw.is_some());
-        crate::store::migrations::migrate(&mut s.conn).unwrap();
+        // Only as far as version 5: the later ones add to what is here.
+        crate::store::migrations::migrate_to(&mut s.conn, 5).unwrap();
         assert_eq!(s.queue_item(id).unwrap().unwrap().raw, None);
         assert!(s.queue_item(m3).unwrap().unwrap().raw.is_some(), "a message in ERROR keeps its bytes");
     }
