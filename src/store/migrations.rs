@@ -324,6 +324,20 @@ mod tests {
         rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
     }
 
+    /// A store at `version` with a run and a file (ID 1 each) of job `j`.
+    fn with_a_file(version: usize) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, version).unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, job, kind, started_at) VALUES (1, 'j', 'run', 't');
+             INSERT INTO files (id, job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
+                                read, accepted, rejected, warnings, loaded_at, state_at)
+             VALUES (1, 'j', 'ehr', 'a.hl7', 1, '1', 'h', 'loaded', '/x', 's', 1, 2, 1, 1, 0, 't', 't');",
+        )
+        .unwrap();
+        conn
+    }
+
     #[test]
     fn a_store_from_a_newer_ferry_is_refused_untouched() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -341,14 +355,9 @@ mod tests {
 
     #[test]
     fn version_6_keeps_every_row_and_finds_patients_appointments_and_errors_by_their_new_keys() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate_to(&mut conn, 5).unwrap();
+        let mut conn = with_a_file(5);
         conn.execute_batch(
-            "INSERT INTO runs (id, job, kind, started_at) VALUES (1, 'j', 'run', 't');
-             INSERT INTO files (id, job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
-                                read, accepted, rejected, warnings, loaded_at, state_at)
-             VALUES (1, 'j', 'ehr', 'a.hl7', 1, '1', 'h', 'loaded', '/x', 's', 1, 2, 1, 1, 0, 't', 't');
-             INSERT INTO patients (id, job, side, own_id, last_name, file_id, line, race, source_time)
+            "INSERT INTO patients (id, job, side, own_id, last_name, file_id, line, race, source_time)
              VALUES (7, 'j', 'ehr', 'E1', 'Smith', 1, 3, '2106-3', '2026-01-01T00:00:00Z'),
                     (8, 'j', 'practice', 'E1', 'Smyth', 1, 4, NULL, NULL);
              INSERT INTO messages (job, file_id, number, line, state, state_at)
@@ -416,14 +425,9 @@ mod tests {
 
     #[test]
     fn version_7_writes_message_times_to_the_millisecond_so_they_still_sort() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate_to(&mut conn, 6).unwrap();
+        let mut conn = with_a_file(6);
         conn.execute_batch(
-            "INSERT INTO runs (id, job, kind, started_at) VALUES (1, 'j', 'run', 't');
-             INSERT INTO files (id, job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
-                                read, accepted, rejected, warnings, loaded_at, state_at)
-             VALUES (1, 'j', 'ehr', 'a.hl7', 1, '1', 'h', 'loaded', '/x', 's', 1, 2, 1, 1, 0, 't', 't');
-             INSERT INTO patients (job, side, own_id, file_id, line, source_time)
+            "INSERT INTO patients (job, side, own_id, file_id, line, source_time)
              VALUES ('j', 'ehr', 'E1', 1, 3, '2026-01-01T10:00:05Z'), ('j', 'ehr', 'E2', 1, 4, NULL),
                     ('j', 'practice', 'M1', 1, 5, '2026-01-01T10:00:05.250Z');
              INSERT INTO messages (id, job, file_id, number, line, msg_time, state, state_at)
@@ -464,14 +468,9 @@ mod tests {
 
     #[test]
     fn version_8_marks_the_messages_queued_as_cut_short() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        migrate_to(&mut conn, 7).unwrap();
+        let mut conn = with_a_file(7);
         conn.execute_batch(
-            "INSERT INTO runs (id, job, kind, started_at) VALUES (1, 'j', 'run', 't');
-             INSERT INTO files (id, job, side, name, size, mtime, sha256, state, local_path, schema, run_id,
-                                read, accepted, rejected, warnings, loaded_at, state_at)
-             VALUES (1, 'j', 'ehr', 'a.hl7', 1, '1', 'h', 'loaded', '/x', 's', 1, 3, 1, 2, 0, 't', 't');
-             INSERT INTO messages (job, file_id, number, line, state, reason, state_at)
+            "INSERT INTO messages (job, file_id, number, line, state, reason, state_at)
              VALUES ('j', 1, 1, 1, 'PROCESSED', NULL, 't'),
                     ('j', 1, 2, 3, 'ERROR', 'truncated: the file ends inside an MLLP frame', 't'),
                     ('j', 1, 3, 5, 'ERROR', 'no PID segment', 't');",
