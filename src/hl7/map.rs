@@ -47,7 +47,7 @@ pub const MESSAGE_TIME_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 impl<'s> MapSettings<'s> {
     /// Settings for mapping now: message times may be up to
-    /// [`MESSAGE_TIME_AHEAD`] ahead of the clock.
+    /// `MESSAGE_TIME_AHEAD` (a day) ahead of the clock.
     pub fn new(schema: &'s Hl7Schema, provider: ProviderKind, time_zone: Tz) -> Self {
         let latest_time = crate::clock::now() + MESSAGE_TIME_AHEAD;
         MapSettings { schema, provider, time_zone, latest_time }
