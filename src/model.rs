@@ -565,6 +565,10 @@ pub enum AppointmentStatus {
     Completed,
     Update,
     Cancelled,
+    /// The patient did not come (HL7 table 0278 `Noshow`).
+    NoShow,
+    /// Asked for or on a waiting list, not yet booked (`Pending`, `Waitlist`).
+    Pending,
 }
 
 impl AppointmentStatus {
@@ -575,17 +579,23 @@ impl AppointmentStatus {
             AppointmentStatus::Completed => "COMPLETED",
             AppointmentStatus::Update => "UPDATE",
             AppointmentStatus::Cancelled => "CANCELLED",
+            AppointmentStatus::NoShow => "NOSHOW",
+            AppointmentStatus::Pending => "PENDING",
         }
     }
 
-    /// SCH-25 text, case-insensitively; "CANCELED" too.
+    /// SCH-25 text, case-insensitively: ferry's own statuses, "CANCELED",
+    /// and the codes of HL7 table 0278 (filler status) that mean one of
+    /// them. `Blocked` is not here: a blocked slot is no patient's appointment.
     pub fn parse(s: &str) -> Option<AppointmentStatus> {
         match s.trim().to_ascii_uppercase().as_str() {
-            "BOOKED" => Some(AppointmentStatus::Booked),
-            "ARRIVED" => Some(AppointmentStatus::Arrived),
+            "BOOKED" | "OVERBOOK" => Some(AppointmentStatus::Booked),
+            "ARRIVED" | "STARTED" => Some(AppointmentStatus::Arrived),
             "COMPLETED" | "COMPLETE" => Some(AppointmentStatus::Completed),
             "UPDATE" => Some(AppointmentStatus::Update),
-            "CANCELLED" | "CANCELED" => Some(AppointmentStatus::Cancelled),
+            "CANCELLED" | "CANCELED" | "DELETED" | "DC" => Some(AppointmentStatus::Cancelled),
+            "NOSHOW" | "NO SHOW" | "NO-SHOW" => Some(AppointmentStatus::NoShow),
+            "PENDING" | "WAITLIST" => Some(AppointmentStatus::Pending),
             _ => None,
         }
     }
@@ -621,6 +631,7 @@ pub enum AppointmentField {
     AppointmentType,
     Start,
     DurationMinutes,
+    Status,
 }
 
 impl Member for AppointmentField {
@@ -630,6 +641,7 @@ impl Member for AppointmentField {
         AppointmentField::AppointmentType,
         AppointmentField::Start,
         AppointmentField::DurationMinutes,
+        AppointmentField::Status,
     ];
 
     fn index(self) -> usize {

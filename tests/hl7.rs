@@ -338,6 +338,55 @@ fn updates_within_one_second_are_ordered_by_its_fraction() {
     assert!(detail.contains("1 message(s) older than the stored data"), "{detail}");
 }
 
+/// SCH-25 carries HL7 table 0278 codes from some senders: those that mean
+/// one of ferry's statuses load as it, an empty one on an update changes
+/// nothing, and a blocked slot is no appointment.
+#[test]
+fn sch25_reads_table_0278_and_an_empty_status_keeps_the_stored_one() {
+    let d = setup();
+    let siu = |control: &str, event: &str, time: &str, appt: &str, status: &str| {
+        format!(
+            "MSH|^~\\&|ATHENA|C|FERRY|P|{time}||SIU^{event}|{control}|P|2.5.1\r\
+             SCH||{appt}|||||Visit|FU|30|MIN|^^^20261201093000||||||||||||||{status}\r\
+             PID|1||E1^^^ATHENA^PI\r\n"
+        )
+    };
+    let mut text = siu("M1", "S12", "20261105090000", "A1", "Booked");
+    text += &siu("M2", "S14", "20261105100000", "A1", "Noshow");
+    text += &siu("M3", "S14", "20261105110000", "A1", "");
+    text += &siu("M4", "S14", "20261105090000", "A2", "Waitlist");
+    text += &siu("M5", "S14", "20261105100000", "A2", "Started");
+    text += &siu("M6", "S14", "20261105090000", "A3", "");
+    text += &siu("M7", "S14", "20261105090000", "A4", "Blocked");
+    text += &siu("M8", "S14", "20261105090000", "A5", "Gone fishing");
+    d.write("inbox/feed.hl7", text);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let statuses: Vec<(String, String)> =
+        pairs(&db, "SELECT appt_id, status FROM appointments ORDER BY appt_id");
+    let want = [("A1", "NOSHOW"), ("A2", "ARRIVED"), ("A3", "UPDATE")];
+    assert_eq!(statuses, want.map(|(a, s)| (a.to_string(), s.to_string())));
+    let errors: Vec<(String, String)> =
+        pairs(&db, "SELECT control_id, reason FROM messages WHERE state = 'ERROR' ORDER BY id");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert_eq!(errors[0].0, "M7");
+    assert!(errors[0].1.contains("blocked time slot"), "{}", errors[0].1);
+    assert_eq!(errors[1].0, "M8");
+    assert!(errors[1].1.contains("[appointment_status]"), "{}", errors[1].1);
+
+    // The sender's own code, mapped in the schema, loads on retry.
+    let schema = d.path("schemas/ehr_hl7.toml");
+    let mut text = std::fs::read_to_string(&schema).unwrap();
+    text += "\n[appointment_status]\n\"Gone fishing\" = \"CANCELLED\"\n";
+    std::fs::write(&schema, text).unwrap();
+    let id: i64 = db.query_row("SELECT id FROM messages WHERE control_id = 'M8'", [], |r| r.get(0)).unwrap();
+    assert_exit(&d.ferry(&["queue", "retry", &id.to_string(), "--job", "h"]), 0);
+    let status: String =
+        db.query_row("SELECT status FROM appointments WHERE appt_id = 'A5'", [], |r| r.get(0)).unwrap();
+    assert_eq!(status, "CANCELLED");
+}
+
 /// An ADT^A40 that arrives after a newer message about the ID it merges
 /// leaves that record, as time order would have: the newer message would
 /// have brought the ID back. It says so in a warning.

@@ -1,13 +1,15 @@
 //! The HL7 mapping schema (`schemas/*.toml` with `format = "hl7"`): which
 //! PID-3 repetition is the EHR's own patient ID and which is the practice
-//! MRN. This differs between EHRs and between practices, so it is data,
-//! never code.
+//! MRN, and what a sender's own SCH-25 codes mean. This differs between
+//! EHRs and between practices, so it is data, never code.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::map::trim;
+use crate::model::AppointmentStatus;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +18,9 @@ struct Hl7SchemaFile {
     description: Option<String>,
     format: String,
     ids: IdsFile,
+    /// SCH-25 codes of this sender, each to one of ferry's statuses.
+    #[serde(default)]
+    appointment_status: BTreeMap<String, AppointmentStatus>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,9 +73,21 @@ pub struct Hl7Schema {
     pub path: PathBuf,
     pub ehr_id: IdRule,
     pub practice_mrn: Option<IdRule>,
+    /// The sender's own SCH-25 codes (`[appointment_status]`), read before
+    /// ferry's (see [`AppointmentStatus::parse`]).
+    pub appointment_status: Vec<(String, AppointmentStatus)>,
 }
 
 impl Hl7Schema {
+    /// What an SCH-25 code means: the schema's `[appointment_status]`
+    /// first, then the statuses ferry knows.
+    pub fn status(&self, code: &str) -> Option<AppointmentStatus> {
+        match self.appointment_status.iter().find(|(c, _)| same(c, code)) {
+            Some((_, status)) => Some(*status),
+            None => AppointmentStatus::parse(code),
+        }
+    }
+
     pub fn parse(path: &Path, text: &str) -> Result<Hl7Schema, String> {
         let raw: Hl7SchemaFile = toml::from_str(text).map_err(|e| {
             format!("{}: {}{}", path.display(), crate::job::toml_location(text, e.span()), e.message())
@@ -87,6 +104,9 @@ impl Hl7Schema {
                 path.display()
             ));
         }
+        if raw.appointment_status.keys().any(|code| code.trim().is_empty()) {
+            return Err(format!("{}: appointment_status has an empty code", path.display()));
+        }
         let name = raw.name.unwrap_or_else(|| {
             path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
         });
@@ -96,6 +116,11 @@ impl Hl7Schema {
             path: path.to_path_buf(),
             ehr_id: raw.ids.ehr_id,
             practice_mrn: raw.ids.practice_mrn,
+            appointment_status: raw
+                .appointment_status
+                .into_iter()
+                .map(|(code, status)| (code.trim().to_string(), status))
+                .collect(),
         })
     }
 }
@@ -125,5 +150,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("same PID-3"), "{err}");
+        let err = Hl7Schema::parse(
+            p,
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"A\"\n[appointment_status]\nX = \"GONE\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("GONE") && err.contains("NOSHOW"), "{err}");
+    }
+
+    #[test]
+    fn a_senders_own_status_codes_come_before_ferrys() {
+        let s = Hl7Schema::parse(
+            Path::new("s.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"A\"\n\
+             [appointment_status]\n\"CHECKED OUT\" = \"COMPLETED\"\nPENDING = \"BOOKED\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.status("checked out "), Some(AppointmentStatus::Completed));
+        assert_eq!(s.status("Pending"), Some(AppointmentStatus::Booked), "the schema's meaning wins");
+        assert_eq!(s.status("Waitlist"), Some(AppointmentStatus::Pending), "table 0278, as ferry reads it");
+        assert_eq!(s.status("Noshow"), Some(AppointmentStatus::NoShow));
+        assert_eq!(s.status("Blocked"), None);
     }
 }

@@ -620,25 +620,40 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         .or(text(sch.field(1).component(1).text(), "SCH-1")?)
         .ok_or("no appointment ID in SCH-2 or SCH-1")?;
     let status_text = text(sch.field(25).component(1).text(), "SCH-25")?;
-    let status = match status_text.as_deref().map(AppointmentStatus::parse) {
-        Some(Some(AppointmentStatus::Cancelled)) | None if trigger == "S15" => AppointmentStatus::Cancelled,
-        Some(Some(st)) if trigger == "S15" => {
+    // What the message leaves empty, an update keeps (as for patients).
+    let mut keep = FieldSet::default();
+    let status = match status_text.as_deref().map(|t| (t, s.schema.status(t))) {
+        Some((_, Some(AppointmentStatus::Cancelled))) | None if trigger == "S15" => {
+            AppointmentStatus::Cancelled
+        }
+        Some((_, Some(st))) if trigger == "S15" => {
             return Err(format!(
                 "SIU^S15 (a cancellation) with SCH-25 (filler status) {}: the event and the status disagree",
                 st.as_str()
             ));
         }
-        Some(Some(st)) => st,
-        Some(None) => {
+        Some((_, Some(st))) => st,
+        Some((t, None)) if t.eq_ignore_ascii_case("BLOCKED") => {
             return Err(
-                "SCH-25 (filler status) is not BOOKED, ARRIVED, COMPLETED, UPDATE or CANCELLED".into()
+                "SCH-25 (filler status) is Blocked: a blocked time slot, not a patient's appointment".into(),
             );
         }
+        Some((_, None)) => {
+            return Err(format!(
+                "SCH-25 (filler status) is not one ferry knows (BOOKED, ARRIVED, COMPLETED, UPDATE, CANCELLED, \
+                 NOSHOW, PENDING or a code of HL7 table 0278); map the sender's code in the schema's \
+                 [appointment_status] ({})",
+                s.schema.path.display()
+            ));
+        }
         None if trigger == "S12" => AppointmentStatus::Booked,
-        None => return Err("SCH-25 (filler status) is empty".into()),
+        // An update that leaves the status empty does not change it; an
+        // appointment first seen this way is an UPDATE.
+        None => {
+            keep.insert(AppointmentField::Status);
+            AppointmentStatus::Update
+        }
     };
-    // What the message leaves empty, an update keeps (as for patients).
-    let mut keep = FieldSet::default();
     let mut said = |f: AppointmentField, is_said: bool| {
         if !is_said {
             keep.insert(f);

@@ -79,7 +79,7 @@ fn upsert_patient_sql() -> &'static str {
 // The bits the appointment upsert tests, in `AppointmentField` order.
 const _: () = {
     use AppointmentField as F;
-    let order = [F::ProviderId, F::DepartmentId, F::AppointmentType, F::Start, F::DurationMinutes];
+    let order = [F::ProviderId, F::DepartmentId, F::AppointmentType, F::Start, F::DurationMinutes, F::Status];
     let mut i = 0;
     while i < order.len() {
         assert!(order[i] as usize == i);
@@ -432,7 +432,8 @@ impl<'c> FileLoad<'c> {
                      appointment_type = iif(?13 & 4, appointments.appointment_type, excluded.appointment_type),
                      start_utc = iif(?13 & 8, appointments.start_utc, excluded.start_utc),
                      duration_minutes = iif(?13 & 16, appointments.duration_minutes, excluded.duration_minutes),
-                     status = excluded.status, message_id = excluded.message_id,
+                     status = iif(?13 & 32, appointments.status, excluded.status),
+                     message_id = excluded.message_id,
                      source_time = coalesce(excluded.source_time, appointments.source_time)",
         )?
         .execute(params![
