@@ -453,33 +453,76 @@ fn toml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub fn parse(file: &Path, schema: Option<&str>, side: Option<&str>, json: bool) -> Result<Exit> {
+/// How `ferry parse` reads a file: as a job would, or by the schema and
+/// settings named on the command line.
+#[derive(Debug, Default)]
+pub struct ParseOptions<'a> {
+    /// A schema name (looked up in `schemas/`) or a path to a schema file.
+    pub schema: Option<&'a str>,
+    pub side: Option<&'a str>,
+    pub json: bool,
+    /// Read the file as this job does: its input for the file's name, its
+    /// time zone and its provider ID.
+    pub job: Option<&'a str>,
+    /// Read HL7 times without an offset in this zone (before the job's).
+    pub time_zone: Option<chrono_tz::Tz>,
+}
+
+pub fn parse(file: &Path, o: &ParseOptions) -> Result<Exit> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let schema_path = |name: &str| schema_path(Path::new(""), Path::new("schemas"), name);
+    let job = o.job.map(Job::load).transpose()?;
+    let input = match &job {
+        Some(job) => {
+            let name = file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+            let input = job.input_for(&name);
+            if input.is_none() && o.schema.is_none() {
+                let why = format!(
+                    "no input of job {} takes a file named {name:?}; name the schema with --schema",
+                    job.name
+                );
+                return Err(ConfigError::new(&job.file, why).into());
+            }
+            input
+        }
+        None => None,
+    };
+    // The named schema, else the job's for this file.
+    let schema = match o.schema {
+        Some(name) => {
+            let path = schema_path(Path::new(""), Path::new("schemas"), name);
+            Some(load_schema_file(&path).map_err(|e| ConfigError::new(&path, e))?)
+        }
+        None => input.map(|i| i.schema.clone()),
+    };
     if looks_like_hl7(&bytes) {
-        let path = schema_path(schema.unwrap_or("ehr_hl7"));
-        return parse_hl7(file, &bytes, &path, json);
+        let settings = Hl7View {
+            schema,
+            time_zone: o.time_zone.or(job.as_ref().map(|j| j.time_zone)),
+            provider: job.as_ref().map_or(hl7::ProviderKind::Npi, |j| j.provider),
+        };
+        return parse_hl7(file, &bytes, settings, o.json);
     }
     let Some(schema) = schema else {
         let why = if bytes.iter().all(u8::is_ascii_whitespace) {
             "the file is empty (nothing but blank lines, if anything): no messages or records to show"
         } else {
-            "not HL7: name the flat-file layout with --schema"
+            "not HL7: name the flat-file layout with --schema, or the job that reads it with --job"
         };
         return Err(ConfigError::new(file, why).into());
     };
-    let schema_path = schema_path(schema);
-    let schema = match load_schema_file(&schema_path).map_err(|e| ConfigError::new(&schema_path, e))? {
+    let schema = match schema {
         InputSchema::Flat(s) => s,
-        InputSchema::Hl7(_) => {
-            return Err(ConfigError::new(&schema_path, "an HL7 schema, but the file is not HL7").into());
+        InputSchema::Hl7(s) => {
+            return Err(ConfigError::new(&s.path, "an HL7 schema, but the file is not HL7").into());
         }
     };
-    let side = match side.and_then(Side::parse) {
-        Some(s) => s,
-        None if schema.check_side(Side::Ehr).is_ok() => Side::Ehr,
-        None => Side::Practice,
+    let side = match (o.side.and_then(Side::parse), input) {
+        (Some(s), _) => s,
+        (None, Some(input)) => input.side,
+        (None, None) if schema.check_side(Side::Ehr).is_ok() => Side::Ehr,
+        (None, None) => Side::Practice,
     };
+    let json = o.json;
     let parsed = parse_bytes(&bytes, &schema, side, chrono::Local::now().date_naive());
     let mut out = std::io::stdout().lock();
     let mut rejects = parsed.rejects.iter().peekable();
@@ -522,18 +565,39 @@ fn looks_like_hl7(bytes: &[u8]) -> bool {
     b.first() == Some(&0x0B) || [b"MSH", b"FHS", b"BHS"].iter().any(|h| b.starts_with(*h))
 }
 
+/// What `--json` maps HL7 messages with: the schema (named, the job's, else
+/// `schemas/ehr_hl7.toml`), the time zone and the provider ID.
+struct Hl7View {
+    schema: Option<InputSchema>,
+    time_zone: Option<chrono_tz::Tz>,
+    provider: hl7::ProviderKind,
+}
+
 /// The debug view of an HL7 file: each message's segments and fields with
 /// their components, or (`--json`) the records each message maps to.
-fn parse_hl7(file: &Path, bytes: &[u8], schema_path: &Path, json: bool) -> Result<Exit> {
+fn parse_hl7(file: &Path, bytes: &[u8], view: Hl7View, json: bool) -> Result<Exit> {
     let mut out = std::io::stdout().lock();
     let (mut read, mut errors) = (0u64, 0u64);
     if json {
-        let schema = match load_schema_file(schema_path).map_err(|e| ConfigError::new(schema_path, e))? {
-            InputSchema::Hl7(s) => s,
-            InputSchema::Flat(_) => return Err(ConfigError::new(schema_path, "not an HL7 schema").into()),
+        let schema = match view.schema {
+            Some(s) => s,
+            None => {
+                let path = schema_path(Path::new(""), Path::new("schemas"), "ehr_hl7");
+                load_schema_file(&path).map_err(|e| ConfigError::new(&path, e))?
+            }
         };
-        let tz = std::env::var("TZ").ok().and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::Tz::UTC);
-        let settings = hl7::MapSettings::new(&schema, hl7::ProviderKind::Npi, tz);
+        let schema = match schema {
+            InputSchema::Hl7(s) => s,
+            InputSchema::Flat(s) => return Err(ConfigError::new(&s.path, "not an HL7 schema").into()),
+        };
+        let tz = view.time_zone.unwrap_or_else(|| {
+            eprintln!(
+                "{}: times without an offset are read as UTC; name the job (--job) or --time-zone to read them as the job does",
+                file.display()
+            );
+            chrono_tz::Tz::UTC
+        });
+        let settings = hl7::MapSettings::new(&schema, view.provider, tz);
         let problems = hl7::read_file(bytes, &settings, |chunk| -> Result<()> {
             for o in chunk {
                 read += 1;

@@ -14,6 +14,10 @@ use ferry::commands::{self, Exit, LogFormat, Logging};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+fn time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse().map_err(|_| format!("{name:?} is not a time zone name such as America/New_York"))
+}
+
 #[derive(Parser)]
 #[command(
     name = "ferry",
@@ -92,6 +96,14 @@ enum Command {
         /// Print records as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Read the file as this job does: the schema of its input for the
+        /// file's name, its time zone and provider ID.
+        #[arg(long)]
+        job: Option<String>,
+        /// Read HL7 times without an offset in this zone (default: the
+        /// job's, else UTC).
+        #[arg(long, value_parser = time_zone)]
+        time_zone: Option<chrono_tz::Tz>,
     },
     /// HL7 messages in ERROR: list them, show one, retry it after a mapping fix, or delete it.
     /// The list ends with each job's count of messages in every state.
@@ -149,8 +161,15 @@ fn main() -> ExitCode {
             commands::generate_population(patients, seed, &noise, &out, cli.quiet)
         }
         Command::Check { jobs, accept_new_host_key } => commands::check(&jobs, accept_new_host_key),
-        Command::Parse { file, schema, side, json } => {
-            commands::parse(&file, schema.as_deref(), side.as_deref(), json)
+        Command::Parse { file, schema, side, json, job, time_zone } => {
+            let options = commands::ParseOptions {
+                schema: schema.as_deref(),
+                side: side.as_deref(),
+                json,
+                job: job.as_deref(),
+                time_zone,
+            };
+            commands::parse(&file, &options)
         }
         Command::Queue { action, job, state, json } => match action {
             None => commands::queue_list(job.as_deref(), state, json),

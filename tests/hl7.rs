@@ -515,6 +515,24 @@ fn parse_shows_segments_and_mapped_records() {
         lines[8]["record"]["appointment"]["keep_stored"],
         serde_json::json!(["provider_id", "department_id"])
     );
+    // Without a job, times without an offset are UTC, and it says so; with
+    // the job (or --time-zone), they are read as the run reads them.
+    assert_eq!(lines[7]["record"]["appointment"]["start"], "2026-12-01T09:30:00Z");
+    assert!(stderr(&out).contains("read as UTC"), "{}", stderr(&out));
+    for args in [&["--job", "h"][..], &["--time-zone", "America/New_York"]] {
+        let out = d.ferry(&[&["parse", "inbox/feed.hl7", "--json"][..], args].concat());
+        assert_exit(&out, 0);
+        assert!(!stderr(&out).contains("read as UTC"), "{}", stderr(&out));
+        let line: serde_json::Value = serde_json::from_str(stdout(&out).lines().nth(7).unwrap()).unwrap();
+        assert_eq!(line["record"]["appointment"]["start"], "2026-12-01T14:30:00Z", "{args:?}");
+        assert_eq!(line["time"], "2026-11-05T14:00:00Z", "{args:?}");
+    }
+    let out = d.ferry(&["parse", "inbox/feed.hl7", "--json", "--time-zone", "Mars/Olympus"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("not a time zone name"), "{}", stderr(&out));
+    let out = d.ferry(&["parse", "roster.csv", "--job", "h"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("no input of job h takes a file named \"roster.csv\""), "{}", stderr(&out));
     d.write("inbox/empty.hl7", "\r\n");
     let out = d.ferry(&["parse", "inbox/empty.hl7"]);
     assert_exit(&out, 2);
