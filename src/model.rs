@@ -142,9 +142,31 @@ pub struct Patient {
     /// warns about each. A flat file's parser reports these itself.
     #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
     pub dropped: FieldSet<Field>,
+    /// The fields whose value held control characters, loaded without them
+    /// (see [`Patient::strip_controls`]): the loader warns about each.
+    #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
+    pub cleaned: FieldSet<Field>,
 }
 
 impl Patient {
+    /// Takes control characters out of the text fields, and returns the
+    /// fields that held any. No name, address or ID holds one, and in a
+    /// report a NUL cuts a cell short in a spreadsheet: they come from
+    /// escapes such as `\X00\`, stray bytes, or Windows-1252 text sent
+    /// as another character set. A line break or tab becomes a space;
+    /// other control characters (C0, DEL, C1) are dropped.
+    pub fn strip_controls(&mut self) -> FieldSet<Field> {
+        let mut changed = FieldSet::default();
+        for f in Field::ALL {
+            if let Some(slot) = f.text_slot(self)
+                && strip_controls(slot)
+            {
+                changed.insert(f);
+            }
+        }
+        changed
+    }
+
     /// The record's own key on `side`.
     pub fn own_id(&self, side: Side) -> Option<&str> {
         match side {
@@ -442,6 +464,33 @@ pub trait Member: Copy + 'static {
     /// Every field, in [`Member::index`] order (at most 32).
     const ALL: &'static [Self];
     fn index(self) -> usize;
+}
+
+/// [`Patient::strip_controls`] for one value; whether it changed.
+fn strip_controls(slot: &mut Option<CompactString>) -> bool {
+    let Some(v) = slot else { return false };
+    // A C1 control is 0xC2 0x80..=0x9F in UTF-8. One pass without early
+    // exit, over bytes nearly always plain, is the cheap check.
+    let suspect = v.bytes().fold(false, |any, b| any | (b < 0x20) | (b == 0x7F) | (b == 0xC2));
+    if !suspect {
+        return false;
+    }
+    let mut out = CompactString::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '\t' | '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}') {
+            if !out.is_empty() && !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else if !c.is_control() {
+            out.push(c);
+        }
+    }
+    let out = out.trim();
+    if out == v.as_str() {
+        return false;
+    }
+    *slot = (!out.is_empty()).then(|| CompactString::from(out));
+    true
 }
 
 /// A set of a record's fields, as bits.
@@ -794,6 +843,27 @@ mod tests {
                 assert_eq!(compact(v), v);
             }
         }
+    }
+
+    #[test]
+    fn control_characters_leave_text_fields() {
+        let mut p = Patient {
+            ehr_id: Some("E1\u{0}".into()),
+            last_name: Some("O\u{0}Brien".into()),
+            first_name: Some("Mac\r\nLean \u{1C}".into()),
+            middle_name: Some("\u{7F}\u{92}".into()),
+            city: Some("Zoë\u{A0}°".into()),
+            address1: Some("1 Main St".into()),
+            ..Patient::default()
+        };
+        let changed = p.strip_controls();
+        assert_eq!(p.ehr_id.as_deref(), Some("E1"));
+        assert_eq!(p.last_name.as_deref(), Some("OBrien"));
+        assert_eq!(p.first_name.as_deref(), Some("Mac Lean"), "a line break is a space");
+        assert_eq!(p.middle_name, None, "nothing left");
+        assert_eq!(p.city.as_deref(), Some("Zoë\u{A0}°"), "0xC2 starts more than C1 controls");
+        let want = [Field::EhrId, Field::FirstName, Field::MiddleName, Field::LastName];
+        assert_eq!(changed.iter().collect::<Vec<_>>(), want);
     }
 
     #[test]

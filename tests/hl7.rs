@@ -387,6 +387,47 @@ fn sch25_reads_table_0278_and_an_empty_status_keeps_the_stored_one() {
     assert_eq!(status, "CANCELLED");
 }
 
+/// Control characters never reach the store or the reports: `\X00\`,
+/// `\X0D\` and a stray 0x1C are taken out of a name with a warning naming
+/// the field, and a message labelled 8859/1 is read as Windows-1252, whose
+/// 0x92 is a quote, not a control code.
+#[test]
+fn control_characters_leave_names_with_a_warning() {
+    let d = setup();
+    let adt = |control: &str, pid: &[u8], msh18: &str| {
+        let mut m = format!(
+            "MSH|^~\\&|ATHENA|C|FERRY|P|20261120090000||ADT^A08|{control}|P|2.5.1||||||{msh18}\rPID|1||"
+        )
+        .into_bytes();
+        m.extend_from_slice(pid);
+        m.extend_from_slice(b"||19800102|F\r\n");
+        m
+    };
+    let mut text = adt("M1", b"E1^^^ATHENA^PI||O\\X00\\Brien^Ann", "");
+    text.extend(adt("M2", b"E2^^^ATHENA^PI||Mac\\X0D\\Lean^Bo\\X1C\\b", ""));
+    text.extend(adt("M3", b"E3^^^ATHENA^PI||O\x92Neil^Ann", "8859/1"));
+    d.write("inbox/feed.hl7", text);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let names: Vec<(String, String)> =
+        pairs(&db, "SELECT last_name, first_name FROM patients WHERE side = 'ehr' ORDER BY own_id");
+    let want = [("OBrien", "Ann"), ("Mac Lean", "Bob"), ("O\u{2019}Neil", "Ann")];
+    assert_eq!(names, want.map(|(l, f)| (l.to_string(), f.to_string())));
+    let report = d.latest_report("h");
+    let warnings: Vec<(String, String)> = read_csv(&report.join("rejects.csv"))
+        .into_iter()
+        .map(|r| (r["record_id"].clone(), r["column"].clone()))
+        .collect();
+    let want = [("M1", "PID-5.1"), ("M2", "PID-5.2"), ("M2", "PID-5.1")];
+    assert_eq!(warnings, want.map(|(m, c)| (m.to_string(), c.to_string())));
+    let unmatched = std::fs::read(report.join("unmatched_ehr.csv")).unwrap();
+    assert!(
+        !unmatched.iter().any(|&b| b < 0x20 && b != b'\r' && b != b'\n'),
+        "no control bytes in the report"
+    );
+}
+
 /// An ADT^A40 that arrives after a newer message about the ID it merges
 /// leaves that record, as time order would have: the newer message would
 /// have brought the ID back. It says so in a warning.

@@ -412,6 +412,13 @@ impl RecordBuilder<'_> {
                 Err(reason) => warnings.push((c, format!("{}: {reason}; loaded without it", c.label))),
             }
         }
+        for field in patient.strip_controls().iter() {
+            if let Some(c) = schema.column_for(field) {
+                let why =
+                    "held control characters (bytes that are no text, such as NUL); loaded without them";
+                warnings.push((c, format!("{}: {why}", c.label)));
+            }
+        }
         let own_id = patient.own_id(self.side).map(str::to_string);
         if rejection.is_none()
             && let Some(id) = &own_id
@@ -513,6 +520,17 @@ optional_column = true
         assert_eq!(p.records[0].patient.last_name.as_deref(), Some("Lee, Jr"));
         assert_eq!(p.records[1].patient.last_name.as_deref(), Some("Multi Line"), "whitespace collapsed");
         assert_eq!(p.records[0].patient.practice_mrn, None, "optional column absent");
+        assert_adds_up(&p);
+    }
+
+    #[test]
+    fn control_characters_are_taken_out_with_a_warning() {
+        let p = parse(b"ID,Last,DOB,Phone\nE\x001,O\x00Brien,01/02/1970,\n");
+        let r = &p.records[0].patient;
+        assert_eq!((r.ehr_id.as_deref(), r.last_name.as_deref()), (Some("E1"), Some("OBrien")));
+        let warned: Vec<_> = p.rejects.iter().map(|r| (r.severity, r.column.as_deref())).collect();
+        assert_eq!(warned, [(Severity::Warning, Some("ID")), (Severity::Warning, Some("Last"))]);
+        assert!(p.rejects[1].reason.contains("control characters"), "{}", p.rejects[1].reason);
         assert_adds_up(&p);
     }
 

@@ -54,7 +54,7 @@ use std::fmt;
 use memchr::memchr;
 
 use super::error::Hl7Error;
-use super::parse::{Charset, Delimiters, Message, Segment, SegmentIndex, is_blank, starts_segment};
+use super::parse::{Charset, Delimiters, Message, Seen, Segment, SegmentIndex, is_blank, starts_segment};
 use super::seg;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -85,15 +85,16 @@ pub struct Item<'a> {
     /// not look for line ends again; `None` for a message with more
     /// segments than are noted.
     pub(crate) segments: Option<SegmentIndex>,
-    /// Every byte is ASCII, seen while splitting, so that parsing need not
-    /// check that its text decodes.
-    pub(crate) ascii: bool,
+    /// What its bytes between line ends are, seen while splitting: parsing
+    /// need not check that printable ASCII decodes, and mapping need not
+    /// look for control characters in values no byte can put one in.
+    pub(crate) seen: Seen,
 }
 
 impl<'a> Item<'a> {
     pub fn parse(&self) -> Result<Message<'a>, Hl7Error> {
         match &self.segments {
-            Some(index) => Message::parse_with_segments(self.raw, index, self.ascii),
+            Some(index) => Message::parse_with_segments(self.raw, index, self.seen),
             None => Message::parse(self.raw),
         }
     }
@@ -291,16 +292,17 @@ const LINE_ENDS: u32 = 1 << CR | 1 << LF | 1 << VT | 1 << FS;
 /// search per line (for CR or LF, then for framing bytes) cost more in
 /// set-up than in searching, as segments are short; here one block's
 /// classification serves every line in it. On the way it notes whether a
-/// line holds a byte that is not ASCII, so that a message found all ASCII
-/// needs no UTF-8 check when parsed.
+/// line holds a byte that is not printable ASCII, and whether one may be a
+/// control character (see [`Seen`]).
 struct LineEnds {
     /// Offset in the buffer of the block `mask` describes.
     base: usize,
     /// One bit per byte of that block, lowest first, for the bytes not yet
     /// passed that may matter: control bytes (below 0x20, as CR, LF, 0x0B
-    /// and 0x1C all are) and bytes that are not ASCII (0x80 and up), both
-    /// found with one comparison. Other control bytes, such as tabs, are
-    /// rare and passed one at a time.
+    /// and 0x1C all are, and DEL), bytes that are not ASCII (0x80 and up)
+    /// and `\`, which may start an escape sequence that stands for a
+    /// control character. Other control bytes, such as tabs, are rare, and
+    /// escape sequences a few a message: they are passed one at a time.
     mask: u64,
     /// The processor has AVX2, which classifies a block in half the
     /// instructions SSE2 takes.
@@ -318,12 +320,12 @@ impl LineEnds {
 
     /// Where the line starting at `start` ends (its first CR, LF, `0x0B` or
     /// `0x1C`, else the end of `buf`), and whether its bytes before that
-    /// are all ASCII. `start` must not be before the end of the line found
+    /// are, as [`Seen`]. `start` must not be before the end of the line found
     /// last, whose bytes are forgotten as they are passed; the splitter
     /// only moves forward. `AVX2` only where `self.avx2` says the processor
     /// has it.
     #[inline(always)]
-    fn find<const AVX2: bool>(&mut self, buf: &[u8], start: usize) -> (usize, bool) {
+    fn find<const AVX2: bool>(&mut self, buf: &[u8], start: usize) -> (usize, Seen) {
         let skip = start.wrapping_sub(self.base);
         if skip < BLOCK {
             self.mask &= u64::MAX << skip;
@@ -331,12 +333,12 @@ impl LineEnds {
             self.base = start;
             self.mask = block_mask::<AVX2>(buf, start);
         }
-        let mut ascii = true;
+        let mut seen = Seen::Printable;
         loop {
             if self.mask == 0 {
                 self.base += BLOCK;
                 if self.base >= buf.len() {
-                    return (buf.len(), ascii);
+                    return (buf.len(), seen);
                 }
                 self.mask = block_mask::<AVX2>(buf, self.base);
                 continue;
@@ -344,9 +346,14 @@ impl LineEnds {
             let at = self.base + self.mask.trailing_zeros() as usize;
             let b = buf[at];
             if b < 0x20 && LINE_ENDS >> b & 1 == 1 {
-                return (at, ascii);
+                return (at, seen);
             }
-            ascii &= b.is_ascii();
+            seen = seen.max(match b {
+                b'\\' if matches!(buf.get(at + 1), Some(b'X' | b'.')) => Seen::Controls,
+                b'\\' => Seen::Printable,
+                0xA0.. if b != 0xC2 => Seen::Text,
+                _ => Seen::Controls,
+            });
             self.mask &= self.mask - 1;
         }
     }
@@ -361,7 +368,7 @@ fn block_mask<const AVX2: bool>(buf: &[u8], at: usize) -> u64 {
     let block = match rest.first_chunk::<BLOCK>() {
         Some(block) => block,
         None => {
-            // Padded with a byte that is neither a control byte nor non-ASCII.
+            // Padded with a printable byte.
             let mut block = [b' '; BLOCK];
             block[..rest.len()].copy_from_slice(rest);
             padded = block;
@@ -376,13 +383,18 @@ fn block_mask<const AVX2: bool>(buf: &[u8], at: usize) -> u64 {
     special(block)
 }
 
-/// The bytes of a block that are below 0x20 or above 0x7F: as signed
-/// bytes, exactly those below 0x20. Sixteen at a time with SSE2, which
-/// every x86-64 processor has (LLVM does not vectorise the byte loop well).
+/// The bytes of a block that are not printable ASCII (below 0x20, or 0x7F
+/// and up), and `\`. The first are, one added to each, as signed bytes,
+/// exactly those below 0x21 (0xFF wraps to 0). Sixteen at a time with
+/// SSE2, which every x86-64 processor has (LLVM does not vectorise the byte
+/// loop well).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 fn special(block: &[u8; BLOCK]) -> u64 {
-    use std::arch::x86_64::{_mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    use std::arch::x86_64::{
+        _mm_add_epi8, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
     let mut mask = 0;
     for (i, chunk) in block.as_chunks::<16>().0.iter().enumerate() {
         // SAFETY: SSE2 is part of x86-64 itself, so every processor that
@@ -390,7 +402,8 @@ fn special(block: &[u8; BLOCK]) -> u64 {
         // `chunk`, at any alignment.
         let found = unsafe {
             let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
-            _mm_movemask_epi8(_mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20)))
+            let unprintable = _mm_cmplt_epi8(_mm_add_epi8(bytes, _mm_set1_epi8(1)), _mm_set1_epi8(0x21));
+            _mm_movemask_epi8(_mm_or_si128(unprintable, _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8))))
         };
         mask |= u64::from(found as u16) << (16 * i);
     }
@@ -402,12 +415,18 @@ fn special(block: &[u8; BLOCK]) -> u64 {
 #[target_feature(enable = "avx2")]
 #[inline]
 fn special_avx2(block: &[u8; BLOCK]) -> u64 {
-    use std::arch::x86_64::{_mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8};
+    use std::arch::x86_64::{
+        _mm256_add_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
     let mut mask = 0;
     for (i, chunk) in block.as_chunks::<32>().0.iter().enumerate() {
         // SAFETY: reads the 32 bytes of `chunk`, at any alignment.
         let bytes = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
-        let found = _mm256_movemask_epi8(_mm256_cmpgt_epi8(_mm256_set1_epi8(0x20), bytes));
+        let plus_one = _mm256_add_epi8(bytes, _mm256_set1_epi8(1));
+        let unprintable = _mm256_cmpgt_epi8(_mm256_set1_epi8(0x21), plus_one);
+        let backslash = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\\' as i8));
+        let found = _mm256_movemask_epi8(_mm256_or_si256(unprintable, backslash));
         mask |= u64::from(found as u32) << (32 * i);
     }
     mask
@@ -421,7 +440,10 @@ fn special(block: &[u8; BLOCK]) -> u64 {
 /// [`special`] a byte at a time: elsewhere than x86-64, and to test it.
 #[cfg(any(test, not(target_arch = "x86_64")))]
 fn special_bytewise(block: &[u8; BLOCK]) -> u64 {
-    block.iter().enumerate().fold(0, |mask, (i, &b)| mask | u64::from(!(0x20..0x80).contains(&b)) << i)
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |mask, (i, &b)| mask | u64::from(!(0x20..0x7F).contains(&b) || b == b'\\') << i)
 }
 
 /// The message being read.
@@ -443,8 +465,8 @@ struct Open {
     cr_terminated: bool,
     /// A reason it is cut, found before it ended.
     cut: Option<&'static str>,
-    /// Its lines so far are all ASCII.
-    ascii: bool,
+    /// What its lines so far hold.
+    seen: Seen,
     segments: Option<SegmentIndex>,
 }
 
@@ -455,8 +477,8 @@ impl Open {
     /// Adds a line that [`is_plain_segment`], `start..stop` in the buffer
     /// and followed by its terminator up to `next`.
     #[inline]
-    fn add_segment(&mut self, start: usize, stop: usize, next: usize, ascii: bool) {
-        self.extend(stop, next, ascii);
+    fn add_segment(&mut self, start: usize, stop: usize, next: usize, seen: Seen) {
+        self.extend(stop, next, seen);
         if let Some(index) = &mut self.segments
             && !index.push(start - self.start, stop - self.start)
         {
@@ -467,17 +489,17 @@ impl Open {
     /// Adds a line, `start..stop` in the buffer and followed by its
     /// terminator up to `next`.
     #[inline]
-    fn add(&mut self, content: &[u8], start: usize, stop: usize, next: usize, ascii: bool) {
-        self.extend(stop, next, ascii);
+    fn add(&mut self, content: &[u8], start: usize, stop: usize, next: usize, seen: Seen) {
+        self.extend(stop, next, seen);
         note(&mut self.segments, content, start - self.start, stop - self.start, self.field);
     }
 
     /// The message now runs to `next`, past a line that ends at `stop`.
     #[inline]
-    fn extend(&mut self, stop: usize, next: usize, ascii: bool) {
+    fn extend(&mut self, stop: usize, next: usize, seen: Seen) {
         self.end = next;
         self.terminated = next > stop;
-        self.ascii &= ascii;
+        self.seen = self.seen.max(seen);
     }
 }
 
@@ -629,7 +651,7 @@ impl<'a> Splitter<'a> {
         let buf = self.buf;
         loop {
             let start = self.pos;
-            let (stop, ascii) = self.ends.find::<AVX2>(buf, start);
+            let (stop, seen) = self.ends.find::<AVX2>(buf, start);
             // The end of the input, or a framing byte where a line would
             // start.
             if stop == start && !matches!(buf.get(start), Some(&(CR | LF))) {
@@ -652,7 +674,7 @@ impl<'a> Splitter<'a> {
             if let Some(open) = &mut self.current
                 && is_plain_segment(content, open.field)
             {
-                open.add_segment(start, stop, next, ascii);
+                open.add_segment(start, stop, next, seen);
                 continue;
             }
             // A message after a byte order mark (files joined whole, each
@@ -682,7 +704,10 @@ impl<'a> Splitter<'a> {
                         component: content.get(4).copied().unwrap_or(content[3]),
                         cr_terminated: bare_cr,
                         cut: None,
-                        ascii,
+                        // The escape sequences that can stand for a control
+                        // character are seen for `\` alone, the escape
+                        // character nearly every sender uses.
+                        seen: if content.get(6) == Some(&b'\\') { seen } else { Seen::Controls },
                         segments,
                     });
                 }
@@ -702,7 +727,7 @@ impl<'a> Splitter<'a> {
                             && buf[..open.end].ends_with(b"\n")
                             && !buf[..open.end].ends_with(b"\r\n");
                         if starts_segment(content, open.field) || in_value {
-                            open.add(content, start, stop, next, ascii);
+                            open.add(content, start, stop, next, seen);
                             continue;
                         }
                         // With the message's delimiters in it, the line is
@@ -728,7 +753,7 @@ impl<'a> Splitter<'a> {
                         open.cut = Some(JUNK_INSIDE);
                         // Parsing reads the junk as it reads any line.
                         open.segments = None;
-                        open.add(content, start, stop, next, ascii);
+                        open.add(content, start, stop, next, seen);
                         self.junk = None;
                         self.current = self.suspended.take();
                         continue;
@@ -803,7 +828,7 @@ impl<'a> Splitter<'a> {
             framed: open.framed,
             truncated: reason,
             segments: open.segments,
-            ascii: open.ascii,
+            seen: open.seen,
         });
         if let Some(reason) = reason {
             self.pending.push_back(Err(BatchProblem::Truncated {
@@ -1403,7 +1428,7 @@ mod tests {
                         .iter()
                         .position(|b| [b'\r', b'\n', VT, FS].contains(b))
                         .map_or(buf.len(), |i| start + i);
-                    prop_assert_eq!(found, (stop, buf[start..stop].is_ascii()));
+                    prop_assert_eq!(found, (stop, Seen::of(&buf[start..stop])));
                     start = stop + gap.max(usize::from(stop == start));
                 }
             }

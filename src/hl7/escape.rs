@@ -12,7 +12,8 @@
 //!    character), and `\Xhh..\` by the bytes `hh..`.
 //! 2. The bytes are decoded by the message's character set; bytes from
 //!    `\X..\` are decoded the same way, so `\XC3A9\` is "é" in a UTF-8
-//!    message and `\XE9\` is "é" in an ISO-8859-1 one.
+//!    message and `\XE9\` is "é" in an ISO-8859-1 one. ISO-8859-1 is read
+//!    as Windows-1252, which differs only in 0x80 to 0x9F (see [`decode`]).
 //!
 //! Formatting escapes, meant for display, become plain text: `\.br\` and
 //! `\.sp\` (with or without a count) a line break `\n`; `\H\` and `\N\`
@@ -180,8 +181,12 @@ fn hex_digit(b: u8) -> Option<u8> {
 
 fn decode(bytes: Cow<'_, [u8]>, charset: Charset) -> Result<Cow<'_, str>, Hl7Error> {
     if charset == Charset::Latin1 && !bytes.is_ascii() {
-        // Each ISO-8859-1 byte is the Unicode code point of the same number.
-        return Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()));
+        // Read as Windows-1252, as browsers read text labelled ISO-8859-1
+        // (the WHATWG Encoding Standard): the same characters, but 0x80 to
+        // 0x9F are the curly quotes, dashes and Š, Ž, Œ that senders
+        // labelling 8859/1 write there, where ISO-8859-1 has control codes.
+        let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(&bytes);
+        return Ok(Cow::Owned(text.into_owned()));
     }
     // ASCII is accepted as UTF-8: see `Charset::Ascii`.
     let invalid = |bytes: &[u8], e: std::str::Utf8Error| Hl7Error::InvalidText {
@@ -281,6 +286,9 @@ mod tests {
         assert_eq!(utf8(b"Ren\\XC3A9\\e"), "Renée");
         assert_eq!(utf8(b"Ren\\Xc3a9\\e"), "Renée", "hex digits in either case");
         assert_eq!(text(b"Ren\\XE9\\e", &STD, Charset::Latin1, Known::default()).unwrap(), "Renée");
+        // Windows-1252's right single quote, in a message labelled 8859/1.
+        assert_eq!(text(b"O\x92Neil", &STD, Charset::Latin1, Known::default()).unwrap(), "O\u{2019}Neil");
+        assert_eq!(text(b"O\\X92\\Neil", &STD, Charset::Latin1, Known::default()).unwrap(), "O\u{2019}Neil");
         // Hex bytes are in the message charset: a lone E9 is not UTF-8.
         assert_eq!(
             err(b"Ren\\XE9\\e"),

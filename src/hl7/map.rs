@@ -516,6 +516,11 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         .into_iter()
         .for_each(|f| keep.insert(f));
     p.keep_stored = keep;
+    // A control character reaches a value only from a byte or an escape
+    // sequence the splitter notes: only then are the values looked at again.
+    if msg.may_hold_controls() {
+        p.cleaned = p.strip_controls();
+    }
     Ok(p)
 }
 
@@ -577,19 +582,46 @@ fn put_normalized(
     Ok(())
 }
 
+/// Where in a message a patient field comes from, for the warnings that
+/// name it.
+pub fn source_of(field: PatientField) -> &'static str {
+    use PatientField as F;
+    match field {
+        F::EhrId | F::PracticeMrn => "PID-3",
+        F::LastName => "PID-5.1",
+        F::FirstName => "PID-5.2",
+        F::MiddleName => "PID-5.3",
+        F::BirthDate => "PID-7",
+        F::Sex => "PID-8",
+        F::Race => "PID-10",
+        F::Address1 => "PID-11.1",
+        F::Address2 => "PID-11.2",
+        F::City => "PID-11.3",
+        F::State => "PID-11.4",
+        F::Zip => "PID-11.5",
+        F::PhoneHome => "PID-13 (home)",
+        F::PhoneMobile => "PID-13 (mobile)",
+        F::Email => "PID-13.4",
+        F::Language => "PID-15",
+        F::Ethnicity => "PID-22",
+        F::ProviderId => "PD1-4/PV1-7",
+        F::InsuranceProvider | F::MemberId | F::GroupNumber => "IN1",
+    }
+}
+
 /// Where in a message a patient field whose value can be dropped comes
 /// from, and what kind of value it must be: for the warning that says so.
 pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
-    match field {
-        PatientField::BirthDate => ("PID-7", "full birth date (YYYYMMDD)"),
-        PatientField::Sex => ("PID-8", "sex code"),
-        PatientField::State => ("PID-11.4", "US state"),
-        PatientField::Zip => ("PID-11.5", "US ZIP code"),
-        PatientField::PhoneHome => ("PID-13 (home)", "phone number"),
-        PatientField::PhoneMobile => ("PID-13 (mobile)", "phone number"),
-        PatientField::Email => ("PID-13.4", "email address"),
-        _ => ("PID", "value"),
-    }
+    let kind = match field {
+        PatientField::BirthDate => "full birth date (YYYYMMDD)",
+        PatientField::Sex => "sex code",
+        PatientField::State => "US state",
+        PatientField::Zip => "US ZIP code",
+        PatientField::PhoneHome | PatientField::PhoneMobile => "phone number",
+        PatientField::Email => "email address",
+        _ => "value",
+    };
+    (source_of(field), kind)
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.

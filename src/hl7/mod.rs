@@ -31,6 +31,7 @@ pub use encode::{ComponentTree, FieldTree, MessageTree, RepetitionTree, SegmentT
 pub use error::Hl7Error;
 pub use map::{
     MapSettings, Mapped, MessageHeader, ProviderKind, dropped_from, header, header_checked, map, parse_dtm,
+    source_of,
 };
 pub use parse::{
     Charset, Component, Delimiters, Field, IndexedField, IndexedSegment, Message, Segment, SubComponent,

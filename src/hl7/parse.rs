@@ -133,6 +133,39 @@ fn show(b: u8) -> String {
     if b.is_ascii_graphic() { format!("{:?}", b as char) } else { format!("byte 0x{b:02X}") }
 }
 
+/// What a pass over a message's bytes, line ends aside, found in them;
+/// each kind includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Seen {
+    /// Printable ASCII only (0x20 to 0x7E).
+    Printable,
+    /// Also bytes from 0xA0 up but 0xC2: text that is not ASCII, and no
+    /// control character in any character set read here.
+    Text,
+    /// A byte that is, or may decode to, a control character: below 0x20,
+    /// 0x7F, 0x80 to 0x9F (ISO-8859-1's C1 controls, and the bytes
+    /// Windows-1252 leaves undefined), or 0xC2, which starts UTF-8's C1
+    /// controls; or, for the escape character `\`, an escape sequence that
+    /// may stand for one (`\X..\`, `\.br\`). Also assumed when nothing is
+    /// known, as for another escape character.
+    Controls,
+}
+
+impl Seen {
+    /// What one line's `bytes` hold, one at a time: the splitter finds it
+    /// faster.
+    pub(crate) fn of(bytes: &[u8]) -> Seen {
+        bytes.iter().enumerate().fold(Seen::Printable, |seen, (i, &b)| {
+            seen.max(match b {
+                b'\\' if matches!(bytes.get(i + 1), Some(b'X' | b'.')) => Seen::Controls,
+                0x20..0x7F => Seen::Printable,
+                0x00..0x20 | 0x7F..0xA0 | 0xC2 => Seen::Controls,
+                _ => Seen::Text,
+            })
+        })
+    }
+}
+
 /// The character set of a message's text, from MSH-18.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Charset {
@@ -143,7 +176,10 @@ pub enum Charset {
     Ascii,
     /// `UNICODE UTF-8`.
     Utf8,
-    /// `8859/1`, ISO-8859-1: every byte is a character.
+    /// `8859/1`, ISO-8859-1: every byte is a character. Read as
+    /// Windows-1252, as browsers read text labelled ISO-8859-1: senders
+    /// that say 8859/1 often write Windows-1252's curly quotes and dashes
+    /// in 0x80 to 0x9F, which ISO-8859-1 leaves to control codes.
     Latin1,
 }
 
@@ -209,6 +245,9 @@ pub struct Message<'a> {
     segments: Segments,
     /// `raw` was checked whole and decodes as it is: see `decodes_as_is`.
     valid: bool,
+    /// No byte or escape sequence of `raw` may put a control character in a
+    /// value: the splitter saw it.
+    no_controls: bool,
     /// MSH's bytes, the first segment's, which the header fields are read
     /// from; and where its first fields are: the header alone reads four.
     msh_raw: &'a [u8],
@@ -220,17 +259,16 @@ impl<'a> Message<'a> {
     /// MSH-1/MSH-2 are unusable or MSH-18 names an unknown character set.
     pub fn parse(raw: &'a [u8]) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        Message::new(raw, delimiters, None, segments, false)
+        Message::new(raw, delimiters, None, segments, Seen::Controls)
     }
 
     /// [`Message::parse`] for a caller that found the segments already, by
     /// the same rules (the splitter does, as it reads each line), the first
-    /// being MSH; `ascii` says that every byte of `raw` is ASCII, when the
-    /// caller saw that already.
+    /// being MSH; `seen` is what the caller saw of its bytes.
     pub(crate) fn parse_with_segments(
         raw: &'a [u8],
         segments: &SegmentIndex,
-        ascii: bool,
+        seen: Seen,
     ) -> Result<Message<'a>, Hl7Error> {
         let delimiters = header_delimiters(raw)?;
         let segments = Segments::Inline(*segments);
@@ -239,8 +277,11 @@ impl<'a> Message<'a> {
             index(raw).map(|(d, s)| (d, s.ranges().collect())),
             "the splitter's segments are parse's"
         );
-        debug_assert!(!ascii || raw.is_ascii(), "the caller saw only ASCII");
-        Message::new(raw, delimiters, None, segments, ascii)
+        debug_assert!(
+            raw.split(|b| [CR, LF, 0x0B, 0x1C].contains(b)).map(Seen::of).max() <= Some(seen),
+            "the caller saw no worse bytes than these"
+        );
+        Message::new(raw, delimiters, None, segments, seen)
     }
 
     /// Parses a message but decodes its text as `charset` whatever MSH-18
@@ -248,18 +289,19 @@ impl<'a> Message<'a> {
     /// read a message whose MSH-18 is unknown.
     pub fn parse_with_charset(raw: &'a [u8], charset: Charset) -> Result<Message<'a>, Hl7Error> {
         let (delimiters, segments) = index(raw)?;
-        Message::new(raw, delimiters, Some(charset), segments, false)
+        Message::new(raw, delimiters, Some(charset), segments, Seen::Controls)
     }
 
     /// Notes where MSH's fields are and reads the character set from MSH-18
-    /// unless `charset` is given. `ascii`: every byte of `raw` is known to be
-    /// ASCII, which decodes as itself in every character set read here.
+    /// unless `charset` is given. `seen`: what is known of the bytes of
+    /// `raw`, line ends aside; printable ASCII decodes as itself in every
+    /// character set read here.
     fn new(
         raw: &'a [u8],
         delimiters: Delimiters,
         charset: Option<Charset>,
         segments: Segments,
-        ascii: bool,
+        seen: Seen,
     ) -> Result<Message<'a>, Hl7Error> {
         let (start, end) = segments.first();
         let msh_raw = &raw[start..end];
@@ -275,8 +317,9 @@ impl<'a> Message<'a> {
                 Charset::from_msh18(first)?
             }
         };
-        let valid = ascii || decodes_as_is(raw, charset);
-        Ok(Message { raw, delimiters, charset, segments, valid, msh_raw, msh })
+        let valid = seen == Seen::Printable || decodes_as_is(raw, charset);
+        let no_controls = seen < Seen::Controls;
+        Ok(Message { raw, delimiters, charset, segments, valid, no_controls, msh_raw, msh })
     }
 
     pub fn delimiters(&self) -> &Delimiters {
@@ -285,6 +328,13 @@ impl<'a> Message<'a> {
 
     pub fn charset(&self) -> Charset {
         self.charset
+    }
+
+    /// Whether a byte or an escape sequence of the message may put a control
+    /// character in a value (see [`Seen::Controls`]). True when not known,
+    /// as for a message not split from a batch.
+    pub fn may_hold_controls(&self) -> bool {
+        !self.no_controls
     }
 
     /// The bytes the message was parsed from.

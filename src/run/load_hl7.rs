@@ -231,6 +231,21 @@ pub(crate) fn apply_mapped(
                 ),
             })?;
         }
+        for field in p.cleaned.iter() {
+            let from = hl7::source_of(field);
+            load.reject(&Reject {
+                line: at.line,
+                severity: Severity::Warning,
+                record_id: at.control_id.map(String::from),
+                column: Some(from.to_string()),
+                field: Some(field),
+                reason: format!(
+                    "{} message {}: {from} held control characters (bytes that are no text, such as NUL, \
+                     or a line break inside the value); loaded without them",
+                    at.event, at.number
+                ),
+            })?;
+        }
     }
     Ok(applied)
 }
