@@ -428,6 +428,44 @@ fn control_characters_leave_names_with_a_warning() {
     );
 }
 
+/// A late message still sets what no newer message said: an address
+/// change that arrives after a newer name change that left the address out
+/// is applied to the address, not dropped whole; what the newer message
+/// said stays.
+#[test]
+fn a_late_message_sets_the_fields_no_newer_message_said() {
+    let d = setup();
+    let full = |street: &str, last: &str| {
+        format!(
+            "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||{last}^Ann||19800102|F|||{street}^^Boston^MA^02134"
+        )
+    };
+    d.write("inbox/1.hl7", msg("M1", "ADT^A28", "20261120080000", &full("1 Old Rd", "Lee")));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    // 10:00 a name change with a short PID: the address is not said.
+    let short = "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee-Smith^Ann";
+    d.write("inbox/3.hl7", msg("M3", "ADT^A08", "20261120100000", short));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    // 09:00 an address change, late: its name is older than M3's.
+    d.write("inbox/2.hl7", msg("M2", "ADT^A08", "20261120090000", &full("77 New St", "Lee")));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    // 08:30, later still: everything it says was said since.
+    d.write("inbox/0.hl7", msg("M0", "ADT^A08", "20261120083000", &full("5 Gone Rd", "Leigh")));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let row: (String, String, String) = db
+        .query_row(
+            "SELECT last_name, address1, source_time FROM patients WHERE side = 'ehr' AND own_id = 'E1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(row, ("Lee-Smith".into(), "77 New St".into(), "2026-11-20T15:00:00.000Z".into()));
+    let detail = &summary(&d.latest_report("h"))[&("file:ehr/0.hl7".to_string(), "detail".to_string())];
+    assert!(detail.contains("1 message(s) older than the stored data"), "{detail}");
+}
+
 /// An ADT^A40 that arrives after a newer message about the ID it merges
 /// leaves that record, as time order would have: the newer message would
 /// have brought the ID back. It says so in a warning.

@@ -65,10 +65,13 @@ fn upsert_patient_sql() -> &'static str {
             .collect();
         // A record without a time (a flat file's) keeps the stored time, so
         // that a message older than that time stays older than the record.
+        let said_times = keep + 1;
         format!(
-            "INSERT INTO patients (job, side, own_id, file_id, line, source_time, {}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, {})
+            "INSERT INTO patients (job, side, own_id, file_id, line, source_time, said_times, {})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?{said_times}, {})
              ON CONFLICT (own_id, job, side) DO UPDATE SET file_id = excluded.file_id,
-                 line = excluded.line, source_time = coalesce(excluded.source_time, patients.source_time), {}",
+                 line = excluded.line, source_time = coalesce(excluded.source_time, patients.source_time),
+                 said_times = excluded.said_times, {}",
             cols.join(", "),
             placeholders.join(", "),
             updates.join(", ")
@@ -87,8 +90,83 @@ const _: () = {
     }
 };
 
+/// Every field of a patient, as [`FieldSet`] bits.
+const ALL_FIELDS: u32 = (1 << Field::ALL.len()) - 1;
+
+/// When the fields of a stored patient were last said, where that is not
+/// the row's `source_time`: each entry a time and the fields (as bits) the
+/// message of that time said last. A message newer than the row leaves the
+/// fields it does not say at the time they were said; a late message (older
+/// than the row) is applied to the fields no newer message said, so what it
+/// alone says is not lost. Stored as `TIME BITS;TIME BITS` in
+/// `patients.said_times`, NULL when every field is as new as the row.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SaidTimes(Vec<(String, u32)>);
+
+impl SaidTimes {
+    fn parse(text: Option<&str>) -> SaidTimes {
+        let entries = text.unwrap_or_default().split(';').filter_map(|entry| {
+            let (time, bits) = entry.split_once(' ')?;
+            Some((time.to_string(), bits.parse().ok()?))
+        });
+        SaidTimes(entries.collect())
+    }
+
+    fn text(&self) -> Option<String> {
+        let entries: Vec<String> = self.0.iter().map(|(time, bits)| format!("{time} {bits}")).collect();
+        (!entries.is_empty()).then(|| entries.join(";"))
+    }
+
+    /// Keeps only `bits` of each entry, and drops the entries left empty.
+    fn keep_only(&mut self, bits: u32) {
+        self.0.retain_mut(|(_, b)| {
+            *b &= bits;
+            *b != 0
+        });
+    }
+
+    /// The fields said after `time`, where the row's own time is `row`.
+    fn newer_than(&self, time: &str, row: &str) -> u32 {
+        let listed = self.0.iter().fold(0, |all, (_, b)| all | b);
+        let newer = self.0.iter().filter(|(t, _)| t.as_str() > time).fold(0, |all, (_, b)| all | b);
+        if row > time { newer | (ALL_FIELDS & !listed) } else { newer }
+    }
+}
+
+/// What an upsert of a patient with a time does to a stored row that has
+/// one: the fields it keeps, the said times it leaves, the row's time after
+/// it. `None` when it changes nothing, as every field it says was said
+/// later.
+fn apply_in_time(
+    p: &Patient,
+    time: &str,
+    row: &str,
+    said: Option<&str>,
+) -> Option<(u32, Option<String>, Option<String>)> {
+    let mut times = SaidTimes::parse(said);
+    let says = ALL_FIELDS & !p.keep_stored.bits();
+    if time >= row {
+        // The fields it leaves out stay at the time they were said.
+        let unsaid = ALL_FIELDS & !says;
+        let listed = times.0.iter().fold(0, |all, (_, b)| all | b);
+        times.keep_only(unsaid);
+        if row < time && unsaid & !listed != 0 {
+            times.0.push((row.to_string(), unsaid & !listed));
+        }
+        return Some((p.keep_stored.bits(), times.text(), Some(time.to_string())));
+    }
+    let apply = says & !times.newer_than(time, row);
+    if apply == 0 {
+        return None;
+    }
+    times.keep_only(!apply);
+    times.0.push((time.to_string(), apply));
+    Some((ALL_FIELDS & !apply, times.text(), Some(row.to_string())))
+}
+
 /// Bind one patient's values to the statement of [`upsert_patient_sql`], in
-/// place: no list of values or of parameters is built per record.
+/// place: no list of values or of parameters is built per record. `keep`
+/// and `said_times` as [`apply_in_time`] gives them.
 #[allow(clippy::too_many_arguments)]
 fn bind_patient(
     stmt: &mut Statement,
@@ -99,6 +177,8 @@ fn bind_patient(
     line: u64,
     time: Option<&str>,
     p: &Patient,
+    keep: u32,
+    said_times: Option<&str>,
 ) -> rusqlite::Result<()> {
     stmt.raw_bind_parameter(1, job)?;
     stmt.raw_bind_parameter(2, side.as_str())?;
@@ -109,7 +189,8 @@ fn bind_patient(
     for (i, f) in Field::ALL.iter().enumerate() {
         stmt.raw_bind_parameter(7 + i, f.value(p))?;
     }
-    stmt.raw_bind_parameter(7 + Field::ALL.len(), p.keep_stored.bits())?;
+    stmt.raw_bind_parameter(7 + Field::ALL.len(), keep)?;
+    stmt.raw_bind_parameter(8 + Field::ALL.len(), said_times)?;
     Ok(())
 }
 
@@ -311,29 +392,36 @@ impl<'c> FileLoad<'c> {
         let own = p.own_id(self.side).unwrap_or_default();
         // The stored row matters only to a record with a time (staleness)
         // or from a message (ID history): a flat file's rows go straight in.
-        let stored: Option<(Option<String>, Option<String>)> = if time.is_none() && message_id.is_none() {
+        type Stored = (Option<String>, Option<String>, Option<String>);
+        let stored: Option<Stored> = if time.is_none() && message_id.is_none() {
             None
         } else {
             prepared(
                 &mut self.statements.stored_patient,
                 self.conn,
-                "SELECT practice_mrn, source_time FROM patients WHERE job = ?1 AND side = ?2 AND own_id = ?3",
+                "SELECT practice_mrn, source_time, said_times FROM patients
+                 WHERE job = ?1 AND side = ?2 AND own_id = ?3",
             )?
-            .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?
         };
-        if let Some((_, Some(stored_time))) = &stored
+        let (mut keep, mut said_times, mut row_time) = (p.keep_stored.bits(), None, time.map(str::to_string));
+        if let Some((_, Some(stored_time), said)) = &stored
             && let Some(t) = time
-            && t < stored_time.as_str()
         {
-            return Ok(Applied::Stale);
+            match apply_in_time(p, t, stored_time, said.as_deref()) {
+                Some(applied) => (keep, said_times, row_time) = applied,
+                None => return Ok(Applied::Stale),
+            }
         }
         if self.side == Side::Ehr && message_id.is_some() && self.merged_away(own, time, line)? {
             return Ok(Applied::Stale);
         }
-        if let Some((old_mrn, _)) = &stored
+        let mrn_said = keep & (1 << Field::PracticeMrn as u32) == 0;
+        if let Some((old_mrn, _, _)) = &stored
             && self.side == Side::Ehr
             && message_id.is_some()
+            && mrn_said
             && old_mrn.as_deref() != p.practice_mrn.as_deref()
         {
             self.tx()
@@ -344,7 +432,19 @@ impl<'c> FileLoad<'c> {
                 .execute(params![self.job, self.side.as_str(), own, old_mrn, p.practice_mrn.as_deref(), time, message_id])?;
         }
         let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
-        bind_patient(stmt, &self.job, self.side, own, self.file_id, line, time, p)?;
+        let row_time = row_time.as_deref();
+        bind_patient(
+            stmt,
+            &self.job,
+            self.side,
+            own,
+            self.file_id,
+            line,
+            row_time,
+            p,
+            keep,
+            said_times.as_deref(),
+        )?;
         stmt.raw_execute()?;
         Ok(Applied::Written)
     }
@@ -391,7 +491,18 @@ impl<'c> FileLoad<'c> {
         let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
         for &(p, line) in records {
             let own = p.own_id(self.side).unwrap_or_default();
-            bind_patient(stmt, &self.job, self.side, own, self.file_id, line, None, p)?;
+            bind_patient(
+                stmt,
+                &self.job,
+                self.side,
+                own,
+                self.file_id,
+                line,
+                None,
+                p,
+                p.keep_stored.bits(),
+                None,
+            )?;
             stmt.raw_execute()?;
         }
         Ok(())
@@ -556,5 +667,45 @@ impl<'c> FileLoad<'c> {
         )?;
         self.tx.take().expect("open until finish").commit()?;
         Ok(self.file_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FieldSet;
+
+    fn says(fields: &[Field]) -> Patient {
+        let mut keep = FieldSet::default();
+        Field::ALL.iter().filter(|f| !fields.contains(f)).for_each(|&f| keep.insert(f));
+        Patient { keep_stored: keep, ..Patient::default() }
+    }
+
+    fn bits(fields: &[Field]) -> u32 {
+        fields.iter().fold(0, |all, &f| all | 1 << f as u32)
+    }
+
+    #[test]
+    fn said_times_follow_each_field() {
+        let (name, address) = ([Field::LastName], [Field::Address1, Field::City]);
+        let both = [name.as_slice(), &address].concat();
+        // A newer message that says only the name leaves the rest at the row's old time.
+        let (keep, said, time) = apply_in_time(&says(&name), "10", "08", None).unwrap();
+        assert_eq!(keep, ALL_FIELDS & !bits(&name));
+        assert_eq!(said.as_deref(), Some(format!("08 {}", ALL_FIELDS & !bits(&name)).as_str()));
+        assert_eq!(time.as_deref(), Some("10"));
+        // A late one sets the address (said at 08) but not the name (said at 10).
+        let (keep, said2, time) = apply_in_time(&says(&both), "09", "10", said.as_deref()).unwrap();
+        assert_eq!(keep, ALL_FIELDS & !bits(&address));
+        assert_eq!(time.as_deref(), Some("10"), "the row's time stays");
+        let times = SaidTimes::parse(said2.as_deref());
+        assert_eq!(times.newer_than("07", "10"), ALL_FIELDS, "everything was said after 07");
+        assert_eq!(times.newer_than("08", "10"), bits(&both), "at 08 the rest was said, not after");
+        assert_eq!(times.newer_than("09", "10"), bits(&name), "at 09 the name only");
+        // Later still, nothing it says is news: it changes nothing.
+        assert_eq!(apply_in_time(&says(&both), "08:30", "10", said2.as_deref()), None);
+        // A message of the row's own time applies, as messages of one time do in arrival order.
+        assert!(apply_in_time(&says(&both), "10", "10", said2.as_deref()).is_some());
+        assert_eq!(SaidTimes::parse(said2.as_deref()).text(), said2);
     }
 }

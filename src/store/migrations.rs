@@ -274,6 +274,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN cut INTEGER NOT NULL DEFAULT 0;
     UPDATE messages SET cut = 1 WHERE state <> 'PROCESSED' AND reason LIKE 'truncated: %';
     "#,
+    // 9: when each field of a patient was last said, where that is not the
+    // row's time, so that a late message still sets what no newer message
+    // said (see `SaidTimes`). NULL: every field is as new as the row.
+    r#"
+    ALTER TABLE patients ADD COLUMN said_times TEXT;
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
