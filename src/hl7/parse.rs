@@ -331,7 +331,7 @@ impl<'a> Message<'a> {
     }
 
     /// Whether a byte or an escape sequence of the message may put a control
-    /// character in a value (see [`Seen::Controls`]). True when not known,
+    /// character in a value (see `Seen::Controls`). True when not known,
     /// as for a message not split from a batch.
     pub fn may_hold_controls(&self) -> bool {
         !self.no_controls

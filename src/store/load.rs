@@ -90,7 +90,7 @@ const _: () = {
     }
 };
 
-/// Every field of a patient, as [`FieldSet`] bits.
+/// Every field of a patient, as `FieldSet` bits.
 const ALL_FIELDS: u32 = (1 << Field::ALL.len()) - 1;
 
 /// When the fields of a stored patient were last said, where that is not
