@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::Pending;
 use crate::hl7::{self, MapSettings, Mapped, MessageOutcome};
 use crate::job::Job;
-use crate::model::{Reject, Severity};
+use crate::model::{Field, Reject, Severity};
 use crate::report::FileSummary;
 use crate::store::{Applied, Counts, FileLoad, MessageRow, Store};
 
@@ -217,34 +217,25 @@ pub(crate) fn apply_mapped(
     if let Some(p) = patient
         && applied == Applied::Written
     {
+        // A value read but not loaded as it stood, named by where it came from.
+        let mut warn = |field: Field, from: &str, what: &str| {
+            load.reject(&Reject {
+                line: at.line,
+                severity: Severity::Warning,
+                record_id: at.control_id.map(String::from),
+                column: Some(from.to_string()),
+                field: Some(field),
+                reason: format!("{} message {}: {from} {what}", at.event, at.number),
+            })
+        };
         for field in p.dropped.iter() {
             let (from, kind) = hl7::dropped_from(field);
-            load.reject(&Reject {
-                line: at.line,
-                severity: Severity::Warning,
-                record_id: at.control_id.map(String::from),
-                column: Some(from.to_string()),
-                field: Some(field),
-                reason: format!(
-                    "{} message {}: {from} is not a valid {kind}; loaded without it",
-                    at.event, at.number
-                ),
-            })?;
+            warn(field, from, &format!("is not a valid {kind}; loaded without it"))?;
         }
         for field in p.cleaned.iter() {
-            let from = hl7::source_of(field);
-            load.reject(&Reject {
-                line: at.line,
-                severity: Severity::Warning,
-                record_id: at.control_id.map(String::from),
-                column: Some(from.to_string()),
-                field: Some(field),
-                reason: format!(
-                    "{} message {}: {from} held control characters (bytes that are no text, such as NUL, \
-                     or a line break inside the value); loaded without them",
-                    at.event, at.number
-                ),
-            })?;
+            let what = "held control characters (bytes that are no text, such as NUL, or a line break inside \
+                        the value); loaded without them";
+            warn(field, hl7::source_of(field), what)?;
         }
     }
     Ok(applied)
