@@ -134,15 +134,15 @@ impl SaidTimes {
 }
 
 /// What an upsert of a patient with a time does to a stored row that has
-/// one: the fields it keeps, the said times it leaves, the row's time after
-/// it. `None` when it changes nothing, as every field it says was said
-/// later.
+/// one: the fields it keeps, the said times it leaves, and whether it is
+/// late (the row keeps its own time) or not (the row takes `time`). `None`
+/// when it changes nothing, as every field it says was said later.
 fn apply_in_time(
     p: &Patient,
     time: &str,
     row: &str,
     said: Option<&str>,
-) -> Option<(u32, Option<String>, Option<String>)> {
+) -> Option<(u32, Option<String>, bool)> {
     let mut times = SaidTimes::parse(said);
     let says = ALL_FIELDS & !p.keep_stored.bits();
     if time >= row {
@@ -153,7 +153,7 @@ fn apply_in_time(
         if row < time && unsaid & !listed != 0 {
             times.0.push((row.to_string(), unsaid & !listed));
         }
-        return Some((p.keep_stored.bits(), times.text(), Some(time.to_string())));
+        return Some((p.keep_stored.bits(), times.text(), false));
     }
     let apply = says & !times.newer_than(time, row);
     if apply == 0 {
@@ -161,7 +161,7 @@ fn apply_in_time(
     }
     times.keep_only(!apply);
     times.0.push((time.to_string(), apply));
-    Some((ALL_FIELDS & !apply, times.text(), Some(row.to_string())))
+    Some((ALL_FIELDS & !apply, times.text(), true))
 }
 
 /// Bind one patient's values to the statement of [`upsert_patient_sql`], in
@@ -405,13 +405,16 @@ impl<'c> FileLoad<'c> {
             .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?
         };
-        let (mut keep, mut said_times, mut row_time) = (p.keep_stored.bits(), None, time.map(str::to_string));
+        let (mut keep, mut said_times, mut row_time) = (p.keep_stored.bits(), None, time);
         if let Some((_, Some(stored_time), said)) = &stored
             && let Some(t) = time
         {
-            match apply_in_time(p, t, stored_time, said.as_deref()) {
-                Some(applied) => (keep, said_times, row_time) = applied,
-                None => return Ok(Applied::Stale),
+            let Some((kept, times, late)) = apply_in_time(p, t, stored_time, said.as_deref()) else {
+                return Ok(Applied::Stale);
+            };
+            (keep, said_times) = (kept, times);
+            if late {
+                row_time = Some(stored_time);
             }
         }
         if self.side == Side::Ehr && message_id.is_some() && self.merged_away(own, time, line)? {
@@ -432,7 +435,6 @@ impl<'c> FileLoad<'c> {
                 .execute(params![self.job, self.side.as_str(), own, old_mrn, p.practice_mrn.as_deref(), time, message_id])?;
         }
         let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
-        let row_time = row_time.as_deref();
         bind_patient(
             stmt,
             &self.job,
@@ -690,14 +692,19 @@ mod tests {
         let (name, address) = ([Field::LastName], [Field::Address1, Field::City]);
         let both = [name.as_slice(), &address].concat();
         // A newer message that says only the name leaves the rest at the row's old time.
-        let (keep, said, time) = apply_in_time(&says(&name), "10", "08", None).unwrap();
+        // The row's time after an upsert, as `FileLoad::patient` sets it.
+        let row_after =
+            |late: bool, time: &'static str, row: &'static str| Some(if late { row } else { time });
+        let (keep, said, late) = apply_in_time(&says(&name), "10", "08", None).unwrap();
+        let time = row_after(late, "10", "08");
         assert_eq!(keep, ALL_FIELDS & !bits(&name));
         assert_eq!(said.as_deref(), Some(format!("08 {}", ALL_FIELDS & !bits(&name)).as_str()));
-        assert_eq!(time.as_deref(), Some("10"));
+        assert_eq!(time, Some("10"));
         // A late one sets the address (said at 08) but not the name (said at 10).
-        let (keep, said2, time) = apply_in_time(&says(&both), "09", "10", said.as_deref()).unwrap();
+        let (keep, said2, late) = apply_in_time(&says(&both), "09", "10", said.as_deref()).unwrap();
+        let time = row_after(late, "09", "10");
         assert_eq!(keep, ALL_FIELDS & !bits(&address));
-        assert_eq!(time.as_deref(), Some("10"), "the row's time stays");
+        assert_eq!(time, Some("10"), "the row's time stays");
         let times = SaidTimes::parse(said2.as_deref());
         assert_eq!(times.newer_than("07", "10"), ALL_FIELDS, "everything was said after 07");
         assert_eq!(times.newer_than("08", "10"), bits(&both), "at 08 the rest was said, not after");
