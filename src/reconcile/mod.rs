@@ -245,15 +245,29 @@ fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientReco
         records.iter().enumerate().map(|(i, r)| (r.own_id(), i)).collect()
     }
     let (by_ehr, by_practice) = (index(ehr), index(practice));
+    // The last ID each record carried under each key, to tell a first
+    // assignment from an ID given again after one was taken away.
+    let mut carried: crate::FastMap<(Side, &str, LinkKey), &str> = crate::FastMap::default();
     for h in history {
-        // A first assignment is not a change.
-        let Some(old) = &h.old else { continue };
+        let record = (h.side, h.own_id.as_str(), h.key);
+        // A first assignment is not a change; an ID given after an earlier
+        // one was taken away (M2, then none, then M3) is.
+        let before = match (h.old.as_deref(), carried.get(&record)) {
+            (Some(old), _) => Some(format!("{old:?}")),
+            (None, Some(earlier)) => Some(format!("(none) (earlier {earlier:?})")),
+            (None, None) => None,
+        };
+        if let Some(last) = h.new.as_deref().or(h.old.as_deref()) {
+            carried.insert(record, last);
+        }
+        let Some(before) = before else { continue };
         let found = match h.side {
             Side::Ehr => by_ehr.get(h.own_id.as_str()),
             Side::Practice => by_practice.get(h.own_id.as_str()),
         };
         let Some(&i) = found else { continue };
         let new = h.new.as_deref().unwrap_or("(none)");
+        let shown = h.new.as_deref().map_or_else(|| new.to_string(), |n| format!("{n:?}"));
         let when = h.time.as_deref().map(|t| format!(" at {t}")).unwrap_or_default();
         out.conflicts.push(Conflict {
             kind: ConflictKind::ChangedId,
@@ -262,7 +276,7 @@ fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientReco
             id: new.to_string(),
             records: vec![(h.side, i)],
             detail: format!(
-                "{} record {} changed its {} from {old:?} to {new:?}{when}",
+                "{} record {} changed its {} from {before} to {shown}{when}",
                 h.side,
                 h.own_id,
                 h.key.as_str()
@@ -438,5 +452,57 @@ impl Side {
             Side::Ehr => "practice MRN",
             Side::Practice => "EHR patient ID",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Patient;
+
+    fn change(old: Option<&str>, new: Option<&str>, time: &str) -> IdChange {
+        IdChange {
+            side: Side::Ehr,
+            own_id: "E1".into(),
+            key: LinkKey::PracticeMrn,
+            old: old.map(Into::into),
+            new: new.map(Into::into),
+            time: Some(time.into()),
+        }
+    }
+
+    #[test]
+    fn an_id_given_after_one_was_taken_away_is_a_change() {
+        let patient =
+            Patient { ehr_id: Some("E1".into()), practice_mrn: Some("M3".into()), ..Patient::default() };
+        let ehr = [PatientRecord {
+            side: Side::Ehr,
+            patient,
+            source_file: "f".into(),
+            source_line: 2,
+            updated: None,
+        }];
+        let history = [
+            // A first assignment: not a change.
+            change(None, Some("M2"), "t1"),
+            change(Some("M2"), None, "t2"),
+            change(None, Some("M3"), "t3"),
+        ];
+        let mut out = Outcome::default();
+        changed_ids(&mut out, &ehr, &[], &history);
+        let got: Vec<(&str, &str)> =
+            out.conflicts.iter().map(|c| (c.id.as_str(), c.detail.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("(none)", r#"ehr record E1 changed its practice_mrn from "M2" to (none) at t2"#),
+                ("M3", r#"ehr record E1 changed its practice_mrn from (none) (earlier "M2") to "M3" at t3"#),
+            ]
+        );
+        // Another record's history says nothing of E1's.
+        let mut out = Outcome::default();
+        let other = IdChange { own_id: "E9".into(), ..change(Some("M2"), None, "t2") };
+        changed_ids(&mut out, &ehr, &[], &[other, change(None, Some("M3"), "t3")]);
+        assert!(out.conflicts.is_empty(), "{:?}", out.conflicts);
     }
 }
