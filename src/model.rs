@@ -669,6 +669,63 @@ pub struct Appointment {
     /// update keeps (see [`Patient::keep_stored`]).
     #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
     pub keep_stored: FieldSet<AppointmentField>,
+    /// The text values that held control characters, loaded without them
+    /// (see [`Appointment::strip_controls`]): the loader warns about each.
+    #[serde(default, skip_serializing_if = "FieldSet::is_empty")]
+    pub cleaned: FieldSet<AppointmentText>,
+}
+
+impl Appointment {
+    /// [`Patient::strip_controls`] for the appointment's text values: the
+    /// ones that changed. An empty appointment ID stays empty here; the
+    /// mapper refuses it.
+    pub fn strip_controls(&mut self) -> FieldSet<AppointmentText> {
+        let mut changed = FieldSet::default();
+        let mut id = Some(std::mem::take(&mut self.id));
+        if strip_controls(&mut id) {
+            changed.insert(AppointmentText::Id);
+        }
+        self.id = id.unwrap_or_default();
+        for (slot, f) in [
+            (&mut self.patient_ehr_id, AppointmentText::PatientEhrId),
+            (&mut self.patient_mrn, AppointmentText::PatientMrn),
+            (&mut self.provider_id, AppointmentText::ProviderId),
+            (&mut self.department_id, AppointmentText::DepartmentId),
+            (&mut self.appointment_type, AppointmentText::AppointmentType),
+        ] {
+            if strip_controls(slot) {
+                changed.insert(f);
+            }
+        }
+        changed
+    }
+}
+
+/// An appointment's text value, as [`Appointment::cleaned`] names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppointmentText {
+    Id,
+    PatientEhrId,
+    PatientMrn,
+    ProviderId,
+    DepartmentId,
+    AppointmentType,
+}
+
+impl Member for AppointmentText {
+    const ALL: &'static [AppointmentText] = &[
+        AppointmentText::Id,
+        AppointmentText::PatientEhrId,
+        AppointmentText::PatientMrn,
+        AppointmentText::ProviderId,
+        AppointmentText::DepartmentId,
+        AppointmentText::AppointmentType,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// An appointment field an HL7 message may leave out.

@@ -428,6 +428,46 @@ fn control_characters_leave_names_with_a_warning() {
     );
 }
 
+/// An appointment's IDs, type and department lose control characters as a
+/// patient's values do, each with a warning; an appointment ID of nothing
+/// else is an error.
+#[test]
+fn control_characters_leave_appointments_with_a_warning() {
+    let d = setup();
+    let siu = |control: &str, appt: &str, kind: &str| {
+        format!(
+            "MSH|^~\\&|ATHENA|C|FERRY|P|20261105090000||SIU^S12|{control}|P|2.5.1\r\
+             SCH||{appt}|||||Visit|{kind}|30|MIN|^^^20261201093000||||||||||||||BOOKED\r\
+             PID|1||E1^^^ATHENA^PI\rAIL|1||DEP\\X09\\1\r\n"
+        )
+    };
+    let mut text = siu("M1", "A\\X00\\1", "FU");
+    text += &siu("M2", "\\X07\\", "FU");
+    text += &siu("M3", "A2", "New\\X0A\\Patient");
+    d.write("inbox/feed.hl7", text);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let rows: Vec<(String, String)> = pairs(
+        &db,
+        "SELECT appt_id, appointment_type || '/' || department_id FROM appointments ORDER BY appt_id",
+    );
+    let want = [("A1", "FU/DEP 1"), ("A2", "New Patient/DEP 1")];
+    assert_eq!(rows, want.map(|(a, t)| (a.to_string(), t.to_string())));
+    let errors: Vec<(String, String)> =
+        pairs(&db, "SELECT control_id, reason FROM messages WHERE state = 'ERROR' ORDER BY id");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].0, "M2");
+    assert!(errors[0].1.contains("holds only control characters"), "{}", errors[0].1);
+    let warnings: Vec<(String, String)> = read_csv(&d.latest_report("h").join("rejects.csv"))
+        .into_iter()
+        .filter(|r| r["severity"] == "warning")
+        .map(|r| (r["record_id"].clone(), r["column"].clone()))
+        .collect();
+    let want = [("M1", "SCH-2/SCH-1"), ("M1", "AIL-3/PV1-3"), ("M3", "AIL-3/PV1-3"), ("M3", "SCH-8/SCH-7")];
+    assert_eq!(warnings, want.map(|(m, c)| (m.to_string(), c.to_string())));
+}
+
 /// A late message still sets what no newer message said: an address
 /// change that arrives after a newer name change that left the address out
 /// is applied to the address, not dropped whole; what the newer message

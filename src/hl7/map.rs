@@ -15,7 +15,8 @@ use super::config::{Hl7Schema, IdRule};
 use super::{Field, Hl7Error, IndexedSegment, Message, Segment, seg};
 use crate::flatfile::{normalize_into, normalize_value};
 use crate::model::{
-    self, Appointment, AppointmentField, AppointmentStatus, Field as PatientField, FieldSet, Patient, Sex,
+    self, Appointment, AppointmentField, AppointmentStatus, AppointmentText, Field as PatientField, FieldSet,
+    Patient, Sex,
 };
 
 /// Which provider ID a job keeps: the NPI or the EHR's own provider ID.
@@ -582,6 +583,18 @@ fn put_normalized(
     Ok(())
 }
 
+/// Where in an SIU message an appointment's text value is read from, for
+/// the warnings that name it.
+pub fn appointment_source_of(text: AppointmentText) -> &'static str {
+    match text {
+        AppointmentText::Id => "SCH-2/SCH-1",
+        AppointmentText::PatientEhrId | AppointmentText::PatientMrn => "PID-3",
+        AppointmentText::ProviderId => "AIP-3",
+        AppointmentText::DepartmentId => "AIL-3/PV1-3",
+        AppointmentText::AppointmentType => "SCH-8/SCH-7",
+    }
+}
+
 /// Where in a message a patient field comes from, for the warnings that
 /// name it.
 pub fn source_of(field: PatientField) -> &'static str {
@@ -747,7 +760,7 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
     said(AppointmentField::AppointmentType, sch.field(8).is_said() || sch.field(7).is_said());
     let appointment_type =
         text(sch.field(8).component(1).text(), "SCH-8")?.or(text(sch.field(7).component(1).text(), "SCH-7")?);
-    Ok(Appointment {
+    let mut a = Appointment {
         id,
         patient_ehr_id,
         patient_mrn,
@@ -758,7 +771,17 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         duration_minutes: duration,
         status,
         keep_stored: keep,
-    })
+        cleaned: FieldSet::default(),
+    };
+    // As for patients: only a message the splitter saw a byte or escape
+    // in that may be a control character is looked at again.
+    if msg.may_hold_controls() {
+        a.cleaned = a.strip_controls();
+        if a.id.is_empty() {
+            return Err("the appointment ID (SCH-2 or SCH-1) holds only control characters".into());
+        }
+    }
+    Ok(a)
 }
 
 /// A DTM of a year (YYYY) or a month (YYYYMM) only.

@@ -214,28 +214,34 @@ pub(crate) fn apply_mapped(
             (Some(surviving), applied)
         }
     };
-    if let Some(p) = patient
-        && applied == Applied::Written
-    {
-        // A value read but not loaded as it stood, named by where it came from.
-        let mut warn = |field: Field, from: &str, what: &str| {
-            load.reject(&Reject {
-                line: at.line,
-                severity: Severity::Warning,
-                record_id: at.control_id.map(String::from),
-                column: Some(from.to_string()),
-                field: Some(field),
-                reason: format!("{} message {}: {from} {what}", at.event, at.number),
-            })
-        };
+    if applied != Applied::Written {
+        return Ok(applied);
+    }
+    // A value read but not loaded as it stood, named by where it came from.
+    let mut warn = |field: Option<Field>, from: &str, what: &str| {
+        load.reject(&Reject {
+            line: at.line,
+            severity: Severity::Warning,
+            record_id: at.control_id.map(String::from),
+            column: Some(from.to_string()),
+            field,
+            reason: format!("{} message {}: {from} {what}", at.event, at.number),
+        })
+    };
+    let cleaned = "held control characters (bytes that are no text, such as NUL, or a line break inside the \
+                   value); loaded without them";
+    if let Some(p) = patient {
         for field in p.dropped.iter() {
             let (from, kind) = hl7::dropped_from(field);
-            warn(field, from, &format!("is not a valid {kind}; loaded without it"))?;
+            warn(Some(field), from, &format!("is not a valid {kind}; loaded without it"))?;
         }
         for field in p.cleaned.iter() {
-            let what = "held control characters (bytes that are no text, such as NUL, or a line break inside \
-                        the value); loaded without them";
-            warn(field, hl7::source_of(field), what)?;
+            warn(Some(field), hl7::source_of(field), cleaned)?;
+        }
+    }
+    if let Mapped::Appointment(a) = mapped {
+        for text in a.cleaned.iter() {
+            warn(None, hl7::appointment_source_of(text), cleaned)?;
         }
     }
     Ok(applied)
