@@ -506,6 +506,50 @@ fn a_late_message_sets_the_fields_no_newer_message_said() {
     assert!(detail.contains("1 message(s) older than the stored data"), "{detail}");
 }
 
+/// A late SIU message sets what no newer message about the appointment
+/// said, as for patients: a start moved at 10:00 that arrives after an
+/// 11:00 check-in (which said nothing of the start) moves the start, and
+/// leaves the status and the patient's MRN the 11:00 message gave.
+#[test]
+fn a_late_siu_message_sets_the_fields_no_newer_message_said() {
+    let d = setup();
+    let siu = |control: &str, time: &str, mrn: &str, kind: &str, start: &str, status: &str| {
+        // SCH-7 (the reason) stands in for an empty SCH-8 (the type).
+        let reason = if kind.is_empty() { "" } else { "Visit" };
+        format!(
+            "MSH|^~\\&|ATHENA|C|FERRY|P|{time}||SIU^S14|{control}|P|2.5.1\r\
+             SCH||B7|||||{reason}|{kind}|30|MIN|{start}||||||||||||||{status}\r\
+             PID|1||E1^^^ATHENA^PI~{mrn}^^^PRACTICE^MR\r\n"
+        )
+    };
+    let booked = siu("M1", "20261105090000", "100100", "FU", "^^^20261201093000", "Booked");
+    d.write("inbox/1.hl7", booked.replace("SIU^S14", "SIU^S12"));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    // 11:00 the patient arrives: the start is not said, the MRN is new.
+    d.write("inbox/3.hl7", siu("M3", "20261105110000", "100200", "", "", "Started"));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    // 10:00, late: the start moved to 10:00 local, and the type changed.
+    d.write("inbox/2.hl7", siu("M2", "20261105100000", "100100", "NP", "^^^20261201100000", "Booked"));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    // 08:00, later still: the booking again, nothing it says is news.
+    d.write("inbox/0.hl7", siu("M0", "20261105080000", "100100", "XX", "^^^20261201080000", "Booked"));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let row: [String; 5] = db
+        .query_row(
+            "SELECT status, start_utc, appointment_type, patient_mrn, source_time FROM appointments
+             WHERE appt_id = 'B7'",
+            [],
+            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]),
+        )
+        .unwrap();
+    let want = ["ARRIVED", "2026-12-01T15:00:00+00:00", "NP", "100200", "2026-11-05T16:00:00.000Z"];
+    assert_eq!(row, want.map(String::from));
+    let detail = &summary(&d.latest_report("h"))[&("file:ehr/0.hl7".to_string(), "detail".to_string())];
+    assert!(detail.contains("1 message(s) older than the stored data"), "{detail}");
+}
+
 /// An ADT^A40 that arrives after a newer message about the ID it merges
 /// leaves that record, as time order would have: the newer message would
 /// have brought the ID back. It says so in a warning.

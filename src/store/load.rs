@@ -79,8 +79,10 @@ fn upsert_patient_sql() -> &'static str {
     })
 }
 
-// The bits the appointment upsert tests, in `AppointmentField` order.
+// The bits the appointment upsert tests, in `AppointmentField` order, and
+// then `APPOINTMENT_PATIENT` (64).
 const _: () = {
+    assert!(APPOINTMENT_PATIENT == 64);
     use AppointmentField as F;
     let order = [F::ProviderId, F::DepartmentId, F::AppointmentType, F::Start, F::DurationMinutes, F::Status];
     let mut i = 0;
@@ -93,13 +95,23 @@ const _: () = {
 /// Every field of a patient, as `FieldSet` bits.
 const ALL_FIELDS: u32 = (1 << Field::ALL.len()) - 1;
 
-/// When the fields of a stored patient were last said, where that is not
-/// the row's `source_time`: each entry a time and the fields (as bits) the
-/// message of that time said last. A message newer than the row leaves the
-/// fields it does not say at the time they were said; a late message (older
-/// than the row) is applied to the fields no newer message said, so what it
-/// alone says is not lost. Stored as `TIME BITS;TIME BITS` in
-/// `patients.said_times`, NULL when every field is as new as the row.
+/// The bit of an appointment's patient IDs in the appointment upsert's
+/// keep bits: every SIU message says them (its PID is required), but a
+/// late one must not set them over a newer message's. (The one after
+/// `Status`, the last of `AppointmentField`.)
+const APPOINTMENT_PATIENT: u32 = 1 << (AppointmentField::Status as u32 + 1);
+
+/// Every field of an appointment the upsert keeps or sets, as bits.
+const ALL_APPOINTMENT_FIELDS: u32 = (APPOINTMENT_PATIENT << 1) - 1;
+
+/// When the fields of a stored patient or appointment were last said, where
+/// that is not the row's `source_time`: each entry a time and the fields (as
+/// bits) the message of that time said last. A message newer than the row
+/// leaves the fields it does not say at the time they were said; a late
+/// message (older than the row) is applied to the fields no newer message
+/// said, so what it alone says is not lost. Stored as `TIME BITS;TIME BITS`
+/// in `said_times` (of `patients` and `appointments`), NULL when every
+/// field is as new as the row.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct SaidTimes(Vec<(String, u32)>);
 
@@ -125,43 +137,46 @@ impl SaidTimes {
         });
     }
 
-    /// The fields said after `time`, where the row's own time is `row`.
-    fn newer_than(&self, time: &str, row: &str) -> u32 {
+    /// Of the fields `all`, those said after `time`, where the row's own
+    /// time is `row`.
+    fn newer_than(&self, all: u32, time: &str, row: &str) -> u32 {
         let listed = self.0.iter().fold(0, |all, (_, b)| all | b);
         let newer = self.0.iter().filter(|(t, _)| t.as_str() > time).fold(0, |all, (_, b)| all | b);
-        if row > time { newer | (ALL_FIELDS & !listed) } else { newer }
+        if row > time { newer | (all & !listed) } else { newer }
     }
 }
 
-/// What an upsert of a patient with a time does to a stored row that has
-/// one: the fields it keeps, the said times it leaves, and whether it is
+/// What an upsert with a time does to a stored row that has one, where the
+/// record's fields are the bits `all` and it keeps `keep` (says nothing of
+/// them): the fields it keeps, the said times it leaves, and whether it is
 /// late (the row keeps its own time) or not (the row takes `time`). `None`
 /// when it changes nothing, as every field it says was said later.
 fn apply_in_time(
-    p: &Patient,
+    all: u32,
+    keep: u32,
     time: &str,
     row: &str,
     said: Option<&str>,
 ) -> Option<(u32, Option<String>, bool)> {
     let mut times = SaidTimes::parse(said);
-    let says = ALL_FIELDS & !p.keep_stored.bits();
+    let says = all & !keep;
     if time >= row {
         // The fields it leaves out stay at the time they were said.
-        let unsaid = ALL_FIELDS & !says;
+        let unsaid = all & !says;
         let listed = times.0.iter().fold(0, |all, (_, b)| all | b);
         times.keep_only(unsaid);
         if row < time && unsaid & !listed != 0 {
             times.0.push((row.to_string(), unsaid & !listed));
         }
-        return Some((p.keep_stored.bits(), times.text(), false));
+        return Some((keep, times.text(), false));
     }
-    let apply = says & !times.newer_than(time, row);
+    let apply = says & !times.newer_than(all, time, row);
     if apply == 0 {
         return None;
     }
     times.keep_only(!apply);
     times.0.push((time.to_string(), apply));
-    Some((ALL_FIELDS & !apply, times.text(), true))
+    Some((all & !apply, times.text(), true))
 }
 
 /// Bind one patient's values to the statement of [`upsert_patient_sql`], in
@@ -409,7 +424,8 @@ impl<'c> FileLoad<'c> {
         if let Some((_, Some(stored_time), said)) = &stored
             && let Some(t) = time
         {
-            let Some((kept, times, late)) = apply_in_time(p, t, stored_time, said.as_deref()) else {
+            let Some((kept, times, late)) = apply_in_time(ALL_FIELDS, keep, t, stored_time, said.as_deref())
+            else {
                 return Ok(Applied::Stale);
             };
             (keep, said_times) = (kept, times);
@@ -520,26 +536,34 @@ impl<'c> FileLoad<'c> {
         time: Option<&str>,
         message_id: Option<i64>,
     ) -> Result<Applied> {
-        let stored: Option<Option<String>> = prepared(
+        let stored: Option<(Option<String>, Option<String>)> = prepared(
             &mut self.statements.stored_appointment,
             self.conn,
-            "SELECT source_time FROM appointments WHERE job = ?1 AND appt_id = ?2",
+            "SELECT source_time, said_times FROM appointments WHERE job = ?1 AND appt_id = ?2",
         )?
-        .query_row(params![self.job, a.id.as_str()], |r| r.get(0))
+        .query_row(params![self.job, a.id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-        if let (Some(Some(stored)), Some(t)) = (&stored, time)
-            && t < stored.as_str()
-        {
-            return Ok(Applied::Stale);
+        // Ordered field by field, as patients are (see `SaidTimes`).
+        let (mut keep, mut said_times, mut row_time) = (a.keep_stored.bits(), None, time);
+        if let (Some((Some(stored_time), said)), Some(t)) = (&stored, time) {
+            let all = ALL_APPOINTMENT_FIELDS;
+            let Some((kept, times, late)) = apply_in_time(all, keep, t, stored_time, said.as_deref()) else {
+                return Ok(Applied::Stale);
+            };
+            (keep, said_times) = (kept, times);
+            if late {
+                row_time = Some(stored_time);
+            }
         }
         prepared(
             &mut self.statements.upsert_appointment,
             self.conn,
             "INSERT INTO appointments (job, appt_id, patient_ehr_id, patient_mrn, provider_id, department_id,
-                     appointment_type, start_utc, duration_minutes, status, source_time, message_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (appt_id, job) DO UPDATE SET patient_ehr_id = excluded.patient_ehr_id,
-                     patient_mrn = excluded.patient_mrn,
+                     appointment_type, start_utc, duration_minutes, status, source_time, message_id, said_times)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?14)
+                 ON CONFLICT (appt_id, job) DO UPDATE SET
+                     patient_ehr_id = iif(?13 & 64, appointments.patient_ehr_id, excluded.patient_ehr_id),
+                     patient_mrn = iif(?13 & 64, appointments.patient_mrn, excluded.patient_mrn),
                      provider_id = iif(?13 & 1, appointments.provider_id, excluded.provider_id),
                      department_id = iif(?13 & 2, appointments.department_id, excluded.department_id),
                      appointment_type = iif(?13 & 4, appointments.appointment_type, excluded.appointment_type),
@@ -547,7 +571,8 @@ impl<'c> FileLoad<'c> {
                      duration_minutes = iif(?13 & 16, appointments.duration_minutes, excluded.duration_minutes),
                      status = iif(?13 & 32, appointments.status, excluded.status),
                      message_id = excluded.message_id,
-                     source_time = coalesce(excluded.source_time, appointments.source_time)",
+                     source_time = coalesce(excluded.source_time, appointments.source_time),
+                     said_times = excluded.said_times",
         )?
         .execute(params![
             self.job,
@@ -560,9 +585,10 @@ impl<'c> FileLoad<'c> {
             a.start.map(|s| s.to_rfc3339()),
             a.duration_minutes,
             a.status.as_str(),
-            time,
+            row_time,
             message_id,
-            a.keep_stored.bits()
+            keep,
+            said_times
         ])?;
         Ok(Applied::Written)
     }
@@ -677,10 +703,11 @@ mod tests {
     use super::*;
     use crate::model::FieldSet;
 
-    fn says(fields: &[Field]) -> Patient {
+    /// The keep bits of a patient that says `fields`.
+    fn says(fields: &[Field]) -> u32 {
         let mut keep = FieldSet::default();
         Field::ALL.iter().filter(|f| !fields.contains(f)).for_each(|&f| keep.insert(f));
-        Patient { keep_stored: keep, ..Patient::default() }
+        keep.bits()
     }
 
     fn bits(fields: &[Field]) -> u32 {
@@ -695,24 +722,29 @@ mod tests {
         // The row's time after an upsert, as `FileLoad::patient` sets it.
         let row_after =
             |late: bool, time: &'static str, row: &'static str| Some(if late { row } else { time });
-        let (keep, said, late) = apply_in_time(&says(&name), "10", "08", None).unwrap();
+        let (keep, said, late) = apply_in_time(ALL_FIELDS, says(&name), "10", "08", None).unwrap();
         let time = row_after(late, "10", "08");
         assert_eq!(keep, ALL_FIELDS & !bits(&name));
         assert_eq!(said.as_deref(), Some(format!("08 {}", ALL_FIELDS & !bits(&name)).as_str()));
         assert_eq!(time, Some("10"));
         // A late one sets the address (said at 08) but not the name (said at 10).
-        let (keep, said2, late) = apply_in_time(&says(&both), "09", "10", said.as_deref()).unwrap();
+        let (keep, said2, late) =
+            apply_in_time(ALL_FIELDS, says(&both), "09", "10", said.as_deref()).unwrap();
         let time = row_after(late, "09", "10");
         assert_eq!(keep, ALL_FIELDS & !bits(&address));
         assert_eq!(time, Some("10"), "the row's time stays");
         let times = SaidTimes::parse(said2.as_deref());
-        assert_eq!(times.newer_than("07", "10"), ALL_FIELDS, "everything was said after 07");
-        assert_eq!(times.newer_than("08", "10"), bits(&both), "at 08 the rest was said, not after");
-        assert_eq!(times.newer_than("09", "10"), bits(&name), "at 09 the name only");
+        assert_eq!(times.newer_than(ALL_FIELDS, "07", "10"), ALL_FIELDS, "everything was said after 07");
+        assert_eq!(
+            times.newer_than(ALL_FIELDS, "08", "10"),
+            bits(&both),
+            "at 08 the rest was said, not after"
+        );
+        assert_eq!(times.newer_than(ALL_FIELDS, "09", "10"), bits(&name), "at 09 the name only");
         // Later still, nothing it says is news: it changes nothing.
-        assert_eq!(apply_in_time(&says(&both), "08:30", "10", said2.as_deref()), None);
+        assert_eq!(apply_in_time(ALL_FIELDS, says(&both), "08:30", "10", said2.as_deref()), None);
         // A message of the row's own time applies, as messages of one time do in arrival order.
-        assert!(apply_in_time(&says(&both), "10", "10", said2.as_deref()).is_some());
+        assert!(apply_in_time(ALL_FIELDS, says(&both), "10", "10", said2.as_deref()).is_some());
         assert_eq!(SaidTimes::parse(said2.as_deref()).text(), said2);
     }
 }

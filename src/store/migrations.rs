@@ -280,6 +280,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE patients ADD COLUMN said_times TEXT;
     "#,
+    // 10: the same for appointments: a late SIU message still sets what no
+    // newer message about the appointment said.
+    r#"
+    ALTER TABLE appointments ADD COLUMN said_times TEXT;
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
