@@ -943,6 +943,10 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
             load.processed(id)?;
             match applied {
                 Applied::Written => eprintln!("message {id} processed; the next run's reports include it"),
+                Applied::InPart => eprintln!(
+                    "message {id} processed; newer messages had said some of its record's fields, which stay \
+                     as they are; the rest are set, and the next run's reports include them"
+                ),
                 Applied::Stale => eprintln!(
                     "message {id} processed; the store holds newer data for its record, which stays as it is"
                 ),

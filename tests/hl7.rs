@@ -489,6 +489,11 @@ fn a_late_message_sets_the_fields_no_newer_message_said() {
     // 09:00 an address change, late: its name is older than M3's.
     d.write("inbox/2.hl7", msg("M2", "ADT^A08", "20261120090000", &full("77 New St", "Lee")));
     assert_exit(&d.ferry(&["run", "h"]), 0);
+    let detail = &summary(&d.latest_report("h"))[&("file:ehr/2.hl7".to_string(), "detail".to_string())];
+    assert!(
+        detail.contains("1 message(s) older than the stored data were applied only to the fields"),
+        "{detail}"
+    );
     // 08:30, later still: everything it says was said since.
     d.write("inbox/0.hl7", msg("M0", "ADT^A08", "20261120083000", &full("5 Gone Rd", "Leigh")));
     assert_exit(&d.ferry(&["run", "h"]), 0);
@@ -531,6 +536,11 @@ fn a_late_siu_message_sets_the_fields_no_newer_message_said() {
     // 10:00, late: the start moved to 10:00 local, and the type changed.
     d.write("inbox/2.hl7", siu("M2", "20261105100000", "100100", "NP", "^^^20261201100000", "Booked"));
     assert_exit(&d.ferry(&["run", "h"]), 0);
+    let detail = &summary(&d.latest_report("h"))[&("file:ehr/2.hl7".to_string(), "detail".to_string())];
+    assert!(
+        detail.contains("1 message(s) older than the stored data were applied only to the fields"),
+        "{detail}"
+    );
     // 08:00, later still: the booking again, nothing it says is news.
     d.write("inbox/0.hl7", siu("M0", "20261105080000", "100100", "XX", "^^^20261201080000", "Booked"));
     assert_exit(&d.ferry(&["run", "h"]), 0);

@@ -69,7 +69,7 @@ pub(super) fn load_hl7(
     };
     let base = bar.position();
     let mut counts = Counts::default();
-    let (mut stale, mut since_checkpoint) = (0u64, 0usize);
+    let (mut stale, mut in_part, mut since_checkpoint) = (0u64, 0u64, 0usize);
     let mut sink = |chunk: &[MessageOutcome]| -> Result<()> {
         for o in chunk {
             counts.read += 1;
@@ -81,8 +81,10 @@ pub(super) fn load_hl7(
             if o.number <= done {
                 continue;
             }
-            if apply_message(&mut load, o)? == Some(Applied::Stale) {
-                stale += 1;
+            match apply_message(&mut load, o)? {
+                Some(Applied::Stale) => stale += 1,
+                Some(Applied::InPart) => in_part += 1,
+                _ => {}
             }
             since_checkpoint += 1;
         }
@@ -115,11 +117,15 @@ pub(super) fn load_hl7(
     // interruption: the file's rows count them all.
     counts.warnings = load.warnings()?;
     let file_id = load.finish(&counts, p.after.loaded_state())?;
-    let detail = if stale > 0 {
-        format!("{stale} message(s) older than the stored data were queued but not applied")
-    } else {
-        String::new()
-    };
+    let detail = [
+        (stale, "older than the stored data were queued but not applied"),
+        (in_part, "older than the stored data were applied only to the fields no newer message said"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} message(s) {what}"))
+    .collect::<Vec<_>>()
+    .join("; ");
     let summary = FileSummary {
         side: p.taken.side,
         name: p.taken.name.clone(),
@@ -214,7 +220,7 @@ pub(crate) fn apply_mapped(
             (Some(surviving), applied)
         }
     };
-    if applied != Applied::Written {
+    if applied == Applied::Stale {
         return Ok(applied);
     }
     // A value read but not loaded as it stood, named by where it came from.

@@ -26,6 +26,9 @@ pub struct Counts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     Written,
+    /// Older than the stored record: written to the fields no newer message
+    /// said, the rest left as they are.
+    InPart,
     /// The store already holds newer data for this record.
     Stale,
 }
@@ -421,6 +424,7 @@ impl<'c> FileLoad<'c> {
             .optional()?
         };
         let (mut keep, mut said_times, mut row_time) = (p.keep_stored.bits(), None, time);
+        let mut applied = Applied::Written;
         if let Some((_, Some(stored_time), said)) = &stored
             && let Some(t) = time
         {
@@ -430,7 +434,7 @@ impl<'c> FileLoad<'c> {
             };
             (keep, said_times) = (kept, times);
             if late {
-                row_time = Some(stored_time);
+                (row_time, applied) = (Some(stored_time.as_str()), Applied::InPart);
             }
         }
         if self.side == Side::Ehr && message_id.is_some() && self.merged_away(own, time, line)? {
@@ -464,7 +468,7 @@ impl<'c> FileLoad<'c> {
             said_times.as_deref(),
         )?;
         stmt.raw_execute()?;
-        Ok(Applied::Written)
+        Ok(applied)
     }
 
     /// Whether an ADT^A40 merged `ehr_id` away at or after `time` (or at a
@@ -545,6 +549,7 @@ impl<'c> FileLoad<'c> {
         .optional()?;
         // Ordered field by field, as patients are (see `SaidTimes`).
         let (mut keep, mut said_times, mut row_time) = (a.keep_stored.bits(), None, time);
+        let mut applied = Applied::Written;
         if let (Some((Some(stored_time), said)), Some(t)) = (&stored, time) {
             let all = ALL_APPOINTMENT_FIELDS;
             let Some((kept, times, late)) = apply_in_time(all, keep, t, stored_time, said.as_deref()) else {
@@ -552,7 +557,7 @@ impl<'c> FileLoad<'c> {
             };
             (keep, said_times) = (kept, times);
             if late {
-                row_time = Some(stored_time);
+                (row_time, applied) = (Some(stored_time.as_str()), Applied::InPart);
             }
         }
         prepared(
@@ -590,7 +595,7 @@ impl<'c> FileLoad<'c> {
             keep,
             said_times
         ])?;
-        Ok(Applied::Written)
+        Ok(applied)
     }
 
     /// Record an ADT^A40: `merged` no longer exists in the EHR, so its row
