@@ -149,18 +149,34 @@ impl SaidTimes {
     }
 }
 
-/// What an upsert with a time does to a stored row that has one, where the
-/// record's fields are the bits `all` and it keeps `keep` (says nothing of
-/// them): the fields it keeps, the said times it leaves, and whether it is
-/// late (the row keeps its own time) or not (the row takes `time`). `None`
-/// when it changes nothing, as every field it says was said later.
-fn apply_in_time(
+/// How a record is written over the stored row (see [`apply_in_time`]).
+#[derive(Debug, PartialEq, Eq)]
+struct InTime<'t> {
+    /// The fields the upsert keeps, as bits.
+    keep: u32,
+    /// The row's said times after it (`SaidTimes::text`).
+    said_times: Option<String>,
+    /// The row's time after it: the record's, or the row's own when the
+    /// record is late.
+    row_time: Option<&'t str>,
+    applied: Applied,
+}
+
+/// What an upsert of a record with time `time` does to a stored row of time
+/// `row` whose fields were said at `said`, where the record's fields are the
+/// bits `all` and it keeps `keep` (says nothing of them). `None` when it
+/// changes nothing, as every field it says was said later. A record or row
+/// without a time is written as it is.
+fn apply_in_time<'t>(
     all: u32,
     keep: u32,
-    time: &str,
-    row: &str,
+    time: Option<&'t str>,
+    row: Option<&'t str>,
     said: Option<&str>,
-) -> Option<(u32, Option<String>, bool)> {
+) -> Option<InTime<'t>> {
+    let (Some(time), Some(row)) = (time, row) else {
+        return Some(InTime { keep, said_times: None, row_time: time, applied: Applied::Written });
+    };
     let mut times = SaidTimes::parse(said);
     let says = all & !keep;
     if time >= row {
@@ -171,7 +187,12 @@ fn apply_in_time(
         if row < time && unsaid & !listed != 0 {
             times.0.push((row.to_string(), unsaid & !listed));
         }
-        return Some((keep, times.text(), false));
+        return Some(InTime {
+            keep,
+            said_times: times.text(),
+            row_time: Some(time),
+            applied: Applied::Written,
+        });
     }
     let apply = says & !times.newer_than(all, time, row);
     if apply == 0 {
@@ -179,7 +200,12 @@ fn apply_in_time(
     }
     times.keep_only(!apply);
     times.0.push((time.to_string(), apply));
-    Some((all & !apply, times.text(), true))
+    Some(InTime {
+        keep: all & !apply,
+        said_times: times.text(),
+        row_time: Some(row),
+        applied: Applied::InPart,
+    })
 }
 
 /// Bind one patient's values to the statement of [`upsert_patient_sql`], in
@@ -423,24 +449,15 @@ impl<'c> FileLoad<'c> {
             .query_row(params![self.job, self.side.as_str(), own], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?
         };
-        let (mut keep, mut said_times, mut row_time) = (p.keep_stored.bits(), None, time);
-        let mut applied = Applied::Written;
-        if let Some((_, Some(stored_time), said)) = &stored
-            && let Some(t) = time
-        {
-            let Some((kept, times, late)) = apply_in_time(ALL_FIELDS, keep, t, stored_time, said.as_deref())
-            else {
-                return Ok(Applied::Stale);
-            };
-            (keep, said_times) = (kept, times);
-            if late {
-                (row_time, applied) = (Some(stored_time.as_str()), Applied::InPart);
-            }
-        }
+        let (row, said) =
+            stored.as_ref().map_or((None, None), |(_, row, said)| (row.as_deref(), said.as_deref()));
+        let Some(w) = apply_in_time(ALL_FIELDS, p.keep_stored.bits(), time, row, said) else {
+            return Ok(Applied::Stale);
+        };
         if self.side == Side::Ehr && message_id.is_some() && self.merged_away(own, time, line)? {
             return Ok(Applied::Stale);
         }
-        let mrn_said = keep & (1 << Field::PracticeMrn as u32) == 0;
+        let mrn_said = w.keep & (1 << Field::PracticeMrn as u32) == 0;
         if let Some((old_mrn, _, _)) = &stored
             && self.side == Side::Ehr
             && message_id.is_some()
@@ -462,13 +479,13 @@ impl<'c> FileLoad<'c> {
             own,
             self.file_id,
             line,
-            row_time,
+            w.row_time,
             p,
-            keep,
-            said_times.as_deref(),
+            w.keep,
+            w.said_times.as_deref(),
         )?;
         stmt.raw_execute()?;
-        Ok(applied)
+        Ok(w.applied)
     }
 
     /// Whether an ADT^A40 merged `ehr_id` away at or after `time` (or at a
@@ -548,18 +565,11 @@ impl<'c> FileLoad<'c> {
         .query_row(params![self.job, a.id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
         // Ordered field by field, as patients are (see `SaidTimes`).
-        let (mut keep, mut said_times, mut row_time) = (a.keep_stored.bits(), None, time);
-        let mut applied = Applied::Written;
-        if let (Some((Some(stored_time), said)), Some(t)) = (&stored, time) {
-            let all = ALL_APPOINTMENT_FIELDS;
-            let Some((kept, times, late)) = apply_in_time(all, keep, t, stored_time, said.as_deref()) else {
-                return Ok(Applied::Stale);
-            };
-            (keep, said_times) = (kept, times);
-            if late {
-                (row_time, applied) = (Some(stored_time.as_str()), Applied::InPart);
-            }
-        }
+        let (row, said) =
+            stored.as_ref().map_or((None, None), |(row, said)| (row.as_deref(), said.as_deref()));
+        let Some(w) = apply_in_time(ALL_APPOINTMENT_FIELDS, a.keep_stored.bits(), time, row, said) else {
+            return Ok(Applied::Stale);
+        };
         prepared(
             &mut self.statements.upsert_appointment,
             self.conn,
@@ -590,12 +600,12 @@ impl<'c> FileLoad<'c> {
             a.start.map(|s| s.to_rfc3339()),
             a.duration_minutes,
             a.status.as_str(),
-            row_time,
+            w.row_time,
             message_id,
-            keep,
-            said_times
+            w.keep,
+            w.said_times
         ])?;
-        Ok(applied)
+        Ok(w.applied)
     }
 
     /// Record an ADT^A40: `merged` no longer exists in the EHR, so its row
@@ -723,22 +733,21 @@ mod tests {
     fn said_times_follow_each_field() {
         let (name, address) = ([Field::LastName], [Field::Address1, Field::City]);
         let both = [name.as_slice(), &address].concat();
+        let apply =
+            |fields: &[Field], time, row, said| apply_in_time(ALL_FIELDS, says(fields), time, row, said);
         // A newer message that says only the name leaves the rest at the row's old time.
-        // The row's time after an upsert, as `FileLoad::patient` sets it.
-        let row_after =
-            |late: bool, time: &'static str, row: &'static str| Some(if late { row } else { time });
-        let (keep, said, late) = apply_in_time(ALL_FIELDS, says(&name), "10", "08", None).unwrap();
-        let time = row_after(late, "10", "08");
-        assert_eq!(keep, ALL_FIELDS & !bits(&name));
-        assert_eq!(said.as_deref(), Some(format!("08 {}", ALL_FIELDS & !bits(&name)).as_str()));
-        assert_eq!(time, Some("10"));
+        let w = apply(&name, Some("10"), Some("08"), None).unwrap();
+        assert_eq!(
+            (w.keep, w.row_time, w.applied),
+            (ALL_FIELDS & !bits(&name), Some("10"), Applied::Written)
+        );
+        assert_eq!(w.said_times.as_deref(), Some(format!("08 {}", ALL_FIELDS & !bits(&name)).as_str()));
         // A late one sets the address (said at 08) but not the name (said at 10).
-        let (keep, said2, late) =
-            apply_in_time(ALL_FIELDS, says(&both), "09", "10", said.as_deref()).unwrap();
-        let time = row_after(late, "09", "10");
-        assert_eq!(keep, ALL_FIELDS & !bits(&address));
-        assert_eq!(time, Some("10"), "the row's time stays");
-        let times = SaidTimes::parse(said2.as_deref());
+        let said = w.said_times;
+        let w = apply(&both, Some("09"), Some("10"), said.as_deref()).unwrap();
+        assert_eq!(w.keep, ALL_FIELDS & !bits(&address));
+        assert_eq!((w.row_time, w.applied), (Some("10"), Applied::InPart), "the row's time stays");
+        let times = SaidTimes::parse(w.said_times.as_deref());
         assert_eq!(times.newer_than(ALL_FIELDS, "07", "10"), ALL_FIELDS, "everything was said after 07");
         assert_eq!(
             times.newer_than(ALL_FIELDS, "08", "10"),
@@ -747,9 +756,12 @@ mod tests {
         );
         assert_eq!(times.newer_than(ALL_FIELDS, "09", "10"), bits(&name), "at 09 the name only");
         // Later still, nothing it says is news: it changes nothing.
-        assert_eq!(apply_in_time(ALL_FIELDS, says(&both), "08:30", "10", said2.as_deref()), None);
+        assert_eq!(apply(&both, Some("08:30"), Some("10"), w.said_times.as_deref()), None);
         // A message of the row's own time applies, as messages of one time do in arrival order.
-        assert!(apply_in_time(ALL_FIELDS, says(&both), "10", "10", said2.as_deref()).is_some());
-        assert_eq!(SaidTimes::parse(said2.as_deref()).text(), said2);
+        assert!(apply(&both, Some("10"), Some("10"), w.said_times.as_deref()).is_some());
+        assert_eq!(times.text(), w.said_times);
+        // Without a time on either side, the record is written as it is.
+        let w = apply(&name, None, Some("10"), w.said_times.as_deref()).unwrap();
+        assert_eq!((w.keep, w.said_times, w.row_time), (says(&name), None, None));
     }
 }
