@@ -209,32 +209,26 @@ fn apply_in_time<'t>(
 }
 
 /// Bind one patient's values to the statement of [`upsert_patient_sql`], in
-/// place: no list of values or of parameters is built per record. `keep`
-/// and `said_times` as [`apply_in_time`] gives them.
-#[allow(clippy::too_many_arguments)]
+/// place: no list of values or of parameters is built per record. `file` is
+/// the job, side and file ID of the load; `w` as [`apply_in_time`] gives it.
 fn bind_patient(
     stmt: &mut Statement,
-    job: &str,
-    side: Side,
-    own: &str,
-    file_id: i64,
+    (job, side, file_id): (&str, Side, i64),
     line: u64,
-    time: Option<&str>,
     p: &Patient,
-    keep: u32,
-    said_times: Option<&str>,
+    w: &InTime,
 ) -> rusqlite::Result<()> {
     stmt.raw_bind_parameter(1, job)?;
     stmt.raw_bind_parameter(2, side.as_str())?;
-    stmt.raw_bind_parameter(3, own)?;
+    stmt.raw_bind_parameter(3, p.own_id(side).unwrap_or_default())?;
     stmt.raw_bind_parameter(4, file_id)?;
     stmt.raw_bind_parameter(5, line as i64)?;
-    stmt.raw_bind_parameter(6, time)?;
+    stmt.raw_bind_parameter(6, w.row_time)?;
     for (i, f) in Field::ALL.iter().enumerate() {
         stmt.raw_bind_parameter(7 + i, f.value(p))?;
     }
-    stmt.raw_bind_parameter(7 + Field::ALL.len(), keep)?;
-    stmt.raw_bind_parameter(8 + Field::ALL.len(), said_times)?;
+    stmt.raw_bind_parameter(7 + Field::ALL.len(), w.keep)?;
+    stmt.raw_bind_parameter(8 + Field::ALL.len(), w.said_times.as_deref())?;
     Ok(())
 }
 
@@ -472,18 +466,7 @@ impl<'c> FileLoad<'c> {
                 .execute(params![self.job, self.side.as_str(), own, old_mrn, p.practice_mrn.as_deref(), time, message_id])?;
         }
         let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
-        bind_patient(
-            stmt,
-            &self.job,
-            self.side,
-            own,
-            self.file_id,
-            line,
-            w.row_time,
-            p,
-            w.keep,
-            w.said_times.as_deref(),
-        )?;
+        bind_patient(stmt, (&self.job, self.side, self.file_id), line, p, &w)?;
         stmt.raw_execute()?;
         Ok(w.applied)
     }
@@ -529,19 +512,13 @@ impl<'c> FileLoad<'c> {
     pub fn plain_patients(&mut self, records: &[(&Patient, u64)]) -> Result<()> {
         let stmt = prepared(&mut self.statements.upsert_patient, self.conn, upsert_patient_sql())?;
         for &(p, line) in records {
-            let own = p.own_id(self.side).unwrap_or_default();
-            bind_patient(
-                stmt,
-                &self.job,
-                self.side,
-                own,
-                self.file_id,
-                line,
-                None,
-                p,
-                p.keep_stored.bits(),
-                None,
-            )?;
+            let w = InTime {
+                keep: p.keep_stored.bits(),
+                said_times: None,
+                row_time: None,
+                applied: Applied::Written,
+            };
+            bind_patient(stmt, (&self.job, self.side, self.file_id), line, p, &w)?;
             stmt.raw_execute()?;
         }
         Ok(())
