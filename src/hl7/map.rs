@@ -12,7 +12,7 @@ use chrono_tz::Tz;
 use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
-use super::{Field, Hl7Error, IndexedSegment, Message, Segment, seg};
+use super::{Component, Field, Hl7Error, IndexedSegment, Message, Segment, SubComponent, seg};
 use crate::flatfile::{normalize_into, normalize_value};
 use crate::model::{
     self, Appointment, AppointmentField, AppointmentStatus, AppointmentText, Field as PatientField, FieldSet,
@@ -704,41 +704,9 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
             keep.insert(f);
         }
     };
-    // Start: SCH-11.4 (TQ start), else AIS-4 / AIL-6 / AIP-6 start times.
-    let resources = [("AIS", 4), (seg::AIL, 6), (seg::AIP, 6)].map(|(id, n)| {
-        msg.segment(id).map(|g| (g.field(n), if id == "AIS" { "AIS-4" } else { "AIL-6/AIP-6" }))
-    });
-    let mut start_text = text(sch.field(11).component(4).text(), "SCH-11.4")?.map(|t| (t, "SCH-11.4"));
-    for (field, at) in resources.iter().flatten() {
-        if start_text.is_none() {
-            start_text = text(field.component(1).text(), at)?.map(|t| (t, *at));
-        }
-    }
-    said(
-        AppointmentField::Start,
-        sch.field(11).is_said() || resources.iter().flatten().any(|(f, _)| f.is_said()),
-    );
-    let start = match start_text {
-        Some((t, at)) => {
-            Some(parse_dtm(&t, s.time_zone).map_err(|e| format!("bad start time in {at}: {e}"))?)
-        }
-        None => None,
-    };
-    said(AppointmentField::DurationMinutes, sch.field(9).is_said());
-    let duration = match text(sch.field(9).component(1).text(), "SCH-9")? {
-        Some(d) => {
-            let n: u32 = d.parse().map_err(|_| "SCH-9 (duration) is not a whole number".to_string())?;
-            let unit = text(sch.field(10).component(1).text(), "SCH-10")?.unwrap_or_else(|| "MIN".into());
-            let minutes = match unit.to_ascii_uppercase().as_str() {
-                "MIN" | "M" | "MINUTES" => Some(n),
-                "H" | "HR" | "HOURS" => n.checked_mul(60),
-                "S" | "SEC" | "SECONDS" => Some(n.div_ceil(60)),
-                _ => return Err("SCH-10 (duration units) is not MIN, H or S".into()),
-            };
-            Some(minutes.ok_or("SCH-9 (duration) is too large")?)
-        }
-        None => None,
-    };
+    let timing = timing(msg, &sch, s.time_zone)?;
+    said(AppointmentField::Start, timing.start_said);
+    said(AppointmentField::DurationMinutes, timing.minutes_said);
     let (ehr_id, mrn) = pid_ids(only_pid(msg)?.indexed(), s)?;
     let (patient_ehr_id, patient_mrn) = (Some(ehr_id.into()), mrn.map(CompactString::from));
     let provider = msg.segment(seg::AIP).map(|aip| aip.field(3));
@@ -767,8 +735,8 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         provider_id,
         department_id,
         appointment_type,
-        start,
-        duration_minutes: duration,
+        start: timing.start,
+        duration_minutes: timing.minutes,
         status,
         keep_stored: keep,
         cleaned: FieldSet::default(),
@@ -782,6 +750,119 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
         }
     }
     Ok(a)
+}
+
+/// When a SIU message says its appointment starts and how many minutes
+/// it lasts, and whether it says each: an update that says neither keeps
+/// what is stored.
+struct Timing {
+    start: Option<DateTime<Utc>>,
+    minutes: Option<u32>,
+    start_said: bool,
+    minutes_said: bool,
+}
+
+/// A place a start may be read from, with the end that goes with it where
+/// the place has one; each named for its reasons.
+struct StartAt<'a> {
+    start: (Component<'a>, &'static str),
+    end: Option<(Component<'a>, &'static str)>,
+}
+
+/// A place a duration may be read from: the amount and its units.
+struct LengthAt<'a> {
+    amount: (Component<'a>, &'static str),
+    units: (SubComponent<'a>, &'static str),
+}
+
+/// The appointment's start and duration, from wherever the sender's HL7
+/// version puts them, each from the first place that has one:
+///
+/// - start: SCH-11.4 (the TQ start, up to v2.6), TQ1-7 (v2.5 on; SCH-11 is
+///   withdrawn in v2.7), else the first resource's: AIS-4, AIG-8, AIL-6,
+///   AIP-6;
+/// - duration: SCH-9 in SCH-10's units, TQ1-6 (a quantity and its units),
+///   the first resource's (AIS-7 in AIS-8's units, AIG-11/12, AIL-9/10,
+///   AIP-9/10), else the end less the start where the start came with one
+///   (SCH-11.5, TQ1-8).
+///
+/// Units left empty are minutes, as senders mean them.
+fn timing(msg: &Message, sch: &IndexedSegment, tz: Tz) -> Result<Timing, String> {
+    let sch11 = sch.field(11);
+    let (sch9, sch10) = (sch.field(9), sch.field(10));
+    let mut starts = vec![StartAt {
+        start: (sch11.component(4), "SCH-11.4"),
+        end: Some((sch11.component(5), "SCH-11.5")),
+    }];
+    let mut lengths = vec![LengthAt {
+        amount: (sch9.component(1), "SCH-9"),
+        units: (sch10.component(1).subcomponent(1), "SCH-10"),
+    }];
+    let mut start_said = sch11.is_said();
+    let mut minutes_said = sch9.is_said() || !sch11.component(5).is_empty();
+    if let Some(tq1) = msg.segment(seg::TQ1) {
+        let (service, start, end) = (tq1.field(6), tq1.field(7), tq1.field(8));
+        starts.push(StartAt { start: (start.component(1), "TQ1-7"), end: Some((end.component(1), "TQ1-8")) });
+        lengths.push(LengthAt {
+            amount: (service.component(1), "TQ1-6.1"),
+            units: (service.component(2).subcomponent(1), "TQ1-6.2"),
+        });
+        start_said |= start.is_said();
+        minutes_said |= service.is_said() || end.is_said();
+    }
+    for (id, start_n, start_at, amount_at, units_at) in [
+        (seg::AIS, 4, "AIS-4", "AIS-7", "AIS-8"),
+        (seg::AIG, 8, "AIG-8", "AIG-11", "AIG-12"),
+        (seg::AIL, 6, "AIL-6", "AIL-9", "AIL-10"),
+        (seg::AIP, 6, "AIP-6", "AIP-9", "AIP-10"),
+    ] {
+        let Some(resource) = msg.segment(id) else { continue };
+        // The duration follows the start, after its offset and units.
+        let (start, amount, units) =
+            (resource.field(start_n), resource.field(start_n + 3), resource.field(start_n + 4));
+        starts.push(StartAt { start: (start.component(1), start_at), end: None });
+        lengths.push(LengthAt {
+            amount: (amount.component(1), amount_at),
+            units: (units.component(1).subcomponent(1), units_at),
+        });
+        start_said |= start.is_said();
+        minutes_said |= amount.is_said();
+    }
+
+    let mut timing = Timing { start: None, minutes: None, start_said, minutes_said };
+    let mut end = None;
+    for StartAt { start: (start, at), end: end_at } in starts {
+        let Some(t) = text(start.text(), at)? else { continue };
+        timing.start = Some(parse_dtm(&t, tz).map_err(|e| format!("bad start time in {at}: {e}"))?);
+        if let Some((c, at)) = end_at
+            && let Some(t) = text(c.text(), at)?
+        {
+            end = Some((parse_dtm(&t, tz).map_err(|e| format!("bad end time in {at}: {e}"))?, at));
+        }
+        break;
+    }
+    for LengthAt { amount: (amount, at), units: (units, units_at) } in lengths {
+        let Some(n) = text(amount.text(), at)? else { continue };
+        let n: u32 = n.parse().map_err(|_| format!("{at} (duration) is not a whole number"))?;
+        let unit = text(units.text(), units_at)?.unwrap_or_else(|| "MIN".into());
+        let minutes = match unit.to_ascii_uppercase().as_str() {
+            "MIN" | "M" | "MINUTE" | "MINUTES" => Some(n),
+            "H" | "HR" | "HOUR" | "HOURS" => n.checked_mul(60),
+            "S" | "SEC" | "SECOND" | "SECONDS" => Some(n.div_ceil(60)),
+            _ => return Err(format!("{units_at} (duration units) is not MIN, H or S")),
+        };
+        timing.minutes = Some(minutes.ok_or_else(|| format!("{at} (duration) is too large"))?);
+        return Ok(timing);
+    }
+    if let (Some(start), Some((end, at))) = (timing.start, end) {
+        let seconds = u64::try_from((end - start).num_seconds())
+            .map_err(|_| format!("{at} (the end) is before the start"))?;
+        timing.minutes = Some(
+            u32::try_from(seconds.div_ceil(60))
+                .map_err(|_| format!("{at} (the end) is too far after the start"))?,
+        );
+    }
+    Ok(timing)
 }
 
 /// A DTM of a year (YYYY) or a month (YYYYMM) only.
@@ -1067,6 +1148,77 @@ AIP|1||1234567890^Smith^John^^^^^^NPI\r";
         let huge = text.replace("|30|MIN|", "|71582789|H|");
         let err = map(&Message::parse(huge.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
         assert!(err.contains("SCH-9 (duration) is too large"), "{err}");
+    }
+
+    /// Each HL7 version's place for the start and the duration: SCH-11 up
+    /// to v2.6, TQ1 from v2.5 (SCH-11 is withdrawn in v2.7), and the
+    /// resources' own; the first place with a value gives it.
+    #[test]
+    fn siu_timing_is_read_from_tq1_and_the_resources() {
+        let s = schema();
+        let siu = |sch_timing: &str, rest: &str| {
+            format!(
+                "MSH|^~\\&|ATHENA|CLINIC|FERRY|PRACTICE|20261120090000||SIU^S12|M1|P|2.7\r\
+SCH|P1|A5001|||||Follow-up|FU^Follow up|{sch_timing}||||||||||||||BOOKED\r\
+{rest}PID|1||E10001^^^ATHENA^PI||Lee^Ann\r"
+            )
+        };
+        let timing = |text: &str| match map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)) {
+            Ok(Mapped::Appointment(a)) => Ok((
+                a.start.map(|t| t.to_rfc3339()),
+                a.duration_minutes,
+                a.keep_stored.contains(AppointmentField::Start),
+                a.keep_stored.contains(AppointmentField::DurationMinutes),
+            )),
+            Ok(_) => panic!("not an appointment"),
+            Err(e) => Err(e),
+        };
+        let at = |start: &str| Some(format!("2026-12-01T{start}:00+00:00"));
+        let cases = [
+            // v2.7: TQ1-7 and TQ1-8, no SCH-9 to SCH-11.
+            ("||", "TQ1|1||||||20261201093000|20261201101500\r", (at("14:30"), Some(45))),
+            // TQ1-6 (a quantity in UCUM minutes) over the end.
+            ("||", "TQ1|1|||||20^min&minutes&UCUM|20261201093000|20261201101500\r", (at("14:30"), Some(20))),
+            // SCH-11 up to v2.6, start and end, before TQ1.
+            ("||^^^20261201080000^20261201083000", "TQ1|1||||||20261201093000\r", (at("13:00"), Some(30))),
+            // SCH-9 over the end in SCH-11.5.
+            ("40|MIN|^^^20261201080000^20261201083000", "", (at("13:00"), Some(40))),
+            // The service resource's start and duration, in hours.
+            ("||", "AIS|1||US^Ultrasound|20261201110000|||2|H\r", (at("16:00"), Some(120))),
+            // A general resource's, units left empty: minutes.
+            ("||", "AIG|1||ROOM4|||||20261201110000|||15\r", (at("16:00"), Some(15))),
+            // The personnel resource's, after an AIL with neither.
+            (
+                "||",
+                "AIL|1||DEP7\rAIP|1||1234567890^Smith|||20261201113000|||900|S\r",
+                (at("16:30"), Some(15)),
+            ),
+        ];
+        for (sch_timing, rest, (start, minutes)) in cases {
+            let text = siu(sch_timing, rest);
+            assert_eq!(timing(&text), Ok((start, minutes, false, false)), "{sch_timing} {rest}");
+        }
+
+        // A message with no timing at all keeps what is stored.
+        assert_eq!(timing(&siu("||", "")), Ok((None, None, true, true)));
+        // A start alone says nothing of the duration.
+        assert_eq!(timing(&siu("||", "TQ1|1||||||20261201093000\r")), Ok((at("14:30"), None, false, true)));
+        // HL7's null in TQ1-8 clears the duration.
+        assert_eq!(
+            timing(&siu("||", "TQ1|1||||||20261201093000|\"\"\r")),
+            Ok((at("14:30"), None, false, false))
+        );
+
+        for (sch_timing, rest, want) in [
+            ("||", "TQ1|1||||||20261201093000|20261201090000\r", "TQ1-8 (the end) is before the start"),
+            ("||", "TQ1|1||||||2026120109300X\r", "bad start time in TQ1-7"),
+            ("||", "TQ1|1||||||20261201093000|2026X\r", "bad end time in TQ1-8"),
+            ("||", "TQ1|1|||||20^wk|20261201093000\r", "TQ1-6.2 (duration units) is not MIN, H or S"),
+            ("||", "AIS|1||US|20261201110000|||1.5|H\r", "AIS-7 (duration) is not a whole number"),
+        ] {
+            let err = timing(&siu(sch_timing, rest)).unwrap_err();
+            assert!(err.contains(want), "{rest}: {err} should contain {want}");
+        }
     }
 
     #[test]

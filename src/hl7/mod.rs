@@ -57,6 +57,12 @@ pub mod seg {
     pub const MRG: &str = "MRG";
     /// Scheduling activity information.
     pub const SCH: &str = "SCH";
+    /// Timing/quantity (v2.5 and later; SCH-11's place from v2.7).
+    pub const TQ1: &str = "TQ1";
+    /// Appointment service resource.
+    pub const AIS: &str = "AIS";
+    /// Appointment general resource.
+    pub const AIG: &str = "AIG";
     /// Appointment location resource.
     pub const AIL: &str = "AIL";
     /// Appointment personnel resource.
