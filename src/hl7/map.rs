@@ -306,9 +306,19 @@ fn pick_ids<'a>(
         rules.map(|r| r.is_none().then_some(Ok(None)));
     for rep in f.repetitions() {
         let rep = rep.indexed();
-        let kind = code(rep.component(4).subcomponent(1).text(), at)
-            .and_then(|authority| Ok((authority, code(rep.component(5).text(), at)?)));
-        let (authority, id_type) = match kind {
+        // The assigning authority (an HD): its namespace ID (HD.1), or its
+        // universal ID (HD.2, an OID), which a sender that follows IHE may
+        // send alone.
+        let (authority, namespace) = (rep.component(4), rep.component(4).subcomponent(1));
+        let kind = code(namespace.text(), at).and_then(|namespace_text| {
+            // Shorter than the component: a subcomponent separator follows.
+            let universal = match namespace.raw().len() < authority.raw().len() {
+                true => code(authority.subcomponent(2).text(), at)?,
+                false => Cow::Borrowed(""),
+            };
+            Ok((namespace_text, universal, code(rep.component(5).text(), at)?))
+        });
+        let (namespace, universal, id_type) = match kind {
             Ok(kind) => kind,
             Err(e) => {
                 for slot in found.iter_mut().filter(|slot| slot.is_none()) {
@@ -318,7 +328,11 @@ fn pick_ids<'a>(
             }
         };
         for (slot, rule) in found.iter_mut().zip(rules) {
-            let Some(rule) = rule.filter(|r| r.matches(&authority, &id_type)) else { continue };
+            let Some(rule) = rule.filter(|r| {
+                r.matches(&namespace, &id_type) || (!universal.is_empty() && r.matches(&universal, &id_type))
+            }) else {
+                continue;
+            };
             match slot {
                 // A repetition that names the authority but holds no ID
                 // (empty, or HL7's null) leaves the rule looking on.
@@ -1028,6 +1042,39 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         assert!(mapped(siu).unwrap_err().starts_with("more than one PID segment"), "a group appointment");
     }
 
+    /// An assigning authority is matched by its namespace ID (HD.1) or by
+    /// its universal ID (HD.2, an OID), as senders that follow IHE send it.
+    #[test]
+    fn an_assigning_authority_may_be_named_by_its_oid() {
+        let s = Hl7Schema::parse(
+            Path::new("oid.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"2.16.840.1.113883.3.564\"\ntype = \"PI\"\n\
+             [ids.practice_mrn]\nauthority = \"PRACTICE\"\ntype = \"MR\"\n",
+        )
+        .unwrap();
+        let ids = |pid3: &str| {
+            let text = A28.replace("E10001^^^ATHENA^PI~0042^^^PRACTICE^MR", pid3);
+            match map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)) {
+                Ok(Mapped::Patient(p)) => {
+                    Ok((p.ehr_id.unwrap().to_string(), p.practice_mrn.map(|m| m.to_string())))
+                }
+                Ok(_) => panic!("not a patient"),
+                Err(e) => Err(e),
+            }
+        };
+        let both = Ok(("E7".to_string(), Some("0042".to_string())));
+        assert_eq!(ids("E7^^^&2.16.840.1.113883.3.564&ISO^PI~0042^^^PRACTICE&1.2.3&ISO^MR"), both);
+        assert_eq!(ids("E7^^^ATHENA&2.16.840.1.113883.3.564&ISO^PI~0042^^^PRACTICE^MR"), both);
+        // The OID with another type, or in another component, is not the rule's.
+        let err = ids("E7^^^&2.16.840.1.113883.3.564&ISO^MR~0042^^^PRACTICE^MR").unwrap_err();
+        assert!(err.starts_with("PID-3 has no identifier with assigning authority 2.16.840"), "{err}");
+        let err = ids("E7^^^X^PI^&2.16.840.1.113883.3.564&ISO").unwrap_err();
+        assert!(err.starts_with("PID-3 has no identifier"), "{err}");
+        // Two IDs under the one authority, named once each way, are two.
+        let err = ids("E7^^^&2.16.840.1.113883.3.564&ISO^PI~E8^^^2.16.840.1.113883.3.564^PI").unwrap_err();
+        assert!(err.starts_with("PID-3 holds two different IDs"), "{err}");
+    }
+
     #[test]
     fn adt_a28_maps_a_patient() {
         let s = schema();
@@ -1338,14 +1385,16 @@ MRG|E2^^^ATHENA^PI\r";
             let mut first: Option<Cow<'a, str>> = None;
             for rep in f.repetitions() {
                 let c = rep.indexed();
-                let kind = code(c.component(4).subcomponent(1).text(), "PID-3")
-                    .and_then(|a| Ok((a, code(c.component(5).text(), "PID-3")?)));
-                let (authority, id_type) = match kind {
+                let hd = |n| code(c.component(4).subcomponent(n).text(), "PID-3");
+                let kind = hd(1).and_then(|a| Ok((a, hd(2)?, code(c.component(5).text(), "PID-3")?)));
+                let (namespace, universal, id_type) = match kind {
                     Ok(kind) => kind,
                     Err(e) if first.is_none() => return Err(e),
                     Err(_) => break,
                 };
-                if !r.matches(&authority, &id_type) {
+                if !r.matches(&namespace, &id_type)
+                    && (universal.is_empty() || !r.matches(&universal, &id_type))
+                {
                     continue;
                 }
                 match (value(c.component(1).text(), "PID-3"), &first) {
@@ -1368,7 +1417,7 @@ MRG|E2^^^ATHENA^PI\r";
             reps in proptest::collection::vec(
                 (
                     proptest::sample::select(vec!["", "E1", "0042", "a\\T\\b", "bad\\X1\\"]),
-                    proptest::sample::select(vec!["", "ATHENA", "athena ", "PRACTICE", "X\\XZZ\\", "ATHENA&1.2"]),
+                    proptest::sample::select(vec!["", "ATHENA", "athena ", "PRACTICE", "X\\XZZ\\", "ATHENA&1.2", "&ATHENA&ISO", "X&PRACTICE", "&\\XZZ\\"]),
                     proptest::sample::select(vec!["", "PI", "MR", "mr", "\\X4\\"]),
                 ),
                 0..5,
