@@ -663,7 +663,11 @@ fn provider_id<'a>(f: Field<'a>, s: &MapSettings) -> Result<Option<Cow<'a, str>>
             }
             // Under the EHR's own authority: not any ID that is not an NPI
             // (a DEA number, a state licence, another system's ID).
-            ProviderKind::Ehr => s.schema.ehr_id.authority_is(&authority),
+            // Its namespace ID, or its universal ID as for PID-3.
+            ProviderKind::Ehr => {
+                s.schema.ehr_id.authority_is(&authority)
+                    || s.schema.ehr_id.authority_is(&code(rep.component(9).subcomponent(2).text(), "XCN.9")?)
+            }
         };
         if wanted && let Some(id) = value(rep.component(1).text(), "XCN.1")? {
             return Ok(Some(id));
@@ -1105,6 +1109,20 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         // the first ID that is not an NPI.
         let dea = A28.replace("PD1|||Clinic|", "PD1|||Clinic|AR1234563^Smith^John^^^^^^DEA~");
         let Mapped::Patient(p) = map(&Message::parse(dea.as_bytes()).unwrap(), &ehr).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.provider_id.as_deref(), Some("P42"));
+        // XCN.9 named by its universal ID, as PID-3.4 may be.
+        let oid = Hl7Schema::parse(
+            Path::new("oid.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"1.2.3\"\ntype = \"PI\"\n",
+        )
+        .unwrap();
+        let by_oid = A28
+            .replace("E10001^^^ATHENA^PI", "E10001^^^&1.2.3&ISO^PI")
+            .replace("^^^^^^ATHENA\r", "^^^^^^&1.2.3&ISO\r");
+        let ehr_oid = MapSettings { provider: ProviderKind::Ehr, ..settings(&oid) };
+        let Mapped::Patient(p) = map(&Message::parse(by_oid.as_bytes()).unwrap(), &ehr_oid).unwrap() else {
             panic!()
         };
         assert_eq!(p.provider_id.as_deref(), Some("P42"));
