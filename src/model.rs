@@ -269,6 +269,8 @@ pub enum FieldType {
     UsZip,
     /// An email address.
     Email,
+    /// A language, as its ISO 639-2 code.
+    Language,
 }
 
 impl FieldType {
@@ -282,6 +284,7 @@ impl FieldType {
             FieldType::UsState => "us_state",
             FieldType::UsZip => "us_zip",
             FieldType::Email => "email",
+            FieldType::Language => "language",
         }
     }
 }
@@ -350,7 +353,6 @@ impl Field {
             | Field::PracticeMrn
             | Field::MemberId
             | Field::GroupNumber
-            | Field::Language
             | Field::Race
             | Field::Ethnicity
             | Field::ProviderId => FieldType::Id,
@@ -360,6 +362,7 @@ impl Field {
             Field::State => FieldType::UsState,
             Field::Zip => FieldType::UsZip,
             Field::Email => FieldType::Email,
+            Field::Language => FieldType::Language,
             Field::FirstName
             | Field::MiddleName
             | Field::LastName

@@ -10,8 +10,10 @@
 //! decides what to do with it. Empty values are also the caller's business;
 //! the parsers here treat an empty string as just another invalid value.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use chrono::{Datelike, NaiveDate};
 
@@ -832,6 +834,149 @@ fn email_general(raw: &str) -> Result<CompactString, String> {
 }
 
 // ---------------------------------------------------------------------------
+// Languages
+// ---------------------------------------------------------------------------
+
+/// ISO 639-2's bibliographic codes that differ from its terminology codes,
+/// and the terminology code each stands for (all twenty).
+const BIBLIOGRAPHIC: [(&str, &str); 20] = [
+    ("alb", "sqi"),
+    ("arm", "hye"),
+    ("baq", "eus"),
+    ("bur", "mya"),
+    ("chi", "zho"),
+    ("cze", "ces"),
+    ("dut", "nld"),
+    ("fre", "fra"),
+    ("geo", "kat"),
+    ("ger", "deu"),
+    ("gre", "ell"),
+    ("ice", "isl"),
+    ("mac", "mkd"),
+    ("mao", "mri"),
+    ("may", "msa"),
+    ("per", "fas"),
+    ("rum", "ron"),
+    ("slo", "slk"),
+    ("tib", "bod"),
+    ("wel", "cym"),
+];
+
+/// Names front desks write that are not ISO's own, lower-case, and the code
+/// each stands for. Cantonese and Mandarin keep ISO 639-3's codes: ISO
+/// 639-2 has only Chinese, and an interpreter must know which.
+const LANGUAGE_ALIASES: [(&str, &str); 6] = [
+    ("cantonese", "yue"),
+    ("farsi", "fas"),
+    ("haitian creole", "hat"),
+    ("mandarin", "cmn"),
+    ("sign language", "sgn"),
+    ("unknown", "und"),
+];
+
+/// A language as its ISO 639-2 code, lower-case, in the terminology form
+/// (`eng`, `zho`, `fra`), from:
+///
+/// - an ISO 639-2 code of either form (`fre` is `fra`), or an ISO 639-3
+///   code (a language ISO 639-2 lacks, such as `yue`, keeps it), case aside;
+/// - an ISO 639-1 code or a language tag (`en`, `EN`, `en-US`, `zh_Hant`);
+/// - ISO's English name (`English`, `spanish`), or one of a few names in
+///   common use (`Farsi`, `Mandarin`, `Haitian Creole`, `Unknown`).
+pub(crate) fn language(raw: &str) -> Result<CompactString, String> {
+    if let Some(code) = language_code(raw.trim_ascii()) {
+        return Ok(code.into());
+    }
+    let tidy = text(raw);
+    let name = tidy.to_lowercase();
+    language_code(&tidy)
+        .or_else(|| LANGUAGE_ALIASES.iter().find(|(alias, _)| *alias == name).map(|(_, code)| *code))
+        .or_else(|| language_names().get(name.as_str()).copied().flatten())
+        .map(CompactString::from)
+        .ok_or_else(|| format!("unknown language {tidy:?}"))
+}
+
+/// The ISO 639-2 code for a code or language tag (see [`language`]).
+fn language_code(t: &str) -> Option<&'static str> {
+    // A language tag's primary subtag; a whole code otherwise.
+    let primary = &t.as_bytes()[..t.bytes().position(|b| b == b'-' || b == b'_').unwrap_or(t.len())];
+    if !(2..=3).contains(&primary.len()) || !primary.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let codes = language_codes();
+    codes.slots[code_slot(primary)].map(|at| codes.codes[usize::from(at.get())])
+}
+
+/// Two or three ASCII letters as a number below 27³, case aside: each
+/// letter a digit from 1 to 26 in base 27, so two letters never meet three.
+fn code_slot(letters: &[u8]) -> usize {
+    letters.iter().fold(0, |n, b| n * 27 + usize::from(b.to_ascii_lowercase() - b'a' + 1))
+}
+
+/// Every code [`language_code`] reads: ISO 639-3's (which holds 639-2's
+/// terminology codes), 639-2's bibliographic ones, 639-1's and `sgn`.
+struct LanguageCodes {
+    /// ISO 639-2 (else 639-3) codes.
+    codes: Vec<&'static str>,
+    /// Per [`code_slot`], the place in `codes` of the code it stands for.
+    slots: Vec<Option<std::num::NonZeroU16>>,
+}
+
+/// Built once, from isolang's list. A table a code indexes, rather than
+/// isolang's own lookups (SipHash over a perfect-hash map): PID-15 is read
+/// on HL7's hot path, where those cost about 400 instructions a message.
+fn language_codes() -> &'static LanguageCodes {
+    static CODES: OnceLock<LanguageCodes> = OnceLock::new();
+    CODES.get_or_init(|| {
+        // Place 0 is never used, so that a slot's place is never zero.
+        let mut table = LanguageCodes { codes: vec![""], slots: vec![None; 27 * 27 * 27] };
+        let mut add = |letters: &str, code: &'static str| {
+            let at = u16::try_from(table.codes.len()).expect("fewer than 65,535 languages");
+            table.codes.push(code);
+            table.slots[code_slot(letters.as_bytes())] = std::num::NonZeroU16::new(at);
+        };
+        for l in isolang::languages() {
+            add(l.to_639_3(), l.to_639_3());
+            if let Some(two) = l.to_639_1() {
+                add(two, l.to_639_3());
+            }
+        }
+        for (bibliographic, terminology) in BIBLIOGRAPHIC.into_iter().chain([("sgn", "sgn")]) {
+            add(bibliographic, terminology);
+        }
+        table
+    })
+}
+
+/// ISO 639-3's English names, lower-case, and their codes: built once, on
+/// the first value that is not a code. A name ISO gives more than one
+/// language ("Swahili", "Malay") is the one with an ISO 639-1 code; where
+/// none or several have one, the name is not read.
+fn language_names() -> &'static HashMap<String, Option<&'static str>> {
+    static NAMES: OnceLock<HashMap<String, Option<&'static str>>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let mut names: HashMap<String, (Option<&'static str>, bool)> = HashMap::new();
+        for l in isolang::languages() {
+            let major = l.to_639_1().is_some();
+            match names.entry(l.to_name().to_lowercase()) {
+                Entry::Vacant(e) => {
+                    e.insert((Some(l.to_639_3()), major));
+                }
+                Entry::Occupied(mut e) => {
+                    let (code, was_major) = e.get_mut();
+                    *code = match (major, *was_major) {
+                        (true, false) => Some(l.to_639_3()),
+                        (false, true) => *code,
+                        _ => None,
+                    };
+                    *was_major |= major;
+                }
+            }
+        }
+        names.into_iter().map(|(name, (code, _))| (name, code)).collect()
+    })
+}
+
+// ---------------------------------------------------------------------------
 // Comparison keys
 // ---------------------------------------------------------------------------
 //
@@ -1023,6 +1168,40 @@ pub(crate) fn zip_key(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn languages_become_iso_639_2_codes() {
+        let cases = [
+            ("eng", "eng"),
+            (" ENG ", "eng"),
+            ("en", "eng"),
+            ("en-US", "eng"),
+            ("zh_Hant", "zho"),
+            ("fre", "fra"),
+            ("GER", "deu"),
+            ("yue", "yue"),
+            ("und", "und"),
+            ("sgn", "sgn"),
+            ("English", "eng"),
+            (" spanish ", "spa"),
+            ("HAITIAN  CREOLE", "hat"),
+            ("Farsi", "fas"),
+            ("Cantonese", "yue"),
+            ("Unknown", "und"),
+            // ISO names shared by two languages: the one with a 639-1 code.
+            ("Swahili", "swa"),
+            ("Malay", "msa"),
+            ("Tonga", "ton"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(language(raw).as_deref(), Ok(want), "{raw:?}");
+        }
+        // Neither has a 639-1 code: which is meant is unclear.
+        for bad in ["Konkani", "1", "xx", "zzz", "Martian", "", "e1", "en US"] {
+            let err = language(bad).unwrap_err();
+            assert!(err.starts_with("unknown language"), "{bad:?}: {err}");
+        }
+    }
 
     proptest::proptest! {
         /// The one-pass fold of ASCII text says what the general path says.

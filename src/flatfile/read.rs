@@ -296,6 +296,7 @@ fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Res
         FieldType::UsState => normalize::us_state(text),
         FieldType::UsZip => normalize::us_zip(text),
         FieldType::Email => normalize::email(text),
+        FieldType::Language => normalize::language(text),
     }
 }
 
@@ -603,6 +604,32 @@ optional_column = true
         assert_adds_up(&p);
     }
 
+    /// A language column is stored as ISO 639-2, as HL7's PID-15 is, so the
+    /// two sides compare; one that is no language loads without it.
+    #[test]
+    fn languages_are_stored_as_iso_639_2() {
+        let s = Schema::parse(
+            Path::new("l.toml"),
+            "format = \"delimited\"\n[[columns]]\nname = \"ID\"\nfield = \"ehr_id\"\nrequired = true\n\
+             [[columns]]\nname = \"Lang\"\nfield = \"language\"\n",
+        )
+        .unwrap();
+        let p = parse_bytes(b"ID,Lang\nE1,English\nE2,es\nE3,Martian\nE4,\n", &s, Side::Ehr, today());
+        let languages: Vec<_> = p.records.iter().map(|r| r.patient.language.as_deref()).collect();
+        assert_eq!(languages, [Some("eng"), Some("spa"), None, None]);
+        assert_eq!(p.warnings(), 1, "{:?}", p.rejects);
+        assert_eq!(p.rejects[0].line, 4);
+        assert!(p.rejects[0].reason.contains("unknown language"), "{}", p.rejects[0].reason);
+        assert_adds_up(&p);
+        // A schema that says a language column is an ID is told what it is.
+        let err = Schema::parse(
+            Path::new("l.toml"),
+            "format = \"delimited\"\n[[columns]]\nname = \"Lang\"\nfield = \"language\"\ntype = \"id\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("which is read as language"), "{err}");
+    }
+
     #[test]
     fn windows_1252_is_decoded() {
         let p = parse_bytes(
@@ -679,6 +706,7 @@ formats = ["%Y%m%d"]
                 ["jane@example.com", "Jane@Example.COM", " jane@example.com ", "jane.example.com"],
             ),
             (Field::City, ["Boston", "  Boston ", "", "Zoë"]),
+            (Field::Language, ["eng", "English", "en-US", "Martian"]),
         ];
         for (field, inputs) in cases {
             for raw in inputs {

@@ -13,7 +13,7 @@ use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
 use super::{Component, Field, Hl7Error, IndexedSegment, Message, Segment, SubComponent, seg};
-use crate::flatfile::{normalize_into, normalize_value};
+use crate::flatfile::{language as language_code, normalize_into, normalize_value};
 use crate::model::{
     self, Appointment, AppointmentField, AppointmentStatus, AppointmentText, Field as PatientField, FieldSet,
     Patient, Sex,
@@ -420,14 +420,24 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     for (n, slot, field, at) in [
         (10, &mut p.race, PatientField::Race, "PID-10"),
         (22, &mut p.ethnicity, PatientField::Ethnicity, "PID-22"),
-        (15, &mut p.language, PatientField::Language, "PID-15"),
     ] {
         let f = pid.field(n);
         unsaid(&f, &[field]);
         put(slot, f.component(1).text(), at)?;
     }
-    if let Some(language) = &mut p.language {
-        language.make_ascii_lowercase();
+    // Language (PID-15): the code as ISO 639-2 (an ISO 639-1 code, a tag or
+    // a name is read too), else the text beside a sender's own code (HL7
+    // table 0296 is the sender's); neither, the value is dropped.
+    let language = pid.field(15);
+    unsaid(&language, &[PatientField::Language]);
+    let given = value(language.component(1).text(), "PID-15")?;
+    p.language = given.as_deref().and_then(|c| language_code(c).ok());
+    if p.language.is_none() {
+        let name = value(language.component(2).text(), "PID-15.2")?;
+        p.language = name.as_deref().and_then(|n| language_code(n).ok());
+        if p.language.is_none() && (given.is_some() || name.is_some()) {
+            p.dropped.insert(PatientField::Language);
+        }
     }
 
     // PID-11 (XAD): the first address that is not empty.
@@ -646,6 +656,7 @@ pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
         PatientField::Zip => "US ZIP code",
         PatientField::PhoneHome | PatientField::PhoneMobile => "phone number",
         PatientField::Email => "email address",
+        PatientField::Language => "ISO 639 language code or name",
         _ => "value",
     };
     (source_of(field), kind)
@@ -1077,6 +1088,38 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         // Two IDs under the one authority, named once each way, are two.
         let err = ids("E7^^^&2.16.840.1.113883.3.564&ISO^PI~E8^^^2.16.840.1.113883.3.564^PI").unwrap_err();
         assert!(err.starts_with("PID-3 holds two different IDs"), "{err}");
+    }
+
+    /// PID-15 is stored as ISO 639-2, whatever form the sender codes it in;
+    /// a sender's own code (table 0296 is the sender's) is read by the
+    /// language's name beside it.
+    #[test]
+    fn pid15_is_read_as_an_iso_639_2_code() {
+        let s = schema();
+        let language = |pid15: &str| {
+            let text = A28.replace("eng^English^ISO6392", pid15);
+            let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
+            else {
+                panic!("not a patient")
+            };
+            let dropped = p.dropped.contains(PatientField::Language);
+            let kept = p.keep_stored.contains(PatientField::Language);
+            (p.language.map(|l| l.to_string()), dropped, kept)
+        };
+        let eng = (Some("eng".to_string()), false, false);
+        for pid15 in
+            ["eng^English^ISO6392", "ENG", "en^English^ISO6391", "en-US", "^English", "1^English^HL70296"]
+        {
+            assert_eq!(language(pid15), eng, "{pid15}");
+        }
+        assert_eq!(language("fre^French^ISO6392B").0.as_deref(), Some("fra"));
+        assert_eq!(language("2^Spanish^HL70296").0.as_deref(), Some("spa"));
+        // Neither the code nor the name is a language: dropped, with a warning.
+        assert_eq!(language("99^Martian^L"), (None, true, false));
+        assert_eq!(dropped_from(PatientField::Language), ("PID-15", "ISO 639 language code or name"));
+        // HL7's null clears it; an empty field keeps the stored one.
+        assert_eq!(language("\"\""), (None, false, false));
+        assert_eq!(language(""), (None, false, true));
     }
 
     #[test]

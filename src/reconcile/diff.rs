@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::{Difference, Link};
-use crate::flatfile::{address_key, name_key, text_key, zip_key};
+use crate::flatfile::{address_key, language, name_key, text_key, zip_key};
 use crate::model::{Field, Patient, PatientRecord, Side};
 
 /// The value staff would call "the same" for this field.
@@ -16,6 +16,9 @@ fn compare_key(field: Field, value: &str) -> String {
         Field::Zip => zip_key(value),
         Field::Email => value.to_lowercase(),
         Field::City | Field::InsuranceProvider => text_key(value),
+        // Stored as ISO 639-2 codes; a value stored before they were (`en`,
+        // `English`) is read as one.
+        Field::Language => language(value).map_or_else(|_| value.to_lowercase(), String::from),
         // Already canonical: dates, sex codes, state codes, E.164 phones, IDs.
         _ => value.to_string(),
     }
@@ -112,6 +115,14 @@ mod tests {
         ));
         assert!(matches!(compare(Field::PhoneHome, Some("+16175550100"), None), Verdict::Different));
         assert!(matches!(compare(Field::PhoneHome, None, None), Verdict::BothEmpty));
+        // Languages stored before they were read as ISO 639-2 codes.
+        assert!(matches!(compare(Field::Language, Some("eng"), Some("English")), Verdict::Cosmetic));
+        assert!(matches!(compare(Field::Language, Some("eng"), Some("EN")), Verdict::Cosmetic));
+        assert!(matches!(compare(Field::Language, Some("eng"), Some("spa")), Verdict::Different));
+        assert!(matches!(
+            compare(Field::Language, Some("Klingonese"), Some("klingonese")),
+            Verdict::Cosmetic
+        ));
     }
 
     #[test]
