@@ -923,7 +923,8 @@ struct LanguageCodes {
 
 /// Built once, from isolang's list. A table a code indexes, rather than
 /// isolang's own lookups (SipHash over a perfect-hash map): PID-15 is read
-/// on HL7's hot path, where those cost about 400 instructions a message.
+/// on HL7's hot path, where those cost about 280 instructions a message
+/// more (callgrind, 20,000 messages, plain release build).
 fn language_codes() -> &'static LanguageCodes {
     static CODES: OnceLock<LanguageCodes> = OnceLock::new();
     CODES.get_or_init(|| {
@@ -1196,7 +1197,7 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(language(raw).as_deref(), Ok(want), "{raw:?}");
         }
-        // Neither has a 639-1 code: which is meant is unclear.
+        // ISO names two languages Konkani, neither with a 639-1 code.
         for bad in ["Konkani", "1", "xx", "zzz", "Martian", "", "e1", "en US"] {
             let err = language(bad).unwrap_err();
             assert!(err.starts_with("unknown language"), "{bad:?}: {err}");

@@ -309,7 +309,8 @@ fn pick_ids<'a>(
         // The assigning authority (an HD): its namespace ID (HD.1), or its
         // universal ID (HD.2, an OID), which a sender that follows IHE may
         // send alone.
-        let (authority, namespace) = (rep.component(4), rep.component(4).subcomponent(1));
+        let authority = rep.component(4);
+        let namespace = authority.subcomponent(1);
         let kind = code(namespace.text(), at).and_then(|namespace_text| {
             // Shorter than the component: a subcomponent separator follows.
             let universal = match namespace.raw().len() < authority.raw().len() {
