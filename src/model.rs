@@ -271,6 +271,10 @@ pub enum FieldType {
     Email,
     /// A language, as its ISO 639-2 code.
     Language,
+    /// A race, as its CDC Race & Ethnicity code.
+    Race,
+    /// An ethnicity, as its CDC Race & Ethnicity code.
+    Ethnicity,
 }
 
 impl FieldType {
@@ -285,6 +289,8 @@ impl FieldType {
             FieldType::UsZip => "us_zip",
             FieldType::Email => "email",
             FieldType::Language => "language",
+            FieldType::Race => "race",
+            FieldType::Ethnicity => "ethnicity",
         }
     }
 }
@@ -349,13 +355,11 @@ impl Field {
     /// The type a column mapped to this field is read as.
     pub fn field_type(self) -> FieldType {
         match self {
-            Field::EhrId
-            | Field::PracticeMrn
-            | Field::MemberId
-            | Field::GroupNumber
-            | Field::Race
-            | Field::Ethnicity
-            | Field::ProviderId => FieldType::Id,
+            Field::EhrId | Field::PracticeMrn | Field::MemberId | Field::GroupNumber | Field::ProviderId => {
+                FieldType::Id
+            }
+            Field::Race => FieldType::Race,
+            Field::Ethnicity => FieldType::Ethnicity,
             Field::BirthDate => FieldType::Date,
             Field::Sex => FieldType::Sex,
             Field::PhoneHome | Field::PhoneMobile => FieldType::Phone,

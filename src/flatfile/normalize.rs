@@ -978,6 +978,100 @@ fn language_names() -> &'static HashMap<String, Option<&'static str>> {
 }
 
 // ---------------------------------------------------------------------------
+// Race and ethnicity
+// ---------------------------------------------------------------------------
+
+/// The OMB race categories of the CDC Race & Ethnicity code set, by the
+/// names front desks write (as [`category_key`] reads them).
+const RACE_NAMES: [(&str, &str); 15] = [
+    ("african american", "2054-5"),
+    ("alaska native", "1002-5"),
+    ("american indian", "1002-5"),
+    ("american indian alaska native", "1002-5"),
+    ("asian", "2028-9"),
+    ("black", "2054-5"),
+    ("black african american", "2054-5"),
+    ("caucasian", "2106-3"),
+    ("native american", "1002-5"),
+    ("native hawaiian", "2076-8"),
+    ("native hawaiian other pacific islander", "2076-8"),
+    ("other", "2131-1"),
+    ("other race", "2131-1"),
+    ("pacific islander", "2076-8"),
+    ("white", "2106-3"),
+];
+
+/// The two OMB ethnicity categories, by name and by HL7 table 0189's codes.
+const ETHNICITY_NAMES: [(&str, &str); 11] = [
+    ("h", "2135-2"),
+    ("hispanic", "2135-2"),
+    ("hispanic latino", "2135-2"),
+    ("latino", "2135-2"),
+    ("n", "2186-5"),
+    ("non hispanic", "2186-5"),
+    ("non hispanic latino", "2186-5"),
+    ("not hispanic", "2186-5"),
+    ("not hispanic latino", "2186-5"),
+    ("nonhispanic", "2186-5"),
+    ("non latino", "2186-5"),
+];
+
+/// Answers that say the value is unknown or was not given (HL7's null
+/// flavours among them): no value, rather than a bad one.
+const NO_ANSWER: [&str; 12] = [
+    "asked but unknown",
+    "asku",
+    "declined",
+    "declined to answer",
+    "declined to specify",
+    "not specified",
+    "patient declined",
+    "refused",
+    "u",
+    "unk",
+    "unknown",
+    "unspecified",
+];
+
+/// A race as its CDC Race & Ethnicity code (`2106-3`): a code of that
+/// shape as it is, else an OMB category by name (`White`, `Black or African
+/// American`, `Asian`, ...). An answer that none was given (`Unknown`,
+/// `Declined`) is empty: no value, and no warning.
+pub(crate) fn race(raw: &str) -> Result<CompactString, String> {
+    cdc_code(raw, &RACE_NAMES)
+        .ok_or_else(|| format!("unknown race {:?} (not a CDC race code or category)", text(raw)))
+}
+
+/// An ethnicity as its CDC Race & Ethnicity code (`2135-2`, `2186-5`), as
+/// [`race`] reads a race; HL7 table 0189's `H` and `N` too.
+pub(crate) fn ethnicity(raw: &str) -> Result<CompactString, String> {
+    cdc_code(raw, &ETHNICITY_NAMES)
+        .ok_or_else(|| format!("unknown ethnicity {:?} (not a CDC ethnicity code or category)", text(raw)))
+}
+
+fn cdc_code(raw: &str, names: &[(&str, &'static str)]) -> Option<CompactString> {
+    let t = raw.trim_ascii();
+    if let [a, b, c, d, b'-', check] = t.as_bytes()
+        && [a, b, c, d, check].iter().all(|b| b.is_ascii_digit())
+    {
+        return Some(t.into());
+    }
+    let key = category_key(raw);
+    if NO_ANSWER.contains(&key.as_str()) {
+        return Some(CompactString::default());
+    }
+    names.iter().find(|(name, _)| *name == key).map(|(_, code)| CompactString::const_new(code))
+}
+
+/// A category's name lower-case, its punctuation spaces, without the word
+/// "or": `Black/African American` and `Black or African American` alike.
+fn category_key(raw: &str) -> String {
+    let spaced: String =
+        raw.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { ' ' }).collect();
+    spaced.split_whitespace().filter(|w| *w != "or").collect::<Vec<_>>().join(" ")
+}
+
+// ---------------------------------------------------------------------------
 // Comparison keys
 // ---------------------------------------------------------------------------
 //
@@ -1169,6 +1263,43 @@ pub(crate) fn zip_key(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn races_and_ethnicities_become_cdc_codes() {
+        for (raw, want) in [
+            ("2106-3", "2106-3"),
+            (" 2028-9 ", "2028-9"),
+            ("2029-7", "2029-7"),
+            ("White", "2106-3"),
+            ("BLACK OR AFRICAN AMERICAN", "2054-5"),
+            ("Black/African American", "2054-5"),
+            ("American Indian or Alaska Native", "1002-5"),
+            ("Native Hawaiian or Other Pacific Islander", "2076-8"),
+            ("Other Race", "2131-1"),
+            ("Declined", ""),
+            ("UNK", ""),
+        ] {
+            assert_eq!(race(raw).as_deref(), Ok(want), "{raw:?}");
+        }
+        for (raw, want) in [
+            ("2135-2", "2135-2"),
+            ("Hispanic or Latino", "2135-2"),
+            ("Hispanic/Latino", "2135-2"),
+            ("H", "2135-2"),
+            ("Not Hispanic or Latino", "2186-5"),
+            ("Non-Hispanic", "2186-5"),
+            ("N", "2186-5"),
+            ("U", ""),
+            ("Patient declined", ""),
+        ] {
+            assert_eq!(ethnicity(raw).as_deref(), Ok(want), "{raw:?}");
+        }
+        for bad in ["W", "2106", "2106-33", "Martian", "Hispanic"] {
+            let err = race(bad).unwrap_err();
+            assert!(err.starts_with("unknown race"), "{bad:?}: {err}");
+        }
+        assert!(ethnicity("White").unwrap_err().starts_with("unknown ethnicity"));
+    }
 
     #[test]
     fn languages_become_iso_639_2_codes() {

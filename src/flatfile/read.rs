@@ -297,6 +297,8 @@ fn normalize_typed(t: FieldType, text: &str, r: &Rules, today: NaiveDate) -> Res
         FieldType::UsZip => normalize::us_zip(text),
         FieldType::Email => normalize::email(text),
         FieldType::Language => normalize::language(text),
+        FieldType::Race => normalize::race(text),
+        FieldType::Ethnicity => normalize::ethnicity(text),
     }
 }
 
@@ -416,6 +418,8 @@ impl RecordBuilder<'_> {
                 continue;
             };
             match self.value(c, &text) {
+                // An answer that none was given (a race "Declined").
+                Ok(v) if v.is_empty() => {}
                 Ok(v) => c.field.set(&mut patient, Some(v)),
                 Err(reason) if c.required => {
                     rejection.get_or_insert_with(|| (c, format!("{}: {reason}", c.label)));
@@ -607,7 +611,7 @@ optional_column = true
     /// A language column is stored as ISO 639-2, as HL7's PID-15 is, so the
     /// two sides compare; one that is no language loads without it.
     #[test]
-    fn languages_are_stored_as_iso_639_2() {
+    fn languages_races_and_ethnicities_are_stored_as_codes() {
         let s = Schema::parse(
             Path::new("l.toml"),
             "format = \"delimited\"\n[[columns]]\nname = \"ID\"\nfield = \"ehr_id\"\nrequired = true\n\
@@ -620,6 +624,26 @@ optional_column = true
         assert_eq!(p.warnings(), 1, "{:?}", p.rejects);
         assert_eq!(p.rejects[0].line, 4);
         assert!(p.rejects[0].reason.contains("unknown language"), "{}", p.rejects[0].reason);
+        assert_adds_up(&p);
+        // Race and ethnicity as CDC codes; an answer that none was given
+        // loads no value and no warning.
+        let s = Schema::parse(
+            Path::new("r.toml"),
+            "format = \"delimited\"\n[[columns]]\nname = \"ID\"\nfield = \"ehr_id\"\nrequired = true\n\
+             [[columns]]\nname = \"Race\"\nfield = \"race\"\n[[columns]]\nname = \"Eth\"\nfield = \"ethnicity\"\n",
+        )
+        .unwrap();
+        let p = parse_bytes(
+            b"ID,Race,Eth\nE1,White,Hispanic\nE2,Declined,2186-5\nE3,Blue,N\n",
+            &s,
+            Side::Ehr,
+            today(),
+        );
+        let read: Vec<_> =
+            p.records.iter().map(|r| (r.patient.race.as_deref(), r.patient.ethnicity.as_deref())).collect();
+        assert_eq!(read, [(Some("2106-3"), Some("2135-2")), (None, Some("2186-5")), (None, Some("2186-5"))]);
+        assert_eq!((p.warnings(), p.rejects[0].line), (1, 4), "{:?}", p.rejects);
+        assert!(p.rejects[0].reason.contains("unknown race"), "{}", p.rejects[0].reason);
         assert_adds_up(&p);
         // A schema that says a language column is an ID is told what it is.
         let err = Schema::parse(

@@ -13,7 +13,7 @@ use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
 use super::{Component, Field, Hl7Error, IndexedSegment, Message, Segment, SubComponent, seg};
-use crate::flatfile::{language as language_code, normalize_into, normalize_value};
+use crate::flatfile::{ethnicity, language, normalize_into, normalize_value, race};
 use crate::model::{
     self, Appointment, AppointmentField, AppointmentStatus, AppointmentText, Field as PatientField, FieldSet,
     Patient, Sex,
@@ -417,27 +417,23 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             p.dropped.insert(PatientField::Sex);
         }
     }
-    // Race (PID-10) and ethnicity (PID-22): CDC codes in CE/CWE component 1.
-    for (n, slot, field, at) in [
-        (10, &mut p.race, PatientField::Race, "PID-10"),
-        (22, &mut p.ethnicity, PatientField::Ethnicity, "PID-22"),
-    ] {
-        let f = pid.field(n);
-        unsaid(&f, &[field]);
-        put(slot, f.component(1).text(), at)?;
-    }
-    // Language (PID-15): the code as ISO 639-2 (an ISO 639-1 code, a tag or
-    // a name is read too), else the text beside a sender's own code (HL7
-    // table 0296 is the sender's); neither, the value is dropped.
-    let language = pid.field(15);
-    unsaid(&language, &[PatientField::Language]);
-    let given = value(language.component(1).text(), "PID-15")?;
-    p.language = given.as_deref().and_then(|c| language_code(c).ok());
-    if p.language.is_none() {
-        let name = value(language.component(2).text(), "PID-15.2")?;
-        p.language = name.as_deref().and_then(|n| language_code(n).ok());
-        if p.language.is_none() && (given.is_some() || name.is_some()) {
-            p.dropped.insert(PatientField::Language);
+    // Race (PID-10), ethnicity (PID-22) and language (PID-15): coded (CE or
+    // CWE), stored as CDC and ISO 639-2 codes.
+    let (race_f, ethnicity_f, language_f) = (pid.field(10), pid.field(22), pid.field(15));
+    unsaid(&race_f, &[PatientField::Race]);
+    unsaid(&ethnicity_f, &[PatientField::Ethnicity]);
+    unsaid(&language_f, &[PatientField::Language]);
+    // Three calls, not a loop over the three: each then has its reader inlined.
+    let read = [
+        coded(race_f, race, &mut p.race, ["PID-10", "PID-10.2"])?,
+        coded(ethnicity_f, ethnicity, &mut p.ethnicity, ["PID-22", "PID-22.2"])?,
+        coded(language_f, language, &mut p.language, ["PID-15", "PID-15.2"])?,
+    ];
+    for (read, field) in
+        read.into_iter().zip([PatientField::Race, PatientField::Ethnicity, PatientField::Language])
+    {
+        if !read {
+            p.dropped.insert(field);
         }
     }
 
@@ -658,9 +654,38 @@ pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
         PatientField::PhoneHome | PatientField::PhoneMobile => "phone number",
         PatientField::Email => "email address",
         PatientField::Language => "ISO 639 language code or name",
+        PatientField::Race => "CDC race code or category",
+        PatientField::Ethnicity => "CDC ethnicity code or category",
         _ => "value",
     };
     (source_of(field), kind)
+}
+
+/// A coded value (CE or CWE) as `read` reads it into `slot`: its code
+/// (component 1), else the text beside it (component 2), which is how a
+/// sender's own code (HL7's tables 0005, 0189 and 0296 are the sender's)
+/// is read. An answer that none was given (`read` gives it empty) leaves the
+/// slot empty. False when the field holds a value neither reads as.
+#[inline]
+fn coded(
+    f: Field,
+    read: impl Fn(&str) -> Result<CompactString, String>,
+    slot: &mut Option<CompactString>,
+    at: [&str; 2],
+) -> Result<bool, String> {
+    let given = value(f.component(1).text(), at[0])?;
+    let mut read_as = |v: Option<&str>| match v.map(&read) {
+        Some(Ok(v)) => {
+            *slot = Some(v).filter(|v| !v.is_empty());
+            true
+        }
+        _ => false,
+    };
+    if read_as(given.as_deref()) {
+        return Ok(true);
+    }
+    let name = value(f.component(2).text(), at[1])?;
+    Ok(read_as(name.as_deref()) || (given.is_none() && name.is_none()))
 }
 
 /// An XCN repetition that is an NPI (XCN.9 or XCN.13 says "NPI") or not.
@@ -1121,6 +1146,31 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         // HL7's null clears it; an empty field keeps the stored one.
         assert_eq!(language("\"\""), (None, false, false));
         assert_eq!(language(""), (None, false, true));
+    }
+
+    /// PID-10 and PID-22 are stored as CDC codes, from the code or, for a
+    /// sender's own code, from the category's name beside it.
+    #[test]
+    fn race_and_ethnicity_are_read_as_cdc_codes() {
+        let s = schema();
+        let read = |pid10: &str, pid22: &str| {
+            let text = A28.replace("2106-3^White^CDCREC", pid10).replace("2186-5^Not Hispanic^CDCREC", pid22);
+            let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
+            else {
+                panic!("not a patient")
+            };
+            let dropped = [PatientField::Race, PatientField::Ethnicity].map(|f| p.dropped.contains(f));
+            (p.race.map(|r| r.to_string()), p.ethnicity.map(|e| e.to_string()), dropped)
+        };
+        let codes =
+            |race: &str, ethnicity: &str| (Some(race.to_string()), Some(ethnicity.to_string()), [false; 2]);
+        assert_eq!(read("2106-3^White^CDCREC", "2186-5^Not Hispanic^CDCREC"), codes("2106-3", "2186-5"));
+        assert_eq!(read("W^White^HL70005", "H^Hispanic or Latino^HL70189"), codes("2106-3", "2135-2"));
+        assert_eq!(read("^Black or African American", "N"), codes("2054-5", "2186-5"));
+        // An answer that none was given is no value, and no warning.
+        assert_eq!(read("UNK^Unknown^NULLFL", "U^Unknown^HL70189"), (None, None, [false; 2]));
+        // Neither the code nor the name: dropped, with a warning.
+        assert_eq!(read("X^Martian^L", "2186-5"), (None, Some("2186-5".to_string()), [true, false]));
     }
 
     #[test]
