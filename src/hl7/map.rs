@@ -437,19 +437,29 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
         }
     }
 
-    // PID-11 (XAD): the first address that is not empty.
+    // PID-11 (XAD): the patient's address, by its type (see `address_rank`).
     let addresses = pid.field(11);
     use PatientField::{Address1, Address2, City, State, Zip};
     unsaid(&addresses, &[Address1, Address2, City, State, Zip]);
-    let addr = addresses.repetitions().find(Field::has_value).unwrap_or(addresses).indexed();
-    put(&mut p.address1, addr.component(1).subcomponent(1).text(), "PID-11.1")?;
-    put(&mut p.address2, addr.component(2).text(), "PID-11.2")?;
-    put(&mut p.city, addr.component(3).text(), "PID-11.3")?;
-    // A bad optional value is dropped, as in flat files: a single bad
-    // value never hides a patient from reconciliation.
-    let dropped = &mut p.dropped;
-    put_normalized(&mut p.state, addr.component(4).text(), PatientField::State, "PID-11.4", dropped)?;
-    put_normalized(&mut p.zip, addr.component(5).text(), PatientField::Zip, "PID-11.5", dropped)?;
+    let mut addr = addresses.repetitions().find(Field::has_value).map(|r| r.indexed());
+    if let Some(first) = &addr {
+        let rank = address_rank(first.component(7).raw());
+        let type_alone = (1..=6).all(|n| first.component(n).raw().trim_ascii().is_empty());
+        // Not plainly the address (home, or the only one): rank them all.
+        if rank.is_none() || type_alone || (rank != Some(0) && !addresses.repetition(2).is_empty()) {
+            addr = home_address(addresses)?.map(|a| a.indexed());
+        }
+    }
+    if let Some(addr) = addr {
+        put(&mut p.address1, addr.component(1).subcomponent(1).text(), "PID-11.1")?;
+        put(&mut p.address2, addr.component(2).text(), "PID-11.2")?;
+        put(&mut p.city, addr.component(3).text(), "PID-11.3")?;
+        // A bad optional value is dropped, as in flat files: a single bad
+        // value never hides a patient from reconciliation.
+        let dropped = &mut p.dropped;
+        put_normalized(&mut p.state, addr.component(4).text(), PatientField::State, "PID-11.4", dropped)?;
+        put_normalized(&mut p.zip, addr.component(5).text(), PatientField::Zip, "PID-11.5", dropped)?;
+    }
 
     // PID-13 (XTN): home phone, mobile (type CP), email (use NET or type Internet).
     let phones = pid.field(13);
@@ -659,6 +669,59 @@ pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
         _ => "value",
     };
     (source_of(field), kind)
+}
+
+/// The repetition of PID-11 that is the patient's address: of those that
+/// hold one (more than a type), the first of the best rank by its type (XAD.7, HL7 table
+/// 0190); none when every one is of a type never taken.
+fn home_address(addresses: Field) -> Result<Option<Field>, String> {
+    // Fields, not indexed ones, held: an index is large to move about, and
+    // only the one taken is read further. Most messages never come here.
+    let mut best: Option<(u8, Field)> = None;
+    for rep in addresses.repetitions().filter(Field::has_value) {
+        let Some(rank) = address_rank(rep.component(7).raw()) else { continue };
+        // A type alone is no address.
+        if best.is_some_and(|(b, _)| rank >= b)
+            || (1..=6).all(|n| rep.component(n).raw().trim_ascii().is_empty())
+        {
+            continue;
+        }
+        best = Some((rank, rep));
+        if rank == 0 {
+            break;
+        }
+    }
+    Ok(best.map(|(_, rep)| rep))
+}
+
+/// How much an address of XAD.7 type `kind` is wanted as the patient's
+/// (lower first): home (H); legal (L) or permanent (P); current (C); no
+/// type; mailing (M); any other (business, office, billing, vacation ...).
+/// A bad address (BA), and the birth and origin ones (BDL, BR, N, F), are
+/// never the patient's. Read from the raw bytes: table 0190's codes are
+/// letters, which no escape or character set changes.
+fn address_rank(kind: &[u8]) -> Option<u8> {
+    // What nearly every sender writes, as it is.
+    if kind == b"H" {
+        return Some(0);
+    }
+    let kind = kind.trim_ascii();
+    let is = |codes: &[&str]| codes.iter().any(|c| kind.eq_ignore_ascii_case(c.as_bytes()));
+    if is(&["H"]) {
+        Some(0)
+    } else if is(&["L", "P"]) {
+        Some(1)
+    } else if is(&["C"]) {
+        Some(2)
+    } else if kind.is_empty() {
+        Some(3)
+    } else if is(&["M"]) {
+        Some(4)
+    } else if is(&["BA", "BDL", "BR", "N", "F"]) {
+        None
+    } else {
+        Some(5)
+    }
 }
 
 /// A coded value (CE or CWE) as `read` reads it into `slot`: its code
@@ -1171,6 +1234,41 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         assert_eq!(read("UNK^Unknown^NULLFL", "U^Unknown^HL70189"), (None, None, [false; 2]));
         // Neither the code nor the name: dropped, with a warning.
         assert_eq!(read("X^Martian^L", "2186-5"), (None, Some("2186-5".to_string()), [true, false]));
+    }
+
+    /// Of several addresses the home one is the patient's, whatever its
+    /// place; a bad address never is.
+    #[test]
+    fn the_home_address_is_taken_before_others() {
+        let s = schema();
+        let address = |pid11: &str| {
+            let text = A28.replace("12 Main St^Apt 4^Boston^MA^02134", pid11);
+            let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
+            else {
+                panic!("not a patient")
+            };
+            let kept = p.keep_stored.contains(PatientField::Address1);
+            (p.address1.map(|a| a.to_string()), p.zip.map(|z| z.to_string()), kept)
+        };
+        let at = |street: &str, zip: &str| (Some(street.to_string()), Some(zip.to_string()), false);
+        assert_eq!(address("12 Main St^Apt 4^Boston^MA^02134"), at("12 Main St", "02134"), "one, untyped");
+        assert_eq!(
+            address("PO Box 9^^Boston^MA^02101^USA^M~12 Main St^^Boston^MA^02134^USA^H"),
+            at("12 Main St", "02134"),
+            "home after mailing"
+        );
+        assert_eq!(
+            address("1 Work Rd^^Boston^MA^02110^USA^B~PO Box 9^^Boston^MA^02101^USA^M"),
+            at("PO Box 9", "02101"),
+            "mailing before business"
+        );
+        assert_eq!(
+            address("^^^^^^^H~1 Old Rd^^Boston^MA^02111^USA^BA~2 New Rd^^Boston^MA^02112^USA"),
+            at("2 New Rd", "02112"),
+            "an empty home and a bad address are passed over"
+        );
+        // Only a bad address: none is the patient's, and the stored one is cleared.
+        assert_eq!(address("1 Old Rd^^Boston^MA^02111^USA^BA"), (None, None, false));
     }
 
     #[test]
