@@ -1,5 +1,5 @@
 //! Mapping HL7 messages to the canonical model: ADT^A28/A31/A04/A08/A01 to a
-//! [`Patient`], ADT^A40 to a merge, SIU^S12/S14/S15 to an [`Appointment`].
+//! [`Patient`], ADT^A40 to a merge, SIU^S12/S13/S14/S15/S17/S26 to an [`Appointment`].
 //!
 //! Every failure is a reason a person can act on ("no PID segment", "bad
 //! date in PID-7", "unknown event ADT^A99"); the caller puts the message in
@@ -175,12 +175,13 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
             }
             Ok(Mapped::Merge { surviving, merged_ehr_id: merged.into_owned() })
         }
-        ("SIU", "S12" | "S14" | "S15") => {
+        ("SIU", "S12" | "S13" | "S14" | "S15" | "S17" | "S26") => {
             appointment(msg, s, trigger).map(|a| Mapped::Appointment(Box::new(a)))
         }
         ("", _) => Err("MSH-9 (message type) is empty".into()),
         _ => Err(format!(
-            "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40 and SIU^S12/S14/S15"
+            "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40 and \
+             SIU^S12/S13/S14/S15/S17/S26"
         )),
     }
 }
@@ -785,23 +786,30 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
     let status_text = text(sch.field(25).component(1).text(), "SCH-25")?;
     // What the message leaves empty, an update keeps (as for patients).
     let mut keep = FieldSet::default();
-    let status = match status_text.as_deref().map(|t| (t, s.schema.status(t))) {
-        Some((_, Some(AppointmentStatus::Cancelled))) | None if trigger == "S15" => {
-            AppointmentStatus::Cancelled
-        }
-        Some((_, Some(st))) if trigger == "S15" => {
+    // The status the event is itself, where it is one: a cancellation
+    // (S15), a deletion (S17, stored as CANCELLED) or a no-show (S26).
+    let event = match trigger {
+        "S15" => Some((AppointmentStatus::Cancelled, "a cancellation")),
+        "S17" => Some((AppointmentStatus::Cancelled, "a deletion")),
+        "S26" => Some((AppointmentStatus::NoShow, "a no-show")),
+        _ => None,
+    };
+    let status = match (status_text.as_deref().map(|t| (t, s.schema.status(t))), event) {
+        (Some((_, Some(st))), Some((is, _))) if st == is => is,
+        (None, Some((is, _))) => is,
+        (Some((_, Some(st))), Some((_, what))) => {
             return Err(format!(
-                "SIU^S15 (a cancellation) with SCH-25 (filler status) {}: the event and the status disagree",
+                "SIU^{trigger} ({what}) with SCH-25 (filler status) {}: the event and the status disagree",
                 st.as_str()
             ));
         }
-        Some((_, Some(st))) => st,
-        Some((t, None)) if t.eq_ignore_ascii_case("BLOCKED") => {
+        (Some((_, Some(st))), None) => st,
+        (Some((t, None)), _) if t.eq_ignore_ascii_case("BLOCKED") => {
             return Err(
                 "SCH-25 (filler status) is Blocked: a blocked time slot, not a patient's appointment".into(),
             );
         }
-        Some((_, None)) => {
+        (Some((_, None)), _) => {
             return Err(format!(
                 "SCH-25 (filler status) is not one ferry knows (BOOKED, ARRIVED, COMPLETED, UPDATE, CANCELLED, \
                  NOSHOW, PENDING or a code of HL7 table 0278); map the sender's code in the schema's \
@@ -809,10 +817,10 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
                 s.schema.path.display()
             ));
         }
-        None if trigger == "S12" => AppointmentStatus::Booked,
-        // An update that leaves the status empty does not change it; an
-        // appointment first seen this way is an UPDATE.
-        None => {
+        (None, None) if trigger == "S12" => AppointmentStatus::Booked,
+        // An update (S13, a reschedule, or S14) that leaves the status empty
+        // does not change it; an appointment first seen this way is an UPDATE.
+        (None, None) => {
             keep.insert(AppointmentField::Status);
             AppointmentStatus::Update
         }
@@ -1405,6 +1413,46 @@ AIP|1||1234567890^Smith^John^^^^^^NPI\r";
         let huge = text.replace("|30|MIN|", "|71582789|H|");
         let err = map(&Message::parse(huge.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
         assert!(err.contains("SCH-9 (duration) is too large"), "{err}");
+    }
+
+    /// The other SIU events peers of the EHR send: S13 (a reschedule of the
+    /// same appointment) as an update, S17 (a deletion) as a cancellation,
+    /// S26 (the patient did not show) as NOSHOW; a status that disagrees
+    /// with the event is a reason.
+    #[test]
+    fn siu_s13_s17_and_s26_are_read() {
+        let s = schema();
+        let siu = |event: &str, status: &str| {
+            format!(
+                "MSH|^~\\&|EPIC|CLINIC|FERRY|PRACTICE|20261120090000||SIU^{event}|M1|P|2.5.1\r\
+SCH|P1|A5001|||||Follow-up|FU|30|MIN|^^^20261201093000||||||||||||||{status}\r\
+PID|1||E10001^^^ATHENA^PI||Lee^Ann\r"
+            )
+        };
+        let status = |event: &str, status: &str| match map(
+            &Message::parse(siu(event, status).as_bytes()).unwrap(),
+            &settings(&s),
+        ) {
+            Ok(Mapped::Appointment(a)) => Ok((a.status, a.keep_stored.contains(AppointmentField::Status))),
+            Ok(_) => panic!("not an appointment"),
+            Err(e) => Err(e),
+        };
+        use AppointmentStatus::{Arrived, Booked, Cancelled, NoShow, Update};
+        assert_eq!(status("S13", ""), Ok((Update, true)), "a reschedule keeps the stored status");
+        assert_eq!(status("S13", "BOOKED"), Ok((Booked, false)));
+        assert_eq!(status("S14", "ARRIVED"), Ok((Arrived, false)));
+        for (event, is) in [("S15", Cancelled), ("S17", Cancelled), ("S26", NoShow)] {
+            assert_eq!(status(event, ""), Ok((is, false)), "{event}");
+            assert_eq!(status(event, is.as_str()), Ok((is, false)), "{event}");
+        }
+        assert_eq!(status("S17", "Deleted"), Ok((Cancelled, false)), "table 0278's Deleted");
+        assert_eq!(status("S26", "Noshow"), Ok((NoShow, false)));
+        let err = status("S26", "BOOKED").unwrap_err();
+        assert!(err.starts_with("SIU^S26 (a no-show) with SCH-25 (filler status) BOOKED"), "{err}");
+        let err = status("S17", "ARRIVED").unwrap_err();
+        assert!(err.starts_with("SIU^S17 (a deletion) with SCH-25 (filler status) ARRIVED"), "{err}");
+        let err = status("S16", "").unwrap_err();
+        assert!(err.starts_with("unknown event SIU^S16") && err.contains("S26"), "{err}");
     }
 
     /// Each HL7 version's place for the start and the duration: SCH-11 up
