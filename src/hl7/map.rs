@@ -673,8 +673,8 @@ pub fn dropped_from(field: PatientField) -> (&'static str, &'static str) {
 }
 
 /// The repetition of PID-11 that is the patient's address: of those that
-/// hold one (more than a type), the first of the best rank by its type (XAD.7, HL7 table
-/// 0190); none when every one is of a type never taken.
+/// hold one (more than a type), the first of the best rank by its type
+/// (XAD.7, HL7 table 0190); none when every one is of a type never taken.
 fn home_address(addresses: Field) -> Result<Option<Field>, String> {
     // Fields, not indexed ones, held: an index is large to move about, and
     // only the one taken is read further. Most messages never come here.
