@@ -1,5 +1,5 @@
 //! Mapping HL7 messages to the canonical model: ADT^A28/A31/A04/A08/A01 to a
-//! [`Patient`], ADT^A40 to a merge, SIU^S12/S13/S14/S15/S17/S26 to an [`Appointment`].
+//! [`Patient`], ADT^A40 and A34 to a merge, SIU^S12/S13/S14/S15/S17/S26 to an [`Appointment`].
 //!
 //! Every failure is a reason a person can act on ("no PID segment", "bad
 //! date in PID-7", "unknown event ADT^A99"); the caller puts the message in
@@ -157,14 +157,17 @@ pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
 pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &str) -> Result<Mapped, String> {
     match (code, trigger) {
         ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => patient(msg, s).map(Mapped::Patient),
-        ("ADT", "A40") => {
+        // A40 merges patient identifier lists; A34, its v2.3 forerunner
+        // (withdrawn in v2.7), merges patient IDs: one merge of EHR IDs either way.
+        ("ADT", "A40" | "A34") => {
             let surviving = patient(msg, s)?;
             let mut mrgs = msg.segments_named(seg::MRG);
-            let mrg = mrgs.next().ok_or("ADT^A40 without an MRG segment")?;
+            let mrg = mrgs.next().ok_or_else(|| format!("ADT^{trigger} without an MRG segment"))?;
             if mrgs.next().is_some() {
-                return Err("ADT^A40 with more than one PID/MRG pair: ferry maps one merge a message, \
-                            so none of them is applied"
-                    .into());
+                return Err(format!(
+                    "ADT^{trigger} with more than one PID/MRG pair: ferry maps one merge a message, so none \
+                     of them is applied"
+                ));
             }
             let merged = pick_id(mrg.field(1), &s.schema.ehr_id, "MRG-1")?
                 .ok_or_else(|| format!("MRG-1 has no identifier with {}", s.schema.ehr_id.describe()))?;
@@ -180,7 +183,7 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
         }
         ("", _) => Err("MSH-9 (message type) is empty".into()),
         _ => Err(format!(
-            "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40 and \
+            "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40/A34 and \
              SIU^S12/S13/S14/S15/S17/S26"
         )),
     }
@@ -1535,6 +1538,15 @@ MRG|E2^^^ATHENA^PI\r";
         let m = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap();
         let Mapped::Merge { surviving, merged_ehr_id } = m else { panic!() };
         assert_eq!((surviving.ehr_id.as_deref(), merged_ehr_id.as_str()), (Some("E1"), "E2"));
+        // A34, A40's v2.3 forerunner, is the same merge.
+        let a34 = text.replace("ADT^A40", "ADT^A34");
+        let m = map(&Message::parse(a34.as_bytes()).unwrap(), &settings(&s)).unwrap();
+        let Mapped::Merge { surviving, merged_ehr_id } = m else { panic!("A34 is a merge") };
+        assert_eq!((surviving.ehr_id.as_deref(), merged_ehr_id.as_str()), (Some("E1"), "E2"));
+        let err =
+            map(&Message::parse(a34.replace("MRG|E2^^^ATHENA^PI\r", "").as_bytes()).unwrap(), &settings(&s))
+                .unwrap_err();
+        assert_eq!(err, "ADT^A34 without an MRG segment");
 
         // Merged into itself (an MRN-only merge under one EHR ID) would
         // delete the patient it keeps; two pairs would apply only one.
