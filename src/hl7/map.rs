@@ -1768,6 +1768,98 @@ MRG|E2^^^ATHENA^PI\r";
         }
     }
 
+    /// A field's worth of text for the mapping property test: delimiters,
+    /// escapes, dates, codes and spaces in any order.
+    fn hl7_value() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            proptest::sample::select(vec![
+                "^",
+                "~",
+                "&",
+                "\\",
+                "\\X0D\\",
+                "\\T\\",
+                "\"\"",
+                " ",
+                "2026",
+                "12",
+                "01",
+                "093000",
+                "-0500",
+                "H",
+                "BA",
+                "M",
+                "en",
+                "eng",
+                "White",
+                "2106-3",
+                "MIN",
+                "H",
+                "30",
+                "ATHENA",
+                "PI",
+                "MR",
+                "NPI",
+                "&1.2.3&ISO",
+                "CANCELLED",
+                "NOSHOW",
+                "é",
+                "\u{7}",
+            ]),
+            0..8,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    /// Mostly a value of `good`, which lets mapping go on to later fields;
+    /// else any value.
+    fn mostly(good: &'static [&'static str]) -> impl Strategy<Value = String> {
+        proptest::prop_oneof![
+            3 => proptest::sample::select(good).prop_map(str::to_string),
+            1 => hl7_value(),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the values, mapping gives a record or a reason: never a
+        /// panic, and the same answer twice.
+        #[test]
+        fn mapping_any_values_never_panics(
+            v in proptest::collection::vec(hl7_value(), 20),
+            date in mostly(&["", "19800102", "\"\"", "1980"]),
+            status in mostly(&["", "BOOKED", "Noshow", "Deleted", "CANCELLED", "ARRIVED"]),
+            times in proptest::collection::vec(mostly(&["", "20261201093000", "202612011000-0500", "\"\""]), 5),
+            amounts in proptest::collection::vec(mostly(&["", "30", "2", "\"\""]), 3),
+            event in proptest::sample::select(vec!["A28", "A08", "A40", "A34", "S12", "S13", "S14", "S15", "S17", "S26"]),
+        ) {
+            let text = if event.starts_with('A') {
+                format!(
+                    "MSH|^~\\&|A|B|C|D|{}||ADT^{event}|1|P|2.5.1\rEVN|{event}|{}\r\
+    PID|1||E1^^^ATHENA^PI~{}||{}||{date}|{}||{}|{}||{}||{}|||||||{}\rPD1|||x|{}\rPV1|1|O|x||||{}\r\
+    MRG|E2^^^ATHENA^PI~{}\r",
+                    v[0], v[1], v[2], v[3], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]
+                )
+            } else {
+                format!(
+                    "MSH|^~\\&|A|B|C|D|20261120090000||SIU^{event}|1|P|2.7\r\
+    SCH|{}|A1|||||x|{}|{}|{}|^^^{}^{}||||||||||||||{status}\rTQ1|1|||||{}^{}|{}|{}\r\
+    PID|1||E1^^^ATHENA^PI~{}\rAIS|1||x|{}|||{}|{}\rAIG|1||x|||||{}\rAIL|1||{}|||{}\r\
+    AIP|1||{}|||{}|||{}|{}\r",
+                    v[0], v[1], amounts[0], v[3], times[0], times[3], amounts[1], v[5], times[1], times[4], v[7],
+                    times[2], amounts[2], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16]
+                )
+            };
+            let s = schema();
+            let msg = Message::parse(text.as_bytes()).unwrap();
+            let first = map(&msg, &settings(&s));
+            let again = map(&msg, &settings(&s));
+            proptest::prop_assert_eq!(format!("{first:?}"), format!("{again:?}"));
+            if let Ok(Mapped::Patient(p)) = &first {
+                proptest::prop_assert_eq!(p.ehr_id.as_deref(), Some("E1"));
+            }
+        }
+    }
+
     #[test]
     fn dtm_forms() {
         let ny = chrono_tz::America::New_York;
