@@ -1123,6 +1123,14 @@ mod tests {
         MapSettings::new(s, ProviderKind::Npi, chrono_tz::America::New_York)
     }
 
+    /// The patient `text` (an ADT message) maps to.
+    fn patient_of(text: &str, settings: &MapSettings) -> Box<Patient> {
+        match map(&Message::parse(text.as_bytes()).unwrap(), settings) {
+            Ok(Mapped::Patient(p)) => p,
+            other => panic!("not a patient: {other:?}"),
+        }
+    }
+
     const A28: &str = "MSH|^~\\&|ATHENA|CLINIC|FERRY|PRACTICE|20261120083000||ADT^A28^ADT_A05|MSG0001|P|2.5.1\r\
 EVN|A28|20261120082959\r\
 PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||O\\S\\Brien^Mary^Ann^^^^L||19800102|F||2106-3^White^CDCREC|12 Main St^Apt 4^Boston^MA^02134||^PRN^PH^^^617^5550100~^ORN^CP^^^617^5550101~^NET^Internet^mary@example.com||eng^English^ISO6392|||||||2186-5^Not Hispanic^CDCREC\r\
@@ -1198,10 +1206,7 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         let s = schema();
         let language = |pid15: &str| {
             let text = A28.replace("eng^English^ISO6392", pid15);
-            let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
-            else {
-                panic!("not a patient")
-            };
+            let p = patient_of(&text, &settings(&s));
             let dropped = p.dropped.contains(PatientField::Language);
             let kept = p.keep_stored.contains(PatientField::Language);
             (p.language.map(|l| l.to_string()), dropped, kept)
@@ -1229,10 +1234,7 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         let s = schema();
         let read = |pid10: &str, pid22: &str| {
             let text = A28.replace("2106-3^White^CDCREC", pid10).replace("2186-5^Not Hispanic^CDCREC", pid22);
-            let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
-            else {
-                panic!("not a patient")
-            };
+            let p = patient_of(&text, &settings(&s));
             let dropped = [PatientField::Race, PatientField::Ethnicity].map(|f| p.dropped.contains(f));
             (p.race.map(|r| r.to_string()), p.ethnicity.map(|e| e.to_string()), dropped)
         };
@@ -1254,10 +1256,7 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         let s = schema();
         let address = |pid11: &str| {
             let text = A28.replace("12 Main St^Apt 4^Boston^MA^02134", pid11);
-            let Mapped::Patient(p) = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap()
-            else {
-                panic!("not a patient")
-            };
+            let p = patient_of(&text, &settings(&s));
             let kept = p.keep_stored.contains(PatientField::Address1);
             (p.address1.map(|a| a.to_string()), p.zip.map(|z| z.to_string()), kept)
         };
