@@ -363,7 +363,8 @@ impl<'a> Message<'a> {
     }
 
     /// MSH-9.1 and MSH-9.2, such as `("ADT", "A28")`; empty strings where
-    /// absent or not decodable.
+    /// absent or not decodable. Where MSH-9.2 is empty the trigger is EVN-1,
+    /// where HL7 v2.1 senders put it (MSH-9 was the message type alone).
     pub fn message_type(&self) -> (Cow<'a, str>, Cow<'a, str>) {
         // Indexed: one pass finds both components.
         let field = self.msh_field(MSH_TYPE).indexed();
@@ -372,7 +373,12 @@ impl<'a> Message<'a> {
             Cow::Borrowed(t) => Cow::Borrowed(super::map::trim(t)),
             Cow::Owned(t) => Cow::Owned(super::map::trim(&t).to_string()),
         };
-        (text(field.component(1)), text(field.component(2)))
+        let (code, trigger) = (text(field.component(1)), text(field.component(2)));
+        if !trigger.is_empty() || code.is_empty() {
+            return (code, trigger);
+        }
+        let evn1 = self.segment(seg::EVN).map(|evn| text(evn.field(1).component(1)));
+        (code, evn1.unwrap_or_default())
     }
 
     /// MSH-10, the message control ID; `None` when empty or not decodable.
@@ -1549,6 +1555,23 @@ PV1|1|O\r";
 
     fn text(f: Result<Cow<'_, str>, Hl7Error>) -> String {
         f.unwrap().into_owned()
+    }
+
+    /// HL7 v2.1 put the trigger event in EVN-1 alone; MSH-9.2 says it where
+    /// both are there.
+    #[test]
+    fn the_trigger_is_evn_1_when_msh_9_has_none() {
+        let types = |text: &str| {
+            let (code, trigger) = parse(text.as_bytes()).message_type();
+            (code.into_owned(), trigger.into_owned())
+        };
+        let v21 = "MSH|^~\\&|EHR|C|F|P|20260102||ADT|1|P|2.1\rEVN|A08|20260102\rPID|1||E1\r";
+        let pair = |code: &str, trigger: &str| (code.to_string(), trigger.to_string());
+        assert_eq!(types(v21), pair("ADT", "A08"));
+        assert_eq!(types(&v21.replace("ADT|1", "ADT^A31|1")), pair("ADT", "A31"));
+        assert_eq!(types(&v21.replace("EVN|A08", "EVN|")), pair("ADT", ""));
+        assert_eq!(types(&v21.replace("\rEVN|A08|20260102", "")), pair("ADT", ""));
+        assert_eq!(types(&v21.replace("||ADT|1", "|||1")), pair("", ""), "no type, no trigger");
     }
 
     #[test]
