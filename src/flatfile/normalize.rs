@@ -1049,6 +1049,8 @@ pub(crate) fn ethnicity(raw: &str) -> Result<CompactString, String> {
         .ok_or_else(|| format!("unknown ethnicity {:?} (not a CDC ethnicity code or category)", text(raw)))
 }
 
+/// [`race`] or [`ethnicity`], by the category `names` of the one: the code,
+/// empty for an answer that none was given, `None` for no category.
 fn cdc_code(raw: &str, names: &[(&str, &'static str)]) -> Option<CompactString> {
     let t = raw.trim_ascii();
     if let [a, b, c, d, b'-', check] = t.as_bytes()
@@ -1057,18 +1059,20 @@ fn cdc_code(raw: &str, names: &[(&str, &'static str)]) -> Option<CompactString> 
         return Some(t.into());
     }
     let key = category_key(raw);
-    if NO_ANSWER.contains(&key.as_str()) {
+    if NO_ANSWER.iter().any(|answer| answer.eq_ignore_ascii_case(&key)) {
         return Some(CompactString::default());
     }
-    names.iter().find(|(name, _)| *name == key).map(|(_, code)| CompactString::const_new(code))
+    names
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(&key))
+        .map(|(_, code)| CompactString::const_new(code))
 }
 
-/// A category's name lower-case, its punctuation spaces, without the word
-/// "or": `Black/African American` and `Black or African American` alike.
+/// A category's name as [`fold`] reads text (case aside, punctuation a
+/// space), without the word "or": `Black/African American` and `Black or
+/// African American` alike.
 fn category_key(raw: &str) -> String {
-    let spaced: String =
-        raw.chars().map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { ' ' }).collect();
-    spaced.split_whitespace().filter(|w| *w != "or").collect::<Vec<_>>().join(" ")
+    fold(raw).split(' ').filter(|w| *w != "OR").collect::<Vec<_>>().join(" ")
 }
 
 // ---------------------------------------------------------------------------

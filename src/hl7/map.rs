@@ -448,9 +448,11 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
     let mut addr = addresses.repetitions().find(Field::has_value).map(|r| r.indexed());
     if let Some(first) = &addr {
         let rank = address_rank(first.component(7).raw());
-        let type_alone = (1..=6).all(|n| first.component(n).raw().trim_ascii().is_empty());
         // Not plainly the address (home, or the only one): rank them all.
-        if rank.is_none() || type_alone || (rank != Some(0) && !addresses.repetition(2).is_empty()) {
+        if rank.is_none()
+            || !holds_address(|n| first.component(n))
+            || (rank != Some(0) && !addresses.repetition(2).is_empty())
+        {
             addr = home_address(addresses)?.map(|a| a.indexed());
         }
     }
@@ -684,10 +686,7 @@ fn home_address(addresses: Field) -> Result<Option<Field>, String> {
     let mut best: Option<(u8, Field)> = None;
     for rep in addresses.repetitions().filter(Field::has_value) {
         let Some(rank) = address_rank(rep.component(7).raw()) else { continue };
-        // A type alone is no address.
-        if best.is_some_and(|(b, _)| rank >= b)
-            || (1..=6).all(|n| rep.component(n).raw().trim_ascii().is_empty())
-        {
+        if best.is_some_and(|(b, _)| rank >= b) || !holds_address(|n| rep.component(n)) {
             continue;
         }
         best = Some((rank, rep));
@@ -696,6 +695,12 @@ fn home_address(addresses: Field) -> Result<Option<Field>, String> {
         }
     }
     Ok(best.map(|(_, rep)| rep))
+}
+
+/// Whether an XAD, by its components, holds an address: a type alone
+/// (XAD.7) is none.
+fn holds_address<'a>(component: impl Fn(usize) -> Component<'a>) -> bool {
+    (1..=6).any(|n| !component(n).raw().trim_ascii().is_empty())
 }
 
 /// How much an address of XAD.7 type `kind` is wanted as the patient's

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::{Difference, Link};
-use crate::flatfile::{address_key, ethnicity, language, name_key, race, text_key, zip_key};
+use crate::flatfile::{address_key, name_key, normalize_value, text_key, zip_key};
 use crate::model::{Field, Patient, PatientRecord, Side};
 
 /// The value staff would call "the same" for this field.
@@ -18,9 +18,9 @@ fn compare_key(field: Field, value: &str) -> String {
         Field::City | Field::InsuranceProvider => text_key(value),
         // Stored as ISO 639-2 and CDC codes; a value stored before they
         // were (`en`, `White`) is read as one.
-        Field::Language => language(value).map_or_else(|_| value.to_lowercase(), String::from),
-        Field::Race => race(value).map_or_else(|_| value.to_lowercase(), String::from),
-        Field::Ethnicity => ethnicity(value).map_or_else(|_| value.to_lowercase(), String::from),
+        Field::Language | Field::Race | Field::Ethnicity => {
+            normalize_value(field, value).map_or_else(|_| value.to_lowercase(), String::from)
+        }
         // Already canonical: dates, sex codes, state codes, E.164 phones, IDs.
         _ => value.to_string(),
     }
