@@ -897,7 +897,9 @@ pub fn queue_show(job: Option<&str>, id: i64) -> Result<Exit> {
     Ok(Exit::Done)
 }
 
-pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
+/// `ferry queue retry`: message `id`, or with none, every message in ERROR.
+pub fn queue_retry(job: Option<&str>, id: Option<i64>) -> Result<Exit> {
+    let Some(id) = id else { return queue_retry_all(job) };
     let (mut store, q) = find_message(job, id)?;
     if q.state != "ERROR" {
         anyhow::bail!("message {id} is {}, not in ERROR", q.state);
@@ -909,6 +911,47 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
         );
     }
     let job = Job::load(job.unwrap_or(&q.job))?;
+    Ok(match retry_message(&mut store, &job, &q)? {
+        Retried::Loaded(applied) => {
+            match applied {
+                None => eprintln!(
+                    "message {id} processed: schema {} ignores {}; nothing is loaded",
+                    q.schema,
+                    q.event.as_deref().unwrap_or_default()
+                ),
+                Some(Applied::Written) => {
+                    eprintln!("message {id} processed; the next run's reports include it")
+                }
+                Some(Applied::InPart) => eprintln!(
+                    "message {id} processed; newer messages had said some of its record's fields, which stay \
+                     as they are; the rest are set, and the next run's reports include them"
+                ),
+                Some(Applied::Stale) => eprintln!(
+                    "message {id} processed; the store holds newer data for its record, which stays as it is"
+                ),
+            }
+            Exit::Done
+        }
+        Retried::Error(reason) => {
+            eprintln!("message {id} is still in ERROR: {reason}");
+            Exit::Failed
+        }
+    })
+}
+
+/// What became of a retried message.
+enum Retried {
+    /// PROCESSED: its record applied as [`Applied`] says, or None for an
+    /// event the schema ignores.
+    Loaded(Option<Applied>),
+    /// Still in ERROR, for this reason (the queue now shows it).
+    Error(String),
+}
+
+/// Map message `q` (in ERROR, not cut short) again with `job`'s schema and
+/// settings as they are now, and load it, or note why it is still in ERROR.
+fn retry_message(store: &mut Store, job: &Job, q: &QueueItem) -> Result<Retried> {
+    let id = q.id.context("a NEW message is not in the store yet")?;
     let schema = job
         .inputs
         .iter()
@@ -917,48 +960,79 @@ pub fn queue_retry(job: Option<&str>, id: i64) -> Result<Exit> {
             _ => None,
         })
         .with_context(|| format!("job {} has no HL7 input with schema {:?} any more", job.name, q.schema))?;
-    let raw = q.raw.clone().unwrap_or_default();
+    let raw = q.raw.as_deref().unwrap_or_default();
     let settings = hl7::MapSettings::new(schema, job.provider, job.time_zone);
-    let mapped = hl7::Message::parse(&raw).map_err(|e| e.to_string()).and_then(|msg| {
+    let mapped = hl7::Message::parse(raw).map_err(|e| e.to_string()).and_then(|msg| {
         let (header, bad_time) = hl7::header_checked(&msg, &settings);
         let mapped = hl7::map(&msg, &settings)?;
         match bad_time {
-            Some(reason) => Err(reason),
-            None => Ok((mapped, header)),
+            // An event the schema ignores is not loaded: its time does not matter.
+            Some(reason) if mapped != hl7::Mapped::Ignored => Err(reason),
+            _ => Ok((mapped, header)),
         }
     });
-    match mapped {
-        Ok((m, header)) => {
-            let time = header.time;
-            let time = time.map(crate::store::timestamp);
-            let mut load = store.reopen_file(&job.name, q.file_id)?;
-            let event = header.event;
-            let at = crate::run::At {
-                line: q.line,
-                number: q.number,
-                event: &event,
-                control_id: q.control_id.as_deref(),
-            };
-            let applied = crate::run::apply_mapped(&mut load, &m, &at, time.as_deref(), id)?;
-            load.processed(id)?;
-            match applied {
-                Applied::Written => eprintln!("message {id} processed; the next run's reports include it"),
-                Applied::InPart => eprintln!(
-                    "message {id} processed; newer messages had said some of its record's fields, which stay \
-                     as they are; the rest are set, and the next run's reports include them"
-                ),
-                Applied::Stale => eprintln!(
-                    "message {id} processed; the store holds newer data for its record, which stays as it is"
-                ),
-            }
-            Ok(Exit::Done)
-        }
+    let (m, header) = match mapped {
+        Ok(mapped) => mapped,
         Err(reason) => {
             store.requeue_message(id, &reason)?;
-            eprintln!("message {id} is still in ERROR: {reason}");
-            Ok(Exit::Failed)
+            return Ok(Retried::Error(reason));
+        }
+    };
+    let time = header.time.map(crate::store::timestamp);
+    let mut load = store.reopen_file(&job.name, q.file_id)?;
+    let event = header.event;
+    let at =
+        crate::run::At { line: q.line, number: q.number, event: &event, control_id: q.control_id.as_deref() };
+    let applied = crate::run::apply_mapped(&mut load, &m, &at, time.as_deref(), id)?;
+    let note = applied.is_none().then(|| crate::run::ignored_note(schema, &event));
+    load.processed(id, note.as_deref())?;
+    Ok(Retried::Loaded(applied))
+}
+
+/// `ferry queue retry --all`: every message in ERROR (of the job, or of
+/// every job), oldest first, as `ferry queue retry ID` retries one; a
+/// message that may have been cut short stays in ERROR. Fails when any is
+/// still in ERROR after it, with how many for each reason.
+fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
+    let name = job.map(Job::load).transpose()?.map(|j| j.name);
+    let mut jobs: std::collections::HashMap<String, Job> = Default::default();
+    let (mut processed, mut ignored, mut cut) = (0u64, 0u64, 0u64);
+    let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+    for mut store in stores_for(job)? {
+        for q in store.queue(name.as_deref(), "ERROR")? {
+            if q.cut {
+                cut += 1;
+                continue;
+            }
+            let job = match jobs.entry(q.job.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(Job::load(&q.job)?),
+            };
+            match retry_message(&mut store, job, &q)? {
+                Retried::Loaded(None) => ignored += 1,
+                Retried::Loaded(Some(_)) => processed += 1,
+                Retried::Error(reason) => *errors.entry(reason).or_default() += 1,
+            }
         }
     }
+    let still: u64 = errors.values().sum();
+    eprintln!(
+        "{} message(s) in ERROR retried: {processed} processed, {ignored} of events the schema ignores \
+         processed with nothing loaded, {still} still in ERROR",
+        processed + ignored + still
+    );
+    let mut by_count: Vec<(&String, &u64)> = errors.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1));
+    for (reason, n) in by_count {
+        eprintln!("  {n} x {reason}");
+    }
+    if cut > 0 {
+        eprintln!(
+            "{cut} message(s) that may have been cut short stay in ERROR: ask the sender to send them again, \
+             then `ferry queue delete ID`"
+        );
+    }
+    Ok(if still + cut == 0 { Exit::Done } else { Exit::Failed })
 }
 
 pub fn queue_delete(job: Option<&str>, id: i64) -> Result<Exit> {

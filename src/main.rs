@@ -143,8 +143,15 @@ enum Command {
 enum QueueAction {
     /// Why a message is in ERROR, and the message itself.
     Show { id: i64 },
-    /// Map a message again (after a schema or job fix) and load it.
-    Retry { id: i64 },
+    /// Map a message again (after a schema or job fix) and load it; with --all, every message in
+    /// ERROR (of --job, or of every job), oldest first.
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every message in ERROR, except those that may have been cut short.
+        #[arg(long)]
+        all: bool,
+    },
     /// Mark a message DELETED: it will not be loaded.
     Delete { id: i64 },
 }
@@ -174,7 +181,7 @@ fn main() -> ExitCode {
         Command::Queue { action, job, state, json } => match action {
             None => commands::queue_list(job.as_deref(), state, json),
             Some(QueueAction::Show { id }) => commands::queue_show(job.as_deref(), id),
-            Some(QueueAction::Retry { id }) => commands::queue_retry(job.as_deref(), id),
+            Some(QueueAction::Retry { id, all: _ }) => commands::queue_retry(job.as_deref(), id),
             Some(QueueAction::Delete { id }) => commands::queue_delete(job.as_deref(), id),
         },
         Command::RunDue => commands::run_due(cli.quiet),

@@ -161,6 +161,89 @@ fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     assert_exit(&d.ferry(&["queue", "delete", &ids[1]]), 1);
 }
 
+/// Events ferry does not map are ERROR until the schema's `[events]` says
+/// what they are; `ferry queue retry --all` then loads them, and later
+/// files read them as the schema says from the start.
+#[test]
+fn the_schemas_events_read_or_ignore_more_events_and_retry_all_loads_them() {
+    let d = setup();
+    let mut feed = msg("M1", "ADT^A05", "20261101090000", &pid("E1", "100100", "2 New St"));
+    feed += &msg("M2", "ADT^A03", "20261101100000", &pid("E1", "100100", "2 New St"));
+    feed += "MSH|^~\\&|LAB|C|FERRY|P|20261101110000||ORU^R01|M3|P|2.5.1\rOBX|1|ST|GLU||95\r\n";
+    feed += &msg("M4", "ADT^A02", "20261101120000", &pid("E2", "100200", "5 Elm St"));
+    d.write("inbox/feed.hl7", feed);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let rejects = read_csv(&d.latest_report("h").join("rejects.csv"));
+    let reasons: Vec<&str> = rejects.iter().map(|r| r["reason"].as_str()).collect();
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(reasons.iter().all(|r| r.contains("unknown event") && r.contains("[events]")), "{reasons:?}");
+
+    let schema = std::fs::read_to_string(d.path("schemas/ehr_hl7.toml")).unwrap();
+    d.write(
+        "schemas/ehr_hl7.toml",
+        format!("{schema}\n[events]\npatient = [\"ADT^A05\"]\nignore = [\"ADT^A03\", \"ORU\"]\n"),
+    );
+    let out = d.ferry(&["queue", "retry", "--all", "--job", "h"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "4 message(s) in ERROR retried: 1 processed, 2 of events the schema ignores processed with \
+                      nothing loaded, 1 still in ERROR"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("  1 x unknown event ADT^A02"), "{err}");
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let states: Vec<(String, Option<String>)> =
+        pairs(&db, "SELECT state, reason FROM messages ORDER BY number");
+    let states: Vec<(&str, Option<&str>)> = states.iter().map(|(s, r)| (s.as_str(), r.as_deref())).collect();
+    assert_eq!(states[0], ("PROCESSED", None), "{states:?}");
+    assert_eq!(
+        states[1],
+        ("PROCESSED", Some("not loaded: schema ehr_hl7 ignores ADT^A03 ([events] ignore)"))
+    );
+    assert_eq!(
+        states[2],
+        ("PROCESSED", Some("not loaded: schema ehr_hl7 ignores ORU^R01 ([events] ignore)"))
+    );
+    assert_eq!(states[3].0, "ERROR");
+    let loaded: Vec<(String, String)> =
+        pairs(&db, "SELECT own_id, address1 FROM patients WHERE side = 'ehr'");
+    assert_eq!(loaded, [("E1".to_string(), "2 New St".to_string())], "A05 loaded, A03 ignored, A02 not");
+
+    // The one left is still ERROR; its reason is what the retry said.
+    let out = d.ferry(&["queue", "--job", "h"]);
+    assert!(stdout(&out).ends_with("job h: 0 NEW, 3 PROCESSED, 1 ERROR, 0 DELETED\n"), "{}", stdout(&out));
+
+    // A later file is read by the schema from the start; nothing to retry.
+    let mut later = msg("N1", "ADT^A03", "20261102090000", &pid("E1", "100100", "2 New St"));
+    later += &msg("N2", "ADT^A05", "20261102100000", &pid("E1", "100100", "7 Later St"));
+    d.write("inbox/later.hl7", later);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let dir = d.latest_report("h");
+    let s = summary(&dir);
+    let n = |m: &str| s[&("file:ehr/later.hl7".to_string(), m.to_string())].clone();
+    assert_eq!((n("read"), n("accepted"), n("rejected")), ("2".into(), "2".into(), "0".into()));
+    assert!(
+        n("detail").contains("1 message(s) of events the schema ignores were queued as PROCESSED"),
+        "{}",
+        n("detail")
+    );
+    assert!(read_csv(&dir.join("rejects.csv")).is_empty());
+    let street: String =
+        db.query_row("SELECT address1 FROM patients WHERE own_id = 'E1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(street, "7 Later St");
+
+    // Retrying with nothing that maps now leaves the queue as it was.
+    let out = d.ferry(&["queue", "retry", "--all"]);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("1 message(s) in ERROR retried: 0 processed"), "{}", stderr(&out));
+    let out = d.ferry(&["queue", "retry"]);
+    assert_exit(&out, 2);
+}
+
 /// HL7 files mapped whole ahead of their load (in parallel across files)
 /// load exactly as files mapped while they load: the same queue, records,
 /// ID history and appointments, in file order across files.

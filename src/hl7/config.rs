@@ -1,7 +1,8 @@
 //! The HL7 mapping schema (`schemas/*.toml` with `format = "hl7"`): which
 //! PID-3 repetition is the EHR's own patient ID and which is the practice
-//! MRN, and what a sender's own SCH-25 codes mean. This differs between
-//! EHRs and between practices, so it is data, never code.
+//! MRN, what a sender's own SCH-25 codes mean, and what to make of events
+//! ferry does not map by itself. This differs between EHRs and between
+//! practices, so it is data, never code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,21 @@ struct Hl7SchemaFile {
     /// SCH-25 codes of this sender, each to one of ferry's statuses.
     #[serde(default)]
     appointment_status: BTreeMap<String, AppointmentStatus>,
+    #[serde(default)]
+    events: EventsFile,
+}
+
+/// `[events]`: what to make of events ferry does not map by itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsFile {
+    /// More ADT events whose PID updates the patient, as `ADT^A05`.
+    #[serde(default)]
+    patient: Vec<String>,
+    /// Events this sender sends that are not to be mapped, as `ADT^A03`,
+    /// or a message type alone (`ORU`) for all of its events.
+    #[serde(default)]
+    ignore: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,9 +92,121 @@ pub struct Hl7Schema {
     /// The sender's own SCH-25 codes (`[appointment_status]`), read before
     /// ferry's (see [`AppointmentStatus::parse`]).
     pub appointment_status: Vec<(String, AppointmentStatus)>,
+    pub events: Events,
+}
+
+/// `[events]`, checked.
+#[derive(Debug, Clone, Default)]
+pub struct Events {
+    /// ADT triggers (`A05`) read as patient updates besides those ferry
+    /// maps by itself.
+    pub patient: Vec<String>,
+    /// Events not to be mapped, as (message type, trigger); no trigger for
+    /// every event of the type that ferry does not map.
+    pub ignore: Vec<(String, Option<String>)>,
+}
+
+/// ADT events whose PID is not simply a patient's current demographics:
+/// merges, links, moves, deletions and changes of an ID. Read as a patient
+/// update, such a message would write the wrong record, or bring back one
+/// that was deleted, so `[events] patient` refuses them.
+const NOT_PATIENT_UPDATES: [(&str, &str); 20] = [
+    ("A18", "merges patient information"),
+    ("A23", "deletes a patient record"),
+    ("A24", "links patient information"),
+    ("A29", "deletes person information"),
+    ("A30", "merges person information"),
+    ("A35", "merges account numbers"),
+    ("A36", "merges patient ID and account number"),
+    ("A37", "unlinks patient information"),
+    ("A39", "merges persons"),
+    ("A41", "merges accounts"),
+    ("A42", "merges visits"),
+    ("A43", "moves patient information"),
+    ("A44", "moves account information"),
+    ("A45", "moves visit information"),
+    ("A46", "changes a patient ID"),
+    ("A47", "changes a patient identifier list"),
+    ("A48", "changes an alternate patient ID"),
+    ("A49", "changes a patient account number"),
+    ("A50", "changes a visit number"),
+    ("A51", "changes an alternate visit ID"),
+];
+
+/// A message type or trigger event code as HL7 writes them: three capital
+/// letters or digits.
+fn is_event_code(code: &str) -> bool {
+    code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// `[events]` read and checked: the patient triggers and the ignored
+/// events, or what is wrong with an entry.
+fn events(raw: EventsFile) -> Result<Events, String> {
+    let mut patient = Vec::new();
+    for entry in raw.patient {
+        let trigger = match entry.trim().split_once('^') {
+            Some(("ADT", t))
+                if t.len() == 3 && t.starts_with('A') && t[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                t
+            }
+            _ => {
+                return Err(format!(
+                    "events.patient: {entry:?} is not an ADT event written as ADT^A05 (only ADT messages \
+                     carry a patient update)"
+                ));
+            }
+        };
+        if let Some((_, what)) = NOT_PATIENT_UPDATES.iter().find(|(t, _)| *t == trigger) {
+            return Err(format!(
+                "events.patient: ADT^{trigger} {what}: read as a patient update it would write the wrong \
+                 record; ferry does not read it"
+            ));
+        }
+        if let Some(kind) = super::map::event_kind("ADT", trigger) {
+            return Err(format!("events.patient: ADT^{trigger} is mapped already ({})", kind.describe()));
+        }
+        patient.push(trigger.to_string());
+    }
+    let mut ignored = Vec::new();
+    for entry in raw.ignore {
+        let (code, trigger) = match entry.trim().split_once('^') {
+            Some((code, trigger)) => (code, Some(trigger)),
+            None => (entry.trim(), None),
+        };
+        if !is_event_code(code) || trigger.is_some_and(|t| !is_event_code(t)) {
+            return Err(format!(
+                "events.ignore: {entry:?} is not an event (ADT^A03) or a message type (ORU), in capitals"
+            ));
+        }
+        if let Some(trigger) = trigger {
+            if let Some(kind) = super::map::event_kind(code, trigger) {
+                return Err(format!(
+                    "events.ignore: {code}^{trigger} is mapped ({}); ferry does not leave it unread",
+                    kind.describe()
+                ));
+            }
+            if code == "ADT" && patient.iter().any(|t| t == trigger) {
+                return Err(format!("events.ignore: {code}^{trigger} is in events.patient too"));
+            }
+        }
+        ignored.push((code.to_string(), trigger.map(String::from)));
+    }
+    Ok(Events { patient, ignore: ignored })
 }
 
 impl Hl7Schema {
+    /// Whether `[events] patient` reads the event as a patient update.
+    pub fn reads_as_patient(&self, code: &str, trigger: &str) -> bool {
+        code == "ADT" && self.events.patient.iter().any(|t| t == trigger)
+    }
+
+    /// Whether `[events] ignore` names the event, or its message type
+    /// alone. Only asked of events ferry would not map otherwise.
+    pub fn ignores(&self, code: &str, trigger: &str) -> bool {
+        self.events.ignore.iter().any(|(c, t)| c == code && t.as_deref().is_none_or(|t| t == trigger))
+    }
+
     /// What an SCH-25 code means: the schema's `[appointment_status]`
     /// first, then the statuses ferry knows.
     pub fn status(&self, code: &str) -> Option<AppointmentStatus> {
@@ -107,6 +235,7 @@ impl Hl7Schema {
         if raw.appointment_status.keys().any(|code| code.trim().is_empty()) {
             return Err(format!("{}: appointment_status has an empty code", path.display()));
         }
+        let events = events(raw.events).map_err(|e| format!("{}: {e}", path.display()))?;
         let name = raw.name.unwrap_or_else(|| {
             path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
         });
@@ -121,6 +250,7 @@ impl Hl7Schema {
                 .into_iter()
                 .map(|(code, status)| (code.trim().to_string(), status))
                 .collect(),
+            events,
         })
     }
 }
@@ -156,6 +286,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("GONE") && err.contains("NOSHOW"), "{err}");
+    }
+
+    #[test]
+    fn events_are_checked_when_the_schema_is_read() {
+        let parse = |events: &str| {
+            Hl7Schema::parse(
+                Path::new("s.toml"),
+                &format!("format = \"hl7\"\n[ids.ehr_id]\nauthority = \"A\"\n[events]\n{events}\n"),
+            )
+        };
+        let s = parse("patient = [\"ADT^A05\", \" ADT^A02 \"]\nignore = [\"ADT^A03\", \"ORU\", \"MDM^T02\"]")
+            .unwrap();
+        assert_eq!(s.events.patient, ["A05", "A02"]);
+        assert!(s.reads_as_patient("ADT", "A02") && !s.reads_as_patient("ADT", "A03"));
+        assert!(!s.reads_as_patient("SIU", "A05"), "only ADT");
+        assert!(s.ignores("ADT", "A03") && s.ignores("ORU", "R01") && s.ignores("MDM", "T02"));
+        assert!(!s.ignores("ADT", "A02") && !s.ignores("MDM", "T01") && !s.ignores("SIU", "S16"));
+
+        for (events, want) in [
+            ("patient = [\"A05\"]", "\"A05\" is not an ADT event written as ADT^A05"),
+            ("patient = [\"SIU^S12\"]", "is not an ADT event"),
+            ("patient = [\"ADT^A5\"]", "is not an ADT event"),
+            ("patient = [\"ADT^A47\"]", "ADT^A47 changes a patient identifier list"),
+            ("patient = [\"ADT^A18\"]", "ADT^A18 merges patient information"),
+            ("patient = [\"ADT^A29\"]", "ADT^A29 deletes person information"),
+            ("patient = [\"ADT^A08\"]", "ADT^A08 is mapped already (a patient update)"),
+            ("patient = [\"ADT^A40\"]", "ADT^A40 is mapped already (a merge)"),
+            ("ignore = [\"ADT^A08\"]", "ADT^A08 is mapped (a patient update)"),
+            ("ignore = [\"SIU^S12\"]", "SIU^S12 is mapped (an appointment)"),
+            ("ignore = [\"oru\"]", "\"oru\" is not an event"),
+            ("ignore = [\"ADT^\"]", "\"ADT^\" is not an event"),
+            ("patient = [\"ADT^A05\"]\nignore = [\"ADT^A05\"]", "ADT^A05 is in events.patient too"),
+            ("discard = [\"ORU\"]", "discard"),
+        ] {
+            let err = parse(events).unwrap_err();
+            assert!(err.starts_with("s.toml: ") && err.contains(want), "{events}: {err}");
+        }
     }
 
     #[test]

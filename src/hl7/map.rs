@@ -68,6 +68,40 @@ pub enum Mapped {
         surviving: Box<Patient>,
         merged_ehr_id: String,
     },
+    /// An event the schema's `[events] ignore` names: queued as
+    /// PROCESSED, with nothing to load.
+    Ignored,
+}
+
+/// The kinds of record ferry maps events to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Patient,
+    Merge,
+    Appointment,
+}
+
+impl EventKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            EventKind::Patient => "a patient update",
+            EventKind::Merge => "a merge",
+            EventKind::Appointment => "an appointment",
+        }
+    }
+}
+
+/// What ferry maps the event `code^trigger` to by itself, whatever the
+/// schema says.
+pub fn event_kind(code: &str, trigger: &str) -> Option<EventKind> {
+    match (code, trigger) {
+        ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => Some(EventKind::Patient),
+        // A40 merges patient identifier lists; A34, its v2.3 forerunner
+        // (withdrawn in v2.7), merges patient IDs: one merge of EHR IDs either way.
+        ("ADT", "A40" | "A34") => Some(EventKind::Merge),
+        ("SIU", "S12" | "S13" | "S14" | "S15" | "S17" | "S26") => Some(EventKind::Appointment),
+        _ => None,
+    }
 }
 
 /// The header facts of a message, read even when mapping fails, so the
@@ -155,11 +189,22 @@ pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
 
 /// [`map`] for a caller that has read the message type already.
 pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &str) -> Result<Mapped, String> {
-    match (code, trigger) {
-        ("ADT", "A28" | "A31" | "A04" | "A08" | "A01") => patient(msg, s).map(Mapped::Patient),
-        // A40 merges patient identifier lists; A34, its v2.3 forerunner
-        // (withdrawn in v2.7), merges patient IDs: one merge of EHR IDs either way.
-        ("ADT", "A40" | "A34") => {
+    let kind = match event_kind(code, trigger) {
+        Some(kind) => kind,
+        None if code.is_empty() => return Err("MSH-9 (message type) is empty".into()),
+        None if s.schema.reads_as_patient(code, trigger) => EventKind::Patient,
+        None if s.schema.ignores(code, trigger) => return Ok(Mapped::Ignored),
+        None => {
+            return Err(format!(
+                "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40/A34 and \
+                 SIU^S12/S13/S14/S15/S17/S26; the schema's [events] may read other ADT events as patient \
+                 updates, or ignore events this interface need not load"
+            ));
+        }
+    };
+    match kind {
+        EventKind::Patient => patient(msg, s).map(Mapped::Patient),
+        EventKind::Merge => {
             let surviving = patient(msg, s)?;
             let mut mrgs = msg.segments_named(seg::MRG);
             let mrg = mrgs.next().ok_or_else(|| format!("ADT^{trigger} without an MRG segment"))?;
@@ -178,14 +223,7 @@ pub(super) fn map_typed(msg: &Message, s: &MapSettings, code: &str, trigger: &st
             }
             Ok(Mapped::Merge { surviving, merged_ehr_id: merged.into_owned() })
         }
-        ("SIU", "S12" | "S13" | "S14" | "S15" | "S17" | "S26") => {
-            appointment(msg, s, trigger).map(|a| Mapped::Appointment(Box::new(a)))
-        }
-        ("", _) => Err("MSH-9 (message type) is empty".into()),
-        _ => Err(format!(
-            "unknown event {code}^{trigger}: ferry maps ADT^A28/A31/A04/A08/A01/A40/A34 and \
-             SIU^S12/S13/S14/S15/S17/S26"
-        )),
+        EventKind::Appointment => appointment(msg, s, trigger).map(|a| Mapped::Appointment(Box::new(a))),
     }
 }
 
@@ -1531,6 +1569,53 @@ SCH|P1|A5001|||||Follow-up|FU^Follow up|{sch_timing}||||||||||||||BOOKED\r\
             let err = timing(&siu(sch_timing, rest)).unwrap_err();
             assert!(err.contains(want), "{rest}: {err} should contain {want}");
         }
+    }
+
+    #[test]
+    fn the_schema_reads_more_adt_events_or_ignores_them() {
+        let text = |event: &str| {
+            format!(
+                "MSH|^~\\&|ATHENA|C|F|P|20261120090000||{event}|M3|P|2.5.1\rPID|1||E1^^^ATHENA^PI||Lee^Ann\r"
+            )
+        };
+        let map_as =
+            |s: &Hl7Schema, event: &str| map(&Message::parse(text(event).as_bytes()).unwrap(), &settings(s));
+        let plain = schema();
+        for event in ["ADT^A05", "ADT^A03", "ORU^R01"] {
+            let err = map_as(&plain, event).unwrap_err();
+            assert!(err.starts_with(&format!("unknown event {event}:")) && err.contains("[events]"), "{err}");
+        }
+        let s = Hl7Schema::parse(
+            Path::new("s.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"ATHENA\"\n\
+             [events]\npatient = [\"ADT^A05\", \"ADT^A13\"]\nignore = [\"ADT^A03\", \"ORU\"]\n",
+        )
+        .unwrap();
+        for event in ["ADT^A05", "ADT^A13"] {
+            let Ok(Mapped::Patient(p)) = map_as(&s, event) else { panic!("{event} is a patient update") };
+            assert_eq!((p.ehr_id.as_deref(), p.last_name.as_deref()), (Some("E1"), Some("Lee")));
+        }
+        for event in ["ADT^A03", "ORU^R01", "ORU^R30"] {
+            assert_eq!(map_as(&s, event), Ok(Mapped::Ignored), "{event}");
+        }
+        // Neither list touches an event it does not name.
+        assert!(map_as(&s, "ADT^A02").unwrap_err().starts_with("unknown event ADT^A02"));
+        assert!(map_as(&s, "SIU^S16").unwrap_err().starts_with("unknown event SIU^S16"));
+        assert!(matches!(map_as(&s, "ADT^A08"), Ok(Mapped::Patient(_))));
+        // An ignored event is not mapped at all: a message ferry could not
+        // read as a patient is still ignored.
+        let no_pid = text("ORU^R01").replace("PID|1||E1^^^ATHENA^PI||Lee^Ann\r", "OBX|1|ST\r");
+        assert_eq!(map(&Message::parse(no_pid.as_bytes()).unwrap(), &settings(&s)), Ok(Mapped::Ignored));
+
+        // A message type alone ignores its events that ferry does not map.
+        let all_adt = Hl7Schema::parse(
+            Path::new("s.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\nauthority = \"ATHENA\"\n[events]\nignore = [\"ADT\"]\n",
+        )
+        .unwrap();
+        assert_eq!(map_as(&all_adt, "ADT^A02"), Ok(Mapped::Ignored));
+        assert!(matches!(map_as(&all_adt, "ADT^A31"), Ok(Mapped::Patient(_))));
+        assert!(matches!(map_as(&all_adt, "ADT^A40"), Err(e) if e.contains("MRG")), "still a merge");
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub use config::{Hl7Schema, IdRule};
 pub use encode::{ComponentTree, FieldTree, MessageTree, RepetitionTree, SegmentTree, encode};
 pub use error::Hl7Error;
 pub use map::{
-    MapSettings, Mapped, MessageHeader, ProviderKind, appointment_source_of, dropped_from, header,
-    header_checked, map, parse_dtm, source_of,
+    EventKind, MapSettings, Mapped, MessageHeader, ProviderKind, appointment_source_of, dropped_from,
+    event_kind, header, header_checked, map, parse_dtm, source_of,
 };
 pub use parse::{
     Charset, Component, Delimiters, Field, IndexedField, IndexedSegment, Message, Segment, SubComponent,

@@ -111,8 +111,14 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
     }
     match map::map_typed(&msg, s, &code, &trigger) {
         // Checked after the mapping, whose reason (an unknown event, no
-        // PID) says more about a message that has both.
-        Ok(_) if let Some(reason) = bad_time => failed(header, reason),
+        // PID) says more about a message that has both. A message not to
+        // be mapped is not loaded either: its time does not matter.
+        Ok(ref mapped)
+            if !matches!(mapped, Mapped::Ignored)
+                && let Some(reason) = bad_time =>
+        {
+            failed(header, reason)
+        }
         Ok(mapped) => MessageOutcome {
             number: item.number as u64,
             line: item.line as u64,

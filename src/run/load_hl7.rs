@@ -69,7 +69,7 @@ pub(super) fn load_hl7(
     };
     let base = bar.position();
     let mut counts = Counts::default();
-    let (mut stale, mut in_part, mut since_checkpoint) = (0u64, 0u64, 0usize);
+    let (mut stale, mut in_part, mut ignored, mut since_checkpoint) = (0u64, 0u64, 0u64, 0usize);
     let mut sink = |chunk: &[MessageOutcome]| -> Result<()> {
         for o in chunk {
             counts.read += 1;
@@ -81,10 +81,11 @@ pub(super) fn load_hl7(
             if o.number <= done {
                 continue;
             }
-            match apply_message(&mut load, o)? {
-                Some(Applied::Stale) => stale += 1,
-                Some(Applied::InPart) => in_part += 1,
-                _ => {}
+            match apply_message(&mut load, o, schema)? {
+                Queued::Loaded(Applied::Stale) => stale += 1,
+                Queued::Loaded(Applied::InPart) => in_part += 1,
+                Queued::Ignored => ignored += 1,
+                Queued::Loaded(Applied::Written) | Queued::Error => {}
             }
             since_checkpoint += 1;
         }
@@ -120,6 +121,7 @@ pub(super) fn load_hl7(
     let detail = [
         (stale, "older than the stored data were queued but not applied"),
         (in_part, "older than the stored data were applied only to the fields no newer message said"),
+        (ignored, "of events the schema ignores were queued as PROCESSED, not loaded"),
     ]
     .iter()
     .filter(|(n, _)| *n > 0)
@@ -139,9 +141,22 @@ pub(super) fn load_hl7(
     Ok((file_id, summary))
 }
 
-/// Queue one message and apply what it says. Returns whether its record
-/// was written, or None for a message in ERROR.
-fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Applied>> {
+/// What became of one message.
+enum Queued {
+    Error,
+    /// An event the schema ignores: PROCESSED, with nothing loaded.
+    Ignored,
+    Loaded(Applied),
+}
+
+/// The reason a message of an event the schema ignores is PROCESSED with
+/// nothing loaded, as the queue shows it.
+pub(crate) fn ignored_note(schema: &hl7::Hl7Schema, event: &str) -> String {
+    format!("not loaded: schema {} ignores {event} ([events] ignore)", schema.name)
+}
+
+/// Queue one message and apply what it says.
+fn apply_message(load: &mut FileLoad, o: &MessageOutcome, schema: &hl7::Hl7Schema) -> Result<Queued> {
     let time = o.header.time.map(crate::store::timestamp);
     let row = MessageRow {
         number: o.number,
@@ -169,12 +184,16 @@ fn apply_message(load: &mut FileLoad, o: &MessageOutcome) -> Result<Option<Appli
                 field: None,
                 reason: format!("{event} message {}: {reason}", o.number),
             })?;
-            return Ok(None);
+            return Ok(Queued::Error);
         }
     };
-    let id = load.message(&row)?;
+    let note = matches!(mapped, Mapped::Ignored).then(|| ignored_note(schema, &o.header.event));
+    let id = load.message(&MessageRow { reason: note.as_deref(), ..row })?;
     let at = At { line: o.line, number: o.number, event: &o.header.event, control_id: row.control_id };
-    apply_mapped(load, mapped, &at, time.as_deref(), id).map(Some)
+    Ok(match apply_mapped(load, mapped, &at, time.as_deref(), id)? {
+        Some(applied) => Queued::Loaded(applied),
+        None => Queued::Ignored,
+    })
 }
 
 /// Where a message stands, for the warnings about it.
@@ -188,15 +207,17 @@ pub(crate) struct At<'a> {
 
 /// Write what a mapped message says, with a warning for each value it gave
 /// that could not be read (the field is loaded empty). Used by loading and
-/// by `ferry queue retry`.
+/// by `ferry queue retry`. None for an event the schema ignores, which
+/// says nothing to load.
 pub(crate) fn apply_mapped(
     load: &mut FileLoad,
     mapped: &Mapped,
     at: &At,
     time: Option<&str>,
     message_id: i64,
-) -> Result<Applied> {
+) -> Result<Option<Applied>> {
     let (patient, applied) = match mapped {
+        Mapped::Ignored => return Ok(None),
         Mapped::Patient(pt) => (Some(pt), load.patient(pt, at.line, time, Some(message_id))?),
         Mapped::Appointment(a) => (None, load.appointment(a, time, Some(message_id))?),
         Mapped::Merge { surviving, merged_ehr_id } => {
@@ -221,7 +242,7 @@ pub(crate) fn apply_mapped(
         }
     };
     if applied == Applied::Stale {
-        return Ok(applied);
+        return Ok(Some(applied));
     }
     // A value read but not loaded as it stood, named by where it came from.
     let mut warn = |field: Option<Field>, from: &str, what: &str| {
@@ -250,7 +271,7 @@ pub(crate) fn apply_mapped(
             warn(None, hl7::appointment_source_of(text), cleaned)?;
         }
     }
-    Ok(applied)
+    Ok(Some(applied))
 }
 
 #[cfg(test)]

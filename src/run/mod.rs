@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 use tracing::{debug, info, warn};
 
-pub(crate) use load_hl7::{At, apply_mapped, map_copy};
+pub(crate) use load_hl7::{At, apply_mapped, ignored_note, map_copy};
 use load_hl7::{MappedFile, load_hl7, map_whole};
 pub use pull::{Fetched, pull};
 use take::{Pick, take_from_source, take_interrupted, take_one};

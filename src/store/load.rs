@@ -405,11 +405,12 @@ impl<'c> FileLoad<'c> {
         Ok(())
     }
 
-    /// A retried message applied: mark it PROCESSED and commit.
-    pub fn processed(mut self, message_id: i64) -> Result<()> {
+    /// A retried message applied: mark it PROCESSED, with `note` as its
+    /// reason (why nothing was loaded, for an ignored event), and commit.
+    pub fn processed(mut self, message_id: i64, note: Option<&str>) -> Result<()> {
         self.tx().execute(
-            "UPDATE messages SET state = 'PROCESSED', reason = NULL, raw = NULL, state_at = ?2 WHERE id = ?1",
-            params![message_id, now()],
+            "UPDATE messages SET state = 'PROCESSED', reason = ?3, raw = NULL, state_at = ?2 WHERE id = ?1",
+            params![message_id, now(), note],
         )?;
         self.tx.take().expect("open until finish").commit()?;
         Ok(())

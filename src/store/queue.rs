@@ -252,7 +252,7 @@ mod tests {
         s.requeue_message(id, "still no PID").unwrap();
         assert_eq!(s.queue_item(id).unwrap().unwrap().reason.as_deref(), Some("still no PID"));
         let load = s.reopen_file("j", item.file_id).unwrap();
-        load.processed(id).unwrap();
+        load.processed(id, None).unwrap();
         assert_eq!(s.queue_item(id).unwrap().unwrap().state, "PROCESSED");
 
         s.delete_message(errors[1].id.unwrap()).unwrap();
