@@ -1033,7 +1033,35 @@ const NO_ANSWER: [&str; 12] = [
     "unspecified",
 ];
 
-/// A race as its CDC Race & Ethnicity code (`2106-3`): a code of that
+/// The OMB categories' codes and their names in the CDC code set, for
+/// people who read the codes ferry stores.
+const CDC_CATEGORIES: [(&str, &str); 8] = [
+    ("1002-5", "American Indian or Alaska Native"),
+    ("2028-9", "Asian"),
+    ("2054-5", "Black or African American"),
+    ("2076-8", "Native Hawaiian or Other Pacific Islander"),
+    ("2106-3", "White"),
+    ("2131-1", "Other Race"),
+    ("2135-2", "Hispanic or Latino"),
+    ("2186-5", "Not Hispanic or Latino"),
+];
+
+/// The name of a stored race or ethnicity code (`White` for `2106-3`), for
+/// the OMB categories; of a language code, ISO's English name (`Spanish`
+/// for `spa`). None for a code of any other field, or one without a name
+/// here (a detailed CDC code such as `2108-9`).
+pub(crate) fn code_name(field: model::Field, code: &str) -> Option<&'static str> {
+    use model::FieldType;
+    match field.field_type() {
+        FieldType::Race | FieldType::Ethnicity => {
+            CDC_CATEGORIES.iter().find(|(c, _)| *c == code).map(|(_, name)| *name)
+        }
+        FieldType::Language => isolang::Language::from_639_3(code).map(|l| l.to_name()),
+        _ => None,
+    }
+}
+
+/// A race as its CDC Race & Ethnicity code (`2106-3`): a code of that/// A race as its CDC Race & Ethnicity code (`2106-3`): a code of that
 /// shape as it is, else an OMB category by name (`White`, `Black or African
 /// American`, `Asian`, ...). An answer that none was given (`Unknown`,
 /// `Declined`) is empty: no value, and no warning.

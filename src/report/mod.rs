@@ -9,6 +9,7 @@ pub mod email;
 mod html;
 pub mod zip;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -17,7 +18,7 @@ use rayon::prelude::*;
 pub use csvfile::writer as csv_writer;
 
 use crate::job::LinkKey;
-use crate::model::{PatientRecord, Reject, Severity, Side};
+use crate::model::{Field, PatientRecord, Reject, Severity, Side};
 use crate::reconcile::{ConflictKind, Outcome};
 use crate::store::{RunRow, RunTotals};
 
@@ -283,12 +284,23 @@ fn differences(dir: &Path, r: &RunReport) -> Result<()> {
             p.own_id(),
             &e.patient.display_name(),
             d.field.as_str(),
-            opt(&d.ehr_value),
-            opt(&d.practice_value),
+            &shown(d.field, &d.ehr_value),
+            &shown(d.field, &d.practice_value),
             d.changed_last.map_or("", Side::as_str),
         ])?;
     }
     w.finish()
+}
+
+/// A value as staff read it: a race, ethnicity or language code with its
+/// name first (`White (2106-3)`, `Spanish (spa)`), where ferry knows it;
+/// any other value as it is stored.
+fn shown(field: Field, value: &Option<String>) -> Cow<'_, str> {
+    let value = opt(value);
+    match crate::flatfile::code_name(field, value) {
+        Some(name) => Cow::Owned(format!("{name} ({value})")),
+        None => Cow::Borrowed(value),
+    }
 }
 
 fn unmatched(dir: &Path, r: &RunReport, side: Side) -> Result<()> {
@@ -452,4 +464,24 @@ fn rejects(dir: &Path, r: &RunReport) -> Result<()> {
         w.row([f.name.as_str(), "", Severity::Rejected.as_str(), "", "", "", &f.detail])?;
     }
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_shown_with_their_names() {
+        let shown = |field: Field, v: &str| shown(field, &Some(v.to_string())).into_owned();
+        assert_eq!(shown(Field::Race, "2106-3"), "White (2106-3)");
+        assert_eq!(shown(Field::Race, "2054-5"), "Black or African American (2054-5)");
+        assert_eq!(shown(Field::Ethnicity, "2135-2"), "Hispanic or Latino (2135-2)");
+        assert_eq!(shown(Field::Language, "spa"), "Spanish (spa)");
+        assert_eq!(shown(Field::Language, "yue"), "Yue Chinese (yue)");
+        // A detailed CDC code, an old value stored before codes, another field.
+        assert_eq!(shown(Field::Race, "2108-9"), "2108-9");
+        assert_eq!(shown(Field::Language, "english"), "english");
+        assert_eq!(shown(Field::City, "2106-3"), "2106-3");
+        assert_eq!(super::shown(Field::Language, &None), "");
+    }
 }
