@@ -881,12 +881,19 @@ fn appointment(msg: &Message, s: &MapSettings, trigger: &str) -> Result<Appointm
     said(AppointmentField::DurationMinutes, timing.minutes_said);
     let (ehr_id, mrn) = pid_ids(only_pid(msg)?.indexed(), s)?;
     let (patient_ehr_id, patient_mrn) = (Some(ehr_id.into()), mrn.map(CompactString::from));
-    let provider = msg.segment(seg::AIP).map(|aip| aip.field(3));
-    said(AppointmentField::ProviderId, provider.is_some_and(|f| f.is_said()));
-    let provider_id = match provider {
-        Some(f) => provider_id(f, s)?.map(CompactString::from),
-        None => None,
-    };
+    // The first AIP that names a provider by the job's kind of ID: a
+    // message may list a nurse or a room under a local ID first.
+    let (mut provider_said, mut provider) = (false, None);
+    for aip in msg.segments_named(seg::AIP) {
+        let field = aip.field(3);
+        provider_said |= field.is_said();
+        if let Some(id) = provider_id(field, s)? {
+            provider = Some(CompactString::from(id));
+            break;
+        }
+    }
+    said(AppointmentField::ProviderId, provider_said);
+    let provider_id = provider;
     let department = match (msg.segment(seg::AIL), msg.segment(seg::PV1)) {
         (Some(ail), _) => Some((ail.field(3), "AIL-3")),
         (None, Some(pv1)) => Some((pv1.field(3), "PV1-3")),
@@ -1444,6 +1451,26 @@ AIP|1||1234567890^Smith^John^^^^^^NPI\r";
             panic!()
         };
         assert_eq!(a.status, AppointmentStatus::Cancelled);
+
+        // The provider is the first AIP's with an ID of the job's kind.
+        let nurse_first = text.replace(
+            "AIP|1||1234567890^Smith^John^^^^^^NPI",
+            "AIP|1||N7^Nurse^Ann^^^^^^LOCAL\rAIP|2||1234567890^Smith^John^^^^^^NPI\rAIP|3||1999999992^Doe^^^^^^^NPI",
+        );
+        let Mapped::Appointment(a) =
+            map(&Message::parse(nurse_first.as_bytes()).unwrap(), &settings(&s)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.provider_id.as_deref(), Some("1234567890"));
+        assert!(!a.keep_stored.contains(AppointmentField::ProviderId));
+        let only_nurse = text.replace("1234567890^Smith^John^^^^^^NPI", "N7^Nurse^Ann^^^^^^LOCAL");
+        let Mapped::Appointment(a) =
+            map(&Message::parse(only_nurse.as_bytes()).unwrap(), &settings(&s)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.provider_id, None);
 
         // SCH-11 empty: the start is the first resource's that has one.
         let later = text.replace("^^^20261201093000", "").replace(
