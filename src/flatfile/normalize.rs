@@ -1033,6 +1033,28 @@ const NO_ANSWER: [&str; 12] = [
     "unspecified",
 ];
 
+/// The check digit of a code of the CDC Race & Ethnicity code set, by
+/// LOINC's mod 10 rule, which the code set uses: the digits in odd places
+/// from the right, read right to left as a number and doubled, then the
+/// digits of that and of the even places summed; the check digit takes the
+/// sum up to a multiple of ten.
+fn mod10_check_digit(digits: &[u8]) -> u8 {
+    let (mut odd, mut sum) = (0u64, 0u64);
+    for (place, d) in digits.iter().rev().map(|b| u64::from(b - b'0')).enumerate() {
+        if place % 2 == 0 {
+            odd = odd * 10 + d;
+        } else {
+            sum += d;
+        }
+    }
+    let mut doubled = odd * 2;
+    while doubled > 0 {
+        sum += doubled % 10;
+        doubled /= 10;
+    }
+    ((10 - sum % 10) % 10) as u8
+}
+
 /// The OMB categories' codes and their names in the CDC code set, for
 /// people who read the codes ferry stores.
 const CDC_CATEGORIES: [(&str, &str); 8] = [
@@ -1066,25 +1088,32 @@ pub(crate) fn code_name(field: model::Field, code: &str) -> Option<&'static str>
 /// American`, `Asian`, ...). An answer that none was given (`Unknown`,
 /// `Declined`) is empty: no value, and no warning.
 pub(crate) fn race(raw: &str) -> Result<CompactString, String> {
-    cdc_code(raw, &RACE_NAMES)
+    cdc_code(raw, &RACE_NAMES, false)
         .ok_or_else(|| format!("unknown race {:?} (not a CDC race code or category)", text(raw)))
 }
 
 /// An ethnicity as its CDC Race & Ethnicity code (`2135-2`, `2186-5`), as
 /// [`race`] reads a race; HL7 table 0189's `H` and `N` too.
 pub(crate) fn ethnicity(raw: &str) -> Result<CompactString, String> {
-    cdc_code(raw, &ETHNICITY_NAMES)
+    cdc_code(raw, &ETHNICITY_NAMES, true)
         .ok_or_else(|| format!("unknown ethnicity {:?} (not a CDC ethnicity code or category)", text(raw)))
 }
 
 /// [`race`] or [`ethnicity`], by the category `names` of the one: the code,
 /// empty for an answer that none was given, `None` for no category.
-fn cdc_code(raw: &str, names: &[(&str, &'static str)]) -> Option<CompactString> {
+///
+/// A code is taken when its check digit is right (a typo in a code is not
+/// stored as another race) and it is of the kind asked for: the code set's
+/// ethnicities are 2133-7 to 2186-5, its races all the other codes, so a
+/// race sent as an ethnicity, or the other way round, is caught.
+fn cdc_code(raw: &str, names: &[(&str, &'static str)], ethnicity: bool) -> Option<CompactString> {
     let t = raw.trim_ascii();
     if let [a, b, c, d, b'-', check] = t.as_bytes()
         && [a, b, c, d, check].iter().all(|b| b.is_ascii_digit())
     {
-        return Some(t.into());
+        let number = [a, b, c, d].iter().fold(0, |n, &&b| n * 10 + u32::from(b - b'0'));
+        let right = mod10_check_digit(&t.as_bytes()[..4]) == check - b'0';
+        return (right && (2133..=2186).contains(&number) == ethnicity).then(|| t.into());
     }
     let key = category_key(raw);
     if NO_ANSWER.iter().any(|answer| answer.eq_ignore_ascii_case(&key)) {
@@ -1326,11 +1355,29 @@ mod tests {
         ] {
             assert_eq!(ethnicity(raw).as_deref(), Ok(want), "{raw:?}");
         }
-        for bad in ["W", "2106", "2106-33", "Martian", "Hispanic"] {
+        // A wrong check digit (a typo), and an ethnicity's code as a race,
+        // are no race.
+        for bad in ["W", "2106", "2106-33", "Martian", "Hispanic", "2106-4", "2160-3", "2135-2", "2186-5"] {
             let err = race(bad).unwrap_err();
             assert!(err.starts_with("unknown race"), "{bad:?}: {err}");
         }
-        assert!(ethnicity("White").unwrap_err().starts_with("unknown ethnicity"));
+        for bad in ["White", "2106-3", "2135-3", "2133-7x"] {
+            assert!(ethnicity(bad).unwrap_err().starts_with("unknown ethnicity"), "{bad:?}");
+        }
+        assert_eq!(ethnicity("2133-7").as_deref(), Ok("2133-7"), "the root of the ethnicity codes");
+        assert_eq!(ethnicity("2184-0").as_deref(), Ok("2184-0"), "Dominican");
+        assert_eq!(race("2500-7").as_deref(), Ok("2500-7"), "Other Pacific Islander, past the ethnicities");
+    }
+
+    #[test]
+    fn cdc_check_digits_are_loincs_mod_10() {
+        // LOINC's own worked example: 12345 has check digit 5.
+        assert_eq!(mod10_check_digit(b"12345"), 5);
+        for code in ["1000-9", "1002-5", "2028-9", "2054-5", "2076-8", "2106-3", "2131-1", "2135-2", "2186-5"]
+        {
+            let (digits, check) = code.split_once('-').unwrap();
+            assert_eq!(mod10_check_digit(digits.as_bytes()).to_string(), check, "{code}");
+        }
     }
 
     #[test]
