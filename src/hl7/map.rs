@@ -1297,6 +1297,9 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
         assert_eq!(read("UNK^Unknown^NULLFL", "U^Unknown^HL70189"), (None, None, [false; 2]));
         // Neither the code nor the name: dropped, with a warning.
         assert_eq!(read("X^Martian^L", "2186-5"), (None, Some("2186-5".to_string()), [true, false]));
+        // A code with a wrong check digit, or of the other kind, is read by its name.
+        assert_eq!(read("2106-4^White^CDCREC", "2106-3^Not Hispanic"), codes("2106-3", "2186-5"));
+        assert_eq!(read("2135-2", "2106-3"), (None, None, [true, true]));
     }
 
     /// Of several addresses the home one is the patient's, whatever its
