@@ -43,6 +43,13 @@ pub enum Hl7Error {
         offset: usize,
         reason: &'static str,
     },
+    /// A value ends in MSH-2's truncation character (HL7 v2.7 on): the
+    /// sender cut it short to fit its own field length.
+    #[error(
+        "the sender cut the value short (it ends in the truncation character {character:?} of MSH-2), so \
+         the rest of it is lost; ask the sender to send the whole value"
+    )]
+    Truncated { character: char },
     /// A `SEG-F[R].C.S` path given to `Message::value` is not well formed.
     #[error("bad HL7 path {path:?}: {reason} (expected the form SEG-F[R].C.S, such as PID-3[2].4.1)")]
     BadPath { path: String, reason: &'static str },

@@ -101,6 +101,14 @@ fn text_slow<'a>(
     charset: Charset,
     escaped: bool,
 ) -> Result<Cow<'a, str>, Hl7Error> {
+    // A truncation character is always escaped (`\P\`) where it is part of
+    // a value: at the end, unescaped, it says the sender cut the value
+    // short. What the value said after the cut is lost.
+    if let Some(t) = d.truncation
+        && raw.last() == Some(&t)
+    {
+        return Err(Hl7Error::Truncated { character: t as char });
+    }
     match d.escape {
         Some(esc) if escaped => decode(Cow::Owned(unescape(raw, esc, d)?), charset),
         _ => decode(Cow::Borrowed(raw), charset),
@@ -245,6 +253,20 @@ mod tests {
 
     fn err(raw: &[u8]) -> Hl7Error {
         text(raw, &STD, Charset::Utf8, Known::default()).unwrap_err()
+    }
+
+    #[test]
+    fn a_value_ending_in_the_truncation_character_was_cut_short() {
+        let d = Delimiters { truncation: Some(b'#'), ..STD };
+        let err = text(b"Bost#", &d, Charset::Utf8, Known::default()).unwrap_err();
+        assert_eq!(err, Hl7Error::Truncated { character: '#' });
+        assert!(err.to_string().contains("cut the value short"), "{err}");
+        assert_eq!(text(b"Bost\\P\\", &d, Charset::Utf8, Known::default()).unwrap(), "Bost#");
+        assert_eq!(
+            text(b"Bost#", &STD, Charset::Utf8, Known::default()).unwrap(),
+            "Bost#",
+            "no truncation character"
+        );
     }
 
     #[test]

@@ -1186,6 +1186,34 @@ EVN|A28|20261120082959\r\
 PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||O\\S\\Brien^Mary^Ann^^^^L||19800102|F||2106-3^White^CDCREC|12 Main St^Apt 4^Boston^MA^02134||^PRN^PH^^^617^5550100~^ORN^CP^^^617^5550101~^NET^Internet^mary@example.com||eng^English^ISO6392|||||||2186-5^Not Hispanic^CDCREC\r\
 PD1|||Clinic|1234567890^Smith^John^^^^^^NPI~P42^Smith^John^^^^^^ATHENA\r";
 
+    /// HL7 v2.7's truncation character (the fifth of MSH-2) at the end of a
+    /// value says the sender cut it short: such a value is not loaded as
+    /// if it were whole. Escaped (`\P\`), or without one in MSH-2, `#` is
+    /// a character like any other.
+    #[test]
+    fn a_value_the_sender_cut_short_is_an_error() {
+        let s = schema();
+        let v27 = A28.replacen("MSH|^~\\&|", "MSH|^~\\&#|", 1);
+        let mapped = |text: &str| map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s));
+        assert_eq!(patient_of(&v27, &settings(&s)).city.as_deref(), Some("Boston"), "no value cut");
+        for (cut, at) in [("Bost#^MA", "PID-11.3"), ("E10#^^^ATHENA^PI", "PID-3"), ("Mary^Ann#^", "PID-5.3")]
+        {
+            let whole = match at {
+                "PID-11.3" => "Boston^MA",
+                "PID-3" => "E10001^^^ATHENA^PI",
+                _ => "Mary^Ann^",
+            };
+            let err = mapped(&v27.replacen(whole, cut, 1)).unwrap_err();
+            assert!(err.starts_with(at) && err.contains("cut the value short"), "{at}: {err}");
+        }
+        let p = patient_of(&v27.replacen("Boston^MA", "Bost\\P\\^MA", 1), &settings(&s));
+        assert_eq!(p.city.as_deref(), Some("Bost#"), "escaped");
+        let p = patient_of(&v27.replacen("Boston^MA", "Bo#ston^MA", 1), &settings(&s));
+        assert_eq!(p.city.as_deref(), Some("Bo#ston"), "not at the end");
+        let p = patient_of(&A28.replacen("Boston^MA", "Boston#^MA", 1), &settings(&s));
+        assert_eq!(p.city.as_deref(), Some("Boston#"), "MSH-2 has no truncation character");
+    }
+
     /// What would leave unclear which patient, or which chart, a message is
     /// about is an error: a second PID, or a second ID under the authority
     /// and type of the EHR's ID or of the practice MRN. The same ID twice,

@@ -317,7 +317,13 @@ impl<'a> Message<'a> {
                 Charset::from_msh18(first)?
             }
         };
-        let valid = seen == Seen::Printable || decodes_as_is(raw, charset);
+        // A value that ends in the truncation character (HL7 v2.7's `#`, the
+        // fifth character of MSH-2, at byte 8) was cut short by the sender:
+        // in a message that holds one after MSH-2, each value read is looked
+        // at on its own (see `escape::text`).
+        let cut_values =
+            delimiters.truncation.is_some_and(|t| memchr(t, raw.get(9..).unwrap_or_default()).is_some());
+        let valid = (seen == Seen::Printable || decodes_as_is(raw, charset)) && !cut_values;
         let no_controls = seen < Seen::Controls;
         Ok(Message { raw, delimiters, charset, segments, valid, no_controls, msh_raw, msh })
     }
@@ -1922,7 +1928,8 @@ PV1|1|O\r";
         assert_eq!((d.subcomponent, d.truncation), (b'&', Some(b'#')));
         assert_eq!(m.value("MSH-2").as_deref(), Some("^~\\&#"));
         assert_eq!(m.value("MSH-3").as_deref(), Some("A"));
-        assert_eq!(m.value("NTE-2").as_deref(), Some("long text#"));
+        // Unescaped at the end of a value, it says the sender cut the value short.
+        assert_eq!(m.try_value("NTE-2"), Err(Hl7Error::Truncated { character: '#' }));
         assert_eq!(m.value("NTE-3").as_deref(), Some("#"));
     }
 
