@@ -1181,6 +1181,14 @@ mod tests {
         }
     }
 
+    /// The appointment `text` (an SIU message) maps to.
+    fn appointment_of(text: &str, settings: &MapSettings) -> Box<Appointment> {
+        match map(&Message::parse(text.as_bytes()).unwrap(), settings) {
+            Ok(Mapped::Appointment(a)) => a,
+            other => panic!("not an appointment: {other:?}"),
+        }
+    }
+
     const A28: &str = "MSH|^~\\&|ATHENA|CLINIC|FERRY|PRACTICE|20261120083000||ADT^A28^ADT_A05|MSG0001|P|2.5.1\r\
 EVN|A28|20261120082959\r\
 PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||O\\S\\Brien^Mary^Ann^^^^L||19800102|F||2106-3^White^CDCREC|12 Main St^Apt 4^Boston^MA^02134||^PRN^PH^^^617^5550100~^ORN^CP^^^617^5550101~^NET^Internet^mary@example.com||eng^English^ISO6392|||||||2186-5^Not Hispanic^CDCREC\r\
@@ -1476,11 +1484,7 @@ AIP|1||1234567890^Smith^John^^^^^^NPI\r";
         assert_eq!(a.department_id.as_deref(), Some("DEP7"));
         assert_eq!(a.appointment_type.as_deref(), Some("FU"));
         let cancelled = text.replace("SIU^S12", "SIU^S15").replace("BOOKED", "CANCELLED");
-        let Mapped::Appointment(a) =
-            map(&Message::parse(cancelled.as_bytes()).unwrap(), &settings(&s)).unwrap()
-        else {
-            panic!()
-        };
+        let a = appointment_of(&cancelled, &settings(&s));
         assert_eq!(a.status, AppointmentStatus::Cancelled);
 
         // The provider is the first AIP's with an ID of the job's kind.
@@ -1488,19 +1492,11 @@ AIP|1||1234567890^Smith^John^^^^^^NPI\r";
             "AIP|1||1234567890^Smith^John^^^^^^NPI",
             "AIP|1||N7^Nurse^Ann^^^^^^LOCAL\rAIP|2||1234567890^Smith^John^^^^^^NPI\rAIP|3||1999999992^Doe^^^^^^^NPI",
         );
-        let Mapped::Appointment(a) =
-            map(&Message::parse(nurse_first.as_bytes()).unwrap(), &settings(&s)).unwrap()
-        else {
-            panic!()
-        };
+        let a = appointment_of(&nurse_first, &settings(&s));
         assert_eq!(a.provider_id.as_deref(), Some("1234567890"));
         assert!(!a.keep_stored.contains(AppointmentField::ProviderId));
         let only_nurse = text.replace("1234567890^Smith^John^^^^^^NPI", "N7^Nurse^Ann^^^^^^LOCAL");
-        let Mapped::Appointment(a) =
-            map(&Message::parse(only_nurse.as_bytes()).unwrap(), &settings(&s)).unwrap()
-        else {
-            panic!()
-        };
+        let a = appointment_of(&only_nurse, &settings(&s));
         assert_eq!(a.provider_id, None);
 
         // SCH-11 empty: the start is the first resource's that has one.
@@ -1508,10 +1504,7 @@ AIP|1||1234567890^Smith^John^^^^^^NPI\r";
             "AIP|1||1234567890^Smith^John^^^^^^NPI",
             "AIP|1||1234567890^Smith^John^^^^^^NPI|||20261201100000",
         );
-        let Mapped::Appointment(a) = map(&Message::parse(later.as_bytes()).unwrap(), &settings(&s)).unwrap()
-        else {
-            panic!()
-        };
+        let a = appointment_of(&later, &settings(&s));
         assert_eq!(a.start.unwrap().to_rfc3339(), "2026-12-01T15:00:00+00:00", "AIL has none; AIP-6 has");
         let huge = text.replace("|30|MIN|", "|71582789|H|");
         let err = map(&Message::parse(huge.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
