@@ -1139,6 +1139,23 @@ impl JobFile {
             }
         }
 
+        // The EHR's provider IDs are told apart by the EHR's assigning
+        // authority (XCN.9), as its patient IDs are in PID-3.
+        if self.hl7.provider_id == ProviderKind::Ehr {
+            for input in &inputs {
+                if let InputSchema::Hl7(h) = &input.schema
+                    && h.ehr_id.authority.is_none()
+                {
+                    problems.push(format!(
+                        "hl7.provider_id: \"ehr\" keeps the provider ID under the EHR's assigning authority \
+                         (XCN.9), and schema {:?} names none in ids.ehr_id: give it the authority, or keep \
+                         the NPI (\"npi\")",
+                        h.name
+                    ));
+                }
+            }
+        }
+
         let practice = self.practice.and_then(|p| {
             let file = base.join(&p.file);
             if !file.is_file() {
@@ -1562,6 +1579,29 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("unknown field `pasword_env`"), "{err}");
+    }
+
+    #[test]
+    fn ehr_provider_ids_need_the_ehrs_authority() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in")).unwrap();
+        let schema = |ids: &str| format!("format = \"hl7\"\n[ids.ehr_id]\n{ids}\n");
+        std::fs::write(dir.path().join("by_type.toml"), schema("type = \"PI\"")).unwrap();
+        std::fs::write(dir.path().join("by_authority.toml"), schema("authority = \"ATHENA\"")).unwrap();
+        let build = |schema: &str, provider: &str| {
+            let text = format!(
+                "[source]\ntype = \"local\"\ninbox = \"in\"\n[hl7]\nprovider_id = \"{provider}\"\n\
+                 [[inputs]]\nfiles = \"*.hl7\"\nschema = \"{schema}\"\n"
+            );
+            parse(&text).unwrap().build(&dir.path().join("t.toml"))
+        };
+        let err = build("by_type.toml", "ehr").unwrap_err().to_string();
+        assert!(
+            err.contains("hl7.provider_id: \"ehr\" keeps the provider ID under the EHR's assigning"),
+            "{err}"
+        );
+        assert!(build("by_type.toml", "npi").is_ok());
+        assert!(build("by_authority.toml", "ehr").is_ok());
     }
 
     #[test]

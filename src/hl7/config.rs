@@ -54,30 +54,63 @@ fn same(rule: &str, value: &str) -> bool {
     rule == value || rule.eq_ignore_ascii_case(value)
 }
 
-/// Picks one PID-3 repetition: its assigning authority (PID-3.4.1) and,
-/// when given, its identifier type code (PID-3.5), compared case-insensitively.
+/// Picks one PID-3 repetition: by its assigning authority (PID-3.4.1, or
+/// PID-3.4.2), its identifier type code (PID-3.5), or both, compared
+/// case-insensitively. A rule without an authority takes the type under
+/// any authority or none, for senders that leave PID-3.4 empty.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IdRule {
-    pub authority: String,
+    pub authority: Option<String>,
     #[serde(rename = "type")]
     pub id_type: Option<String>,
 }
 
 impl IdRule {
     pub fn matches(&self, authority: &str, id_type: &str) -> bool {
-        self.authority_is(authority) && self.id_type.as_deref().is_none_or(|t| same(t, id_type))
+        self.authority.as_deref().is_none_or(|a| same(a, authority))
+            && self.id_type.as_deref().is_none_or(|t| same(t, id_type))
     }
 
-    /// Whether `authority` is the rule's assigning authority, whatever the type.
+    /// Whether `authority` is the rule's assigning authority, whatever the
+    /// type; never for a rule without one.
     pub fn authority_is(&self, authority: &str) -> bool {
-        same(&self.authority, authority)
+        self.authority.as_deref().is_some_and(|a| same(a, authority))
     }
 
     pub fn describe(&self) -> String {
-        match &self.id_type {
-            Some(t) => format!("assigning authority {} and type {t}", self.authority),
-            None => format!("assigning authority {}", self.authority),
+        match (&self.authority, &self.id_type) {
+            (Some(a), Some(t)) => format!("assigning authority {a} and type {t}"),
+            (Some(a), None) => format!("assigning authority {a}"),
+            (None, Some(t)) => format!("type {t} (under any assigning authority)"),
+            (None, None) => "no assigning authority or type".into(),
+        }
+    }
+
+    /// Whether one PID-3 repetition could answer both rules: each of the
+    /// authority and the type is the same in both, or left open by one.
+    fn overlaps(&self, other: &IdRule) -> bool {
+        let meet = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => same(a, b),
+            _ => true,
+        };
+        meet(&self.authority, &other.authority) && meet(&self.id_type, &other.id_type)
+    }
+
+    /// What is wrong with the rule `ids.{name}`, if anything.
+    fn problem(&self, name: &str) -> Option<String> {
+        let blank = |v: &Option<String>| v.as_deref().is_some_and(|v| v.trim().is_empty());
+        if blank(&self.authority) {
+            Some(format!("ids.{name}.authority is empty"))
+        } else if blank(&self.id_type) {
+            Some(format!("ids.{name}.type is empty"))
+        } else if self.authority.is_none() && self.id_type.is_none() {
+            Some(format!(
+                "ids.{name} names neither an authority nor a type: which PID-3 repetition is it? Give \
+                 authority (PID-3.4), type (PID-3.5) or both"
+            ))
+        } else {
+            None
         }
     }
 }
@@ -223,12 +256,14 @@ impl Hl7Schema {
         if raw.format != "hl7" {
             return Err(format!("{}: format {:?} is not \"hl7\"", path.display(), raw.format));
         }
-        if raw.ids.ehr_id.authority.trim().is_empty() {
-            return Err(format!("{}: ids.ehr_id.authority is empty", path.display()));
+        let rules = [("ehr_id", Some(&raw.ids.ehr_id)), ("practice_mrn", raw.ids.practice_mrn.as_ref())];
+        if let Some(problem) = rules.iter().find_map(|(name, rule)| rule.and_then(|r| r.problem(name))) {
+            return Err(format!("{}: {problem}", path.display()));
         }
-        if raw.ids.practice_mrn.as_ref().is_some_and(|m| *m == raw.ids.ehr_id) {
+        if raw.ids.practice_mrn.as_ref().is_some_and(|m| m.overlaps(&raw.ids.ehr_id)) {
             return Err(format!(
-                "{}: ids.ehr_id and ids.practice_mrn pick the same PID-3 repetition",
+                "{}: ids.ehr_id and ids.practice_mrn can pick the same PID-3 repetition (one leaves open \
+                 what the other names): give them different authorities or types",
                 path.display()
             ));
         }
@@ -286,6 +321,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("GONE") && err.contains("NOSHOW"), "{err}");
+    }
+
+    #[test]
+    fn an_id_may_be_picked_by_its_type_alone() {
+        let parse = |ids: &str| Hl7Schema::parse(Path::new("s.toml"), &format!("format = \"hl7\"\n{ids}\n"));
+        let s = parse("[ids.ehr_id]\ntype = \"PI\"\n[ids.practice_mrn]\ntype = \"MR\"").unwrap();
+        assert!(s.ehr_id.matches("", "PI") && s.ehr_id.matches("ANY", "pi") && !s.ehr_id.matches("", "MR"));
+        assert!(!s.ehr_id.authority_is("") && !s.ehr_id.authority_is("ATHENA"), "no authority to be");
+        assert_eq!(s.ehr_id.describe(), "type PI (under any assigning authority)");
+        assert!(parse("[ids.ehr_id]\nauthority = \"A\"\ntype = \"PI\"\n[ids.practice_mrn]\nauthority = \"A\"\ntype = \"MR\"").is_ok());
+
+        for (ids, want) in [
+            ("[ids.ehr_id]\n", "ids.ehr_id names neither an authority nor a type"),
+            ("[ids.ehr_id]\nauthority = \" \"", "ids.ehr_id.authority is empty"),
+            ("[ids.ehr_id]\ntype = \"\"", "ids.ehr_id.type is empty"),
+            (
+                "[ids.ehr_id]\ntype = \"PI\"\n[ids.practice_mrn]\nauthority = \"\"",
+                "ids.practice_mrn.authority is empty",
+            ),
+            // One rule leaves open what the other names: a repetition could be either.
+            (
+                "[ids.ehr_id]\ntype = \"MR\"\n[ids.practice_mrn]\nauthority = \"P\"\ntype = \"mr\"",
+                "can pick the same",
+            ),
+            (
+                "[ids.ehr_id]\nauthority = \"A\"\n[ids.practice_mrn]\nauthority = \"A\"\ntype = \"MR\"",
+                "can pick the same",
+            ),
+        ] {
+            let err = parse(ids).unwrap_err();
+            assert!(err.starts_with("s.toml: ") && err.contains(want), "{ids}: {err}");
+        }
     }
 
     #[test]

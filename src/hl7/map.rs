@@ -1194,6 +1194,34 @@ EVN|A28|20261120082959\r\
 PID|1||E10001^^^ATHENA^PI~0042^^^PRACTICE^MR||O\\S\\Brien^Mary^Ann^^^^L||19800102|F||2106-3^White^CDCREC|12 Main St^Apt 4^Boston^MA^02134||^PRN^PH^^^617^5550100~^ORN^CP^^^617^5550101~^NET^Internet^mary@example.com||eng^English^ISO6392|||||||2186-5^Not Hispanic^CDCREC\r\
 PD1|||Clinic|1234567890^Smith^John^^^^^^NPI~P42^Smith^John^^^^^^ATHENA\r";
 
+    /// A sender that leaves PID-3.4 empty names its IDs by type alone; a
+    /// second ID of the type is still an error, whatever its authority.
+    #[test]
+    fn ids_without_an_assigning_authority_are_read_by_type() {
+        let by_type = Hl7Schema::parse(
+            Path::new("s.toml"),
+            "format = \"hl7\"\n[ids.ehr_id]\ntype = \"PI\"\n[ids.practice_mrn]\ntype = \"MR\"\n",
+        )
+        .unwrap();
+        let pid3 = |ids: &str| A28.replacen("E10001^^^ATHENA^PI~0042^^^PRACTICE^MR", ids, 1);
+        let p = patient_of(&pid3("E10001^^^^PI~0042^^^^MR"), &settings(&by_type));
+        assert_eq!((p.ehr_id.as_deref(), p.practice_mrn.as_deref()), (Some("E10001"), Some("0042")));
+        let p = patient_of(A28, &settings(&by_type));
+        assert_eq!(
+            (p.ehr_id.as_deref(), p.practice_mrn.as_deref()),
+            (Some("E10001"), Some("0042")),
+            "any authority"
+        );
+        let err =
+            map(&Message::parse(pid3("E10001^^^^PI~E7^^^OTHER^PI").as_bytes()).unwrap(), &settings(&by_type))
+                .unwrap_err();
+        assert!(err.starts_with("PID-3 holds two different IDs with type PI"), "{err}");
+        // The shipped rule, by authority, does not take an ID without one.
+        let err =
+            map(&Message::parse(pid3("E10001^^^^PI").as_bytes()).unwrap(), &settings(&schema())).unwrap_err();
+        assert!(err.starts_with("PID-3 has no identifier with assigning authority ATHENA"), "{err}");
+    }
+
     /// HL7 v2.7's truncation character (the fifth of MSH-2) at the end of a
     /// value says the sender cut it short: such a value is not loaded as
     /// if it were whole. Escaped (`\P\`), or without one in MSH-2, `#` is
