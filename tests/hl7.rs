@@ -681,6 +681,23 @@ fn a_late_merge_keeps_a_record_newer_than_it() {
     assert_eq!(rejects.len(), 1, "{rejects:?}");
     assert_eq!((rejects[0]["severity"].as_str(), rejects[0]["record_id"].as_str()), ("warning", "M2"));
     assert!(rejects[0]["reason"].contains("newer than this merge, which arrived late"), "{rejects:?}");
+
+    // The same merge sent again, in a file of its own, is listed once.
+    let again = msg(
+        "M3",
+        "ADT^A40",
+        "20261103130000",
+        "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee^Ann\rMRG|E3^^^ATHENA^PI",
+    );
+    d.write("inbox/again.hl7", again);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let merges: Vec<(String, String)> = pairs(&db, "SELECT surviving_id, merged_id FROM merges ORDER BY id");
+    assert_eq!(merges.len(), 2, "{merges:?}");
+    let listed: Vec<String> = read_csv(&d.latest_report("h").join("merges.csv"))
+        .iter()
+        .map(|r| format!("{}<-{}", r["surviving_ehr_id"], r["merged_ehr_id"]))
+        .collect();
+    assert_eq!(listed, ["E1<-E2", "E1<-E3"]);
 }
 
 /// A file with no HL7 in it, such as a batch saved as UTF-16, is not

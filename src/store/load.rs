@@ -598,9 +598,14 @@ impl<'c> FileLoad<'c> {
         time: Option<&str>,
         message_id: Option<i64>,
     ) -> Result<Applied> {
+        // The same merge sent again (a resent message, or a file sent again
+        // under another name) is recorded once: merges.csv lists each once.
         self.tx()
             .prepare_cached(
-                "INSERT INTO merges (job, surviving_id, merged_id, source_time, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO merges (job, surviving_id, merged_id, source_time, message_id)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE NOT EXISTS (SELECT 1 FROM merges WHERE job = ?1 AND surviving_id = ?2 AND merged_id = ?3
+                                                          AND source_time IS ?4)",
             )?
             .execute(params![self.job, surviving, merged, time, message_id])?;
         let deleted = self
