@@ -1973,6 +1973,8 @@ MRG|E2^^^ATHENA^PI\r";
                 "NOSHOW",
                 "é",
                 "\u{7}",
+                "#",
+                "\\P\\",
             ]),
             0..8,
         )
@@ -1998,18 +2000,26 @@ MRG|E2^^^ATHENA^PI\r";
             status in mostly(&["", "BOOKED", "Noshow", "Deleted", "CANCELLED", "ARRIVED"]),
             times in proptest::collection::vec(mostly(&["", "20261201093000", "202612011000-0500", "\"\""]), 5),
             amounts in proptest::collection::vec(mostly(&["", "30", "2", "\"\""]), 3),
-            event in proptest::sample::select(vec!["A28", "A08", "A40", "A34", "S12", "S13", "S14", "S15", "S17", "S26"]),
+            event in proptest::sample::select(
+                vec!["A28", "A08", "A40", "A34", "A05", "A03", "A02", "S12", "S13", "S14", "S15", "S17", "S26"]
+            ),
+            // MSH-2 with v2.7's truncation character; the IDs picked by type
+            // alone; other ADT events read or ignored by `[events]`.
+            truncation in proptest::bool::ANY,
+            by_type in proptest::bool::ANY,
+            events in proptest::bool::ANY,
         ) {
+            let msh2 = if truncation { "^~\\&#" } else { "^~\\&" };
             let text = if event.starts_with('A') {
                 format!(
-                    "MSH|^~\\&|A|B|C|D|{}||ADT^{event}|1|P|2.5.1\rEVN|{event}|{}\r\
+                    "MSH|{msh2}|A|B|C|D|{}||ADT^{event}|1|P|2.5.1\rEVN|{event}|{}\r\
     PID|1||E1^^^ATHENA^PI~{}||{}||{date}|{}||{}|{}||{}||{}|||||||{}\rPD1|||x|{}\rPV1|1|O|x||||{}\r\
     MRG|E2^^^ATHENA^PI~{}\r",
                     v[0], v[1], v[2], v[3], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]
                 )
             } else {
                 format!(
-                    "MSH|^~\\&|A|B|C|D|20261120090000||SIU^{event}|1|P|2.7\r\
+                    "MSH|{msh2}|A|B|C|D|20261120090000||SIU^{event}|1|P|2.7\r\
     SCH|{}|A1|||||x|{}|{}|{}|^^^{}^{}||||||||||||||{status}\rTQ1|1|||||{}^{}|{}|{}\r\
     PID|1||E1^^^ATHENA^PI~{}\rAIS|1||x|{}|||{}|{}\rAIG|1||x|||||{}\rAIL|1||{}|||{}\r\
     AIP|1||{}|||{}|||{}|{}\r",
@@ -2017,7 +2027,15 @@ MRG|E2^^^ATHENA^PI\r";
                     times[2], amounts[2], v[9], v[10], v[11], v[12], v[13], v[14], v[15], v[16]
                 )
             };
-            let s = schema();
+            let ids = match by_type {
+                true => "[ids.ehr_id]\ntype = \"PI\"\n[ids.practice_mrn]\ntype = \"MR\"\n",
+                false => "[ids.ehr_id]\nauthority = \"ATHENA\"\ntype = \"PI\"\n[ids.practice_mrn]\nauthority = \"PRACTICE\"\n",
+            };
+            let events = match events {
+                true => "[events]\npatient = [\"ADT^A05\"]\nignore = [\"ADT^A03\"]\n",
+                false => "",
+            };
+            let s = Hl7Schema::parse(Path::new("s.toml"), &format!("format = \"hl7\"\n{ids}{events}")).unwrap();
             let msg = Message::parse(text.as_bytes()).unwrap();
             let first = map(&msg, &settings(&s));
             let again = map(&msg, &settings(&s));
