@@ -335,7 +335,7 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
                 Ok(InputSchema::Flat(s)) => {
                     eprintln!("ok    schema {} ({} columns)", s.name, s.columns.len())
                 }
-                Ok(InputSchema::Hl7(s)) => eprintln!("ok    schema {} (HL7)", s.name),
+                Ok(InputSchema::Hl7(s)) => eprintln!("ok    schema {} (HL7; {})", s.name, s.summary()),
                 Err(e) => {
                     note(Exit::BadConfig);
                     eprintln!("{e}");

@@ -73,6 +73,17 @@ fn check_all_passes_on_the_shipped_files() {
     {
         assert!(err.contains(name), "{name} not checked: {err}");
     }
+    // An HL7 schema says which IDs it picks and what it makes of other events.
+    let want = "ok    schema ehr_hl7 (HL7; EHR ID: assigning authority ATHENA and type PI; practice MRN: \
+                assigning authority PRACTICE and type MR)";
+    assert!(err.contains(want), "{err}");
+    let shipped = std::fs::read_to_string(d.path("schemas/ehr_hl7.toml")).unwrap();
+    d.write(
+        "schemas/ehr_hl7.toml",
+        format!("{shipped}\n[events]\npatient = [\"ADT^A05\"]\nignore = [\"ADT^A03\", \"ORU\"]\n"),
+    );
+    let err = stderr(&d.ferry(&["check"]));
+    assert!(err.contains("MR; also read as patient updates: ADT^A05; ignored: ADT^A03, ORU)"), "{err}");
 }
 
 #[test]

@@ -240,6 +240,32 @@ impl Hl7Schema {
         self.events.ignore.iter().any(|(c, t)| c == code && t.as_deref().is_none_or(|t| t == trigger))
     }
 
+    /// What the schema says, in one line, for `ferry check`: which PID-3
+    /// repetitions are the IDs, and what is made of which events.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!("EHR ID: {}", self.ehr_id.describe())];
+        if let Some(mrn) = &self.practice_mrn {
+            parts.push(format!("practice MRN: {}", mrn.describe()));
+        }
+        if !self.appointment_status.is_empty() {
+            parts.push(format!("{} SCH-25 code(s) of the sender's own", self.appointment_status.len()));
+        }
+        if !self.events.patient.is_empty() {
+            let events: Vec<String> = self.events.patient.iter().map(|t| format!("ADT^{t}")).collect();
+            parts.push(format!("also read as patient updates: {}", events.join(", ")));
+        }
+        if !self.events.ignore.is_empty() {
+            let events: Vec<String> = self
+                .events
+                .ignore
+                .iter()
+                .map(|(code, trigger)| trigger.as_ref().map_or(code.clone(), |t| format!("{code}^{t}")))
+                .collect();
+            parts.push(format!("ignored: {}", events.join(", ")));
+        }
+        parts.join("; ")
+    }
+
     /// What an SCH-25 code means: the schema's `[appointment_status]`
     /// first, then the statuses ferry knows.
     pub fn status(&self, code: &str) -> Option<AppointmentStatus> {
