@@ -664,12 +664,19 @@ fn print_segments(out: &mut impl Write, msg: &hl7::Message) -> Result<()> {
                         .enumerate()
                         .filter(|(_, c)| !c.is_empty())
                         .map(|(i, c)| {
-                            let t = c.text().map(|t| t.into_owned()).unwrap_or_else(|e| format!("<{e}>"));
-                            if rep.components().count() > 1 {
-                                format!(".{}={t:?}", i + 1)
-                            } else {
-                                format!("{t:?}")
-                            }
+                            // A value the sender cut short is shown as it
+                            // stands, marked: what is left of it helps find it.
+                            let t = match c.text() {
+                                Ok(t) => format!("{t:?}"),
+                                Err(hl7::Hl7Error::Truncated { .. }) => {
+                                    format!(
+                                        "{:?} (cut short by the sender)",
+                                        String::from_utf8_lossy(c.raw())
+                                    )
+                                }
+                                Err(e) => format!("{:?}", format!("<{e}>")),
+                            };
+                            if rep.components().count() > 1 { format!(".{}={t}", i + 1) } else { t }
                         })
                         .collect()
                 };

@@ -776,6 +776,17 @@ fn parse_shows_segments_and_mapped_records() {
     assert!(stdout(&out).contains("message 3 (line 9)"), "{}", stdout(&out));
     assert!(stdout(&out).contains("PID-3[2]   .1=\"100100\" .4=\"PRACTICE\" .5=\"MR\""), "{}", stdout(&out));
     assert!(stdout(&out).contains("PROBLEM line 33: BTS-1 says 11"), "{}", stdout(&out));
+    // A value cut short by a v2.7 sender is shown as it stands, marked.
+    d.write(
+        "cut.hl7",
+        "MSH|^~\\&#|A|B|C|D|20261101090000||ADT^A28|M1|P|2.7\rPID|1||E1^^^ATHENA^PI||Lee#^Ann\r",
+    );
+    let out = d.ferry(&["parse", "cut.hl7"]);
+    assert!(
+        stdout(&out).contains("PID-5      .1=\"Lee#\" (cut short by the sender) .2=\"Ann\""),
+        "{}",
+        stdout(&out)
+    );
     let out = d.ferry(&["parse", "inbox/feed.hl7", "--json"]);
     assert_exit(&out, 0);
     let lines: Vec<serde_json::Value> =
