@@ -971,12 +971,7 @@ fn retry_message(store: &mut Store, job: &Job, q: &QueueItem) -> Result<Retried>
     let settings = hl7::MapSettings::new(schema, job.provider, job.time_zone);
     let mapped = hl7::Message::parse(raw).map_err(|e| e.to_string()).and_then(|msg| {
         let (header, bad_time) = hl7::header_checked(&msg, &settings);
-        let mapped = hl7::map(&msg, &settings)?;
-        match bad_time {
-            // An event the schema ignores is not loaded: its time does not matter.
-            Some(reason) if mapped != hl7::Mapped::Ignored => Err(reason),
-            _ => Ok((mapped, header)),
-        }
+        hl7::with_time(hl7::map(&msg, &settings), bad_time).map(|mapped| (mapped, header))
     });
     let (m, header) = match mapped {
         Ok(mapped) => mapped,
@@ -1011,11 +1006,10 @@ fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
                 cut += 1;
                 continue;
             }
-            let job = match jobs.entry(q.job.clone()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(Job::load(&q.job)?),
-            };
-            match retry_message(&mut store, job, &q)? {
+            if !jobs.contains_key(&q.job) {
+                jobs.insert(q.job.clone(), Job::load(&q.job)?);
+            }
+            match retry_message(&mut store, &jobs[&q.job], &q)? {
                 Retried::Loaded(None) => ignored += 1,
                 Retried::Loaded(Some(_)) => processed += 1,
                 Retried::Error(reason) => *errors.entry(reason).or_default() += 1,

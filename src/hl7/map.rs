@@ -181,6 +181,18 @@ fn message_time(msg: &Message, tz: Tz, latest: DateTime<Utc>) -> Result<DateTime
     Err("no message time: MSH-7 is empty, and so are EVN-2 and EVN-6".into())
 }
 
+/// A mapping's outcome with the message's time checked as well: a bad time
+/// ([`header_checked`]'s reason) fails a message that loads something. It is
+/// checked after the mapping, whose reason (an unknown event, no PID) says
+/// more about a message that has both; a message of an event the schema
+/// ignores loads nothing, so its time does not matter.
+pub fn with_time(mapped: Result<Mapped, String>, bad_time: Option<String>) -> Result<Mapped, String> {
+    match (mapped, bad_time) {
+        (Ok(mapped), Some(reason)) if mapped != Mapped::Ignored => Err(reason),
+        (mapped, _) => mapped,
+    }
+}
+
 /// Map one message.
 pub fn map(msg: &Message, s: &MapSettings) -> Result<Mapped, String> {
     let (code, trigger) = msg.message_type();

@@ -31,7 +31,7 @@ pub use encode::{ComponentTree, FieldTree, MessageTree, RepetitionTree, SegmentT
 pub use error::Hl7Error;
 pub use map::{
     EventKind, MapSettings, Mapped, MessageHeader, ProviderKind, appointment_source_of, dropped_from,
-    event_kind, header, header_checked, map, parse_dtm, source_of,
+    event_kind, header, header_checked, map, parse_dtm, source_of, with_time,
 };
 pub use parse::{
     Charset, Component, Delimiters, Field, IndexedField, IndexedSegment, Message, Segment, SubComponent,

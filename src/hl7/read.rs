@@ -109,16 +109,7 @@ fn outcome(item: &Item, s: &MapSettings) -> MessageOutcome {
     if let Some(why) = item.truncated {
         return failed(header, format!("truncated: {why}"));
     }
-    match map::map_typed(&msg, s, &code, &trigger) {
-        // Checked after the mapping, whose reason (an unknown event, no
-        // PID) says more about a message that has both. A message not to
-        // be mapped is not loaded either: its time does not matter.
-        Ok(ref mapped)
-            if !matches!(mapped, Mapped::Ignored)
-                && let Some(reason) = bad_time =>
-        {
-            failed(header, reason)
-        }
+    match map::with_time(map::map_typed(&msg, s, &code, &trigger), bad_time) {
         Ok(mapped) => MessageOutcome {
             number: item.number as u64,
             line: item.line as u64,
