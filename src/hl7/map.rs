@@ -186,10 +186,11 @@ fn message_time(msg: &Message, tz: Tz, latest: DateTime<Utc>) -> Result<DateTime
 /// checked after the mapping, whose reason (an unknown event, no PID) says
 /// more about a message that has both; a message of an event the schema
 /// ignores loads nothing, so its time does not matter.
+#[inline(always)]
 pub fn with_time(mapped: Result<Mapped, String>, bad_time: Option<String>) -> Result<Mapped, String> {
-    match (mapped, bad_time) {
-        (Ok(mapped), Some(reason)) if mapped != Mapped::Ignored => Err(reason),
-        (mapped, _) => mapped,
+    match bad_time {
+        Some(reason) if !matches!(mapped, Ok(Mapped::Ignored) | Err(_)) => Err(reason),
+        _ => mapped,
     }
 }
 
