@@ -17,7 +17,7 @@ use crate::report::email::{self, Outbox};
 use crate::run::{
     JobLock, RunOptions, RunResult, flush_outbox, lock_job, preview_source, run_job, run_job_locked,
 };
-use crate::store::{Applied, QueueItem, RunRow, Store};
+use crate::store::{Applied, FileLoad, QueueItem, RunRow, Store};
 use crate::transport;
 
 /// How a command ended, as the exit status says it.
@@ -905,6 +905,8 @@ pub fn queue_show(job: Option<&str>, id: i64) -> Result<Exit> {
 }
 
 /// `ferry queue retry`: message `id`, or with none, every message in ERROR.
+/// Either holds the job's lock, as a run does, so that a retry and a run
+/// never load the same job at once.
 pub fn queue_retry(job: Option<&str>, id: Option<i64>) -> Result<Exit> {
     let Some(id) = id else { return queue_retry_all(job) };
     let (mut store, q) = find_message(job, id)?;
@@ -918,7 +920,12 @@ pub fn queue_retry(job: Option<&str>, id: Option<i64>) -> Result<Exit> {
         );
     }
     let job = Job::load(job.unwrap_or(&q.job))?;
-    Ok(match retry_message(&mut store, &job, &q)? {
+    let _lock = lock_job(&job)?;
+    let schema = hl7_schema(&job, &q.schema)?;
+    let mut load = store.reopen_file(&job.name, q.file_id)?;
+    let retried = retry_message(&mut load, &job, schema, &q)?;
+    load.commit()?;
+    Ok(match retried {
         Retried::Loaded(applied) => {
             match applied {
                 None => eprintln!(
@@ -955,18 +962,22 @@ enum Retried {
     Error(String),
 }
 
-/// Map message `q` (in ERROR, not cut short) again with `job`'s schema and
-/// settings as they are now, and load it, or note why it is still in ERROR.
-fn retry_message(store: &mut Store, job: &Job, q: &QueueItem) -> Result<Retried> {
-    let id = q.id.context("a NEW message is not in the store yet")?;
-    let schema = job
-        .inputs
+/// The HL7 schema `name` as `job` reads it now.
+fn hl7_schema<'j>(job: &'j Job, name: &str) -> Result<&'j hl7::Hl7Schema> {
+    job.inputs
         .iter()
         .find_map(|i| match &i.schema {
-            InputSchema::Hl7(s) if s.name == q.schema => Some(s),
+            InputSchema::Hl7(s) if s.name == name => Some(s),
             _ => None,
         })
-        .with_context(|| format!("job {} has no HL7 input with schema {:?} any more", job.name, q.schema))?;
+        .with_context(|| format!("job {} has no HL7 input with schema {name:?} any more", job.name))
+}
+
+/// Map message `q` (in ERROR, not cut short) again with `job`'s `schema`
+/// and settings as they are now, and load it into its reopened file, or
+/// note why it is still in ERROR. Stored when `load` is committed.
+fn retry_message(load: &mut FileLoad, job: &Job, schema: &hl7::Hl7Schema, q: &QueueItem) -> Result<Retried> {
+    let id = q.id.context("a NEW message is not in the store yet")?;
     let raw = q.raw.as_deref().unwrap_or_default();
     let settings = hl7::MapSettings::new(schema, job.provider, job.time_zone);
     let mapped = hl7::Message::parse(raw).map_err(|e| e.to_string()).and_then(|msg| {
@@ -976,43 +987,86 @@ fn retry_message(store: &mut Store, job: &Job, q: &QueueItem) -> Result<Retried>
     let (m, header) = match mapped {
         Ok(mapped) => mapped,
         Err(reason) => {
-            store.requeue_message(id, &reason)?;
+            load.still_in_error(id, &reason)?;
             return Ok(Retried::Error(reason));
         }
     };
     let time = header.time.map(crate::store::timestamp);
-    let mut load = store.reopen_file(&job.name, q.file_id)?;
     let event = header.event;
     let at =
         crate::run::At { line: q.line, number: q.number, event: &event, control_id: q.control_id.as_deref() };
-    let applied = crate::run::apply_mapped(&mut load, &m, &at, time.as_deref(), id)?;
+    let applied = crate::run::apply_mapped(load, &m, &at, time.as_deref(), id)?;
     let note = applied.is_none().then(|| crate::run::ignored_note(schema, &event));
     load.processed(id, note.as_deref())?;
     Ok(Retried::Loaded(applied))
 }
 
+/// How many messages `ferry queue retry --all` reads from the store at a
+/// time, and retries in one transaction at most: a queue of any length
+/// is retried in bounded memory, at about one commit a thousand messages
+/// rather than one a message.
+const RETRY_PAGE: usize = 1000;
+
 /// `ferry queue retry --all`: every message in ERROR (of the job, or of
 /// every job), oldest first, as `ferry queue retry ID` retries one; a
-/// message that may have been cut short stays in ERROR. Fails when any is
-/// still in ERROR after it, with how many for each reason.
+/// message that may have been cut short stays in ERROR, as do those of a
+/// job that cannot be loaded or is running (they are counted, and the
+/// other jobs' messages are retried). Fails when any is still in ERROR
+/// after it, with how many for each reason.
 fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
-    let name = job.map(Job::load).transpose()?.map(|j| j.name);
-    let mut jobs: std::collections::HashMap<String, Job> = Default::default();
+    // Each job loaded and locked once, or why its messages are left. The
+    // job named may be a path: its messages are read as that file says.
+    let mut jobs: std::collections::HashMap<String, Result<(Job, JobLock), String>> = Default::default();
+    let lock = |job: Job| lock_job(&job).map(|lock| (job, lock)).map_err(|e| format!("{e:#}"));
+    let name = match job.map(Job::load).transpose()? {
+        Some(given) => {
+            let name = given.name.clone();
+            jobs.insert(name.clone(), lock(given));
+            Some(name)
+        }
+        None => None,
+    };
     let (mut processed, mut ignored, mut cut) = (0u64, 0u64, 0u64);
     let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut left: std::collections::BTreeMap<String, u64> = Default::default();
     for mut store in stores_for(job)? {
-        for q in store.queue(name.as_deref(), "ERROR")? {
-            if q.cut {
-                cut += 1;
-                continue;
-            }
-            if !jobs.contains_key(&q.job) {
-                jobs.insert(q.job.clone(), Job::load(&q.job)?);
-            }
-            match retry_message(&mut store, &jobs[&q.job], &q)? {
-                Retried::Loaded(None) => ignored += 1,
-                Retried::Loaded(Some(_)) => processed += 1,
-                Retried::Error(reason) => *errors.entry(reason).or_default() += 1,
+        let mut after = 0;
+        loop {
+            let page = store.errors_after(name.as_deref(), after, RETRY_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.id.context("a message in ERROR is in the store")?;
+            // Each run of messages from one file in one transaction.
+            for group in page.chunk_by(|a, b| a.job == b.job && a.file_id == b.file_id) {
+                let first = &group[0];
+                let ready = jobs
+                    .entry(first.job.clone())
+                    .or_insert_with(|| Job::load(&first.job).map_err(|e| format!("{e:#}")).and_then(lock));
+                let schema = match &*ready {
+                    Ok((job, _)) => {
+                        hl7_schema(job, &first.schema).map(|s| (job, s)).map_err(|e| e.to_string())
+                    }
+                    Err(why) => Err(why.clone()),
+                };
+                let (job, schema) = match schema {
+                    Ok(ready) => ready,
+                    Err(why) => {
+                        *left.entry(why).or_default() += group.len() as u64;
+                        continue;
+                    }
+                };
+                let mut load = store.reopen_file(&job.name, first.file_id)?;
+                for q in group {
+                    if q.cut {
+                        cut += 1;
+                        continue;
+                    }
+                    match retry_message(&mut load, job, schema, q)? {
+                        Retried::Loaded(None) => ignored += 1,
+                        Retried::Loaded(Some(_)) => processed += 1,
+                        Retried::Error(reason) => *errors.entry(reason).or_default() += 1,
+                    }
+                }
+                load.commit()?;
             }
         }
     }
@@ -1033,7 +1087,11 @@ fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
              then `ferry queue delete ID`"
         );
     }
-    Ok(if still + cut == 0 { Exit::Done } else { Exit::Failed })
+    for (why, n) in &left {
+        eprintln!("{n} message(s) not retried, left in ERROR: {why}");
+    }
+    let not_retried: u64 = left.values().sum();
+    Ok(if still + cut + not_retried == 0 { Exit::Done } else { Exit::Failed })
 }
 
 pub fn queue_delete(job: Option<&str>, id: i64) -> Result<Exit> {

@@ -244,6 +244,65 @@ fn the_schemas_events_read_or_ignore_more_events_and_retry_all_loads_them() {
     assert_exit(&out, 2);
 }
 
+/// `retry --all` reads a long queue a page at a time, across files, and
+/// leaves alone the messages of a job that is running (it holds the job's
+/// lock, as a run does): they stay in ERROR, counted, and exit 1.
+#[test]
+fn retry_all_pages_through_a_long_queue_and_not_while_the_job_runs() {
+    let d = setup();
+    // More than one page (1,000 messages), and two files.
+    let mut feed = String::new();
+    for i in 0..1205 {
+        let time = format!("2026110{}{:02}{:02}00", 2 + i / 600, i / 60 % 10, i % 60);
+        let street = format!("{i} New St");
+        feed += &msg(&format!("M{i}"), "ADT^A05", &time, &pid(&format!("E{}", i % 7), "100100", &street));
+    }
+    d.write("inbox/feed.hl7", feed);
+    d.write("inbox/later.hl7", msg("L1", "ADT^A05", "20261105090000", &pid("E0", "100100", "Last St")));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let schema = std::fs::read_to_string(d.path("schemas/ehr_hl7.toml")).unwrap();
+    d.write("schemas/ehr_hl7.toml", format!("{schema}\n[events]\npatient = [\"ADT^A05\"]\n"));
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let in_error = || -> i64 {
+        db.query_row("SELECT count(*) FROM messages WHERE state = 'ERROR'", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(in_error(), 1206);
+
+    let lock = std::fs::File::create(d.home().join("locks/h.lock")).unwrap();
+    lock.try_lock().unwrap();
+    for args in [
+        &["queue", "retry", "--all"][..],
+        &["queue", "retry", "--all", "--job", "h"],
+        &["queue", "retry", "7"],
+    ] {
+        let out = d.ferry(args);
+        assert_exit(&out, 1);
+        assert!(stderr(&out).contains("job h is already running"), "{args:?}: {}", stderr(&out));
+    }
+    assert!(
+        stderr(&d.ferry(&["queue", "retry", "--all"])).contains("1206 message(s) not retried, left in ERROR"),
+    );
+    assert_eq!(in_error(), 1206, "nothing retried while the job runs");
+    drop(lock);
+
+    // The job may be named by its file, as anywhere.
+    let out = d.ferry(&["queue", "retry", "--all", "--job", d.path("jobs/h.toml").to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("1206 message(s) in ERROR retried: 1206 processed, 0 of events"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(in_error(), 0);
+    let streets: Vec<(String, String)> =
+        pairs(&db, "SELECT own_id, address1 FROM patients WHERE side = 'ehr' ORDER BY own_id");
+    let newest = |e: usize| (0..1205).rev().find(|i| i % 7 == e).unwrap();
+    let want: Vec<(String, String)> = (0..7)
+        .map(|e| (format!("E{e}"), if e == 0 { "Last St".into() } else { format!("{} New St", newest(e)) }))
+        .collect();
+    assert_eq!(streets, want, "each patient as its newest message says");
+}
+
 /// HL7 files mapped whole ahead of their load (in parallel across files)
 /// load exactly as files mapped while they load: the same queue, records,
 /// ID history and appointments, in file order across files.

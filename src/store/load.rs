@@ -406,12 +406,28 @@ impl<'c> FileLoad<'c> {
     }
 
     /// A retried message applied: mark it PROCESSED, with `note` as its
-    /// reason (why nothing was loaded, for an ignored event), and commit.
-    pub fn processed(mut self, message_id: i64, note: Option<&str>) -> Result<()> {
+    /// reason (why nothing was loaded, for an ignored event). It is stored
+    /// with what it loaded by [`FileLoad::commit`].
+    pub fn processed(&mut self, message_id: i64, note: Option<&str>) -> Result<()> {
         self.tx().execute(
             "UPDATE messages SET state = 'PROCESSED', reason = ?3, raw = NULL, state_at = ?2 WHERE id = ?1",
             params![message_id, now(), note],
         )?;
+        Ok(())
+    }
+
+    /// A retried message that failed again: it stays in ERROR, with the
+    /// new reason.
+    pub fn still_in_error(&mut self, message_id: i64, reason: &str) -> Result<()> {
+        self.tx().execute(
+            "UPDATE messages SET reason = ?2, state_at = ?3 WHERE id = ?1",
+            params![message_id, reason, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Store the retried messages of a reopened file, and what they loaded.
+    pub fn commit(mut self) -> Result<()> {
         self.tx.take().expect("open until finish").commit()?;
         Ok(())
     }

@@ -80,6 +80,17 @@ pub struct WaitingFile {
 }
 
 impl Store {
+    /// Up to `limit` messages in ERROR after message `after`, oldest first:
+    /// a queue read a page at a time, as [`Store::queue`] reads it whole.
+    pub fn errors_after(&self, job: Option<&str>, after: i64, limit: usize) -> Result<Vec<QueueItem>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "{SELECT} WHERE m.state = 'ERROR'{NOT_PROCESSED} AND (?1 IS NULL OR m.job = ?1) AND m.id > ?2
+             ORDER BY m.id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![job, after, limit.min(i64::MAX as usize) as i64], row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Messages in `state`, oldest first.
     pub fn queue(&self, job: Option<&str>, state: &str) -> Result<Vec<QueueItem>> {
         let sql = format!(
@@ -169,18 +180,10 @@ impl Store {
         Ok(())
     }
 
-    /// A retry that failed again: keep it in ERROR with the new reason.
-    pub fn requeue_message(&self, id: i64, reason: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE messages SET reason = ?2, state_at = ?3 WHERE id = ?1",
-            params![id, reason, now()],
-        )?;
-        Ok(())
-    }
-
-    /// Reopen the file a queued message came from, to apply it in one
-    /// transaction together with its move to PROCESSED
-    /// ([`FileLoad::processed`]).
+    /// Reopen the file queued messages came from, to retry them in one
+    /// transaction: each applied together with its move to PROCESSED
+    /// ([`FileLoad::processed`]) or left in ERROR with a new reason
+    /// ([`FileLoad::still_in_error`]), until [`FileLoad::commit`].
     pub fn reopen_file(&mut self, job: &str, file_id: i64) -> Result<FileLoad<'_>> {
         FileLoad::reopen(&self.conn, job, file_id)
     }
@@ -249,10 +252,21 @@ mod tests {
         );
         assert_eq!(item.raw.as_deref(), Some(&b"MSH|..."[..]));
 
-        s.requeue_message(id, "still no PID").unwrap();
+        let mut load = s.reopen_file("j", item.file_id).unwrap();
+        load.still_in_error(id, "still no PID").unwrap();
+        load.commit().unwrap();
         assert_eq!(s.queue_item(id).unwrap().unwrap().reason.as_deref(), Some("still no PID"));
-        let load = s.reopen_file("j", item.file_id).unwrap();
+        let mut load = s.reopen_file("j", item.file_id).unwrap();
         load.processed(id, None).unwrap();
+        drop(load);
+        assert_eq!(
+            s.queue_item(id).unwrap().unwrap().state,
+            "ERROR",
+            "a reopened file left uncommitted stores nothing"
+        );
+        let mut load = s.reopen_file("j", item.file_id).unwrap();
+        load.processed(id, None).unwrap();
+        load.commit().unwrap();
         assert_eq!(s.queue_item(id).unwrap().unwrap().state, "PROCESSED");
 
         s.delete_message(errors[1].id.unwrap()).unwrap();
