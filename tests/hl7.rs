@@ -702,6 +702,56 @@ fn a_late_siu_message_sets_the_fields_no_newer_message_said() {
     assert!(detail.contains("1 message(s) older than the stored data"), "{detail}");
 }
 
+/// The fields the newer message that made a record left out were never
+/// said: a late message sets them. Here the newer messages come first in
+/// one file, before the store held either record.
+#[test]
+fn a_late_message_sets_what_the_message_that_made_the_record_left_out() {
+    let d = setup();
+    let short = "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee-Smith^Ann";
+    let full = "PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR||Lee^Ann||19800102|F|||77 New St^^Boston^MA^02134\
+                ||^PRN^PH^^1^617^5551234";
+    let siu = |control: &str, event: &str, time: &str, kind: &str, start: &str, status: &str| {
+        format!(
+            "MSH|^~\\&|ATHENA|C|FERRY|P|{time}||SIU^{event}|{control}|P|2.5.1\r\
+             SCH||B7||||||{kind}|30|MIN|{start}||||||||||||||{status}\r\
+             PID|1||E1^^^ATHENA^PI~100100^^^PRACTICE^MR\r\n"
+        )
+    };
+    let mut feed = msg("M2", "ADT^A08", "20261120100000", short);
+    feed += &msg("M1", "ADT^A08", "20261120090000", full);
+    feed += &siu("S2", "S14", "20261120110000", "", "", "Started");
+    feed += &siu("S1", "S12", "20261120100000", "NP", "^^^20261201100000", "Booked");
+    d.write("inbox/feed.hl7", feed);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let detail = &summary(&d.latest_report("h"))[&("file:ehr/feed.hl7".to_string(), "detail".to_string())];
+    assert!(
+        detail.contains("2 message(s) older than the stored data were applied only to the fields"),
+        "{detail}"
+    );
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let row: [Option<String>; 5] = db
+        .query_row(
+            "SELECT last_name, birth_date, address1, phone_home, source_time FROM patients
+             WHERE side = 'ehr' AND own_id = 'E1'",
+            [],
+            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?]),
+        )
+        .unwrap();
+    let want = ["Lee-Smith", "1980-01-02", "77 New St", "+16175551234", "2026-11-20T15:00:00.000Z"];
+    assert_eq!(row, want.map(|v| Some(v.to_string())), "the newer name stays; the late rest is set");
+    let row: [Option<String>; 4] = db
+        .query_row(
+            "SELECT status, start_utc, appointment_type, source_time FROM appointments WHERE appt_id = 'B7'",
+            [],
+            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
+        )
+        .unwrap();
+    let want = ["ARRIVED", "2026-12-01T15:00:00+00:00", "NP", "2026-11-20T16:00:00.000Z"];
+    assert_eq!(row, want.map(|v| Some(v.to_string())), "the newer status stays; the late start is set");
+}
+
 /// An ADT^A40 that arrives after a newer message about the ID it merges
 /// leaves that record, as time order would have: the newer message would
 /// have brought the ID back. It says so in a warning.

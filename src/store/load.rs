@@ -114,7 +114,8 @@ const ALL_APPOINTMENT_FIELDS: u32 = (APPOINTMENT_PATIENT << 1) - 1;
 /// message (older than the row) is applied to the fields no newer message
 /// said, so what it alone says is not lost. Stored as `TIME BITS;TIME BITS`
 /// in `said_times` (of `patients` and `appointments`), NULL when every
-/// field is as new as the row.
+/// field is as new as the row. An empty time means never said: the fields
+/// the message that made the row left out, which any late message may set.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct SaidTimes(Vec<(String, u32)>);
 
@@ -166,16 +167,20 @@ struct InTime<'t> {
 /// `row` whose fields were said at `said`, where the record's fields are the
 /// bits `all` and it keeps `keep` (says nothing of them). `None` when it
 /// changes nothing, as every field it says was said later. A record or row
-/// without a time is written as it is.
+/// without a time is written as it is; `stored` is false when there is no
+/// row yet, and the fields the record leaves out are then never said.
 fn apply_in_time<'t>(
     all: u32,
     keep: u32,
     time: Option<&'t str>,
+    stored: bool,
     row: Option<&'t str>,
     said: Option<&str>,
 ) -> Option<InTime<'t>> {
     let (Some(time), Some(row)) = (time, row) else {
-        return Some(InTime { keep, said_times: None, row_time: time, applied: Applied::Written });
+        let never = all & keep;
+        let said_times = (!stored && time.is_some() && never != 0).then(|| format!(" {never}"));
+        return Some(InTime { keep, said_times, row_time: time, applied: Applied::Written });
     };
     let mut times = SaidTimes::parse(said);
     let says = all & !keep;
@@ -462,7 +467,8 @@ impl<'c> FileLoad<'c> {
         };
         let (row, said) =
             stored.as_ref().map_or((None, None), |(_, row, said)| (row.as_deref(), said.as_deref()));
-        let Some(w) = apply_in_time(ALL_FIELDS, p.keep_stored.bits(), time, row, said) else {
+        let Some(w) = apply_in_time(ALL_FIELDS, p.keep_stored.bits(), time, stored.is_some(), row, said)
+        else {
             return Ok(Applied::Stale);
         };
         if self.side == Side::Ehr && message_id.is_some() && self.merged_away(own, time, line)? {
@@ -561,7 +567,9 @@ impl<'c> FileLoad<'c> {
         // Ordered field by field, as patients are (see `SaidTimes`).
         let (row, said) =
             stored.as_ref().map_or((None, None), |(row, said)| (row.as_deref(), said.as_deref()));
-        let Some(w) = apply_in_time(ALL_APPOINTMENT_FIELDS, a.keep_stored.bits(), time, row, said) else {
+        let Some(w) =
+            apply_in_time(ALL_APPOINTMENT_FIELDS, a.keep_stored.bits(), time, stored.is_some(), row, said)
+        else {
             return Ok(Applied::Stale);
         };
         prepared(
@@ -732,8 +740,9 @@ mod tests {
     fn said_times_follow_each_field() {
         let (name, address) = ([Field::LastName], [Field::Address1, Field::City]);
         let both = [name.as_slice(), &address].concat();
-        let apply =
-            |fields: &[Field], time, row, said| apply_in_time(ALL_FIELDS, says(fields), time, row, said);
+        let apply = |fields: &[Field], time, row, said| {
+            apply_in_time(ALL_FIELDS, says(fields), time, true, row, said)
+        };
         // A newer message that says only the name leaves the rest at the row's old time.
         let w = apply(&name, Some("10"), Some("08"), None).unwrap();
         assert_eq!(
@@ -762,5 +771,45 @@ mod tests {
         // Without a time on either side, the record is written as it is.
         let w = apply(&name, None, Some("10"), w.said_times.as_deref()).unwrap();
         assert_eq!((w.keep, w.said_times, w.row_time), (says(&name), None, None));
+    }
+
+    /// The fields the message that makes a row leaves out were never said:
+    /// a late message sets them (an older address after a newer name
+    /// change that made the row), and no other of its fields.
+    #[test]
+    fn fields_a_new_row_leaves_out_were_never_said() {
+        let (name, address) = ([Field::LastName], [Field::Address1, Field::City]);
+        let both = [name.as_slice(), &address].concat();
+        let first = apply_in_time(ALL_FIELDS, says(&name), Some("10"), false, None, None).unwrap();
+        let never = ALL_FIELDS & !bits(&name);
+        assert_eq!(
+            (first.row_time, first.said_times.as_deref()),
+            (Some("10"), Some(format!(" {never}").as_str()))
+        );
+        let times = SaidTimes::parse(first.said_times.as_deref());
+        assert_eq!(times.newer_than(ALL_FIELDS, "01", "10"), bits(&name), "only the name was said, at 10");
+        assert_eq!(times.newer_than(ALL_FIELDS, "10", "10"), 0);
+
+        let late =
+            apply_in_time(ALL_FIELDS, says(&both), Some("09"), true, Some("10"), first.said_times.as_deref());
+        let late = late.unwrap();
+        assert_eq!(
+            (late.keep, late.row_time, late.applied),
+            (ALL_FIELDS & !bits(&address), Some("10"), Applied::InPart)
+        );
+        let times = SaidTimes::parse(late.said_times.as_deref());
+        assert_eq!(times.newer_than(ALL_FIELDS, "08", "10"), bits(&both), "the address now said at 09");
+        assert_eq!(
+            times.newer_than(ALL_FIELDS, "09", "10"),
+            bits(&name),
+            "after 09 the name only: the rest never said"
+        );
+        // A newer message that says everything leaves no field unsaid.
+        let all =
+            apply_in_time(ALL_FIELDS, 0, Some("11"), true, Some("10"), late.said_times.as_deref()).unwrap();
+        assert_eq!(all.said_times, None);
+        // Nothing left out, or no time: nothing to note.
+        assert_eq!(apply_in_time(ALL_FIELDS, 0, Some("10"), false, None, None).unwrap().said_times, None);
+        assert_eq!(apply_in_time(ALL_FIELDS, says(&name), None, false, None, None).unwrap().said_times, None);
     }
 }
