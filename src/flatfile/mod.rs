@@ -12,4 +12,6 @@ pub use read::{ParsedFile, ParsedRecord, parse_bytes};
 pub(crate) use read::{normalize_into, normalize_value};
 pub use schema::{Column, EncodingName, Layout, Place, Schema};
 
-pub(crate) use normalize::{address_key, code_name, ethnicity, language, name_key, race, text_key, zip_key};
+pub(crate) use normalize::{
+    EARLIEST_YEAR, address_key, code_name, ethnicity, language, name_key, race, text_key, zip_key,
+};

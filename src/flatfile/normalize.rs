@@ -51,7 +51,7 @@ pub(crate) fn text(raw: &str) -> CompactString {
 // ---------------------------------------------------------------------------
 
 /// Birth dates earlier than this are typos (1880 for 1980), not patients.
-const EARLIEST_YEAR: i32 = 1850;
+pub(crate) const EARLIEST_YEAR: i32 = 1850;
 
 /// Parse a date with the first of `formats` (chrono strftime strings) that
 /// matches the whole trimmed input.

@@ -7,13 +7,13 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use compact_str::CompactString;
 
 use super::config::{Hl7Schema, IdRule};
 use super::{Component, Field, Hl7Error, IndexedSegment, Message, Segment, SubComponent, seg};
-use crate::flatfile::{ethnicity, language, normalize_into, normalize_value, race};
+use crate::flatfile::{EARLIEST_YEAR, ethnicity, language, normalize_into, normalize_value, race};
 use crate::model::{
     self, Appointment, AppointmentField, AppointmentStatus, AppointmentText, Field as PatientField, FieldSet,
     Patient, Sex,
@@ -39,6 +39,9 @@ pub struct MapSettings<'s> {
     /// time, a wrong date (2062 typed for 2026) would make every later
     /// update of the record look older, and none would ever be applied.
     pub latest_time: DateTime<Utc>,
+    /// Today in `time_zone`: a birth date after it is an error, as in flat
+    /// files.
+    pub today: NaiveDate,
 }
 
 /// How far ahead of this machine's clock a message's time may be: enough
@@ -50,8 +53,9 @@ impl<'s> MapSettings<'s> {
     /// Settings for mapping now: message times may be up to
     /// `MESSAGE_TIME_AHEAD` (a day) ahead of the clock.
     pub fn new(schema: &'s Hl7Schema, provider: ProviderKind, time_zone: Tz) -> Self {
-        let latest_time = crate::clock::now() + MESSAGE_TIME_AHEAD;
-        MapSettings { schema, provider, time_zone, latest_time }
+        let now = crate::clock::now();
+        let (latest_time, today) = (now + MESSAGE_TIME_AHEAD, now.with_timezone(&time_zone).date_naive());
+        MapSettings { schema, provider, time_zone, latest_time, today }
     }
 }
 
@@ -461,14 +465,19 @@ fn patient(msg: &Message, s: &MapSettings) -> Result<Box<Patient>, String> {
             // one: the patient loads without a birth date, with a warning.
             p.dropped.insert(PatientField::BirthDate);
         } else {
-            p.birth_date = Some(parse_date(&dob).map_err(|e| format!("bad date in PID-7: {e}"))?);
+            p.birth_date = Some(birth_date(&dob, s.today).map_err(|e| format!("bad date in PID-7: {e}"))?);
         }
     }
-    let sex_code = pid.field(8);
-    unsaid(&sex_code, &[PatientField::Sex]);
-    if let Some(code) = value(sex_code.text(), "PID-8")? {
-        p.sex = sex(&code);
-        if p.sex.is_none() {
+    // PID-8: a code (IS, and CWE from v2.7 with the code in component 1),
+    // else the name beside it (`^Female`).
+    let sex_f = pid.field(8);
+    unsaid(&sex_f, &[PatientField::Sex]);
+    let sex_code = value(sex_f.component(1).text(), "PID-8")?;
+    p.sex = sex_code.as_deref().and_then(sex);
+    if p.sex.is_none() {
+        let name = value(sex_f.component(2).text(), "PID-8.2")?;
+        p.sex = name.as_deref().and_then(sex);
+        if p.sex.is_none() && (sex_code.is_some() || name.is_some()) {
             p.dropped.insert(PatientField::Sex);
         }
     }
@@ -1079,6 +1088,19 @@ pub fn parse_date(t: &str) -> Result<NaiveDate, String> {
     read_dtm(t).map(|(local, _)| local.date())
 }
 
+/// A birth date (PID-7, YYYYMMDD at least) on or before `today` and not
+/// before 1850, as flat files' dates are checked.
+fn birth_date(t: &str, today: NaiveDate) -> Result<NaiveDate, String> {
+    let d = parse_date(t)?;
+    if d.year() < EARLIEST_YEAR {
+        return Err(format!("{t} is before {EARLIEST_YEAR}"));
+    }
+    if d > today {
+        return Err(format!("{t} is in the future"));
+    }
+    Ok(d)
+}
+
 /// The number written by ASCII digits (the caller has checked they are).
 fn number(digits: &[u8]) -> u32 {
     digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'))
@@ -1502,6 +1524,46 @@ PID|1||E1^^^ATHENA^PI\rPID|2||E2^^^ATHENA^PI\r";
             let text = A28.replace("19800102", bad);
             let err = map(&Message::parse(text.as_bytes()).unwrap(), &settings(&s)).unwrap_err();
             assert!(err.contains("bad date in PID-7"), "{bad}: {err}");
+        }
+    }
+
+    /// PID-8 from v2.7 is a CWE: its code is component 1, and the name
+    /// beside it is read when the code is not.
+    #[test]
+    fn pid_8_is_read_as_a_code_or_by_its_name() {
+        let s = schema();
+        for (given, want, dropped) in [
+            ("F^Female^HL70001", Some(Sex::F), false),
+            ("M", Some(Sex::M), false),
+            ("^Male", Some(Sex::M), false),
+            ("99^Female^L", Some(Sex::F), false),
+            ("Z^Zebra", None, true),
+            ("\"\"", None, false),
+        ] {
+            let p = patient_of(&A28.replace("|19800102|F|", &format!("|19800102|{given}|")), &settings(&s));
+            assert_eq!((p.sex, p.dropped.contains(PatientField::Sex)), (want, dropped), "{given}");
+        }
+    }
+
+    /// Birth dates are checked as flat files' are: none in the future (in
+    /// the job's time zone) or before 1850.
+    #[test]
+    fn a_birth_date_in_the_future_or_before_1850_is_an_error() {
+        let s = schema();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let settings = MapSettings { today, ..settings(&s) };
+        for (dob, err) in [("20261121", "20261121 is in the future"), ("18491231", "18491231 is before 1850")]
+        {
+            let text = A28.replace("19800102", dob);
+            let got = map(&Message::parse(text.as_bytes()).unwrap(), &settings).unwrap_err();
+            assert_eq!(got, format!("bad date in PID-7: {err}"));
+        }
+        for dob in ["20261120", "18500101", "202611200930-0500"] {
+            let p = patient_of(&A28.replace("19800102", dob), &settings);
+            assert_eq!(
+                p.birth_date.map(|d| d.to_string()),
+                Some(format!("{}-{}-{}", &dob[..4], &dob[4..6], &dob[6..8]))
+            );
         }
     }
 
