@@ -809,6 +809,75 @@ fn a_late_merge_keeps_a_record_newer_than_it() {
     assert_eq!(listed, ["E1<-E2", "E1<-E3"]);
 }
 
+/// An ADT^A40 moves the merged ID's appointments to the surviving patient
+/// (ID and MRN), in time order as a message about them would: a booking
+/// newer than the merge that names the merged ID keeps it, and a late SIU
+/// older than the merge does not bring the merged ID back. A second merge
+/// of the same ID into another patient contradicts the first: both are
+/// listed, with a warning.
+#[test]
+fn a_merge_moves_the_merged_ids_appointments_and_a_contradicting_merge_is_flagged() {
+    let d = setup();
+    let siu = |control: &str, time: &str, appt: &str, id: &str, mrn: &str| {
+        format!(
+            "MSH|^~\\&|ATHENA|C|FERRY|P|{time}||SIU^S12|{control}|P|2.5.1\r\
+             SCH||{appt}||||||FU|30|MIN|^^^20261201093000||||||||||||||Booked\r\
+             PID|1||{id}^^^ATHENA^PI~{mrn}^^^PRACTICE^MR\r\n"
+        )
+    };
+    let a40 = |control: &str, time: &str, into: &str, mrn: &str| {
+        msg(
+            control,
+            "ADT^A40",
+            time,
+            &format!("PID|1||{into}^^^ATHENA^PI~{mrn}^^^PRACTICE^MR||Lee^Ann\rMRG|E2^^^ATHENA^PI"),
+        )
+    };
+    let mut feed = msg("P1", "ADT^A28", "20261103080000", &pid("E1", "100100", "1 Main St"));
+    feed += &msg("P2", "ADT^A28", "20261103080000", &pid("E2", "100222", "2 Main St"));
+    feed += &msg("P3", "ADT^A28", "20261103080000", &pid("E3", "100300", "3 Main St"));
+    feed += &siu("S1", "20261103083000", "A1", "E2", "100222");
+    feed += &siu("S3", "20261103110000", "A3", "E2", "100222");
+    feed += &a40("M1", "20261103090000", "E1", "100100");
+    // Older than the merge, newer than the booking: its patient is passed over.
+    feed += &siu("S2", "20261103084500", "A1", "E2", "100222").replace("|FU|", "|NP|");
+    feed += &a40("M2", "20261103100000", "E3", "100300");
+    d.write("inbox/feed.hl7", feed);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let appts: Vec<[String; 4]> = {
+        let mut stmt = db
+            .prepare("SELECT appt_id, patient_ehr_id, patient_mrn, appointment_type FROM appointments ORDER BY appt_id")
+            .unwrap();
+        stmt.query_map([], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let want = [["A1", "E1", "100100", "NP"], ["A3", "E2", "100222", "FU"]];
+    assert_eq!(appts, want.map(|r| r.map(String::from)), "A1 moved to E1; A3, newer than the merge, not");
+
+    let rejects = read_csv(&d.latest_report("h").join("rejects.csv"));
+    let warnings: Vec<(&str, &str, &str)> = rejects
+        .iter()
+        .map(|r| (r["record_id"].as_str(), r["column"].as_str(), r["severity"].as_str()))
+        .collect();
+    assert_eq!(warnings, [("M2", "MRG-1", "warning")], "{rejects:?}");
+    assert!(rejects[0]["reason"].contains("an earlier ADT^A40 merged this EHR ID into another patient"));
+    let listed: Vec<String> = read_csv(&d.latest_report("h").join("merges.csv"))
+        .iter()
+        .map(|r| format!("{}<-{}", r["surviving_ehr_id"], r["merged_ehr_id"]))
+        .collect();
+    assert_eq!(listed, ["E1<-E2", "E3<-E2"]);
+
+    // The same merge again is recorded, and flagged, once.
+    d.write("inbox/again.hl7", a40("M1", "20261103090000", "E1", "100100"));
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let rejects = read_csv(&d.latest_report("h").join("rejects.csv"));
+    assert!(rejects.is_empty(), "{rejects:?}");
+}
+
 /// A file with no HL7 in it, such as a batch saved as UTF-16, is not
 /// loaded and taken as done: the run fails and the file stays at the
 /// source, named in rejects.csv, while the other files load.

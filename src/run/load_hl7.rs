@@ -223,7 +223,22 @@ pub(crate) fn apply_mapped(
         Mapped::Merge { surviving, merged_ehr_id } => {
             let applied = load.patient(surviving, at.line, time, Some(message_id))?;
             let surviving_id = surviving.ehr_id.as_deref().unwrap_or_default();
-            if load.merge(surviving_id, merged_ehr_id, time, Some(message_id))? == Applied::Stale {
+            let merged = load.merge(surviving_id, merged_ehr_id, time, Some(message_id))?;
+            if merged.elsewhere {
+                load.reject(&Reject {
+                    line: at.line,
+                    severity: Severity::Warning,
+                    record_id: at.control_id.map(String::from),
+                    column: Some("MRG-1".into()),
+                    field: None,
+                    reason: format!(
+                        "{} message {}: an earlier ADT^A40 merged this EHR ID into another patient; \
+                         merges.csv lists both merges, which cannot both be right: check with the EHR",
+                        at.event, at.number
+                    ),
+                })?;
+            }
+            if merged.kept {
                 load.reject(&Reject {
                     line: at.line,
                     severity: Severity::Warning,

@@ -107,6 +107,20 @@ const APPOINTMENT_PATIENT: u32 = 1 << (AppointmentField::Status as u32 + 1);
 /// Every field of an appointment the upsert keeps or sets, as bits.
 const ALL_APPOINTMENT_FIELDS: u32 = (APPOINTMENT_PATIENT << 1) - 1;
 
+/// What an ADT^A40 did ([`FileLoad::merge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merged {
+    /// The merged ID's row stays: a message newer than the merge wrote it
+    /// (the merge arrived late, and in time order that message would have
+    /// brought the ID back; see `merged_away`).
+    pub kept: bool,
+    /// The merge is new, and another took the same ID into another
+    /// patient: the two contradict each other, and both are listed.
+    pub elsewhere: bool,
+    /// How many of the merged ID's appointments became the survivor's.
+    pub appointments: u64,
+}
+
 /// When the fields of a stored patient or appointment were last said, where
 /// that is not the row's `source_time`: each entry a time and the fields (as
 /// bits) the message of that time said last. A message newer than the row
@@ -611,20 +625,19 @@ impl<'c> FileLoad<'c> {
     }
 
     /// Record an ADT^A40: `merged` no longer exists in the EHR, so its row
-    /// leaves the store (the merge row keeps what happened). Returns
-    /// [`Applied::Stale`] when the row stays, as it was written by a message
-    /// newer than the merge: the merge arrived late, and in time order that
-    /// message would have brought the ID back (see `merged_away`).
+    /// leaves the store (the merge row keeps what happened), and its
+    /// appointments are the surviving patient's. See [`Merged`].
     pub fn merge(
         &mut self,
         surviving: &str,
         merged: &str,
         time: Option<&str>,
         message_id: Option<i64>,
-    ) -> Result<Applied> {
+    ) -> Result<Merged> {
         // The same merge sent again (a resent message, or a file sent again
         // under another name) is recorded once: merges.csv lists each once.
-        self.tx()
+        let recorded = self
+            .tx()
             .prepare_cached(
                 "INSERT INTO merges (job, surviving_id, merged_id, source_time, message_id)
                  SELECT ?1, ?2, ?3, ?4, ?5
@@ -632,6 +645,13 @@ impl<'c> FileLoad<'c> {
                                                           AND source_time IS ?4)",
             )?
             .execute(params![self.job, surviving, merged, time, message_id])?;
+        let elsewhere = recorded > 0
+            && self
+                .tx()
+                .prepare_cached(
+                    "SELECT 1 FROM merges WHERE job = ?1 AND merged_id = ?2 AND surviving_id <> ?3",
+                )?
+                .exists(params![self.job, merged, surviving])?;
         let deleted = self
             .tx()
             .prepare_cached(
@@ -650,7 +670,57 @@ impl<'c> FileLoad<'c> {
                 *at = time.map(String::from);
             }
         }
-        Ok(if kept { Applied::Stale } else { Applied::Written })
+        let appointments = self.move_appointments(surviving, merged, time)?;
+        Ok(Merged { kept, elsewhere, appointments })
+    }
+
+    /// The appointments of EHR patient `merged` become `surviving`'s, with
+    /// its practice MRN as stored, as a message at the merge's `time` that
+    /// says only the patient would make them: one whose patient a newer
+    /// message said keeps it, as a patient newer than the merge is kept.
+    fn move_appointments(&mut self, surviving: &str, merged: &str, time: Option<&str>) -> Result<u64> {
+        type Row = (String, Option<String>, Option<String>);
+        let rows: Vec<Row> = self
+            .tx()
+            .prepare_cached(
+                "SELECT appt_id, source_time, said_times FROM appointments WHERE job = ?1 AND patient_ehr_id = ?2",
+            )?
+            .query_map(params![self.job, merged], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mrn: Option<String> = self
+            .tx()
+            .prepare_cached(
+                "SELECT practice_mrn FROM patients WHERE job = ?1 AND side = 'ehr' AND own_id = ?2",
+            )?
+            .query_row(params![self.job, surviving], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let mut moved = 0;
+        for (appt_id, row, said) in &rows {
+            let keep = ALL_APPOINTMENT_FIELDS & !APPOINTMENT_PATIENT;
+            let w = match time {
+                Some(_) => {
+                    apply_in_time(ALL_APPOINTMENT_FIELDS, keep, time, true, row.as_deref(), said.as_deref())
+                }
+                // Without a time, only the patient changes.
+                None => Some(InTime {
+                    keep,
+                    said_times: said.clone(),
+                    row_time: row.as_deref(),
+                    applied: Applied::Written,
+                }),
+            };
+            let Some(w) = w else { continue };
+            moved += self.tx().prepare_cached(
+                "UPDATE appointments SET patient_ehr_id = ?3, patient_mrn = ?4, source_time = ?5, said_times = ?6
+                 WHERE job = ?1 AND appt_id = ?2",
+            )?
+            .execute(params![self.job, appt_id, surviving, mrn, w.row_time, w.said_times])? as u64;
+        }
+        Ok(moved)
     }
 
     /// Add a message to the queue; returns its ID.

@@ -18,7 +18,7 @@ use compact_str::CompactString;
 use rayon::slice::ParallelSliceMut;
 use rusqlite::{Connection, OptionalExtension, params};
 
-pub use load::{Applied, Counts, FileLoad, MessageRow};
+pub use load::{Applied, Counts, FileLoad, Merged, MessageRow};
 pub use queue::{QueueItem, WaitingFile};
 
 use crate::flatfile::ParsedFile;
