@@ -285,6 +285,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE appointments ADD COLUMN said_times TEXT;
     "#,
+    // 11: an ADT^A40 finds the merged ID's appointments by their patient
+    // (`FileLoad::merge`), without reading the whole table.
+    r#"
+    CREATE INDEX appointments_by_patient ON appointments(patient_ehr_id, job);
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.
