@@ -303,6 +303,76 @@ fn retry_all_pages_through_a_long_queue_and_not_while_the_job_runs() {
     assert_eq!(streets, want, "each patient as its newest message says");
 }
 
+/// A run killed after its load committed, before its reports, leaves its
+/// files to the next run's reports: their counts, their rejects and the
+/// run's totals, as if that run had loaded them; and only once.
+#[test]
+fn files_of_a_run_killed_before_its_reports_are_in_the_next_runs() {
+    let d = setup();
+    let out = d.ferry_env(&["run", "h"], &[("FERRY_FAILPOINT", "reports:1")]);
+    assert!(!out.status.success(), "the failpoint stops the run: {}", stderr(&out));
+    assert!(d.report_dirs("h").is_empty(), "no reports written");
+
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let dir = d.latest_report("h");
+    let s = summary(&dir);
+    let n = |m: &str| s[&("file:ehr/feed.hl7".to_string(), m.to_string())].clone();
+    assert_eq!(
+        (n("status"), n("read"), n("accepted"), n("rejected")),
+        ("loaded".into(), "10".into(), "8".into(), "2".into())
+    );
+    assert!(
+        n("detail").contains("loaded by run 1, which stopped before it reported them"),
+        "{}",
+        n("detail")
+    );
+    let rejected: Vec<String> = read_csv(&dir.join("rejects.csv"))
+        .iter()
+        .filter(|r| r["severity"] == "rejected")
+        .map(|r| r["record_id"].clone())
+        .collect();
+    assert_eq!(rejected, ["M6", "M7"]);
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let runs: Vec<(String, String)> =
+        pairs(&db, "SELECT outcome, records || '/' || rejects FROM runs ORDER BY id");
+    let want = [("abandoned", "0/0"), ("ok", "10/2")];
+    assert_eq!(
+        runs,
+        want.map(|(a, b)| (a.to_string(), b.to_string())),
+        "the roster's 2 records and the feed's 8"
+    );
+
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let dir = d.latest_report("h");
+    assert!(read_csv(&dir.join("rejects.csv")).iter().all(|r| r["record_id"] != "M6"), "reported once");
+}
+
+/// A run killed as its reports are renamed into place has its folder on
+/// record, for pruning to reach; its files are reported again by the next
+/// run, which mails and counts them as the killed run did not. Folders
+/// left unfinished by a run killed while writing them are removed.
+#[test]
+fn report_folders_of_killed_runs_are_on_record_or_removed() {
+    let d = setup();
+    let out = d.ferry_env(&["run", "h"], &[("FERRY_FAILPOINT", "reports_written:1")]);
+    assert!(!out.status.success(), "the failpoint stops the run: {}", stderr(&out));
+    let first = d.latest_report("h");
+    let partial = d.home().join("reports/h/.2026-01-01T000000.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("matched.csv"), "ehr_id\r\nE1\r\n").unwrap();
+
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    assert!(!partial.exists(), "the unfinished folder is removed");
+    let db = Connection::open(d.home().join("ferry.db")).unwrap();
+    let runs: Vec<(String, String)> =
+        pairs(&db, "SELECT outcome, ifnull(report_dir, '-') FROM runs ORDER BY id");
+    assert_eq!(runs[0], ("abandoned".to_string(), first.display().to_string()));
+    assert_eq!(runs[1].1, d.latest_report("h").display().to_string());
+    let s = summary(&d.latest_report("h"));
+    let detail = &s[&("file:ehr/feed.hl7".to_string(), "detail".to_string())];
+    assert!(detail.contains("loaded by run 1, which stopped before it reported them"), "{detail}");
+}
+
 /// HL7 files mapped whole ahead of their load (in parallel across files)
 /// load exactly as files mapped while they load: the same queue, records,
 /// ID history and appointments, in file order across files.

@@ -81,9 +81,22 @@ pub fn local_time(utc: &str) -> String {
 }
 
 /// Write the run's folder under `reports_dir/JOB/` and return its path.
-pub fn write(reports_dir: &Path, stamp: &str, r: &RunReport) -> Result<PathBuf> {
+///
+/// `claim` is told the folder's name before the folder takes it, so the
+/// run can record it first: a run killed after the rename has its folder
+/// on record, within the reach of pruning. Folders left `.partial` by a
+/// run killed while writing hold patient data and never become reports:
+/// they are removed first (the caller holds the job's lock, so no other
+/// run is writing one).
+pub fn write(
+    reports_dir: &Path,
+    stamp: &str,
+    r: &RunReport,
+    claim: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let parent = reports_dir.join(r.job);
     std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    remove_partial(&parent)?;
     let mut name = stamp.to_string();
     let mut n = 1;
     while parent.join(&name).exists() {
@@ -94,8 +107,26 @@ pub fn write(reports_dir: &Path, stamp: &str, r: &RunReport) -> Result<PathBuf> 
     std::fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     write_all(&partial, r).with_context(|| format!("cannot write reports in {}", partial.display()))?;
     let done = parent.join(&name);
+    claim(&done)?;
     std::fs::rename(&partial, &done).with_context(|| format!("cannot rename {}", partial.display()))?;
     Ok(done)
+}
+
+/// Remove the `.NAME.partial` folders in `parent`: reports of runs killed
+/// while they wrote them.
+fn remove_partial(parent: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(parent).with_context(|| format!("cannot list {}", parent.display()))? {
+        let entry = entry.with_context(|| format!("cannot list {}", parent.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".partial") && entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            let path = entry.path();
+            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            tracing::warn!(folder = %path.display(), "Removed the unfinished reports of a run killed while writing them.");
+        }
+    }
+    Ok(())
 }
 
 /// Every report file; each writer makes its own file, so they run side by

@@ -408,7 +408,23 @@ fn run_stages(
     opts: &RunOptions,
 ) -> Result<RunResult> {
     let received = job.state_dir.join("received").join(&job.name).join(format!("run-{run_id}"));
-    let mut files: Vec<FileSummary> = Vec::new();
+    let mut files: Vec<FileSummary> = store
+        .carry_unreported_files(&job.name, run_id)?
+        .into_iter()
+        .map(|f| FileSummary {
+            side: f.side,
+            name: f.name,
+            status: "loaded".into(),
+            read: f.read,
+            accepted: f.accepted,
+            rejected: f.rejected,
+            warnings: f.warnings,
+            detail: format!("loaded by run {}, which stopped before it reported them", f.run_id),
+        })
+        .collect();
+    if !files.is_empty() {
+        warn!(job = %job.name, files = files.len(), "Files loaded by runs that wrote no reports are reported by this run.");
+    }
     let mut pending: Vec<Pending> = Vec::new();
 
     let src = &job.source;
@@ -585,6 +601,7 @@ fn run_stages(
     let history = store.runs(Some(&job.name), 40)?;
     let history: Vec<_> = history.into_iter().filter(|r| r.id != run_id).collect();
     let started_text = started.format("%Y-%m-%d %H:%M:%S %z").to_string();
+    crate::store::failpoint("reports");
     let report_dir = crate::timed("writing reports", || {
         report::write(
             &job.reports_dir,
@@ -603,8 +620,10 @@ fn run_stages(
                 totals: &totals,
                 history: &history,
             },
+            |dir| store.claim_report_dir(run_id, &dir.display().to_string()),
         )
     })?;
+    crate::store::failpoint("reports_written");
     totals.report_dir = Some(report_dir.display().to_string());
     let by_demographics = outcome.links.iter().filter(|l| l.key.is_none()).count();
     let reconciled = Reconciled {

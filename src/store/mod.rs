@@ -66,6 +66,19 @@ pub struct Batching<'a> {
     pub state: &'a str,
 }
 
+/// A file loaded by a run that wrote no reports ([`Store::carry_unreported_files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedFile {
+    /// The run that loaded it.
+    pub run_id: i64,
+    pub side: Side,
+    pub name: String,
+    pub read: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub warnings: u64,
+}
+
 /// A ledger row.
 #[derive(Debug, Clone)]
 pub struct LedgerEntry {
@@ -250,6 +263,53 @@ impl Store {
             "UPDATE runs SET outcome = 'abandoned', finished_at = ?2 WHERE job = ?1 AND outcome = 'running'",
             params![job, now()],
         )?)
+    }
+
+    /// The folder run `run_id`'s reports are about to take: on record
+    /// before it exists, so that a run killed just after has its folder
+    /// pruned with it (see [`crate::report::write`]).
+    pub fn claim_report_dir(&self, run_id: i64, dir: &str) -> Result<()> {
+        self.conn.execute("UPDATE runs SET report_dir = ?2 WHERE id = ?1", params![run_id, dir])?;
+        Ok(())
+    }
+
+    /// The files loaded by runs of `job` that ended without writing their
+    /// reports (killed after the load committed, or failed after it; a
+    /// run killed as it finished them had them neither mailed nor counted
+    /// in its history), now
+    /// run `run_id`'s: its reports show them and their rejects, as if it
+    /// had loaded them, where they would otherwise be in no report. A file
+    /// whose load is still to finish (`loading`) is moved when it resumes.
+    pub fn carry_unreported_files(&self, job: &str, run_id: i64) -> Result<Vec<CarriedFile>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT f.id, f.run_id, f.side, f.name, f.read, f.accepted, f.rejected, f.warnings
+             FROM files f JOIN runs r ON r.id = f.run_id
+             WHERE f.job = ?1 AND r.id <> ?2 AND r.outcome <> 'running'
+               AND (r.report_dir IS NULL OR r.outcome = 'abandoned')
+               AND r.pruned_at IS NULL AND f.state <> 'loading'
+             ORDER BY f.id",
+        )?;
+        let rows = stmt.query_map(params![job, run_id], |r| {
+            let side: String = r.get(2)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                CarriedFile {
+                    run_id: r.get(1)?,
+                    side: Side::parse(&side).unwrap_or(Side::Ehr),
+                    name: r.get(3)?,
+                    read: r.get::<_, i64>(4)? as u64,
+                    accepted: r.get::<_, i64>(5)? as u64,
+                    rejected: r.get::<_, i64>(6)? as u64,
+                    warnings: r.get::<_, i64>(7)? as u64,
+                },
+            ))
+        })?;
+        let files: Vec<(i64, CarriedFile)> = rows.collect::<rusqlite::Result<_>>()?;
+        let mut carry = self.conn.prepare_cached("UPDATE files SET run_id = ?2 WHERE id = ?1")?;
+        for (id, _) in &files {
+            carry.execute(params![id, run_id])?;
+        }
+        Ok(files.into_iter().map(|(_, f)| f).collect())
     }
 
     /// When the schedule of `job` was last taken care of: the start of its
