@@ -82,6 +82,48 @@ fn a_name_sent_again_is_archived_beside_the_first() {
     );
 }
 
+/// A file ferry archived that is back at the source with the same name,
+/// size and mtime (a sender that keeps timestamps: `cp -p`, `rsync -t`) is
+/// read and compared by its bytes: other bytes are loaded, not archived
+/// unread; the same bytes are the file already loaded.
+#[test]
+fn a_file_back_with_its_size_and_mtime_is_compared_by_its_bytes() {
+    let d = setup("archive", "0");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let archived = d.path("inbox/archive/a.csv");
+    let (first, mtime) =
+        (fs::read_to_string(&archived).unwrap(), fs::metadata(&archived).unwrap().modified().unwrap());
+    let put_back = |text: &str| {
+        d.write("inbox/a.csv", text);
+        fs::File::options().write(true).open(d.path("inbox/a.csv")).unwrap().set_modified(mtime).unwrap();
+    };
+    let changed = first.replace("1 Main Street", "9 Main Street");
+    assert_ne!(changed, first);
+    put_back(&changed);
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(statuses(&d), [("file:ehr/a.csv".into(), "loaded".into())]);
+    let street: String = rusqlite::Connection::open(d.home().join("ferry.db"))
+        .unwrap()
+        .query_row("SELECT address1 FROM patients WHERE address1 LIKE '9 Main%'", [], |r| r.get(0))
+        .unwrap();
+    assert!(street.starts_with("9 Main"), "{street}");
+
+    put_back(&changed);
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(statuses(&d), [("file:ehr/a.csv".into(), "already loaded".into())]);
+    assert!(!d.path("inbox/a.csv").exists(), "archived: its bytes are in the ledger");
+    let mut archived: Vec<String> = fs::read_dir(d.path("inbox/archive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    archived.sort();
+    assert_eq!(
+        archived,
+        ["a.csv", "a.ledger-2-2.csv", "a.ledger-2.csv"],
+        "each copy kept, none over another"
+    );
+}
+
 /// The same bytes sent again under another name load again (the records
 /// are upserted as they are), and the summary says which file they repeat.
 #[test]

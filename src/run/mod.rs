@@ -678,13 +678,19 @@ fn finish_source_file(
         AfterAction::Keep => Ok(()),
         AfterAction::Delete => transport.remove(name),
         // A file of the same name archived before (the EHR sent the name
-        // again): this one goes beside it under a name with its ledger ID.
-        AfterAction::Archive => match transport.rename(name, archive_dir, name) {
-            Err(TransportError::Exists { .. }) => {
-                transport.rename(name, archive_dir, &archived_name(name, file_id))
+        // again): this one goes beside it under a name with its ledger ID,
+        // and a number after that when its same bytes come again.
+        AfterAction::Archive => {
+            let mut result = transport.rename(name, archive_dir, name);
+            let mut copy = 1;
+            while let Err(TransportError::Exists { .. }) = result
+                && copy <= MAX_ARCHIVED_COPIES
+            {
+                result = transport.rename(name, archive_dir, &archived_name(name, file_id, copy));
+                copy += 1;
             }
-            done => done,
-        },
+            result
+        }
     });
     match result {
         Ok(()) | Err(TransportError::NotFound { .. }) => {}
@@ -699,12 +705,19 @@ fn finish_source_file(
     Ok(())
 }
 
+/// How many copies of one ledger file the archive takes beside the first
+/// (the same bytes sent again and again under one name) before archiving
+/// fails, naming the file.
+const MAX_ARCHIVED_COPIES: u32 = 100;
+
 /// `name` with the ledger ID of its file before its extension: "adt.hl7"
-/// is archived as "adt.ledger-42.hl7" when the archive holds an "adt.hl7".
-fn archived_name(name: &str, file_id: i64) -> String {
+/// is archived as "adt.ledger-42.hl7" when the archive holds an "adt.hl7",
+/// and its `copy`th copy after that as "adt.ledger-42-2.hl7" and so on.
+fn archived_name(name: &str, file_id: i64, copy: u32) -> String {
+    let id = if copy > 1 { format!("{file_id}-{copy}") } else { file_id.to_string() };
     match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.ledger-{file_id}.{ext}"),
-        _ => format!("{name}.ledger-{file_id}"),
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.ledger-{id}.{ext}"),
+        _ => format!("{name}.ledger-{id}"),
     }
 }
 

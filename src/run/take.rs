@@ -95,7 +95,7 @@ pub(super) fn take_from_source<'j>(
     // mtime. Files the ledger already has need no second look.
     if let Settle::StableFor(wait) = src.settle {
         let fresh = candidates.iter().any(|(e, input)| {
-            !matches!(store.ledger_seen(&job.name, input.side, &e.name, e.size, &e.mtime_key()), Ok(Some(_)))
+            !matches!(known_as_listed(store, &job.name, input.side, e, src.after), Ok(Some(_)))
         });
         if fresh {
             std::thread::sleep(wait);
@@ -127,9 +127,7 @@ pub(super) fn take_from_source<'j>(
     // Let the transport download the new files ahead, several at once.
     let ahead: Vec<Entry> = candidates
         .iter()
-        .filter(|(e, input)| {
-            matches!(store.ledger_seen(&job.name, input.side, &e.name, e.size, &e.mtime_key()), Ok(None))
-        })
+        .filter(|(e, input)| matches!(known_as_listed(store, &job.name, input.side, e, src.after), Ok(None)))
         .map(|(e, _)| e.clone())
         .collect();
     transport.prefetch(&ahead);
@@ -212,8 +210,7 @@ fn take_known<'j>(
     files: &mut Vec<FileSummary>,
     pending: &mut Vec<Pending<'j>>,
 ) -> Result<Option<(Entry, Pick<'j>)>> {
-    let Some(seen) = store.ledger_seen(&job.name, pick.side, &entry.name, entry.size, &entry.mtime_key())?
-    else {
+    let Some(seen) = known_as_listed(store, &job.name, pick.side, &entry, pick.after)? else {
         return Ok(Some((entry, pick)));
     };
     if seen.state == "loading" {
@@ -222,6 +219,23 @@ fn take_known<'j>(
     }
     finish_known(job, transport, store, &seen, &entry, &pick, files)?;
     Ok(None)
+}
+
+/// The ledger's entry for a listed file, known by its name, size and mtime
+/// without reading it; None when it must be fetched and hashed first. A
+/// file ferry archived or deleted that is back at the source is one of
+/// those: the same file sent again, or another of the same size whose
+/// sender kept the timestamp (`cp -p`, `rsync -t`). Taken as known, it
+/// would be archived or deleted unread.
+fn known_as_listed(
+    store: &Store,
+    job: &str,
+    side: Side,
+    entry: &Entry,
+    after: AfterAction,
+) -> Result<Option<LedgerEntry>> {
+    let seen = store.ledger_seen(job, side, &entry.name, entry.size, &entry.mtime_key())?;
+    Ok(seen.filter(|s| after == AfterAction::Keep || s.state != after.done_state()))
 }
 
 /// A file now on local disk (or not, and why): check it against the
