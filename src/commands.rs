@@ -378,6 +378,12 @@ fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
             return Exit::BadConfig;
         }
     };
+    if !job.missing.is_empty() {
+        // Each a mistake in the job file, or a share not mounted: a run
+        // would fail until it is there.
+        eprintln!("{}: {}", job.file.display(), job.missing.join("; "));
+        return Exit::BadConfig;
+    }
     eprintln!("ok    job {} ({})", job.name, job.file.display());
     eprintln!("      source: {}", job.source.endpoint.describe());
     let mut print = |s: &transport::Step| match &s.result {

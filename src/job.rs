@@ -225,13 +225,20 @@ pub enum DestinationConfig {
 impl DestinationConfig {
     /// The validated endpoint; `key` names the table in messages
     /// (`"outbox[0].to"`). Keys that only make sense for a source are refused.
-    pub fn build(&self, base: &Path, key: &str, problems: &mut Vec<String>) -> Option<Endpoint> {
+    /// A local folder that does not exist is noted in `missing` (see
+    /// [`Job::missing`]).
+    pub fn build(
+        &self,
+        base: &Path,
+        key: &str,
+        problems: &mut Vec<String>,
+        missing: &mut Vec<String>,
+    ) -> Option<Endpoint> {
         let (r, protocol) = match self {
             DestinationConfig::Local { folder } => {
                 let folder = base.join(folder);
                 if !folder.is_dir() {
-                    problems.push(format!("{key}.folder: folder {} does not exist", folder.display()));
-                    return None;
+                    missing.push(format!("{key}.folder: folder {} does not exist", folder.display()));
                 }
                 return Some(Endpoint::Local(folder));
             }
@@ -352,12 +359,12 @@ fn default_min_age() -> String {
 
 impl SourceConfig {
     /// The validated source, or `None` with the problems noted.
-    fn build(self, base: &Path, problems: &mut Vec<String>) -> Option<Source> {
+    fn build(self, base: &Path, problems: &mut Vec<String>, missing: &mut Vec<String>) -> Option<Source> {
         match self {
             SourceConfig::Local { inbox, include, exclude, min_age, after, archive_dir } => {
                 let inbox = base.join(inbox);
                 if !inbox.is_dir() {
-                    problems.push(format!("source.inbox: folder {} does not exist", inbox.display()));
+                    missing.push(format!("source.inbox: folder {} does not exist", inbox.display()));
                 }
                 let filter = NameFilter::new(&include, &exclude)
                     .map_err(|e| problems.push(format!("source.{e}")))
@@ -835,6 +842,11 @@ pub struct Job {
     pub email: Option<Email>,
     pub push: Vec<Push>,
     pub outbox: Vec<Outbox>,
+    /// Local folders and files the job names that do not exist now, each
+    /// with its key: not a fault of the job file (a share not mounted, a
+    /// roster not yet exported), so the job loads, `ferry check` reports
+    /// them, and a run fails (exit 1, recorded, its notice sent).
+    pub missing: Vec<String>,
 }
 
 /// How long runs are kept and what goes with them.
@@ -1079,7 +1091,7 @@ impl JobFile {
         // a transport can join them onto its own root safely.
         let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let base = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
-        let mut problems = Vec::new();
+        let (mut problems, mut missing) = (Vec::new(), Vec::new());
 
         let name = match self.name {
             Some(n) => n,
@@ -1098,14 +1110,14 @@ impl JobFile {
         let reports_dir = self.reports_dir.map(|d| base.join(d)).unwrap_or_else(|| state_dir.join("reports"));
         let schemas_dir = self.schemas_dir.map(|d| base.join(d)).unwrap_or_else(|| base.join("../schemas"));
 
-        let source = self.source.build(&base, &mut problems);
+        let source = self.source.build(&base, &mut problems, &mut missing);
 
         let mut outbox = Vec::new();
         for (i, o) in self.outbox.into_iter().enumerate() {
             let key = format!("outbox[{i}]");
             let folder = base.join(&o.folder);
             if !folder.is_dir() {
-                problems.push(format!("{key}.folder: folder {} does not exist", folder.display()));
+                missing.push(format!("{key}.folder: folder {} does not exist", folder.display()));
             }
             if o.after == AfterAction::Keep {
                 problems.push(format!(
@@ -1114,7 +1126,7 @@ impl JobFile {
             }
             let filter =
                 NameFilter::new(&o.include, &o.exclude).map_err(|e| problems.push(format!("{key}.{e}"))).ok();
-            let to = o.to.build(&base, &format!("{key}.to"), &mut problems);
+            let to = o.to.build(&base, &format!("{key}.to"), &mut problems, &mut missing);
             let archive_dir = o.archive_dir.map(|d| base.join(d)).unwrap_or_else(|| folder.join("sent"));
             if let (Some(filter), Some(to)) = (filter, to) {
                 outbox.push(Outbox { folder, filter, after: o.after, archive_dir, to });
@@ -1159,7 +1171,7 @@ impl JobFile {
         let practice = self.practice.and_then(|p| {
             let file = base.join(&p.file);
             if !file.is_file() {
-                problems.push(format!("practice.file: {} does not exist", file.display()));
+                missing.push(format!("practice.file: {} does not exist", file.display()));
             }
             let schema = load_schema(&base, &schemas_dir, &p.schema)
                 .and_then(|s| match s {
@@ -1211,8 +1223,12 @@ impl JobFile {
             delete: self.history.delete,
         };
         let email = self.email.and_then(|e| e.build(&base, &name, &mut problems));
-        let push =
-            self.push.into_iter().enumerate().filter_map(|(i, p)| p.build(i, &base, &mut problems)).collect();
+        let push = self
+            .push
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.build(i, &base, &mut problems, &mut missing))
+            .collect();
 
         match source {
             Some(source) if problems.is_empty() => Ok(Job {
@@ -1232,6 +1248,7 @@ impl JobFile {
                 email,
                 push,
                 outbox,
+                missing,
             }),
             _ => Err(ConfigError { file: path.to_path_buf(), problems }),
         }
@@ -1317,7 +1334,13 @@ impl EmailConfig {
 const PUSH_NAME_KEYS: [&str; 5] = ["stem", "ext", "stamp", "job", "run"];
 
 impl PushConfig {
-    fn build(self, i: usize, base: &Path, problems: &mut Vec<String>) -> Option<Push> {
+    fn build(
+        self,
+        i: usize,
+        base: &Path,
+        problems: &mut Vec<String>,
+        missing: &mut Vec<String>,
+    ) -> Option<Push> {
         let before = problems.len();
         if self.files.is_empty() {
             problems.push(format!("push[{i}].files: list at least one report file, e.g. \"id_updates.csv\""));
@@ -1346,7 +1369,7 @@ impl PushConfig {
             }
             rest = &rest[open + close + 1..];
         }
-        let to = self.to.build(base, &format!("push[{i}].to"), problems);
+        let to = self.to.build(base, &format!("push[{i}].to"), problems, missing);
         let to = to?;
         (problems.len() == before).then_some(Push {
             files: self.files,

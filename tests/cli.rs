@@ -54,6 +54,34 @@ fn check_reports_wrong_type_missing_file_and_bad_pattern() {
     assert!(stderr(&out).contains("source.inbox"), "{}", stderr(&out));
 }
 
+/// A folder or roster the job names that is missing when it runs (a share
+/// not mounted) is a failed run, recorded in history (exit 1), not a bad
+/// job file: `status` and `history` still read the job, and `check` names
+/// what is missing (exit 2).
+#[test]
+fn a_missing_inbox_or_roster_fails_the_run_and_is_recorded() {
+    let job = format!("{GOOD_JOB}\n[practice]\nfile = \"../roster.csv\"\nschema = \"practice_roster\"\n");
+    let d = job_dir_with(&job.replace("../inbox", "../share/inbox"));
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("source.inbox: folder") && err.contains("does not exist"), "{err}");
+    assert!(err.contains("practice.file:"), "{err}");
+    let out = d.ferry(&["history", "t"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("failed") && stdout(&out).contains("source.inbox"), "{}", stdout(&out));
+    let out = d.ferry(&["status"]);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains("failed") && !stdout(&out).contains("no job file"), "{}", stdout(&out));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("source.inbox") && stderr(&out).contains("practice.file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn check_refuses_a_password_in_the_job_file() {
     let d = job_dir_with(&GOOD_JOB.replace("type = \"local\"", "type = \"local\"\npassword = \"s3cret\""));

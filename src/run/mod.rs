@@ -407,6 +407,9 @@ fn run_stages(
     started: &chrono::DateTime<chrono::Local>,
     opts: &RunOptions,
 ) -> Result<RunResult> {
+    if !job.missing.is_empty() {
+        anyhow::bail!("{} (not mounted, moved or not yet written?)", job.missing.join("; "));
+    }
     let received = job.state_dir.join("received").join(&job.name).join(format!("run-{run_id}"));
     let mut files: Vec<FileSummary> = store
         .carry_unreported_files(&job.name, run_id)?
