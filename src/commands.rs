@@ -142,8 +142,9 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
         return Ok(Exit::BadConfig);
     }
     let (mut failed, mut bad) = (false, false);
+    let mut names = JobNames::default();
     for file in files {
-        let job = match Job::load(&file.display().to_string()) {
+        let job = match Job::load(&file.display().to_string()).and_then(|j| names.own(j)) {
             Ok(j) => j,
             Err(e) => {
                 eprintln!("{e}");
@@ -342,8 +343,14 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
                 }
             }
         }
+        let mut names = JobNames::default();
         for path in toml_files(&jobs_dir())? {
             any = true;
+            if let Ok(Err(e)) = Job::load(&path.display().to_string()).map(|j| names.own(j)) {
+                eprintln!("{e}");
+                note(Exit::BadConfig);
+                continue;
+            }
             note(check_job(&path.display().to_string(), accept_new_host_key));
         }
         if !any {
@@ -359,6 +366,29 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
         }
     }
     Ok(worst)
+}
+
+/// The names of the jobs of the jobs folder read so far, and their files:
+/// two jobs of one name would share one ledger, lock, reports and schedule
+/// (a job file copied, its name left as it was).
+#[derive(Default)]
+struct JobNames(std::collections::HashMap<String, PathBuf>);
+
+impl JobNames {
+    /// `job`, if no file read before it has its name.
+    fn own(&mut self, job: Job) -> Result<Job, ConfigError> {
+        if let Some(first) = self.0.get(&job.name) {
+            let why = format!(
+                "name: {:?} is also the name of {}: the two jobs would share one ledger, lock, reports and \
+                 schedule; give each its own name",
+                job.name,
+                first.display()
+            );
+            return Err(ConfigError::new(&job.file, why));
+        }
+        self.0.insert(job.name.clone(), job.file.clone());
+        Ok(job)
+    }
 }
 
 /// Tell the operator that emails of `job` wait in the outbox, and why.

@@ -114,6 +114,26 @@ fn check_all_passes_on_the_shipped_files() {
     assert!(err.contains("MR; also read as patient updates: ADT^A05; ignored: ADT^A03, ORU)"), "{err}");
 }
 
+/// Two job files with one name (a job copied, its name left as it was)
+/// would share one ledger, lock, reports and schedule: `check` and
+/// `run-due` refuse the second, naming both files.
+#[test]
+fn two_jobs_of_one_name_are_refused() {
+    let d = job_dir_with(&format!("name = \"nightly\"\n{GOOD_JOB}"));
+    d.write("jobs/u.toml", format!("name = \"nightly\"\n{GOOD_JOB}"));
+    for args in [&["check"][..], &["run-due"]] {
+        let out = d.ferry(args);
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains("u.toml: name: \"nightly\" is also the name of") && err.contains("t.toml"),
+            "{args:?}: {err}"
+        );
+    }
+    d.write("jobs/u.toml", format!("name = \"weekly\"\n{GOOD_JOB}"));
+    assert!(!stderr(&d.ferry(&["check"])).contains("is also the name of"));
+}
+
 #[test]
 fn bad_schema_file_is_exit_2() {
     let d = job_dir_with(GOOD_JOB);
