@@ -124,6 +124,70 @@ fn a_file_back_with_its_size_and_mtime_is_compared_by_its_bytes() {
     );
 }
 
+/// The practice roster replaces its side whole: one back to an earlier
+/// export's bytes after a later export (a partial export one night, the
+/// full one again the next) is loaded again, not passed over as already
+/// loaded, also with the earlier file's timestamp kept.
+#[test]
+fn a_roster_back_to_an_earlier_export_replaces_the_later_one() {
+    let d = setup("keep", "0");
+    let job = fs::read_to_string(d.path("jobs/t.toml")).unwrap();
+    d.write(
+        "jobs/t.toml",
+        format!("{job}\n[practice]\nfile = \"../roster.csv\"\nschema = \"practice_roster\"\n"),
+    );
+    let head = "Chart Number,EHR Patient ID,Last Name,First Name,Middle Name,Date of Birth,Sex,Street,Street 2,City,ST,ZIP Code,Home Phone,Cell Phone,E-mail\n";
+    let full = format!(
+        "{head}100100,E1,Lee,Ann,,1980-01-02,F,2 New St,,Boston,MA,02134,,,\n\
+         100200,E2,Ng,Bo,,1970-03-04,M,5 Elm St,,Salem,MA,01970,,,\n"
+    );
+    let partial = format!("{head}100100,E1,Lee,Ann,,1980-01-02,F,2 New St,,Boston,MA,02134,,,\n");
+    let practice = || -> i64 {
+        rusqlite::Connection::open(d.home().join("ferry.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM patients WHERE side = 'practice'", [], |r| r.get(0))
+            .unwrap()
+    };
+    let roster_status =
+        || statuses(&d).into_iter().find(|(scope, _)| scope.contains("roster.csv")).map(|(_, s)| s);
+    d.write("roster.csv", &full);
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let first_mtime = fs::metadata(d.path("roster.csv")).unwrap().modified().unwrap();
+    assert_eq!(practice(), 2);
+    d.write("roster.csv", &partial);
+    fs::File::options()
+        .write(true)
+        .open(d.path("roster.csv"))
+        .unwrap()
+        .set_modified(first_mtime + Duration::from_secs(60))
+        .unwrap();
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(practice(), 1);
+    // The full export again, with a new timestamp, then the partial one
+    // again with the timestamp it had.
+    d.write("roster.csv", &full);
+    fs::File::options()
+        .write(true)
+        .open(d.path("roster.csv"))
+        .unwrap()
+        .set_modified(first_mtime + Duration::from_secs(120))
+        .unwrap();
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!((practice(), roster_status()), (2, Some("loaded".to_string())));
+    d.write("roster.csv", &partial);
+    fs::File::options()
+        .write(true)
+        .open(d.path("roster.csv"))
+        .unwrap()
+        .set_modified(first_mtime + Duration::from_secs(60))
+        .unwrap();
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!((practice(), roster_status()), (1, Some("loaded".to_string())));
+    // Unchanged since: nothing to do.
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!((practice(), roster_status()), (1, Some("already loaded".to_string())));
+}
+
 /// The same bytes sent again under another name load again (the records
 /// are upserted as they are), and the summary says which file they repeat.
 #[test]

@@ -135,6 +135,9 @@ struct Pending<'j> {
     origin: Origin,
     /// The ledger row of a load that was interrupted after a checkpoint.
     resume: Option<LedgerEntry>,
+    /// The ledger row of a snapshot whose bytes were loaded before, to load
+    /// again: a later version was loaded since (see `take::take_fetched`).
+    reload: Option<i64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -543,6 +546,7 @@ fn run_stages(
                         p.load,
                         Batching {
                             resume: p.resume.as_ref(),
+                            reload: p.reload,
                             size: opts.batch,
                             progress: &mut |done| {
                                 let share = done as f64 / parsed.records.len().max(1) as f64;

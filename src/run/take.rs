@@ -33,6 +33,13 @@ impl<'j> Pick<'j> {
         Pick { side: input.side, schema: &input.schema, load: input.load, after }
     }
 
+    /// A flat file that replaces its side whole: the last version loaded
+    /// is the side's truth, so an earlier version sent again is loaded
+    /// again (HL7 is never one: its messages each say when they were).
+    fn snapshot(&self) -> bool {
+        self.load == LoadMode::Replace && matches!(self.schema, InputSchema::Flat(_))
+    }
+
     /// The practice roster: a full snapshot of its side, left where it is.
     pub(super) fn practice(practice: &'j Practice) -> Pick<'j> {
         Pick {
@@ -95,7 +102,7 @@ pub(super) fn take_from_source<'j>(
     // mtime. Files the ledger already has need no second look.
     if let Settle::StableFor(wait) = src.settle {
         let fresh = candidates.iter().any(|(e, input)| {
-            !matches!(known_as_listed(store, &job.name, input.side, e, src.after), Ok(Some(_)))
+            !matches!(known_as_listed(store, &job.name, e, &Pick::input(input, src.after)), Ok(Some(_)))
         });
         if fresh {
             std::thread::sleep(wait);
@@ -127,7 +134,9 @@ pub(super) fn take_from_source<'j>(
     // Let the transport download the new files ahead, several at once.
     let ahead: Vec<Entry> = candidates
         .iter()
-        .filter(|(e, input)| matches!(known_as_listed(store, &job.name, input.side, e, src.after), Ok(None)))
+        .filter(|(e, input)| {
+            matches!(known_as_listed(store, &job.name, e, &Pick::input(input, src.after)), Ok(None))
+        })
         .map(|(e, _)| e.clone())
         .collect();
     transport.prefetch(&ahead);
@@ -210,7 +219,7 @@ fn take_known<'j>(
     files: &mut Vec<FileSummary>,
     pending: &mut Vec<Pending<'j>>,
 ) -> Result<Option<(Entry, Pick<'j>)>> {
-    let Some(seen) = known_as_listed(store, &job.name, pick.side, &entry, pick.after)? else {
+    let Some(seen) = known_as_listed(store, &job.name, &entry, &pick)? else {
         return Ok(Some((entry, pick)));
     };
     if seen.state == "loading" {
@@ -227,15 +236,19 @@ fn take_known<'j>(
 /// those: the same file sent again, or another of the same size whose
 /// sender kept the timestamp (`cp -p`, `rsync -t`). Taken as known, it
 /// would be archived or deleted unread.
-fn known_as_listed(
-    store: &Store,
-    job: &str,
-    side: Side,
-    entry: &Entry,
-    after: AfterAction,
-) -> Result<Option<LedgerEntry>> {
-    let seen = store.ledger_seen(job, side, &entry.name, entry.size, &entry.mtime_key())?;
-    Ok(seen.filter(|s| after == AfterAction::Keep || s.state != after.done_state()))
+fn known_as_listed(store: &Store, job: &str, entry: &Entry, pick: &Pick) -> Result<Option<LedgerEntry>> {
+    let Some(seen) = store.ledger_seen(job, pick.side, &entry.name, entry.size, &entry.mtime_key())? else {
+        return Ok(None);
+    };
+    if pick.after != AfterAction::Keep && seen.state == pick.after.done_state() {
+        return Ok(None);
+    }
+    // So is a snapshot of an earlier version (its timestamp kept), after a
+    // later one: see `take_fetched`.
+    if pick.snapshot() && store.loaded_since(job, pick.side, &entry.name, seen.id)? {
+        return Ok(None);
+    }
+    Ok(Some(seen))
 }
 
 /// A file now on local disk (or not, and why): check it against the
@@ -272,13 +285,21 @@ fn take_fetched<'j>(
         files.push(file_note(pick.side, &entry.name, "waiting", why));
         return Ok(());
     }
+    let mut reload = None;
     if let Some(found) = store.ledger_find(&job.name, pick.side, &entry.name, entry.size, &sha256)? {
-        fs::remove_file(&local)?;
         if found.state == "loading" {
             // The same bytes under a new mtime: go on with the interrupted load.
+            fs::remove_file(&local)?;
             return resume(store, found, entry, pick, origin, pending);
         }
-        return finish_known(job, transport, store, &found, &entry, &pick, files);
+        // A snapshot back to an earlier version (a roster export, then a
+        // partial one, then the first again) replaces the later one.
+        if !(pick.snapshot() && store.loaded_since(&job.name, pick.side, &entry.name, found.id)?) {
+            fs::remove_file(&local)?;
+            return finish_known(job, transport, store, &found, &entry, &pick, files);
+        }
+        info!(file = %entry.name, earlier = found.id, "A snapshot back to an earlier version: loading it again.");
+        reload = Some(found.id);
     }
     pending.push(Pending {
         taken: TakenFile {
@@ -296,6 +317,7 @@ fn take_fetched<'j>(
         after: pick.after,
         origin,
         resume: None,
+        reload,
     });
     Ok(())
 }
@@ -329,6 +351,7 @@ fn resume<'j>(
         after: pick.after,
         origin,
         resume: Some(ledger),
+        reload: None,
     });
     Ok(())
 }

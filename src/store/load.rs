@@ -375,6 +375,46 @@ impl<'c> FileLoad<'c> {
         })
     }
 
+    /// Load again, in run `run_id`, the file of ledger row `file_id` from
+    /// `file` (its bytes, ferry's new copy): a snapshot ([`LoadMode::Replace`])
+    /// back to an earlier version after a later one was loaded. The row is
+    /// the file's, so it becomes this load's, its counts and rejects too;
+    /// the earlier run's reports keep what it said then.
+    pub(super) fn reload(
+        conn: &'c Connection,
+        job: &str,
+        run_id: i64,
+        file_id: i64,
+        file: &TakenFile,
+        mode: LoadMode,
+    ) -> Result<Self> {
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        let at = now();
+        tx.execute(
+            "UPDATE files SET state = 'loading', run_id = ?2, mtime = ?3, local_path = ?4, read = 0, accepted = 0,
+                              rejected = 0, warnings = 0, records_done = 0, loaded_at = ?5, state_at = ?5
+             WHERE id = ?1",
+            params![file_id, run_id, file.mtime, file.local_path, at],
+        )?;
+        tx.execute("DELETE FROM rejects WHERE file_id = ?1", [file_id])?;
+        if mode == LoadMode::Replace {
+            tx.execute(
+                "DELETE FROM patients WHERE job = ?1 AND side = ?2",
+                params![job, file.side.as_str()],
+            )?;
+        }
+        Ok(FileLoad {
+            conn,
+            tx: Some(tx),
+            job: job.to_string(),
+            side: file.side,
+            file_id,
+            at,
+            statements: Statements::default(),
+            merged: None,
+        })
+    }
+
     /// A file already in the ledger: a queued message's, for a retry, or one
     /// whose load was interrupted after a checkpoint, to go on with it.
     pub(super) fn reopen(conn: &'c Connection, job: &str, file_id: i64) -> Result<Self> {

@@ -58,6 +58,8 @@ pub struct TakenFile {
 pub struct Batching<'a> {
     /// The ledger row of an interrupted load to go on with.
     pub resume: Option<&'a LedgerEntry>,
+    /// The ledger row of a snapshot to load again ([`Store::reload_file`]).
+    pub reload: Option<i64>,
     /// Records per committed batch.
     pub size: usize,
     /// Called after each batch with the records done so far.
@@ -494,6 +496,18 @@ impl Store {
         Ok(stmt.query_row([file_id], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
     }
 
+    /// Whether the ledger holds a file of `job`, `side` and `name` loaded
+    /// after ledger row `file_id` was (last) loaded: a later version of a
+    /// snapshot.
+    pub fn loaded_since(&self, job: &str, side: Side, name: &str, file_id: i64) -> Result<bool> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT 1 FROM files f JOIN files o ON o.id = ?4
+             WHERE f.job = ?1 AND f.side = ?2 AND f.name = ?3 AND f.id <> o.id
+               AND (f.loaded_at > o.loaded_at OR (f.loaded_at = o.loaded_at AND f.id > o.id))",
+        )?;
+        Ok(stmt.exists(params![job, side.as_str(), name, file_id])?)
+    }
+
     /// This job's loads that stopped after a checkpoint (`loading`), oldest first.
     pub fn interrupted_loads(&self, job: &str) -> Result<Vec<LedgerEntry>> {
         let mut stmt = self.conn.prepare_cached(
@@ -521,7 +535,8 @@ impl Store {
         parsed: &ParsedFile,
         mode: LoadMode,
     ) -> Result<i64> {
-        let batching = Batching { resume: None, size: usize::MAX, progress: &mut |_| {}, state: "loaded" };
+        let batching =
+            Batching { resume: None, reload: None, size: usize::MAX, progress: &mut |_| {}, state: "loaded" };
         self.load_file_batched(job, run_id, file, parsed, mode, batching)
     }
 
@@ -538,9 +553,10 @@ impl Store {
         mode: LoadMode,
         batching: Batching,
     ) -> Result<i64> {
-        let (mut load, done) = match batching.resume {
-            Some(entry) => (self.resume_file(job, entry.id, run_id)?, entry.records_done as usize),
-            None => (self.begin_file(job, run_id, file, mode)?, 0),
+        let (mut load, done) = match (batching.resume, batching.reload) {
+            (Some(entry), _) => (self.resume_file(job, entry.id, run_id)?, entry.records_done as usize),
+            (None, Some(id)) => (FileLoad::reload(&self.conn, job, run_id, id, file, mode)?, 0),
+            (None, None) => (self.begin_file(job, run_id, file, mode)?, 0),
         };
         let total = parsed.records.len();
         let mut n = done.min(total);
