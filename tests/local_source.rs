@@ -302,6 +302,25 @@ fn hostile_name_is_refused_and_nothing_escapes() {
     let st = statuses(&d);
     assert!(st.iter().any(|(s, v)| s.contains("evil") && v == "refused"), "{st:?}");
     assert!(d.path("inbox/evil\nname.csv").exists(), "a refused file is left alone");
+
+    // A name in Latin-1 (a Windows share): refused as such, not "gone".
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = d.path("inbox").join(std::ffi::OsStr::from_bytes(b"clinique_\xe9t\xe9.csv"));
+    fs::copy(d.path("inbox/archive/a.csv"), &latin1).unwrap();
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let rows = read_csv(&d.latest_report("t").join("summary.csv"));
+    let detail: Vec<String> = rows
+        .iter()
+        .filter(|r| r["scope"].starts_with("file:ehr/clinique_") && r["metric"] == "detail")
+        .map(|r| r["value"].clone())
+        .collect();
+    assert!(
+        statuses(&d).iter().any(|(s, v)| s.starts_with("file:ehr/clinique_") && v == "refused"),
+        "{:?}",
+        statuses(&d)
+    );
+    assert!(detail.iter().any(|d| d.contains("is not UTF-8")), "{detail:?}");
+    assert!(latin1.exists(), "left alone");
 }
 
 #[test]

@@ -150,7 +150,9 @@ pub fn part_name(name: &str) -> String {
 
 /// Refuse a name that could land anywhere but inside the folder it is
 /// written to: empty, `.`/`..`, any slash or backslash (so no absolute or
-/// nested path), NUL or other control characters.
+/// nested path), NUL or other control characters; and a name that is not
+/// UTF-8, which a listing shows with U+FFFD in place of its bytes: no file
+/// has that name, so it could never be read.
 pub fn check_name(name: &str) -> Result<&str, TransportError> {
     let why = if name.is_empty() {
         Some("empty")
@@ -160,6 +162,8 @@ pub fn check_name(name: &str) -> Result<&str, TransportError> {
         Some("contains a path separator")
     } else if name.chars().any(char::is_control) {
         Some("contains a control character")
+    } else if name.contains(char::REPLACEMENT_CHARACTER) {
+        Some("is not UTF-8 (written in another character set, such as Latin-1?); rename it at the source")
     } else if name.len() > 255 {
         Some("longer than 255 bytes")
     } else {
