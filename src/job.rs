@@ -1209,7 +1209,15 @@ impl JobFile {
         let schedule = self
             .schedule
             .as_deref()
-            .and_then(|text| Schedule::parse(text).map_err(|e| problems.push(format!("schedule: {e}"))).ok());
+            .and_then(|text| Schedule::parse(text).map_err(|e| problems.push(format!("schedule: {e}"))).ok())
+            .filter(|s| {
+                // "0 3 30 2 *" (30 February) parses, and the job would never run.
+                let fires = s.next_after(crate::clock::now(), time_zone).is_some();
+                if !fires {
+                    problems.push(format!("schedule: {:?} never fires (a day no month has?)", s.as_str()));
+                }
+                fires
+            });
         let history = History {
             keep: self.history.keep.as_deref().and_then(|k| {
                 parse_duration(k).map_err(|e| problems.push(format!("history.keep: {e}"))).ok().filter(|d| {

@@ -52,6 +52,14 @@ fn check_reports_wrong_type_missing_file_and_bad_pattern() {
     let out = d.ferry(&["check", "t"]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("source.inbox"), "{}", stderr(&out));
+
+    // A schedule that parses but never fires: the job would never run.
+    let d = job_dir_with(&format!("schedule = \"0 3 30 2 *\"\n{GOOD_JOB}"));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("schedule: \"0 3 30 2 *\" never fires"), "{}", stderr(&out));
+    let d = job_dir_with(&format!("schedule = \"0 3 28 2 *\"\n{GOOD_JOB}"));
+    assert_exit(&d.ferry(&["check", "t"]), 0);
 }
 
 /// A folder or roster the job names that is missing when it runs (a share
