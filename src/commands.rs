@@ -179,11 +179,24 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                     Ok(result) => {
                         if result.failed {
                             failed = true;
+                            // Cron mails this: say which files, and where the reports are.
+                            let failed_files: Vec<&str> = result
+                                .files
+                                .iter()
+                                .filter(|f| f.status == "failed")
+                                .map(|f| f.name.as_str())
+                                .collect();
                             eprintln!(
-                                "ferry: job {} run {} failed: {}",
+                                "ferry: job {} run {} failed: {}{}; reports: {}",
                                 job.name,
                                 result.run_id,
-                                result.totals.error.as_deref().unwrap_or("see its report")
+                                result.totals.error.as_deref().unwrap_or("see its report"),
+                                if failed_files.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" (file(s) not read: {})", failed_files.join(", "))
+                                },
+                                result.report_dir.display()
                             );
                         } else {
                             tracing::info!(job = %job.name, run_id = result.run_id, "Scheduled run done.");

@@ -178,6 +178,9 @@ fn one_failing_job_does_not_stop_the_others() {
     assert_exit(&out, 1);
     let err = stderr(&out);
     assert!(err.contains("job bad run 1 failed"), "{err}");
+    // What cron mails says which file and where the reports are.
+    assert!(err.contains("(file(s) not read: ehr_patients_bad.csv); reports: "), "{err}");
+    assert!(err.contains(&d.home().join("reports/bad").display().to_string()), "{err}");
     assert!(err.contains("broken.toml"), "{err}");
     assert_eq!(runs(&d).len(), 1, "demo ran all the same");
     assert_eq!(runs(&d)[0]["outcome"], "ok");
