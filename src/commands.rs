@@ -1247,11 +1247,21 @@ pub fn status() -> Result<Exit> {
 }
 
 pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
+    let mut unread = None;
     let (dirs, name) = match job {
-        Some(j) => {
-            let job = Job::load(j)?;
-            (vec![job.state_dir.clone()], Some(job.name))
-        }
+        Some(j) => match Job::load(j) {
+            Ok(job) => (vec![job.state_dir.clone()], Some(job.name)),
+            // A job whose file is gone (retired) or broken still has its
+            // history: the stores ferry knows are read for a bare name.
+            Err(e) if Path::new(j).components().count() == 1 && Path::new(j).extension().is_none() => {
+                unread = Some(e);
+                let mut d: Vec<PathBuf> = known_stores().into_iter().map(|(d, _)| d).collect();
+                d.sort();
+                d.dedup();
+                (d, Some(j.to_string()))
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => {
             let mut d: Vec<PathBuf> = known_stores().into_iter().map(|(d, _)| d).collect();
             d.sort();
@@ -1265,6 +1275,12 @@ pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
         if db.exists() {
             runs.extend(Store::open(&db)?.runs(name.as_deref(), limit)?);
         }
+    }
+    if let Some(e) = unread {
+        if runs.is_empty() {
+            return Err(e.into());
+        }
+        eprintln!("ferry: {e}; the history of job {} as the store has it:", job.unwrap_or_default());
     }
     runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
     runs.truncate(limit);

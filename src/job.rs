@@ -1034,8 +1034,14 @@ impl Job {
     /// looked up as `jobs/NAME.toml` in the current folder.
     pub fn load(name_or_path: &str) -> Result<Job, ConfigError> {
         let path = resolve_job_path(name_or_path);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::new(&path, format!("cannot read job file: {e}")))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            let tried = match path.components().count() == 1 && path.extension().is_none() {
+                // A bare name: say where it was looked for.
+                true => format!(" (no {} either)", jobs_dir().join(format!("{name_or_path}.toml")).display()),
+                false => String::new(),
+            };
+            ConfigError::new(&path, format!("cannot read job file: {e}{tried}"))
+        })?;
         JobFile::parse(&path, &text)?.build(&path)
     }
 

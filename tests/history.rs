@@ -35,6 +35,21 @@ fn history_lists_start_end_outcome_and_counts() {
     assert!(first["records"].as_u64().unwrap() > 0 && first["rejects"].as_u64().unwrap() > 0);
     assert!(first["matches"].as_u64().unwrap() > 0 && first["conflicts"].as_u64().unwrap() > 0);
     assert_eq!(runs[0]["files"], 0);
+
+    // A retired job (its file gone) still has its history, by name; an
+    // unknown name says where its file was looked for.
+    std::fs::remove_file(d.path("jobs/demo.toml")).unwrap();
+    let out = d.ferry(&["history", "demo"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+    assert!(stderr(&out).contains("cannot read job file"), "{}", stderr(&out));
+    let out = d.ferry(&["history", "nosuch"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("(no ") && stderr(&out).contains("jobs/nosuch.toml either)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
