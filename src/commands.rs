@@ -1161,8 +1161,15 @@ struct StatusRow {
 pub fn status() -> Result<Exit> {
     let mut seen = BTreeSet::new();
     let mut rows: Vec<StatusRow> = Vec::new();
+    let mut bad = Vec::new();
     for file in toml_files(&jobs_dir()).unwrap_or_default() {
-        let Ok(job) = Job::load(&file.display().to_string()) else { continue };
+        let job = match Job::load(&file.display().to_string()) {
+            Ok(job) => job,
+            Err(e) => {
+                bad.push(e);
+                continue;
+            }
+        };
         if !seen.insert(job.name.clone()) {
             continue;
         }
@@ -1242,6 +1249,14 @@ pub fn status() -> Result<Exit> {
                 row.job, "never", "-", "", "", "", "", "", row.next
             )?,
         }
+    }
+    // A job file that cannot be read never runs: say so where people look.
+    for e in &bad {
+        eprintln!("{e}");
+    }
+    if !bad.is_empty() {
+        eprintln!("ferry: {} job file(s) cannot be read, and their jobs do not run: see above", bad.len());
+        return Ok(Exit::BadConfig);
     }
     Ok(Exit::Done)
 }

@@ -228,6 +228,13 @@ fn status_and_history_after_a_run() {
     let out = d.ferry(&["history"]);
     assert_exit(&out, 0);
     assert!(stdout(&out).lines().any(|l| l.contains("demo") && l.contains("ok")), "{}", stdout(&out));
+
+    // A job file that cannot be read is named, not left out in silence.
+    d.write("jobs/other.toml", "[source]\ntype = \"local\"\ninbox = \".\"\nafter = \"archiv\"\n");
+    let out = d.ferry(&["status"]);
+    assert_exit(&out, 2);
+    assert!(stdout(&out).lines().any(|l| l.starts_with("demo")), "{}", stdout(&out));
+    assert!(stderr(&out).contains("other.toml") && stderr(&out).contains("do not run"), "{}", stderr(&out));
 }
 
 #[test]
