@@ -274,24 +274,33 @@ struct Hl7Config {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     /// A folder on this machine: the practice-hosted SFTP server's drop folder.
-    Local {
-        inbox: PathBuf,
-        #[serde(default = "default_include")]
-        include: Vec<String>,
-        #[serde(default)]
-        exclude: Vec<String>,
-        /// How long a file's size and mtime must have been unchanged.
-        #[serde(default = "default_min_age")]
-        min_age: String,
-        #[serde(default)]
-        after: AfterAction,
-        /// For `after = "archive"`; defaults to `INBOX/archive`.
-        archive_dir: Option<PathBuf>,
-    },
+    Local(LocalConfig),
     /// An SFTP server we log in to (the EHR's, or one the practice hosts).
     Sftp(RemoteConfig),
     /// An FTP server, with explicit TLS unless `tls = "none"`.
     Ftp(RemoteConfig),
+}
+
+/// A local source folder.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// Never set: the enum's tag, which a job file's second reading (see
+    /// `source_error`) meets as a key.
+    #[serde(rename = "type", default)]
+    _type: Option<String>,
+    inbox: PathBuf,
+    #[serde(default = "default_include")]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    /// How long a file's size and mtime must have been unchanged.
+    #[serde(default = "default_min_age")]
+    min_age: String,
+    #[serde(default)]
+    after: AfterAction,
+    /// For `after = "archive"`; defaults to `INBOX/archive`.
+    archive_dir: Option<PathBuf>,
 }
 
 /// A remote server: the connection, and for a source what to take from its
@@ -300,6 +309,9 @@ pub enum SourceConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
+    /// As in [`LocalConfig`].
+    #[serde(rename = "type", default)]
+    _type: Option<String>,
     host: String,
     /// Default 22 (SFTP) or 21 (FTP).
     port: Option<u16>,
@@ -361,7 +373,9 @@ impl SourceConfig {
     /// The validated source, or `None` with the problems noted.
     fn build(self, base: &Path, problems: &mut Vec<String>, missing: &mut Vec<String>) -> Option<Source> {
         match self {
-            SourceConfig::Local { inbox, include, exclude, min_age, after, archive_dir } => {
+            SourceConfig::Local(LocalConfig {
+                inbox, include, exclude, min_age, after, archive_dir, ..
+            }) => {
                 let inbox = base.join(inbox);
                 if !inbox.is_dir() {
                     missing.push(format!("source.inbox: folder {} does not exist", inbox.display()));
@@ -1089,7 +1103,13 @@ impl JobFile {
         if !problems.is_empty() {
             return Err(ConfigError { file: path.to_path_buf(), problems });
         }
-        toml::from_str(text).map_err(|e| toml_error(path, text, &e))
+        if !value.contains_key("source") {
+            let why = "[source]: missing: the table that says where the files come from (type = \"local\", \
+                       \"sftp\" or \"ftp\")";
+            return Err(ConfigError::new(path, why));
+        }
+        toml::from_str(text)
+            .map_err(|e| source_error(path, text, &value).unwrap_or_else(|| toml_error(path, text, &e)))
     }
 
     pub fn build(self, path: &Path) -> Result<Job, ConfigError> {
@@ -1458,6 +1478,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// The job file's error inside `[source]`, by key and line: read as the
+/// tagged enum it is, serde buffers the table and tells only the table
+/// (`line 5, in [source]: unknown variant`), so it is read again as the
+/// variant its `type` names. None when that finds nothing wrong (the
+/// error is elsewhere).
+fn source_error(path: &Path, text: &str, value: &toml::Table) -> Option<ConfigError> {
+    #[derive(Deserialize)]
+    struct Probe<T> {
+        // Read for its errors only.
+        #[allow(dead_code)]
+        source: T,
+    }
+    let kind = value.get("source")?.get("type")?.as_str()?;
+    let err = match kind {
+        "local" => toml::from_str::<Probe<LocalConfig>>(text).err()?,
+        "sftp" | "ftp" => toml::from_str::<Probe<RemoteConfig>>(text).err()?,
+        _ => return None,
+    };
+    Some(toml_error(path, text, &err))
+}
+
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
     ConfigError::new(path, format!("{}{}", toml_location(text, refine_span(text, e)), e.message()))
 }
@@ -1554,7 +1595,7 @@ mod tests {
     #[test]
     fn wrong_type_is_reported() {
         let err = parse("[source]\ntype = \"local\"\ninbox = 3\n").unwrap_err();
-        assert!(err.to_string().contains("in [source]: invalid type"), "{err}");
+        assert!(err.to_string().contains("line 3, key source.inbox: invalid type"), "{err}");
         let err = parse("[source]\ntype = \"local\"\ninbox = \"x\"\n[[inputs]]\nfiles = 7\n").unwrap_err();
         assert!(err.to_string().contains("line 5, key inputs.files: invalid type"), "{err}");
     }

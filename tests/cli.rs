@@ -53,6 +53,16 @@ fn check_reports_wrong_type_missing_file_and_bad_pattern() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("source.inbox"), "{}", stderr(&out));
 
+    // Inside [source] (a tagged table), the key and its line are named.
+    let d = job_dir_with(&GOOD_JOB.replace("type = \"local\"", "type = \"local\"\nafter = \"archiv\""));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("line 4, key source.after: unknown variant `archiv`"), "{}", stderr(&out));
+    let d = job_dir_with(&GOOD_JOB.replace("[source]\ntype = \"local\"\ninbox = \"../inbox\"\n", ""));
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("[source]: missing"), "{}", stderr(&out));
+
     // A schedule that parses but never fires: the job would never run.
     let d = job_dir_with(&format!("schedule = \"0 3 30 2 *\"\n{GOOD_JOB}"));
     let out = d.ferry(&["check", "t"]);
