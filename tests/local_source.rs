@@ -293,6 +293,21 @@ fn a_file_still_being_written_waits() {
     assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "loaded".to_string())]);
 }
 
+/// A file whose mtime is ahead of this machine's clock (the writer's clock
+/// runs ahead, or it kept a timestamp) has no age to wait for: it is taken
+/// when a second listing, `min_age` later, shows it unchanged, as a remote
+/// file is. Before, it waited until the clock caught up (days).
+#[test]
+fn a_file_with_an_mtime_ahead_of_the_clock_is_taken_once_unchanged() {
+    let d = setup("archive", "1s");
+    let ahead = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
+    fs::File::options().write(true).open(d.path("inbox/a.csv")).unwrap().set_modified(ahead).unwrap();
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 0);
+    assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "loaded".to_string())]);
+    assert!(stderr(&out).contains("ahead of this machine's clock"), "{}", stderr(&out));
+}
+
 #[test]
 fn hostile_name_is_refused_and_nothing_escapes() {
     let d = setup("archive", "0");

@@ -65,6 +65,8 @@ pub(super) fn take_from_source<'j>(
         .with_context(|| format!("cannot list {}", transport.describe()))?;
     let now = SystemTime::now();
     let mut candidates = Vec::new();
+    // Local files whose mtime is ahead of this machine's clock.
+    let mut clock_ahead = std::collections::HashSet::new();
     for entry in listed {
         if transport::is_in_progress_name(&entry.name) || !src.filter.matches(&entry.name) {
             continue;
@@ -77,17 +79,23 @@ pub(super) fn take_from_source<'j>(
             continue;
         }
         if let Settle::MinAge(min_age) = src.settle {
-            let age = now.duration_since(entry.mtime).unwrap_or_default();
-            if age < min_age {
-                note(
-                    "waiting",
-                    format!(
-                        "modified {}s ago; taken once unchanged for {}s",
-                        age.as_secs(),
-                        min_age.as_secs()
-                    ),
-                );
-                continue;
+            match now.duration_since(entry.mtime) {
+                Ok(age) if age < min_age => {
+                    note(
+                        "waiting",
+                        format!(
+                            "modified {}s ago; taken once unchanged for {}s",
+                            age.as_secs(),
+                            min_age.as_secs()
+                        ),
+                    );
+                    continue;
+                }
+                Ok(_) => {}
+                Err(ahead) => {
+                    warn!(file = %entry.name, ahead_secs = ahead.duration().as_secs(), "A file's mtime is ahead of this machine's clock: taken once two listings agree.");
+                    clock_ahead.insert(entry.name.clone());
+                }
             }
         }
         let Some(input) = job.input_for(&entry.name) else {
@@ -99,10 +107,23 @@ pub(super) fn take_from_source<'j>(
 
     // A remote clock cannot be trusted for an age: a remote file is taken
     // only if a second listing, `stable_for` later, shows the same size and
-    // mtime. Files the ledger already has need no second look.
-    if let Settle::StableFor(wait) = src.settle {
+    // mtime. Nor can an mtime ahead of this machine's clock (the writer's
+    // clock runs ahead, or it kept a timestamp): such a local file is taken
+    // as a remote one is, by a second listing `min_age` later. Files the
+    // ledger already has need no second look.
+    let recheck = match src.settle {
+        Settle::StableFor(wait) => Some(wait),
+        Settle::MinAge(wait) if !clock_ahead.is_empty() => Some(wait),
+        Settle::MinAge(_) => None,
+    };
+    let concerned = |e: &Entry| matches!(src.settle, Settle::StableFor(_)) || clock_ahead.contains(&e.name);
+    if let Some(wait) = recheck {
         let fresh = candidates.iter().any(|(e, input)| {
-            !matches!(known_as_listed(store, &job.name, e, &Pick::input(input, src.after)), Ok(Some(_)))
+            concerned(e)
+                && !matches!(
+                    known_as_listed(store, &job.name, e, &Pick::input(input, src.after)),
+                    Ok(Some(_))
+                )
         });
         if fresh {
             std::thread::sleep(wait);
@@ -111,6 +132,7 @@ pub(super) fn take_from_source<'j>(
             let again: std::collections::HashMap<&str, &Entry> =
                 again.iter().map(|e| (e.name.as_str(), e)).collect();
             candidates.retain(|(e, input)| match again.get(e.name.as_str()) {
+                _ if !concerned(e) => true,
                 Some(a) if a.size == e.size && a.mtime == e.mtime => true,
                 Some(a) => {
                     files.push(file_note(
