@@ -40,9 +40,32 @@ pub struct Logging {
     pub format: LogFormat,
 }
 
+/// Whether stderr carries JSON lines (`--log-format json`): the lines for
+/// people ([`say!`]) are JSON objects too, then.
+static JSON_LINES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// A line for people on stderr (a run's summary, an error, what a command
+/// did): as it is, or with `--log-format json` a JSON object shaped as the
+/// log lines around it, so that a pipeline reading one object a line reads
+/// it too. Errors are at level ERROR ([`say_at`]).
+macro_rules! say {
+    ($($arg:tt)*) => { say_at("INFO", &format!($($arg)*)) };
+}
+
+fn say_at(level: &str, text: &str) {
+    if JSON_LINES.get() == Some(&true) {
+        let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let line = serde_json::json!({"timestamp": at, "level": level, "fields": {"message": text}, "target": "ferry"});
+        eprintln!("{line}");
+    } else {
+        eprintln!("{text}");
+    }
+}
+
 /// Log lines go to stderr. The default level is `warn`, so cron stays quiet
 /// unless something needs a person; `FERRY_LOG` (an env-filter) overrides.
 pub fn init_logging(l: Logging) {
+    let _ = JSON_LINES.set(matches!(l.format, LogFormat::Json));
     let level = match (l.quiet, l.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -64,10 +87,10 @@ pub fn exit_status(result: Result<Exit>) -> Exit {
         Ok(exit) => exit,
         Err(e) => {
             if let Some(ce) = e.downcast_ref::<ConfigError>() {
-                eprintln!("{ce}");
+                say_at("ERROR", &ce.to_string());
                 Exit::BadConfig
             } else {
-                eprintln!("ferry: {e:#}");
+                say_at("ERROR", &format!("ferry: {e:#}"));
                 Exit::Failed
             }
         }
@@ -80,17 +103,24 @@ pub fn run(job: &str, quiet: bool) -> Result<Exit> {
     let result = run_job(&job, &RunOptions { progress, ..RunOptions::default() })?;
     if !quiet {
         let t = &result.totals;
-        eprintln!(
+        say!(
             "{}: run {} {}: {} file(s) loaded, {} record(s), {} rejected, {} matched, {} ID conflict(s)",
-            job.name, result.run_id, t.outcome, t.files, t.records, t.rejects, t.matches, t.conflicts
+            job.name,
+            result.run_id,
+            t.outcome,
+            t.files,
+            t.records,
+            t.rejects,
+            t.matches,
+            t.conflicts
         );
         for f in result.files.iter().filter(|f| f.status != "loaded") {
-            eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
+            say!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
         }
         for s in &result.sent {
-            eprintln!("  sent {}: {} to {} {}", s.name, s.status, s.to, s.detail);
+            say!("  sent {}: {} to {} {}", s.name, s.status, s.to, s.detail);
         }
-        eprintln!("Reports: {}", result.report_dir.display());
+        say!("Reports: {}", result.report_dir.display());
         print_delivery(&result);
     }
     Ok(if result.failed { Exit::Failed } else { Exit::Done })
@@ -100,29 +130,31 @@ pub fn run(job: &str, quiet: bool) -> Result<Exit> {
 fn print_delivery(result: &RunResult) {
     for p in &result.pushed {
         match p.status {
-            "pushed" => eprintln!("Pushed {} as {} ({} bytes)", p.file, p.name, p.bytes),
-            "skipped" => eprintln!("Not pushed {}: {}", p.file, p.detail),
-            _ => eprintln!("PUSH FAILED {}: {}", p.file, p.detail),
+            "pushed" => say!("Pushed {} as {} ({} bytes)", p.file, p.name, p.bytes),
+            "skipped" => say!("Not pushed {}: {}", p.file, p.detail),
+            _ => say!("PUSH FAILED {}: {}", p.file, p.detail),
         }
     }
     if let Some(m) = &result.mail {
         if !m.sent.is_empty() {
-            eprintln!("Email sent ({} message(s))", m.sent.len());
+            say!("Email sent ({} message(s))", m.sent.len());
         }
         if m.waiting > 0 {
-            eprintln!(
+            say!(
                 "Email NOT sent: {} message(s) wait in the outbox for the next run: {}",
                 m.waiting,
                 m.error.as_deref().unwrap_or("")
             );
         } else if let Some(e) = &m.error {
-            eprintln!("Email problem: {e}");
+            say!("Email problem: {e}");
         }
     }
     if result.pruned.runs > 0 {
-        eprintln!(
+        say!(
             "Pruned {} old run(s): {} folder(s), {} file(s) deleted",
-            result.pruned.runs, result.pruned.folders, result.pruned.files
+            result.pruned.runs,
+            result.pruned.folders,
+            result.pruned.files
         );
     }
 }
@@ -138,7 +170,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
     let dir = jobs_dir();
     let files = toml_files(&dir).with_context(|| format!("cannot list jobs folder {}", dir.display()))?;
     if files.is_empty() {
-        eprintln!("ferry run-due: no job files in {}; set --jobs-dir or FERRY_JOBS_DIR", dir.display());
+        say!("ferry run-due: no job files in {}; set --jobs-dir or FERRY_JOBS_DIR", dir.display());
         return Ok(Exit::BadConfig);
     }
     let (mut failed, mut bad) = (false, false);
@@ -147,7 +179,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
         let job = match Job::load(&file.display().to_string()).and_then(|j| names.own(j)) {
             Ok(j) => j,
             Err(e) => {
-                eprintln!("{e}");
+                say!("{e}");
                 bad = true;
                 continue;
             }
@@ -162,7 +194,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                 continue;
             }
             Err(e) => {
-                eprintln!("ferry: job {}: {e:#}", job.name);
+                say!("ferry: job {}: {e:#}", job.name);
                 failed = true;
                 continue;
             }
@@ -186,7 +218,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                                 .filter(|f| f.status == "failed")
                                 .map(|f| f.name.as_str())
                                 .collect();
-                            eprintln!(
+                            say!(
                                 "ferry: job {} run {} failed: {}{}; reports: {}",
                                 job.name,
                                 result.run_id,
@@ -207,7 +239,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                     }
                     Err(e) => {
                         failed = true;
-                        eprintln!("ferry: job {}: {e:#}", job.name);
+                        say!("ferry: job {}: {e:#}", job.name);
                     }
                 }
             }
@@ -221,7 +253,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("ferry: job {}: {e:#}", job.name);
+                say!("ferry: job {}: {e:#}", job.name);
             }
         }
     }
@@ -268,8 +300,8 @@ pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
         let t = &result.totals;
         let r = &result.reconciled;
         let read: u64 = result.files.iter().map(|f| f.read).sum();
-        eprintln!("{}: backfill (run {}) {} in {secs:.1}s", job.name, result.run_id, t.outcome);
-        eprintln!(
+        say!("{}: backfill (run {}) {} in {secs:.1}s", job.name, result.run_id, t.outcome);
+        say!(
             "  loaded   {} file(s), {read} record(s) read: {} accepted, {} rejected ({:.0} records/s)",
             t.files,
             t.records,
@@ -277,19 +309,23 @@ pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
             read as f64 / secs.max(1e-3)
         );
         for f in result.files.iter().filter(|f| f.status != "loaded") {
-            eprintln!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
+            say!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
         }
-        eprintln!("  patients {} EHR, {} practice", r.ehr, r.practice);
-        eprintln!(
+        say!("  patients {} EHR, {} practice", r.ehr, r.practice);
+        say!(
             "  matched  {} by external ID, {} by demographics ({} candidate pairs compared)",
-            r.by_id, r.by_demographics, r.candidate_pairs
+            r.by_id,
+            r.by_demographics,
+            r.candidate_pairs
         );
-        eprintln!(
+        say!(
             "  review   {} possible match(es), {} possible duplicate(s), {} ID conflict(s)",
-            r.possible_matches, r.duplicates, t.conflicts
+            r.possible_matches,
+            r.duplicates,
+            t.conflicts
         );
-        eprintln!("  id updates for the EHR: {}", r.id_updates);
-        eprintln!("Reports: {}", result.report_dir.display());
+        say!("  id updates for the EHR: {}", r.id_updates);
+        say!("Reports: {}", result.report_dir.display());
         print_delivery(&result);
     }
     Ok(if result.failed { Exit::Failed } else { Exit::Done })
@@ -302,18 +338,18 @@ pub fn generate_population(patients: usize, seed: u64, noise: &str, out: &Path, 
         "default" => Noise::default(),
         "high" => Noise::high(),
         other => {
-            eprintln!("ferry gen: --noise {other:?} is not one of none, default, high");
+            say!("ferry gen: --noise {other:?} is not one of none, default, high");
             return Ok(Exit::BadConfig);
         }
     };
     if patients == 0 {
-        eprintln!("ferry gen: --patients must be at least 1");
+        say!("ferry gen: --patients must be at least 1");
         return Ok(Exit::BadConfig);
     }
     let started = std::time::Instant::now();
     let s = generate(&GenOptions { patients, seed, noise, out_dir: out.to_path_buf() })?;
     if !quiet {
-        eprintln!(
+        say!(
             "wrote {} EHR and {} practice records ({} persons, {} on both sides, {} twin pairs, {} duplicates \
              per side) to {} in {:.1}s",
             s.ehr_records,
@@ -347,12 +383,12 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
             any = true;
             match load_schema_file(&path) {
                 Ok(InputSchema::Flat(s)) => {
-                    eprintln!("ok    schema {} ({} columns)", s.name, s.columns.len())
+                    say!("ok    schema {} ({} columns)", s.name, s.columns.len())
                 }
-                Ok(InputSchema::Hl7(s)) => eprintln!("ok    schema {} (HL7; {})", s.name, s.summary()),
+                Ok(InputSchema::Hl7(s)) => say!("ok    schema {} (HL7; {})", s.name, s.summary()),
                 Err(e) => {
                     note(Exit::BadConfig);
-                    eprintln!("{e}");
+                    say!("{e}");
                 }
             }
         }
@@ -360,14 +396,14 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
         for path in toml_files(&jobs_dir())? {
             any = true;
             if let Ok(Err(e)) = Job::load(&path.display().to_string()).map(|j| names.own(j)) {
-                eprintln!("{e}");
+                say!("{e}");
                 note(Exit::BadConfig);
                 continue;
             }
             note(check_job(&path.display().to_string(), accept_new_host_key));
         }
         if !any {
-            eprintln!(
+            say!(
                 "ferry: no job files in {} and no schemas beside it; name a job to check",
                 jobs_dir().display()
             );
@@ -406,7 +442,7 @@ impl JobNames {
 
 /// Tell the operator that emails of `job` wait in the outbox, and why.
 fn say_waiting(job: &str, m: &crate::run::MailOutcome, verb: &str) {
-    eprintln!(
+    say!(
         "ferry: job {job}: {} email(s) {verb} in the outbox: {}",
         m.waiting,
         m.error.as_deref().unwrap_or("")
@@ -417,21 +453,21 @@ fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
     let job = match Job::load(name) {
         Ok(job) => job,
         Err(e) => {
-            eprintln!("{e}");
+            say!("{e}");
             return Exit::BadConfig;
         }
     };
     if !job.missing.is_empty() {
         // Each a mistake in the job file, or a share not mounted: a run
         // would fail until it is there.
-        eprintln!("{}: {}", job.file.display(), job.missing.join("; "));
+        say!("{}: {}", job.file.display(), job.missing.join("; "));
         return Exit::BadConfig;
     }
-    eprintln!("ok    job {} ({})", job.name, job.file.display());
-    eprintln!("      source: {}", job.source.endpoint.describe());
+    say!("ok    job {} ({})", job.name, job.file.display());
+    say!("      source: {}", job.source.endpoint.describe());
     let mut print = |s: &transport::Step| match &s.result {
-        Ok(d) => eprintln!("      ok    {:<9} {d}", s.name),
-        Err(d) => eprintln!("      FAIL  {:<9} {d}", s.name),
+        Ok(d) => say!("      ok    {:<9} {d}", s.name),
+        Err(d) => say!("      FAIL  {:<9} {d}", s.name),
     };
     if !transport::check(&job.source.endpoint, false, accept_new_host_key, &mut print) {
         return match job.source.endpoint {
@@ -441,16 +477,16 @@ fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
         };
     }
     match preview_source(&job) {
-        Ok(names) => eprintln!("      source lists {} file(s) to consider", names.len()),
+        Ok(names) => say!("      source lists {} file(s) to consider", names.len()),
         Err(e) => {
-            eprintln!("      source: {e:#}");
+            say!("      source: {e:#}");
             return Exit::Failed;
         }
     }
     let mut exit = Exit::Done;
     if let Some(s) = &job.schedule {
         let next = s.next_after(clock::now(), job.time_zone);
-        eprintln!(
+        say!(
             "      schedule {:?} ({}): next {}",
             s.as_str(),
             job.time_zone,
@@ -459,32 +495,32 @@ fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
         );
     }
     for (i, p) in job.push.iter().enumerate() {
-        eprintln!("      push[{i}]: {} -> {}", p.files.join(", "), p.to.describe());
+        say!("      push[{i}]: {} -> {}", p.files.join(", "), p.to.describe());
         if !transport::check(&p.to, true, accept_new_host_key, &mut print) {
             exit = Exit::Failed;
         }
     }
     for (i, ob) in job.outbox.iter().enumerate() {
-        eprintln!("      outbox[{i}]: {} -> {}", ob.folder.display(), ob.to.describe());
+        say!("      outbox[{i}]: {} -> {}", ob.folder.display(), ob.to.describe());
         if !transport::check(&ob.to, true, accept_new_host_key, &mut print) {
             exit = Exit::Failed;
         }
     }
     if let Some(settings) = &job.email {
         if let Some(Err(e)) = settings.zip_password.as_ref().map(|s| s.get()) {
-            eprintln!("      email: {e}");
+            say!("      email: {e}");
             exit = Exit::Failed;
         }
         match email::check(settings) {
-            Ok(msg) => eprintln!("      email: {msg}"),
+            Ok(msg) => say!("      email: {msg}"),
             Err(e) => {
-                eprintln!("      email: {e:#}");
+                say!("      email: {e:#}");
                 exit = Exit::Failed;
             }
         }
         let waiting = Outbox::new(&job.state_dir, &job.name).waiting().map(|w| w.len()).unwrap_or(0);
         if waiting > 0 {
-            eprintln!("      email: {waiting} message(s) wait in the outbox");
+            say!("      email: {waiting} message(s) wait in the outbox");
         }
     }
     exit
@@ -592,10 +628,10 @@ pub fn parse(file: &Path, o: &ParseOptions) -> Result<Exit> {
         print_reject(&mut out, r, json)?;
     }
     if let Some(f) = &parsed.fatal {
-        eprintln!("{}: {f}", file.display());
+        say!("{}: {f}", file.display());
         return Ok(Exit::Failed);
     }
-    eprintln!(
+    say!(
         "{}: {} read = {} accepted + {} rejected ({} warnings), as {side} records via schema {}",
         file.display(),
         parsed.read,
@@ -640,7 +676,7 @@ fn parse_hl7(file: &Path, bytes: &[u8], view: Hl7View, json: bool) -> Result<Exi
             InputSchema::Flat(s) => return Err(ConfigError::new(&s.path, "not an HL7 schema").into()),
         };
         let tz = view.time_zone.unwrap_or_else(|| {
-            eprintln!(
+            say!(
                 "{}: times without an offset are read as UTC; name the job (--job) or --time-zone to read them as the job does",
                 file.display()
             );
@@ -687,7 +723,7 @@ fn parse_hl7(file: &Path, bytes: &[u8], view: Hl7View, json: bool) -> Result<Exi
         }
     }
     let what = if json { "read or mapped" } else { "read" };
-    eprintln!("{}: {read} message(s), {errors} that could not be {what}", file.display());
+    say!("{}: {read} message(s), {errors} that could not be {what}", file.display());
     Ok(Exit::Done)
 }
 
@@ -977,26 +1013,26 @@ pub fn queue_retry(job: Option<&str>, id: Option<i64>) -> Result<Exit> {
     Ok(match retried {
         Retried::Loaded(applied) => {
             match applied {
-                None => eprintln!(
+                None => say!(
                     "message {id} processed: schema {} ignores {}; nothing is loaded",
                     q.schema,
                     q.event.as_deref().unwrap_or_default()
                 ),
                 Some(Applied::Written) => {
-                    eprintln!("message {id} processed; the next run's reports include it")
+                    say!("message {id} processed; the next run's reports include it")
                 }
-                Some(Applied::InPart) => eprintln!(
+                Some(Applied::InPart) => say!(
                     "message {id} processed; newer messages had said some of its record's fields, which stay \
                      as they are; the rest are set, and the next run's reports include them"
                 ),
-                Some(Applied::Stale) => eprintln!(
+                Some(Applied::Stale) => say!(
                     "message {id} processed; the store holds newer data for its record, which stays as it is"
                 ),
             }
             Exit::Done
         }
         Retried::Error(reason) => {
-            eprintln!("message {id} is still in ERROR: {reason}");
+            say!("message {id} is still in ERROR: {reason}");
             Exit::Failed
         }
     })
@@ -1120,7 +1156,7 @@ fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
         }
     }
     let still: u64 = errors.values().sum();
-    eprintln!(
+    say!(
         "{} message(s) in ERROR retried: {processed} processed, {ignored} of events the schema ignores \
          processed with nothing loaded, {still} still in ERROR",
         processed + ignored + still
@@ -1128,16 +1164,16 @@ fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
     let mut by_count: Vec<(&String, &u64)> = errors.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1));
     for (reason, n) in by_count {
-        eprintln!("  {n} x {reason}");
+        say!("  {n} x {reason}");
     }
     if cut > 0 {
-        eprintln!(
+        say!(
             "{cut} message(s) that may have been cut short stay in ERROR: ask the sender to send them again, \
              then `ferry queue delete ID`"
         );
     }
     for (why, n) in &left {
-        eprintln!("{n} message(s) not retried, left in ERROR: {why}");
+        say!("{n} message(s) not retried, left in ERROR: {why}");
     }
     let not_retried: u64 = left.values().sum();
     Ok(if still + cut + not_retried == 0 { Exit::Done } else { Exit::Failed })
@@ -1146,7 +1182,7 @@ fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
 pub fn queue_delete(job: Option<&str>, id: i64) -> Result<Exit> {
     let (store, _) = find_message(job, id)?;
     store.delete_message(id)?;
-    eprintln!("message {id} deleted");
+    say!("message {id} deleted");
     Ok(Exit::Done)
 }
 
@@ -1252,10 +1288,10 @@ pub fn status() -> Result<Exit> {
     }
     // A job file that cannot be read never runs: say so where people look.
     for e in &bad {
-        eprintln!("{e}");
+        say!("{e}");
     }
     if !bad.is_empty() {
-        eprintln!("ferry: {} job file(s) cannot be read, and their jobs do not run: see above", bad.len());
+        say!("ferry: {} job file(s) cannot be read, and their jobs do not run: see above", bad.len());
         return Ok(Exit::BadConfig);
     }
     Ok(Exit::Done)
@@ -1295,7 +1331,7 @@ pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
         if runs.is_empty() {
             return Err(e.into());
         }
-        eprintln!("ferry: {e}; the history of job {} as the store has it:", job.unwrap_or_default());
+        say!("ferry: {e}; the history of job {} as the store has it:", job.unwrap_or_default());
     }
     runs.sort_by(|a, b| b.started_at.cmp(&a.started_at));
     runs.truncate(limit);

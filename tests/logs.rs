@@ -152,10 +152,12 @@ fn no_patient_data_in_any_log_line_or_the_email_body() {
             .collect();
         assert!(log_lines.len() >= 12, "too few {format} log lines to prove anything:\n{logs}");
         if format == "json" {
-            for l in &log_lines {
+            // Every line, the run's summary and `Reports:` too, is an object.
+            for l in logs.lines() {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
                 assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
             }
+            assert!(logs.contains("\"message\":\"Reports: "), "{logs}");
         }
         // Debug lines are there, so this is the most verbose level.
         assert!(logs.contains("DEBUG") || logs.contains("TRACE"), "{logs}");
