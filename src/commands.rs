@@ -194,7 +194,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                 continue;
             }
             Err(e) => {
-                say!("ferry: job {}: {e:#}", job.name);
+                say_at("ERROR", &format!("ferry: job {}: {e:#}", job.name));
                 failed = true;
                 continue;
             }
@@ -218,17 +218,20 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                                 .filter(|f| f.status == "failed")
                                 .map(|f| f.name.as_str())
                                 .collect();
-                            say!(
-                                "ferry: job {} run {} failed: {}{}; reports: {}",
-                                job.name,
-                                result.run_id,
-                                result.totals.error.as_deref().unwrap_or("see its report"),
-                                if failed_files.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" (file(s) not read: {})", failed_files.join(", "))
-                                },
-                                result.report_dir.display()
+                            say_at(
+                                "ERROR",
+                                &format!(
+                                    "ferry: job {} run {} failed: {}{}; reports: {}",
+                                    job.name,
+                                    result.run_id,
+                                    result.totals.error.as_deref().unwrap_or("see its report"),
+                                    if failed_files.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!(" (file(s) not read: {})", failed_files.join(", "))
+                                    },
+                                    result.report_dir.display()
+                                ),
                             );
                         } else {
                             tracing::info!(job = %job.name, run_id = result.run_id, "Scheduled run done.");
@@ -239,7 +242,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
                     }
                     Err(e) => {
                         failed = true;
-                        say!("ferry: job {}: {e:#}", job.name);
+                        say_at("ERROR", &format!("ferry: job {}: {e:#}", job.name));
                     }
                 }
             }
@@ -253,7 +256,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
             }
             Err(e) => {
                 failed = true;
-                say!("ferry: job {}: {e:#}", job.name);
+                say_at("ERROR", &format!("ferry: job {}: {e:#}", job.name));
             }
         }
     }
