@@ -1192,6 +1192,9 @@ pub fn queue_delete(job: Option<&str>, id: i64) -> Result<Exit> {
 /// One line of `ferry status`.
 struct StatusRow {
     job: String,
+    /// The job's time zone, in which its times are shown; None for a job
+    /// without a job file (this machine's zone).
+    zone: Option<chrono_tz::Tz>,
     last: Option<RunRow>,
     next: String,
     mail: usize,
@@ -1241,7 +1244,7 @@ pub fn status() -> Result<Exit> {
             }
         };
         let mail = Outbox::new(&job.state_dir, &job.name).waiting().map(|w| w.len()).unwrap_or(0);
-        rows.push(StatusRow { job: job.name, last, next, mail });
+        rows.push(StatusRow { job: job.name, zone: Some(job.time_zone), last, next, mail });
     }
     // Jobs that ran but have no job file here any more.
     for (dir, _) in known_stores() {
@@ -1253,6 +1256,7 @@ pub fn status() -> Result<Exit> {
             if seen.insert(r.job.clone()) {
                 rows.push(StatusRow {
                     job: r.job.clone(),
+                    zone: None,
                     last: Some(r),
                     next: "no job file".into(),
                     mail: 0,
@@ -1260,32 +1264,40 @@ pub fn status() -> Result<Exit> {
             }
         }
     }
+    // Times in each job's zone, as its schedule is read; the columns as
+    // wide as what they hold.
+    let last: Vec<String> = rows
+        .iter()
+        .map(|row| match &row.last {
+            Some(r) => run_time(&r.started_at, row.zone),
+            None => "never".into(),
+        })
+        .collect();
+    let width =
+        |head: &str, cells: &mut dyn Iterator<Item = usize>| cells.chain([head.len()]).max().unwrap_or(0);
+    let (wj, wl, wn) = (
+        width("JOB", &mut rows.iter().map(|r| r.job.len())),
+        width("LAST RUN", &mut last.iter().map(String::len)),
+        width("NEXT DUE", &mut rows.iter().map(|r| r.next.len())),
+    );
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<26} MAIL",
+        "{:<wj$} {:<wl$} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<wn$}  MAIL",
         "JOB", "LAST RUN", "OUTCOME", "FILES", "RECORDS", "REJECTS", "MATCHES", "CONFLICTS", "NEXT DUE"
     )?;
-    for row in rows {
+    for (row, last) in rows.into_iter().zip(last) {
         let mail = if row.mail > 0 { format!("{} waiting", row.mail) } else { "-".into() };
         match row.last {
             Some(r) => writeln!(
                 out,
-                "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<26} {mail}",
-                row.job,
-                short_time(&r.started_at),
-                r.outcome,
-                r.files,
-                r.records,
-                r.rejects,
-                r.matches,
-                r.conflicts,
-                row.next
+                "{:<wj$} {:<wl$} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<wn$}  {mail}",
+                row.job, last, r.outcome, r.files, r.records, r.rejects, r.matches, r.conflicts, row.next
             )?,
             None => writeln!(
                 out,
-                "{:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<26} {mail}",
-                row.job, "never", "-", "", "", "", "", "", row.next
+                "{:<wj$} {:<wl$} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}  {:<wn$}  {mail}",
+                row.job, last, "-", "", "", "", "", "", row.next
             )?,
         }
     }
@@ -1345,19 +1357,20 @@ pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
         }
         return Ok(Exit::Done);
     }
+    let wj = runs.iter().map(|r| r.job.len()).chain([3]).max().unwrap_or(3);
     writeln!(
         out,
-        "{:>5} {:<16} {:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "{:>5} {:<wj$} {:<25} {:<25} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
         "RUN", "JOB", "STARTED", "ENDED", "OUTCOME", "FILES", "RECORDS", "REJECTS", "MATCHES", "CONFLICTS"
     )?;
     for r in &runs {
         writeln!(
             out,
-            "{:>5} {:<16} {:<20} {:<20} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
+            "{:>5} {:<wj$} {:<25} {:<25} {:<10} {:>6} {:>8} {:>8} {:>8} {:>9}",
             r.id,
             r.job,
-            short_time(&r.started_at),
-            r.finished_at.as_deref().map(short_time).unwrap_or_default(),
+            run_time(&r.started_at, None),
+            r.finished_at.as_deref().map(|t| run_time(t, None)).unwrap_or_default(),
             r.outcome,
             r.files,
             r.records,
@@ -1372,9 +1385,13 @@ pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
     Ok(Exit::Done)
 }
 
-/// "2026-11-21T02:30:00.123Z" -> local "2026-11-21 02:30:00".
-fn short_time(utc: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(utc)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|_| utc.to_string())
+/// A stored time ("2026-11-21T07:30:00.123Z") for people, with its zone:
+/// in `zone` ("2026-11-21 02:30 EST"), else in this machine's, with its
+/// offset ("2026-11-21 07:30:00 +0000").
+fn run_time(utc: &str, zone: Option<chrono_tz::Tz>) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(utc) else { return utc.to_string() };
+    match zone {
+        Some(tz) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+        None => t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S %z").to_string(),
+    }
 }

@@ -235,9 +235,15 @@ fn status_and_history_after_a_run() {
     assert_exit(&out, 0);
     let line = stdout(&out).lines().find(|l| l.starts_with("demo")).unwrap().to_string();
     assert!(line.contains(" ok "), "{line}");
+    // The last run in the job's zone, as its next due time would be.
+    assert!(line.contains(" EST ") || line.contains(" EDT "), "{line}");
     let out = d.ferry(&["history"]);
     assert_exit(&out, 0);
     assert!(stdout(&out).lines().any(|l| l.contains("demo") && l.contains("ok")), "{}", stdout(&out));
+    // Times carry their offset.
+    let row = stdout(&out).lines().nth(1).unwrap().to_string();
+    let offset = row.split_whitespace().nth(4).unwrap_or_default();
+    assert!(offset.len() == 5 && (offset.starts_with('+') || offset.starts_with('-')), "{row}");
 
     // A job file that cannot be read is named, not left out in silence.
     d.write("jobs/other.toml", "[source]\ntype = \"local\"\ninbox = \".\"\nafter = \"archiv\"\n");
