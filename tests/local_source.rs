@@ -150,37 +150,23 @@ fn a_roster_back_to_an_earlier_export_replaces_the_later_one() {
     };
     let roster_status =
         || statuses(&d).into_iter().find(|(scope, _)| scope.contains("roster.csv")).map(|(_, s)| s);
+    let write_roster = |text: &str, mtime: SystemTime| {
+        d.write("roster.csv", text);
+        fs::File::options().write(true).open(d.path("roster.csv")).unwrap().set_modified(mtime).unwrap();
+    };
     d.write("roster.csv", &full);
     assert_exit(&d.ferry(&["run", "t"]), 0);
     let first_mtime = fs::metadata(d.path("roster.csv")).unwrap().modified().unwrap();
     assert_eq!(practice(), 2);
-    d.write("roster.csv", &partial);
-    fs::File::options()
-        .write(true)
-        .open(d.path("roster.csv"))
-        .unwrap()
-        .set_modified(first_mtime + Duration::from_secs(60))
-        .unwrap();
+    write_roster(&partial, first_mtime + Duration::from_secs(60));
     assert_exit(&d.ferry(&["run", "t"]), 0);
     assert_eq!(practice(), 1);
     // The full export again, with a new timestamp, then the partial one
     // again with the timestamp it had.
-    d.write("roster.csv", &full);
-    fs::File::options()
-        .write(true)
-        .open(d.path("roster.csv"))
-        .unwrap()
-        .set_modified(first_mtime + Duration::from_secs(120))
-        .unwrap();
+    write_roster(&full, first_mtime + Duration::from_secs(120));
     assert_exit(&d.ferry(&["run", "t"]), 0);
     assert_eq!((practice(), roster_status()), (2, Some("loaded".to_string())));
-    d.write("roster.csv", &partial);
-    fs::File::options()
-        .write(true)
-        .open(d.path("roster.csv"))
-        .unwrap()
-        .set_modified(first_mtime + Duration::from_secs(60))
-        .unwrap();
+    write_roster(&partial, first_mtime + Duration::from_secs(60));
     assert_exit(&d.ferry(&["run", "t"]), 0);
     assert_eq!((practice(), roster_status()), (1, Some("loaded".to_string())));
     // Unchanged since: nothing to do.

@@ -224,34 +224,27 @@ pub(crate) fn apply_mapped(
             let applied = load.patient(surviving, at.line, time, Some(message_id))?;
             let surviving_id = surviving.ehr_id.as_deref().unwrap_or_default();
             let merged = load.merge(surviving_id, merged_ehr_id, time, Some(message_id))?;
-            if merged.elsewhere {
+            let mut warn = |what: &str| {
                 load.reject(&Reject {
                     line: at.line,
                     severity: Severity::Warning,
                     record_id: at.control_id.map(String::from),
                     column: Some("MRG-1".into()),
                     field: None,
-                    reason: format!(
-                        "{} message {}: an earlier ADT^A40 merged this EHR ID into another patient; \
-                         merges.csv lists both merges, which cannot both be right: check with the EHR",
-                        at.event, at.number
-                    ),
-                })?;
+                    reason: format!("{} message {}: {what}", at.event, at.number),
+                })
+            };
+            if merged.elsewhere {
+                warn(
+                    "an earlier ADT^A40 merged this EHR ID into another patient; merges.csv lists both merges, \
+                     which cannot both be right: check with the EHR",
+                )?;
             }
             if merged.kept {
-                load.reject(&Reject {
-                    line: at.line,
-                    severity: Severity::Warning,
-                    record_id: at.control_id.map(String::from),
-                    column: Some("MRG-1".into()),
-                    field: None,
-                    reason: format!(
-                        "{} message {}: the merged EHR ID's stored data comes from a message newer than \
-                         this merge, which arrived late; the record is kept, as it would have been \
-                         brought back in time order (merges.csv)",
-                        at.event, at.number
-                    ),
-                })?;
+                warn(
+                    "the merged EHR ID's stored data comes from a message newer than this merge, which arrived \
+                     late; the record is kept, as it would have been brought back in time order (merges.csv)",
+                )?;
             }
             (Some(surviving), applied)
         }

@@ -357,17 +357,28 @@ impl<'c> FileLoad<'c> {
             ],
         )?;
         let file_id = tx.last_insert_rowid();
+        FileLoad::started(conn, tx, job, file.side, file_id, at, mode)
+    }
+
+    /// A load begun in `tx` of ledger row `file_id`: a snapshot
+    /// ([`LoadMode::Replace`]) first empties its side.
+    fn started(
+        conn: &'c Connection,
+        tx: Transaction<'c>,
+        job: &str,
+        side: Side,
+        file_id: i64,
+        at: String,
+        mode: LoadMode,
+    ) -> Result<Self> {
         if mode == LoadMode::Replace {
-            tx.execute(
-                "DELETE FROM patients WHERE job = ?1 AND side = ?2",
-                params![job, file.side.as_str()],
-            )?;
+            tx.execute("DELETE FROM patients WHERE job = ?1 AND side = ?2", params![job, side.as_str()])?;
         }
         Ok(FileLoad {
             conn,
             tx: Some(tx),
             job: job.to_string(),
-            side: file.side,
+            side,
             file_id,
             at,
             statements: Statements::default(),
@@ -397,22 +408,7 @@ impl<'c> FileLoad<'c> {
             params![file_id, run_id, file.mtime, file.local_path, at],
         )?;
         tx.execute("DELETE FROM rejects WHERE file_id = ?1", [file_id])?;
-        if mode == LoadMode::Replace {
-            tx.execute(
-                "DELETE FROM patients WHERE job = ?1 AND side = ?2",
-                params![job, file.side.as_str()],
-            )?;
-        }
-        Ok(FileLoad {
-            conn,
-            tx: Some(tx),
-            job: job.to_string(),
-            side: file.side,
-            file_id,
-            at,
-            statements: Statements::default(),
-            merged: None,
-        })
+        FileLoad::started(conn, tx, job, file.side, file_id, at, mode)
     }
 
     /// A file already in the ledger: a queued message's, for a retry, or one
