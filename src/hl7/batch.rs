@@ -41,6 +41,11 @@
 //!   ended, or a new frame started mid-line), or the file ends while an FHS
 //!   or BHS still waits for its trailer. A last line without a terminator is
 //!   otherwise normal: plenty of files lack a final newline.
+//! - A framed message whose frame never gets its `0x1C` is truncated even
+//!   when cut at a segment end, once an earlier frame of the file ended with
+//!   one: that sender ends its frames, so segments after the cut may be
+//!   lost. In a file whose frames never end (a saver that drops `0x1C`),
+//!   there is nothing to tell a whole message from a cut one.
 //! - BTS-1 is checked against the messages since the batch began (its BHS,
 //!   the previous BTS, the FHS or the start of the file); FTS-1 against the
 //!   batches since the FHS, where a file with messages but no BHS or BTS
@@ -245,6 +250,9 @@ pub struct Splitter<'a> {
     /// Line number at `pos`.
     line: usize,
     in_frame: bool,
+    /// An MLLP frame of the file has ended with its `0x1C`: the sender
+    /// ends them, so one that never gets it was cut short.
+    frames_end: bool,
     /// The line before ended in LF without CR.
     after_bare_lf: bool,
     current: Option<Open>,
@@ -594,6 +602,7 @@ impl<'a> Splitter<'a> {
             pos,
             line: 1,
             in_frame: false,
+            frames_end: false,
             after_bare_lf: false,
             current: None,
             suspended: None,
@@ -792,6 +801,7 @@ impl<'a> Splitter<'a> {
                 self.close(Ending::FrameEnd);
                 self.flush_junk();
                 self.in_frame = false;
+                self.frames_end = true;
             }
             None => {
                 self.finish();
@@ -808,6 +818,11 @@ impl<'a> Splitter<'a> {
         let reason = match end {
             Ending::Cut(reason) => Some(reason),
             _ if open.cut.is_some() => open.cut,
+            // Cut at a segment end, a frame looks whole; but where the
+            // file's frames end with 0x1C, one without it lost its end.
+            Ending::Input | Ending::FrameStart if open.framed && open.terminated && self.frames_end => {
+                Some("its MLLP frame never got its end (0x1C), which the file's earlier frames have")
+            }
             _ if open.terminated => None,
             Ending::Input if open.framed => Some("the file ends inside its MLLP frame, mid-segment"),
             Ending::FrameStart if open.framed => Some("a new MLLP frame starts before this one ended"),
@@ -1108,6 +1123,16 @@ mod tests {
         // Cut at a segment end, the message looks whole: not flagged.
         let b = split(b"\x0bMSH|^~\\&|B\rPID|1\r");
         assert_eq!((b.items.len(), b.items[0].truncated.is_some(), b.problems.len()), (1, false, 0));
+        // Unless an earlier frame of the file ended: this sender ends them,
+        // so a frame without its end, at the file's end or before the next
+        // frame, was cut short.
+        let unended = "its MLLP frame never got its end (0x1C), which the file's earlier frames have";
+        let buf = [b"\x0b", M1, b"\x1c\r\x0bMSH|^~\\&|B\rPID|1\r"].concat();
+        let b = split(&buf);
+        assert_eq!(b.items.iter().map(|i| i.truncated).collect::<Vec<_>>(), [None, Some(unended)]);
+        let buf = [b"\x0b", M1, b"\x1c\r\x0bMSH|^~\\&|B\rPID|1\r\x0b", M2, b"\x1c\r"].concat();
+        let b = split(&buf);
+        assert_eq!(b.items.iter().map(|i| i.truncated).collect::<Vec<_>>(), [None, Some(unended), None]);
     }
 
     #[test]
