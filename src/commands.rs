@@ -73,7 +73,10 @@ pub fn init_logging(l: Logging) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={level}")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={level}")))
+        // suppaftp traces each command it sends, the password's PASS too:
+        // never below debug, whatever FERRY_LOG asks.
+        .add_directive("suppaftp=debug".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match l.format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),

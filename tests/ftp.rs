@@ -73,6 +73,17 @@ fn plain_ftp_pull_archives_and_keeps_bytes_exact() {
     assert_eq!(count(&summary(&d.latest_report("t")), "file:ehr/a.csv", "accepted"), 3);
     assert!(!ftpd.srv().join("a.csv").exists());
     assert_eq!(fs::read(ftpd.srv().join("archive/a.csv")).unwrap(), body.as_bytes());
+
+    // At the most verbose logging, the password never shows: suppaftp traces
+    // each command it sends, PASS too.
+    serve(&ftpd.srv(), "b.csv", body.as_bytes());
+    for filter in ["trace", "suppaftp=trace,ferry=trace"] {
+        let out = d.ferry_env(&["run", "t"], &[("FTP_PW", FTP_PASSWORD), ("FERRY_LOG", filter)]);
+        assert_exit(&out, 0);
+        let err = stderr(&out);
+        assert!(err.contains("TRACE") || err.contains("DEBUG"), "{filter}: verbose logs expected");
+        assert!(!err.contains(FTP_PASSWORD), "{filter}: the password is in the log");
+    }
     let received = walk(&d.home().join("received"));
     let copy = received.iter().find(|p| p.ends_with("a.csv")).expect("a local copy");
     assert_eq!(fs::read(copy).unwrap(), body.as_bytes(), "binary transfer, byte for byte");
