@@ -195,3 +195,36 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// An archive the server cannot make (a folder whose parent is missing)
+/// answers "not found" to the move: the file is still there, so the
+/// after-action fails, naming the folder, and the run with it; the next
+/// run finds the file in the ledger (never loaded twice) and tries again.
+#[test]
+fn an_archive_the_server_cannot_make_fails_the_run_and_the_file_stays() {
+    let ftpd = Ftpd::start(Cert::None);
+    serve(&ftpd.srv(), "a.csv", patients(2).as_bytes());
+    let d = Dir::with_project();
+    let text = job(&ftpd, "tls = \"none\"", "archive")
+        .replace("after = \"archive\"", "after = \"archive\"\narchive_dir = \"no/such/archive\"");
+    d.write("jobs/t.toml", text);
+    for run in 1..=2 {
+        let out = ferry(&d, &["run", "t"]);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot archive a.csv") && err.contains("no archive folder no/such/archive"),
+            "run {run}: {err}"
+        );
+        assert!(ftpd.srv().join("a.csv").exists(), "run {run}: the file stays");
+    }
+    let db = rusqlite::Connection::open(d.home().join("ferry.db")).unwrap();
+    let rows: Vec<String> = db
+        .prepare("SELECT state FROM files")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, ["loaded"], "loaded once, and not marked archived");
+}

@@ -700,10 +700,27 @@ fn finish_source_file(
         }
     });
     match result {
-        Ok(()) | Err(TransportError::NotFound { .. }) => {}
+        Ok(()) => {}
+        // Done already, if the file is gone. A server may also answer "not
+        // found" for a refusal (FTP's 550 for no permission) or for a
+        // missing archive folder: then the file is still there.
+        Err(TransportError::NotFound { .. })
+            if !transport
+                .list()
+                .with_context(|| format!("cannot list {}", transport.describe()))?
+                .iter()
+                .any(|e| e.name == name) => {}
         Err(e) => {
-            return Err(e)
-                .with_context(|| format!("cannot {} {name} at {}", after.as_str(), transport.describe()));
+            let hint = match (&e, after) {
+                (TransportError::NotFound { .. }, AfterAction::Archive) => {
+                    format!(" (it is still there: no permission, or no archive folder {archive_dir}?)")
+                }
+                (TransportError::NotFound { .. }, _) => " (it is still there: no permission?)".to_string(),
+                _ => String::new(),
+            };
+            return Err(e).with_context(|| {
+                format!("cannot {} {name} at {}{hint}", after.as_str(), transport.describe())
+            });
         }
     }
     if state != after.done_state() {
