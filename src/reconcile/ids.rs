@@ -33,7 +33,8 @@ fn norm(id: &str, policy: LeadingZeros) -> Cow<'_, str> {
 /// matcher's lowest level: a nickname, a typo, day and month swapped or one
 /// wrong digit in the date are the same person written differently.
 fn different_person(a: &Features, b: &Features) -> bool {
-    matching::different_person(&matching::compare(a, b))
+    let p = matching::compare(a, b);
+    matching::different_person(&p) || matching::kin(&p, a, b)
 }
 
 struct Linker<'a> {
@@ -167,12 +168,15 @@ impl<'a> Linker<'a> {
         dups.sort();
         for (id, group) in dups {
             let own: Vec<&str> = group.iter().map(|&i| carriers[i].own_id()).collect();
+            // The record whose ID they carry is in it too: which of them is
+            // its partner is what a person must settle.
+            let owned = owners_by_norm.get(id).into_iter().flatten().map(|&o| (owner_side, o));
             self.conflict(
                 ConflictKind::DuplicateId,
                 key,
                 carrier_side,
                 id,
-                group.iter().map(|&i| (carrier_side, i)).collect(),
+                group.iter().map(|&i| (carrier_side, i)).chain(owned).collect(),
                 format!(
                     "{} {carrier_side} records carry {} {id:?}: {}",
                     group.len(),
@@ -303,7 +307,9 @@ impl<'a> Linker<'a> {
         }
         if different_person(&self.features.0[e], &self.features.1[p]) {
             let detail = format!(
-                "{} {id:?} pairs EHR {} with practice {}, but their names and birth dates disagree",
+                "{} {id:?} pairs EHR {} with practice {}, but their names and birth dates disagree, or say \
+                 a relative (first names that differ, as twins' do; birth years a generation apart, as a \
+                 parent's and child's of one name)",
                 key.as_str(),
                 er.own_id(),
                 pr.own_id()
@@ -441,6 +447,33 @@ mod tests {
         let out = link(&ehr, &pr, &cfg(LeadingZeros::Exact));
         assert!(out.links.is_empty());
         assert_eq!(kinds(&out), vec![(ConflictKind::DifferentPerson, Side::Ehr, "100".into())]);
+    }
+
+    /// An ID typed into a relative's chart: a twin (first names differ) or
+    /// a parent or child of one name (birth dates years apart). Conflicts
+    /// for a person, never links (whose MRN would go back to the EHR).
+    #[test]
+    fn id_to_a_relative_is_a_conflict_not_a_link() {
+        for (first, dob) in [("Noah", "2018-02-02"), ("Liam", "1979-08-20")] {
+            let ehr = [rec(Side::Ehr, "E5", None, "Liam", "Osei", "2018-02-02")];
+            let pr = [rec(Side::Practice, "770004", Some("E5"), first, "Osei", dob)];
+            let out = link(&ehr, &pr, &cfg(LeadingZeros::Exact));
+            assert!(out.links.is_empty(), "{first} {dob}");
+            assert_eq!(kinds(&out), vec![(ConflictKind::DifferentPerson, Side::Practice, "E5".into())]);
+        }
+    }
+
+    /// Two EHR records carrying one chart number: the chart is in the
+    /// conflict too, as which of them is its partner is the question.
+    #[test]
+    fn a_chart_carried_twice_is_in_its_conflict() {
+        let ehr = [
+            rec(Side::Ehr, "E1", Some("100"), "Ann", "Lee", "1970-01-01"),
+            rec(Side::Ehr, "E2", Some("100"), "Ann", "Lee", "1970-01-01"),
+        ];
+        let pr = [rec(Side::Practice, "100", None, "Ann", "Lee", "1970-01-01")];
+        let out = link(&ehr, &pr, &cfg(LeadingZeros::Exact));
+        assert_eq!(out.conflicts[0].records, [(Side::Ehr, 0), (Side::Ehr, 1), (Side::Practice, 0)]);
     }
 
     #[test]

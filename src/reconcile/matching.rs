@@ -453,6 +453,24 @@ pub fn different_person(p: &Pattern) -> bool {
     (dob && (first || last)) || (first && last)
 }
 
+/// Birth years this far apart are another generation, not a typo (one
+/// digit wrong is at most 9 years off in the last digit; a parent is
+/// rarely under 12 years older than a child).
+const GENERATION_YEARS: i32 = 12;
+
+/// Name and birth date say a relative rather than the same person written
+/// twice: first names that differ outright (twins, siblings), or birth
+/// years a generation apart (a parent and a child of one name, who share a
+/// home too). Never linked, by ID or by score, without a person; never one
+/// registration entered twice.
+pub fn kin(p: &Pattern, a: &Features, b: &Features) -> bool {
+    let generations = match (a.dob, b.dob) {
+        (Some((x, _, _)), Some((y, _, _))) => (x - y).abs() >= GENERATION_YEARS,
+        _ => false,
+    };
+    p[0] == 4 || generations
+}
+
 /// m and u per comparison level, and the prior share of matches among
 /// candidate pairs.
 #[derive(Debug, Clone, PartialEq)]
@@ -842,6 +860,9 @@ pub enum Hold {
     BelowLink,
     /// First names differ outright: twins agree on everything else.
     FirstNamesDiffer,
+    /// The birth years are a generation apart: a parent and a child of one
+    /// name share a home too.
+    BirthDatesDiffer,
     /// The birth dates do not agree (beyond a day and month swapped, or one
     /// is missing) and no address, phone or email does: a common name and a
     /// near birthday are not enough.
@@ -860,6 +881,10 @@ impl Hold {
         match self {
             Hold::BelowLink => "score between the review and link thresholds",
             Hold::FirstNamesDiffer => "first names differ: never linked without a person",
+            Hold::BirthDatesDiffer => {
+                "birth years a generation apart: a parent and a child of one name share a home; never linked \
+                 without a person"
+            }
             Hold::Uncorroborated => "birth dates do not agree, nor any address, phone or email",
             Hold::Ambiguous => "another candidate scores nearly as well",
             Hold::PartnerTaken => "one record is linked to a better candidate",
@@ -912,7 +937,8 @@ fn match_sides(a: &[Features], b: &[Features], s: &MatchSettings) -> Decided {
         .collect();
     let same_a = |i: usize, j: usize| same_registration(&a[i], &a[j]);
     let same_b = |i: usize, j: usize| same_registration(&b[i], &b[j]);
-    let mut out = decide(scored, (a.len(), b.len()), s, &same_a, &same_b);
+    let related = |x: &Scored| kin(&x.pattern, &a[x.a], &b[x.b]);
+    let mut out = decide(scored, (a.len(), b.len()), s, &same_a, &same_b, &related);
     out.candidates = cands.pairs.len();
     out.skipped_blocks = cands.skipped_blocks;
     out.model = Some(model);
@@ -928,11 +954,13 @@ pub fn same_registration(a: &Features, b: &Features) -> bool {
     p[0] <= 2 && p[1] <= 1 && p[2] <= 1 && p[3] != 1
 }
 
-/// The birth dates agree (or differ only by day and month swapped), or
-/// something only the person has agrees: the address, a phone or the email.
+/// Something only the person has agrees (the address, a phone or the
+/// email), or the birth date does (or differs only by day and month
+/// swapped) and so, at least loosely, does the last name: a first name and
+/// a birthday alone are shared by strangers in a large population.
 fn corroborated(p: &Pattern) -> bool {
-    let [_, _, dob, _, address, _, phone, email] = *p;
-    dob <= 1 || address <= 1 || phone == 0 || email == 0
+    let [_, last, dob, _, address, _, phone, email] = *p;
+    (dob <= 1 && (last <= 2 || last == MISSING)) || address <= 1 || phone == 0 || email == 0
 }
 
 /// The best two candidates of a record: (weight, partner), best first.
@@ -941,12 +969,14 @@ type BestTwo = [(f64, usize); 2];
 /// One-to-one decisions on pairs already above the review threshold.
 /// `same_a` and `same_b` say whether two records of side a (or b) are one
 /// registration entered twice ([`same_registration`]).
+/// `kin` says whether a pair (a, b) is of relatives ([`kin`]).
 pub fn decide(
     mut scored: Vec<Scored>,
     (a_len, b_len): (usize, usize),
     s: &MatchSettings,
     same_a: &(dyn Fn(usize, usize) -> bool + Sync),
     same_b: &(dyn Fn(usize, usize) -> bool + Sync),
+    kin: &(dyn Fn(&Scored) -> bool + Sync),
 ) -> Decided {
     // Best and second-best candidate of each record, for the ambiguity rule.
     const NONE: (f64, usize) = (f64::NEG_INFINITY, usize::MAX);
@@ -981,6 +1011,8 @@ pub fn decide(
             Some(Hold::BelowLink)
         } else if x.pattern[0] == 4 {
             Some(Hold::FirstNamesDiffer)
+        } else if kin(&x) {
+            Some(Hold::BirthDatesDiffer)
         } else if !corroborated(&x.pattern) {
             Some(Hold::Uncorroborated)
         } else if rival(&best_a[x.a], x.b, x.weight, same_b) || rival(&best_b[x.b], x.a, x.weight, same_a) {
@@ -1020,8 +1052,11 @@ pub fn duplicates(f: &[Features], model: &Model, s: &MatchSettings) -> (Vec<Scor
     // score them just above even.
     let lambda = (DUPLICATE_RATE * f.len() as f64 / cands.pairs.len().max(1) as f64).clamp(1e-9, 0.5);
     let model = Model { lambda, ..model.clone() };
-    let mut found: Vec<Scored> =
-        score(f, f, &cands.pairs, &model).into_iter().filter(|x| x.probability >= s.link_at).collect();
+    // Twins, and a parent and child of one name, are not one registration.
+    let mut found: Vec<Scored> = score(f, f, &cands.pairs, &model)
+        .into_iter()
+        .filter(|x| x.probability >= s.link_at && !kin(&x.pattern, &f[x.a], &f[x.b]))
+        .collect();
     found.sort_by(|x, y| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
     (found, cands.pairs.len())
 }
@@ -1141,7 +1176,8 @@ mod tests {
         let p = compare(&Features::of(&twin_a), &Features::of(&twin_b));
         assert_eq!(p[0], 4);
         let strong = Scored { a: 0, b: 0, pattern: p, weight: 40.0, probability: 1.0 };
-        let d = decide(vec![strong], (1, 1), &MatchSettings::default(), &|_, _| false, &|_, _| false);
+        let d =
+            decide(vec![strong], (1, 1), &MatchSettings::default(), &|_, _| false, &|_, _| false, &|_| false);
         assert!(d.links.is_empty());
         assert_eq!(d.review[0].1, Hold::FirstNamesDiffer);
     }
@@ -1201,7 +1237,7 @@ mod tests {
             Scored { a: 0, b: 0, pattern: [0; N], weight: 48.5, probability: 1.0 },
             Scored { a: 0, b: 1, pattern: twin, weight: 47.0, probability: 1.0 },
         ];
-        let d = decide(pairs, (1, 2), &s, &never, &never);
+        let d = decide(pairs, (1, 2), &s, &never, &never, &|_| false);
         assert_eq!(d.links.iter().map(|l| (l.a, l.b)).collect::<Vec<_>>(), [(0, 0)]);
     }
 
@@ -1214,7 +1250,7 @@ mod tests {
         let mut near = [0; N];
         (near[2], near[4], near[5], near[6], near[7]) = (2, 2, 1, 1, MISSING);
         let strong = |pattern| Scored { a: 0, b: 0, pattern, weight: 12.0, probability: probability(12.0) };
-        let d = decide(vec![strong(near)], (1, 1), &s, &never, &never);
+        let d = decide(vec![strong(near)], (1, 1), &s, &never, &never, &|_| false);
         assert!(d.links.is_empty());
         assert_eq!(d.review[0].1, Hold::Uncorroborated);
         // The same pair with the phone in common, or the birth dates only
@@ -1222,9 +1258,79 @@ mod tests {
         for (c, l) in [(6, 0), (2, 1)] {
             let mut p = near;
             p[c] = l;
-            let d = decide(vec![strong(p)], (1, 1), &s, &never, &never);
+            let d = decide(vec![strong(p)], (1, 1), &s, &never, &never, &|_| false);
             assert_eq!(d.links.len(), 1, "{p:?}");
         }
+    }
+
+    /// A parent and a child of one name share a home and a phone: birth
+    /// years a generation apart are never linked without a person, however
+    /// well the rest agrees. A typo in the day or the year still links
+    /// with the home in common.
+    #[test]
+    fn a_parent_and_child_of_one_name_are_never_linked_automatically() {
+        let home = |dob| {
+            let mut p = person("Robert", "Whitfield", dob);
+            p.address1 = Some("12 Main St".into());
+            p.zip = Some("02134".into());
+            p.phone_home = Some("+16175550100".into());
+            Features::of(&p)
+        };
+        let s = MatchSettings::default();
+        let never = |_: usize, _: usize| false;
+        let cases =
+            [((1986, 7, 22), true), ((1986, 3, 14), true), ((1958, 3, 15), false), ((1959, 3, 14), false)];
+        for (other, held) in cases {
+            let (a, b) = (home((1958, 3, 14)), home(other));
+            let p = compare(&a, &b);
+            assert_eq!(kin(&p, &a, &b), held, "{other:?}");
+            let strong = Scored { a: 0, b: 0, pattern: p, weight: 40.0, probability: 1.0 };
+            let d = decide(vec![strong], (1, 1), &s, &never, &never, &|x| kin(&x.pattern, &a, &b));
+            match held {
+                true => assert_eq!(d.review[0].1, Hold::BirthDatesDiffer, "{other:?}"),
+                false => assert_eq!(d.links.len(), 1, "{other:?}"),
+            }
+        }
+    }
+
+    /// A first name, a birth date and a sex are shared by strangers in a
+    /// large population: with the last name different and nothing only
+    /// the person has in common, the pair is held.
+    #[test]
+    fn a_first_name_and_birthday_alone_are_held() {
+        let s = MatchSettings::default();
+        let never = |_: usize, _: usize| false;
+        let mut only = [0; N];
+        (only[1], only[4], only[5], only[6], only[7]) = (3, 2, 1, 1, MISSING);
+        let strong = |pattern| Scored { a: 0, b: 0, pattern, weight: 14.0, probability: probability(14.0) };
+        let d = decide(vec![strong(only)], (1, 1), &s, &never, &never, &|_| false);
+        assert_eq!(d.review[0].1, Hold::Uncorroborated);
+        // A married name with the phone kept, or a close last name, links.
+        for (c, l) in [(6, 0), (1, 2)] {
+            let mut p = only;
+            p[c] = l;
+            let d = decide(vec![strong(p)], (1, 1), &s, &never, &never, &|_| false);
+            assert_eq!(d.links.len(), 1, "{p:?}");
+        }
+    }
+
+    /// Twins (first names that differ) and a parent and child of one name
+    /// are not one registration entered twice.
+    #[test]
+    fn relatives_are_not_possible_duplicates() {
+        let mut twin = person("Liam", "Osei", (2018, 2, 2));
+        twin.address1 = Some("4 Elm St".into());
+        twin.zip = Some("02134".into());
+        twin.phone_home = Some("+16175550111".into());
+        let other_twin = Patient { first_name: Some("Noah".into()), ..twin.clone() };
+        let parent = Patient { birth_date: NaiveDate::from_ymd_opt(1980, 6, 1), ..twin.clone() };
+        let again = twin.clone();
+        let f: Vec<Features> = [twin, other_twin, parent, again].iter().map(Features::of).collect();
+        let (a, b) = sides(300);
+        let model = match_sides(&a, &b, &MatchSettings::default()).model.unwrap();
+        let (found, _) = duplicates(&f, &model, &MatchSettings::default());
+        let pairs: Vec<(usize, usize)> = found.iter().map(|x| (x.a.min(x.b), x.a.max(x.b))).collect();
+        assert_eq!(pairs, [(0, 3)], "only the record entered twice");
     }
 
     #[test]
@@ -1240,6 +1346,7 @@ mod tests {
             &s,
             &never,
             &never,
+            &|_| false,
         );
         assert_eq!(d.links.iter().map(|l| (l.a, l.b)).collect::<Vec<_>>(), [(0, 0)]);
         let holds: Vec<(usize, usize, Hold)> = d.review.iter().map(|(x, h)| (x.a, x.b, *h)).collect();
@@ -1247,12 +1354,12 @@ mod tests {
         assert!(holds.contains(&(2, 2, Hold::Ambiguous)));
         assert!(holds.contains(&(2, 3, Hold::Ambiguous)));
         // A pair that lost to a link is not listed for review.
-        let d = decide(vec![pair(0, 0, 30.0), pair(0, 1, 10.0)], (1, 2), &s, &never, &never);
+        let d = decide(vec![pair(0, 0, 30.0), pair(0, 1, 10.0)], (1, 2), &s, &never, &never, &|_| false);
         assert_eq!(d.links.len(), 1);
         assert!(d.review.is_empty());
         // A near tie between two registrations of one patient is no ambiguity.
         let same_b = |i: usize, j: usize| (i, j) == (2, 3) || (i, j) == (3, 2);
-        let d = decide(vec![pair(2, 2, 15.0), pair(2, 3, 14.0)], (3, 4), &s, &never, &same_b);
+        let d = decide(vec![pair(2, 2, 15.0), pair(2, 3, 14.0)], (3, 4), &s, &never, &same_b, &|_| false);
         assert_eq!(d.links.iter().map(|l| (l.a, l.b)).collect::<Vec<_>>(), [(2, 2)]);
     }
 

@@ -359,8 +359,9 @@ fn demographics(
         .partition(|x| held_e[x.a] || held_p[x.b]);
     let same_e = |i: usize, j: usize| matching::same_registration(&fe[i], &fe[j]);
     let same_p = |i: usize, j: usize| matching::same_registration(&fp[i], &fp[j]);
+    let kin = |x: &matching::Scored| matching::kin(&x.pattern, &fe[x.a], &fp[x.b]);
     let mut decided = crate::timed("deciding links", || {
-        matching::decide(scored, (ehr.len(), practice.len()), s, &same_e, &same_p)
+        matching::decide(scored, (ehr.len(), practice.len()), s, &same_e, &same_p, &kin)
     });
     decided.review.extend(held.into_iter().map(|x| (x, matching::Hold::IdConflict)));
     decided.review.sort_by(|(x, _), (y, _)| y.weight.total_cmp(&x.weight).then((x.a, x.b).cmp(&(y.a, y.b))));
