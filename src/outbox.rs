@@ -68,9 +68,23 @@ pub fn send_all(job: &Job) -> Result<Vec<Sent>> {
                 dest.put(&e.name, &mut f, e.size)
             })
             .with_context(|| format!("cannot send {} to {}", path.display(), dest.describe()))?;
+            let archive = ob.archive_dir.display().to_string();
             let done = match ob.after {
                 AfterAction::Delete => local.remove(&e.name),
-                _ => local.rename(&e.name, &ob.archive_dir.display().to_string(), &e.name),
+                // A name sent before (a daily orders.csv) goes beside the
+                // earlier file, tagged with when it was sent: left here, it
+                // would be sent again each run.
+                _ => match local.rename(&e.name, &archive, &e.name) {
+                    Err(transport::TransportError::Exists { .. }) => {
+                        let stamp = crate::clock::now().format("%Y%m%dT%H%M%S%.3fZ");
+                        local.rename(
+                            &e.name,
+                            &archive,
+                            &transport::tagged_name(&e.name, &format!("sent-{stamp}")),
+                        )
+                    }
+                    done => done,
+                },
             };
             done.with_context(|| format!("sent {}, but cannot {} it here", e.name, ob.after.as_str()))?;
             info!(file = %e.name, bytes, to = %dest.describe(), "Sent file.");

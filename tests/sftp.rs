@@ -492,6 +492,23 @@ include = ["*.csv"]
     // Sent once: the next run has nothing to send.
     let out = ferry(&d, &["run", "t"]);
     assert!(!stderr(&out).contains("sent updates.csv"), "{}", stderr(&out));
+
+    // The same name the next day is sent, and archived beside the first,
+    // never left to be sent again.
+    d.write("outbox/updates.csv", patients(2..4));
+    let out = ferry(&d, &["run", "t"]);
+    assert_exit(&out, 0);
+    assert_eq!(fs::read(sshd.srv().join("in/updates.csv")).unwrap(), patients(2..4).as_bytes());
+    assert!(!d.path("outbox/updates.csv").exists());
+    let sent: Vec<String> = fs::read_dir(d.path("outbox/sent"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent.iter().any(|n| n.starts_with("updates.sent-") && n.ends_with(".csv")), "{sent:?}");
+    let out = ferry(&d, &["run", "t"]);
+    assert_exit(&out, 0);
+    assert!(!stderr(&out).contains("sent updates.csv"), "{}", stderr(&out));
 }
 
 #[test]

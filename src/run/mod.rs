@@ -739,10 +739,7 @@ const MAX_ARCHIVED_COPIES: u32 = 100;
 /// and its `copy`th copy after that as "adt.ledger-42-2.hl7" and so on.
 fn archived_name(name: &str, file_id: i64, copy: u32) -> String {
     let id = if copy > 1 { format!("{file_id}-{copy}") } else { file_id.to_string() };
-    match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.ledger-{id}.{ext}"),
-        _ => format!("{name}.ledger-{id}"),
-    }
+    transport::tagged_name(name, &format!("ledger-{id}"))
 }
 
 fn progress_bar(enabled: bool, len: u64) -> indicatif::ProgressBar {

@@ -143,6 +143,16 @@ pub trait Transport {
     }
 }
 
+/// `name` with `tag` before its extension ("adt.hl7", "ledger-42" ->
+/// "adt.ledger-42.hl7"): the name a file is archived under beside an
+/// earlier one of the same name.
+pub fn tagged_name(name: &str, tag: &str) -> String {
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => format!("{stem}.{tag}.{ext}"),
+        _ => format!("{name}.{tag}"),
+    }
+}
+
 /// The temporary name an upload is written under until it is complete.
 pub fn part_name(name: &str) -> String {
     format!(".{name}.part")
