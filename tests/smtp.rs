@@ -174,3 +174,39 @@ fn check_says_whether_the_server_answers_and_accepts_the_login() {
     assert_exit(&out, 1);
     assert!(stderr(&out).contains("TLS failed"), "{}", stderr(&out));
 }
+
+/// A message the relay refuses for good (a closed mailbox: 550) is set
+/// aside, said so, and never holds back the messages after it, which go
+/// once the job no longer names the address.
+#[test]
+fn a_message_refused_for_good_is_set_aside_and_the_rest_go() {
+    let d = Dir::with_project();
+    let certs = make_certs(&d.path("certs"));
+    let port = smtpd::free_port();
+    job_with_email(&d, port, "starttls");
+    let server = Smtpd::start_refusing(&d.path("smtp"), &certs, port, false, Some("him@practice.example"));
+    let out = d.ferry_env(&["run", "demo"], &email_env());
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("refused for good") && err.contains("set aside"), "{err}");
+    let outbox = d.home().join("outbox/demo");
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(&outbox)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    assert!(names().iter().all(|n| n.ends_with(".refused")) && names().len() == 1, "{:?}", names());
+
+    // The address is taken out of the job: the next run's message goes.
+    let job = std::fs::read_to_string(d.path("jobs/demo.toml")).unwrap();
+    d.write("jobs/demo.toml", job.replace(", \"him@practice.example\"", ""));
+    let out = d.ferry_env(&["run", "demo"], &email_env());
+    assert_exit(&out, 0);
+    let subjects: Vec<String> = server.messages().iter().map(|m| header(m, "Subject").unwrap()).collect();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert!(subjects[0].starts_with("ferry demo: run 2 "), "{subjects:?}");
+    assert_eq!(names().len(), 1, "only the refused one stays: {:?}", names());
+}

@@ -104,6 +104,17 @@ pub struct Smtpd {
 impl Smtpd {
     /// Start the server on `port` and wait until it listens.
     pub fn start(dir: &Path, certs: &Certs, port: u16, implicit_tls: bool) -> Smtpd {
+        Smtpd::start_refusing(dir, certs, port, implicit_tls, None)
+    }
+
+    /// [`Smtpd::start`], refusing recipient `refuse` for good (550).
+    pub fn start_refusing(
+        dir: &Path,
+        certs: &Certs,
+        port: u16,
+        implicit_tls: bool,
+        refuse: Option<&str>,
+    ) -> Smtpd {
         std::fs::create_dir_all(dir).unwrap();
         let maildir = dir.join("maildir");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
@@ -120,6 +131,9 @@ impl Smtpd {
             .stderr(Stdio::piped());
         if implicit_tls {
             cmd.arg("--implicit-tls");
+        }
+        if let Some(addr) = refuse {
+            cmd.args(["--reject-rcpt", addr]);
         }
         let mut child = cmd.spawn().expect("start the SMTP server");
         let stdout = child.stdout.take().unwrap();

@@ -330,7 +330,16 @@ pub struct Flushed {
     pub waiting: usize,
     /// Why the first message that failed did.
     pub error: Option<String>,
+    /// Messages the relay refused for good (a 5xx: a closed mailbox, a
+    /// policy), set aside as `NAME.refused` in the outbox, each with why.
+    pub refused: Vec<String>,
 }
+
+/// The relay refused a message for good: sending it again would be
+/// refused again, and would hold back every message after it.
+#[derive(Debug, thiserror::Error)]
+#[error("refused for good by the relay")]
+struct Refused;
 
 impl Outbox {
     pub fn new(state_dir: &Path, job: &str) -> Outbox {
@@ -381,7 +390,8 @@ impl Outbox {
 
     /// Send what waits, oldest first, over one connection. Stops at the
     /// first failure (the relay is likely down for the rest too) and
-    /// records it for the back-off.
+    /// records it for the back-off; a message the relay refuses for good
+    /// is set aside (`NAME.refused`, kept for a person) and the rest go on.
     pub fn flush(&self, email: &Email, now: DateTime<Utc>) -> Flushed {
         let mut out = Flushed::default();
         let waiting = match self.waiting() {
@@ -415,6 +425,20 @@ impl Outbox {
                     let _ = fs::remove_file(path.with_extension("state"));
                     out.sent.push(id);
                 }
+                Err(e) if e.downcast_ref::<Refused>().is_some() => {
+                    let why = format!("{e:#}");
+                    let aside = path.with_extension("refused");
+                    warn!(file = %aside.display(), error = %why, "Email refused for good; set aside, the rest go on.");
+                    if let Err(e) = fs::rename(path, &aside) {
+                        // It cannot be set aside: it stays first, as before.
+                        note_failure(path, &why, now);
+                        out.waiting = waiting.len() - i;
+                        out.error = Some(format!("{why}; and it cannot be set aside: {e}"));
+                        break;
+                    }
+                    let _ = fs::remove_file(path.with_extension("state"));
+                    out.refused.push(format!("{why} (set aside as {})", aside.display()));
+                }
                 Err(e) => {
                     let why = format!("{e:#}");
                     note_failure(path, &why, now);
@@ -436,7 +460,10 @@ fn send_one(transport: &SmtpTransport, email: &Email, path: &Path) -> Result<Str
     let from: Address = head.from.parse().context("bad sender in outbox file")?;
     let to = head.to.iter().map(|a| a.parse::<Address>()).collect::<Result<Vec<_>, _>>()?;
     let envelope = lettre::address::Envelope::new(Some(from), to)?;
-    transport.send_raw(&envelope, body).map_err(|e| explain(email, &e))?;
+    transport.send_raw(&envelope, body).map_err(|e| match e.is_permanent() {
+        true => explain(email, &e).context(Refused),
+        false => explain(email, &e),
+    })?;
     Ok(head.message_id)
 }
 

@@ -346,7 +346,7 @@ fn send_mail(job: &Job, settings: &crate::job::Email, facts: &email::Facts) -> M
     }
     outcome.sent = flushed.sent;
     outcome.waiting = flushed.waiting;
-    outcome.error = outcome.error.or(flushed.error);
+    outcome.error = outcome.error.or(flushed.error).or_else(|| refusals(&flushed.refused));
     outcome
 }
 
@@ -363,7 +363,14 @@ pub fn flush_outbox(job: &Job, _lock: &JobLock) -> Option<MailOutcome> {
     if let Some(e) = &f.error {
         warn!(job = %job.name, waiting = f.waiting, error = %e, "Waiting email still not sent.");
     }
-    Some(MailOutcome { sent: f.sent, waiting: f.waiting, error: f.error })
+    let error = f.error.or_else(|| refusals(&f.refused));
+    Some(MailOutcome { sent: f.sent, waiting: f.waiting, error })
+}
+
+/// The messages the relay refused for good, as one problem to report.
+fn refusals(refused: &[String]) -> Option<String> {
+    (!refused.is_empty())
+        .then(|| format!("{} message(s) refused for good: {}", refused.len(), refused.join("; ")))
 }
 
 /// Every current patient of both sides: built from the flat files just

@@ -1,7 +1,9 @@
 """A real SMTP server for ferry's tests: aiosmtpd on 127.0.0.1, STARTTLS
 required (or implicit TLS with --implicit-tls), AUTH required with one
-user, every accepted message written to a Maildir. Prints "ready" once it
-listens; stops on SIGTERM. Started and stopped (by PID) by tests/smtpd.rs."""
+user, every accepted message written to a Maildir. With --reject-rcpt ADDR
+it refuses that recipient for good (550), as a relay does a closed mailbox.
+Prints "ready" once it listens; stops on SIGTERM. Started and stopped (by
+PID) by tests/smtpd.rs."""
 
 import argparse
 import signal
@@ -22,7 +24,15 @@ def main():
     p.add_argument("--user", required=True)
     p.add_argument("--password", required=True)
     p.add_argument("--implicit-tls", action="store_true")
+    p.add_argument("--reject-rcpt", default=None)
     a = p.parse_args()
+
+    class Handler(Mailbox):
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if a.reject_rcpt and address.lower() == a.reject_rcpt.lower():
+                return "550 5.1.1 user unknown"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
 
     def authenticate(server, session, envelope, mechanism, auth_data):
         ok = (
@@ -40,7 +50,7 @@ def main():
         kwargs.update(ssl_context=ctx, auth_require_tls=False)
     else:
         kwargs.update(tls_context=ctx, require_starttls=True, auth_require_tls=True)
-    controller = Controller(Mailbox(a.maildir), **kwargs)
+    controller = Controller(Handler(a.maildir), **kwargs)
     controller.start()
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
