@@ -322,6 +322,16 @@ fn hostile_name_is_refused_and_nothing_escapes() {
     );
     assert!(detail.iter().any(|d| d.contains("is not UTF-8")), "{detail:?}");
     assert!(latin1.exists(), "left alone");
+
+    // A name too long for ferry's own names for it is refused, and the
+    // other files go on.
+    let long = format!("{}.csv", "p".repeat(248));
+    fs::copy(d.path("inbox/archive/a.csv"), d.path("inbox").join(&long)).unwrap();
+    d.fixture("ehr_small.csv", "inbox/b.csv");
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    let st = statuses(&d);
+    assert!(st.iter().any(|(s, v)| s.contains("pppp") && v == "refused"), "{st:?}");
+    assert!(st.iter().any(|(s, v)| s == "file:ehr/b.csv" && v == "loaded"), "{st:?}");
 }
 
 #[test]

@@ -158,6 +158,11 @@ pub fn part_name(name: &str) -> String {
     format!(".{name}.part")
 }
 
+/// The longest file name taken: ferry's temporary `.NAME.part` and its
+/// archive names (`NAME.ledger-ID-N.EXT`) add up to about 30 bytes, and a
+/// file system allows 255.
+pub const MAX_NAME_BYTES: usize = 200;
+
 /// Refuse a name that could land anywhere but inside the folder it is
 /// written to: empty, `.`/`..`, any slash or backslash (so no absolute or
 /// nested path), NUL or other control characters; and a name that is not
@@ -174,8 +179,10 @@ pub fn check_name(name: &str) -> Result<&str, TransportError> {
         Some("contains a control character")
     } else if name.contains(char::REPLACEMENT_CHARACTER) {
         Some("is not UTF-8 (written in another character set, such as Latin-1?); rename it at the source")
-    } else if name.len() > 255 {
-        Some("longer than 255 bytes")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some(
+            "longer than 200 bytes: ferry's own names for it (.NAME.part, NAME.ledger-ID.EXT) would pass a file system's 255",
+        )
     } else {
         None
     };
