@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use crate::job::Push;
-use crate::transport::{Endpoint, Transport};
+use crate::transport::{Endpoint, Transport, TransportError, retry};
 
 /// What became of one file of a `[[push]]` entry.
 #[derive(Debug, Clone)]
@@ -95,14 +95,22 @@ pub fn push(
 
 /// Returns the bytes sent, or None for an empty CSV that was skipped.
 fn push_one(entry: &Push, path: &Path, name: &str, transport: &mut dyn Transport) -> Result<Option<u64>> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let size = f.metadata()?.len();
+    let size = File::open(path)
+        .and_then(|f| f.metadata())
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .len();
     if entry.skip_empty && csv_has_no_rows(path)? {
         return Ok(None);
     }
-    let n = transport
-        .put(name, &mut f, size)
-        .with_context(|| format!("cannot put {name} to {}", transport.describe()))?;
+    // A dropped connection is retried with the destination's back-off, as
+    // the source's and the outboxes' are.
+    let limits = transport.limits();
+    let n = retry(&limits, &format!("put {name}"), || {
+        let mut f = File::open(path)
+            .map_err(|source| TransportError::Permanent { what: path.display().to_string(), source })?;
+        transport.put(name, &mut f, size)
+    })
+    .with_context(|| format!("cannot put {name} to {}", transport.describe()))?;
     Ok(Some(n))
 }
 
