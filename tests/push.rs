@@ -27,6 +27,18 @@ fn id_updates_are_pushed_whole_to_a_local_folder() {
         std::fs::read(report.join("id_updates.csv")).unwrap()
     );
     assert!(stderr(&out).contains(&format!("Pushed id_updates.csv as {pushed}")), "{}", stderr(&out));
+
+    // A second run in the same second pushes under its own names: the
+    // first files, not yet picked up, are never overwritten.
+    let out = d.ferry_env(&["run", "demo"], &[("FERRY_NOW", "2026-12-01T02:30:00-05:00")]);
+    assert_exit(&out, 0);
+    let mut names: Vec<String> = std::fs::read_dir(d.path("outbound"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.contains(pushed) && names.contains(&pushed.replace(".csv", "-2.csv")), "{names:?}");
 }
 
 #[test]

@@ -245,7 +245,15 @@ fn not_loaded(p: &Pending, read: u64, rejected: u64, warnings: u64, reason: &str
 /// A failed push fails the run; an email that cannot be sent waits in the
 /// outbox and does not.
 fn deliver(job: &Job, store: &mut Store, started: &chrono::DateTime<chrono::Local>, result: &mut RunResult) {
-    let stamp = started.format("%Y%m%dT%H%M%S").to_string();
+    // The report folder's stamp, which is the run's alone: two runs in one
+    // second (or in the hour repeated when daylight saving ends) get
+    // "...-2" there, and so their pushed files never share a name.
+    let folder = result.report_dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let stamp =
+        match folder.as_deref().and_then(|n| n.get(started.format("%Y-%m-%dT%H%M%S").to_string().len()..)) {
+            Some(suffix) => format!("{}{suffix}", started.format("%Y%m%dT%H%M%S")),
+            None => started.format("%Y%m%dT%H%M%S").to_string(),
+        };
     for entry in &job.push {
         match push::open(&entry.to) {
             Ok(mut t) => result.pushed.extend(push::push(
