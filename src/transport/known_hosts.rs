@@ -24,6 +24,11 @@ pub(crate) enum Verdict {
         fingerprint: String,
         line: usize,
     },
+    /// The file marks this key `@revoked`: never trusted, never recorded.
+    Revoked {
+        fingerprint: String,
+        line: usize,
+    },
     /// The file could not be read or written.
     Broken {
         why: String,
@@ -61,6 +66,9 @@ pub(crate) fn recorded_algorithms(host: &str, port: u16, file: &Path) -> Vec<Alg
 
 pub(crate) fn verify(host: &str, port: u16, key: &PublicKey, file: &Path, accept_new: bool) -> Verdict {
     let fingerprint = fingerprint(key);
+    if let Some(line) = revoked_at(file, key) {
+        return Verdict::Revoked { fingerprint, line };
+    }
     let recorded = match keys::known_hosts::known_host_keys_path(host, port, file) {
         Ok(r) => r,
         Err(e) => return Verdict::Broken { why: format!("cannot read {}: {e}", file.display()) },
@@ -81,6 +89,21 @@ pub(crate) fn verify(host: &str, port: u16, key: &PublicKey, file: &Path, accept
         Ok(()) => Verdict::Learned { fingerprint },
         Err(e) => Verdict::Broken { why: format!("cannot record the host key in {}: {e}", file.display()) },
     }
+}
+
+/// The line of the file that marks `key` `@revoked`, for any host, as
+/// OpenSSH reads it (russh's parser passes over marker lines, so such a
+/// key would only look unknown, and could be recorded).
+fn revoked_at(file: &Path, key: &PublicKey) -> Option<usize> {
+    let text = key.to_openssh().ok()?;
+    let b64 = text.split(' ').nth(1)?;
+    let file = std::fs::read_to_string(file).ok()?;
+    file.lines()
+        .position(|l| {
+            let mut words = l.split_whitespace();
+            words.next() == Some("@revoked") && words.any(|w| w == b64)
+        })
+        .map(|i| i + 1)
 }
 
 /// The file's own line number of a recorded key (russh's count skips
@@ -131,5 +154,23 @@ mod tests {
         // A missing file: every host is unknown.
         let none = dir.path().join("nope");
         assert!(matches!(verify("h", 22, &key(KEY_A), &none, false), Verdict::Unknown { .. }));
+    }
+
+    /// A key the file marks `@revoked` is refused for any host, and never
+    /// recorded, even when the host is otherwise unknown (as OpenSSH does).
+    #[test]
+    fn a_revoked_key_is_never_trusted_or_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+        let text = format!("[sftp.example]:2222 {KEY_A}\n@revoked * {KEY_B}\n");
+        std::fs::write(&file, &text).unwrap();
+        for accept_new in [false, true] {
+            match verify("new.example", 22, &key(KEY_B), &file, accept_new) {
+                Verdict::Revoked { line, .. } => assert_eq!(line, 2),
+                v => panic!("{v:?}"),
+            }
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "nothing recorded");
+        assert_eq!(verify("sftp.example", 2222, &key(KEY_A), &file, false), Verdict::Known);
     }
 }

@@ -737,6 +737,13 @@ async fn connect_within(
             ));
             return Err(fail(report, "host key", e));
         }
+        (_, Some(Verdict::Revoked { fingerprint, line })) => {
+            let e = untrusted(format!(
+                "REVOKED HOST KEY: the server presents {fingerprint}, which line {line} of {known_hosts} marks \
+                 @revoked. It is never trusted; do not go on until the server's owner replaces it"
+            ));
+            return Err(fail(report, "host key", e));
+        }
         (_, Some(Verdict::Broken { why })) => return Err(fail(report, "host key", untrusted(why))),
         (Err(e), None) => {
             let e = TransportError::temporary(server, format!("SSH handshake failed: {e}"));
