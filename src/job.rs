@@ -597,9 +597,11 @@ impl RemoteConfig {
     }
 }
 
-/// 64 hex digits, colons allowed (as `openssl x509 -fingerprint -sha256` prints them).
+/// 64 hex digits, colons allowed, as `openssl x509 -noout -fingerprint
+/// -sha256` prints them (its `sha256 Fingerprint=` before them too).
 fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    let digits = text.rsplit_once('=').map_or(text, |(_, after)| after).trim();
+    let hex: String = digits.chars().filter(|c| *c != ':').collect();
     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!("{text:?} is not a SHA-256 (64 hex digits)"));
     }
@@ -1687,6 +1689,9 @@ mod tests {
         let hex = "3F:A2".to_string() + &":00".repeat(30);
         assert_eq!(parse_sha256(&hex).unwrap()[..2], [0x3f, 0xa2]);
         assert!(parse_sha256("abc").is_err());
+        // The whole line openssl prints.
+        let line = format!("sha256 Fingerprint={}", hex.to_uppercase());
+        assert_eq!(parse_sha256(&line).unwrap(), parse_sha256(&hex).unwrap());
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     }
 
