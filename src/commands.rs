@@ -41,7 +41,7 @@ pub struct Logging {
 }
 
 /// Whether stderr carries JSON lines (`--log-format json`): the lines for
-/// people ([`say!`]) are JSON objects too, then.
+/// people (`say!`) are JSON objects too, then.
 static JSON_LINES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 /// A line for people on stderr (a run's summary, an error, what a command

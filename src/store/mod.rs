@@ -58,7 +58,7 @@ pub struct TakenFile {
 pub struct Batching<'a> {
     /// The ledger row of an interrupted load to go on with.
     pub resume: Option<&'a LedgerEntry>,
-    /// The ledger row of a snapshot to load again ([`Store::reload_file`]).
+    /// The ledger row of a snapshot to load again (`FileLoad::reload`).
     pub reload: Option<i64>,
     /// Records per committed batch.
     pub size: usize,
