@@ -1221,7 +1221,7 @@ pub fn status() -> Result<Exit> {
         let db = job.db_path();
         let store = if db.exists() { Some(Store::open(&db)?) } else { None };
         let last = match &store {
-            Some(s) => s.runs(Some(&job.name), 1)?.into_iter().next(),
+            Some(s) => s.runs(Some(&job.name), 1)?.into_iter().next().map(|r| as_now(&job.state_dir, r)),
             None => None,
         };
         let next = match &job.schedule {
@@ -1260,7 +1260,7 @@ pub fn status() -> Result<Exit> {
                 rows.push(StatusRow {
                     job: r.job.clone(),
                     zone: None,
-                    last: Some(r),
+                    last: Some(as_now(&dir, r)),
                     next: "no job file".into(),
                     mail: 0,
                 });
@@ -1315,6 +1315,16 @@ pub fn status() -> Result<Exit> {
     Ok(Exit::Done)
 }
 
+/// A run as it stands now: one the store has as `running` whose job's lock
+/// nobody holds was stopped (killed, a power cut) and is shown `abandoned`,
+/// as the job's next run will mark it.
+fn as_now(state_dir: &Path, mut run: RunRow) -> RunRow {
+    if run.outcome == "running" && crate::run::lock_held(state_dir, &run.job) == Some(false) {
+        run.outcome = "abandoned".into();
+    }
+    run
+}
+
 pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
     let mut unread = None;
     let (dirs, name) = match job {
@@ -1342,7 +1352,7 @@ pub fn history(job: Option<&str>, limit: usize, json: bool) -> Result<Exit> {
     for dir in dirs {
         let db = dir.join("ferry.db");
         if db.exists() {
-            runs.extend(Store::open(&db)?.runs(name.as_deref(), limit)?);
+            runs.extend(Store::open(&db)?.runs(name.as_deref(), limit)?.into_iter().map(|r| as_now(&dir, r)));
         }
     }
     if let Some(e) = unread {

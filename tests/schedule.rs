@@ -152,6 +152,10 @@ fn a_crashed_run_does_not_leave_the_job_stuck() {
         &[("FERRY_NOW", "2026-06-01T02:00:10-04:00"), ("FERRY_FAILPOINT", "run_started:1")],
     );
     assert_eq!(out.status.code(), None, "the failpoint aborts: {}", stderr(&out));
+    // Before any other run: the store still says running, but nobody holds
+    // the lock, so status and history say what happened.
+    assert!(status_line(&d, "2026-06-01T02:00:30-04:00").contains(" abandoned "));
+    assert_eq!(runs(&d)[0]["outcome"], "abandoned");
     // The OS dropped the lock; the crashed run does not count as done.
     assert_exit(&run_due(&d, "2026-06-01T02:01:00-04:00"), 0);
     let r = runs(&d);
@@ -159,6 +163,31 @@ fn a_crashed_run_does_not_leave_the_job_stuck() {
     assert_eq!((r[0]["outcome"].as_str(), r[1]["outcome"].as_str()), (Some("abandoned"), Some("ok")));
     assert_exit(&run_due(&d, "2026-06-01T02:02:00-04:00"), 0);
     assert_eq!(runs(&d).len(), 2);
+}
+
+#[test]
+fn a_run_under_way_is_shown_running() {
+    let d = scheduled("0 2 * * *");
+    assert_exit(&run_due(&d, "2026-06-01T00:00:00-04:00"), 0);
+    let mut run = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run-due"])
+        .current_dir(d.path(""))
+        .env("FERRY_HOME", d.home())
+        .env("FERRY_NOW", "2026-06-01T02:00:10-04:00")
+        .env("FERRY_PAUSE", "run_started:3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while runs(&d).is_empty() {
+        assert!(started.elapsed().as_secs() < 20, "the run never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(runs(&d)[0]["outcome"], "running");
+    assert!(status_line(&d, "2026-06-01T02:00:10-04:00").contains(" running "));
+    assert!(run.wait().unwrap().success());
+    assert_eq!(runs(&d)[0]["outcome"], "ok");
 }
 
 #[test]

@@ -163,16 +163,45 @@ pub struct AlreadyRunning {
     pub lock: PathBuf,
 }
 
+/// Where the lock of job `job` whose state is in `state_dir` lives.
+fn lock_path(state_dir: &Path, job: &str) -> PathBuf {
+    state_dir.join("locks").join(format!("{job}.lock"))
+}
+
 pub fn lock_job(job: &Job) -> Result<JobLock> {
-    let dir = job.state_dir.join("locks");
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(format!("{}.lock", job.name));
+    let path = lock_path(&job.state_dir, &job.name);
+    let dir = path.parent().unwrap_or(&job.state_dir);
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file = File::create(&path).with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(JobLock { _file: file }),
         Err(fs::TryLockError::WouldBlock) => Err(AlreadyRunning { job: job.name.clone(), lock: path }.into()),
         Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+}
+
+/// Whether some process holds the job's lock, told from the kernel's list
+/// of locks (`/proc/locks`) without taking it: taking it, even for a
+/// moment, would turn away a run starting then. A run that was killed
+/// stays `running` in the store until the next run marks it `abandoned`;
+/// `status` and `history` ask this to say so at once. None where it cannot
+/// be told (no `/proc/locks`): the store's word stands.
+pub fn lock_held(state_dir: &Path, job: &str) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::metadata(lock_path(state_dir, job)) {
+        Ok(meta) => meta,
+        // No lock file: no run has ever held it here.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    let file = format!("{:02x}:{:02x}:{}", libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 4498 fe:00:10014860 0 EOF"; a process
+    // waiting for a lock has its line marked "->" and holds nothing.
+    Some(locks.lines().any(|line| {
+        let mut words = line.split_whitespace().skip(1);
+        words.clone().next() != Some("->") && words.nth(4) == Some(file.as_str())
+    }))
 }
 
 /// Run a job once: take its lock, then [`run_job_locked`].
@@ -193,6 +222,7 @@ pub fn run_job_locked(job: &Job, _lock: &JobLock, opts: &RunOptions) -> Result<R
     let started = clock::now().with_timezone(&chrono::Local);
     let run_id = store.start_run(&job.name, opts.kind)?;
     crate::store::failpoint("run_started");
+    clock::pause("run_started");
     info!(job = %job.name, run_id, "Run started.");
     let mut result = match run_stages(job, &mut store, run_id, &started, opts) {
         Ok(result) => {
