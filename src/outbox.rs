@@ -63,7 +63,7 @@ pub fn send_all(job: &Job) -> Result<Vec<Sent>> {
             let bytes = retry(&limits, &format!("send {}", e.name), || {
                 let mut f = File::open(&path).map_err(|source| transport::TransportError::Permanent {
                     what: path.display().to_string(),
-                    source,
+                    cause: source,
                 })?;
                 dest.put(&e.name, &mut f, e.size)
             })

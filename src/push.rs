@@ -106,8 +106,10 @@ fn push_one(entry: &Push, path: &Path, name: &str, transport: &mut dyn Transport
     // the source's and the outboxes' are.
     let limits = transport.limits();
     let n = retry(&limits, &format!("put {name}"), || {
-        let mut f = File::open(path)
-            .map_err(|source| TransportError::Permanent { what: path.display().to_string(), source })?;
+        let mut f = File::open(path).map_err(|source| TransportError::Permanent {
+            what: path.display().to_string(),
+            cause: source,
+        })?;
         transport.put(name, &mut f, size)
     })
     .with_context(|| format!("cannot put {name} to {}", transport.describe()))?;

@@ -389,6 +389,24 @@ fn dropped_connection_mid_transfer_is_retried() {
 }
 
 #[test]
+fn a_delete_the_server_refuses_fails_the_run_saying_why_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = Sshd::start();
+    serve(&sshd.srv(), "a.csv", patients(0..2).as_bytes());
+    // The login may read the folder but not remove what is in it.
+    let mode = fs::metadata(sshd.srv()).unwrap().permissions().mode();
+    fs::set_permissions(sshd.srv(), fs::Permissions::from_mode(0o555)).unwrap();
+    let d = setup(&sshd, &password(), "after = \"delete\"");
+    let out = ferry(&d, &["run", "t"]);
+    fs::set_permissions(sshd.srv(), fs::Permissions::from_mode(mode)).unwrap();
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("cannot delete a.csv"), "{err}");
+    assert_eq!(err.matches("Permission denied").count(), 1, "the cause once: {err}");
+    assert!(sshd.srv().join("a.csv").exists());
+}
+
+#[test]
 fn server_down_fails_clearly_after_the_retries() {
     let mut sshd = Sshd::start();
     let d = setup(&sshd, &password(), "");

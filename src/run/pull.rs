@@ -44,13 +44,13 @@ pub fn pull(transport: &mut dyn Transport, names: &[String], dir: &Path) -> Resu
         let fetched = retry(&limits, &format!("fetch {name}"), || {
             let file = File::create(&tmp).map_err(|e| TransportError::Permanent {
                 what: format!("cannot create {}", tmp.display()),
-                source: e,
+                cause: e,
             })?;
             let mut w = HashingWriter::new(file);
             transport.fetch(name, &mut w)?;
             w.finish().map_err(|e| TransportError::Permanent {
                 what: format!("cannot write {}", tmp.display()),
-                source: e,
+                cause: e,
             })
         });
         match fetched {

@@ -228,7 +228,7 @@ fn classify(what: &str, e: FtpError) -> TransportError {
                 Some(e @ (rustls::Error::InvalidCertificate(_) | rustls::Error::General(_))) => {
                     TransportError::Untrusted { what: what.to_string(), why: format!("TLS: {e}") }
                 }
-                _ => TransportError::Temporary { what: what.to_string(), source },
+                _ => TransportError::Temporary { what: what.to_string(), cause: source },
             }
         }
         FtpError::SecureError(m) => {

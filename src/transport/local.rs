@@ -26,9 +26,9 @@ fn classify(what: String, source: io::Error) -> TransportError {
     match source.kind() {
         io::ErrorKind::NotFound => TransportError::NotFound { what },
         io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            TransportError::Temporary { what, source }
+            TransportError::Temporary { what, cause: source }
         }
-        _ => TransportError::Permanent { what, source },
+        _ => TransportError::Permanent { what, cause: source },
     }
 }
 
@@ -117,7 +117,7 @@ impl Transport for LocalTransport {
                 let _ = fs::remove_file(&tmp);
                 return Err(TransportError::Temporary {
                     what: what(),
-                    source: io::Error::new(
+                    cause: io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!("wrote {n} bytes, expected {size}"),
                     ),

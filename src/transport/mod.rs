@@ -53,19 +53,14 @@ pub enum TransportError {
     #[error("refused file name {name:?}: {why}")]
     HostileName { name: String, why: &'static str },
     /// Worth retrying: a dropped connection, a busy server, a timeout.
-    #[error("{what}: {source}")]
-    Temporary {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    ///
+    /// The cause is told in the message and is not the error's `source()`:
+    /// a chain printed whole (`{:#}`) would say it twice.
+    #[error("{what}: {cause}")]
+    Temporary { what: String, cause: std::io::Error },
     /// Not worth retrying: permissions, a full disk, bad configuration.
-    #[error("{what}: {source}")]
-    Permanent {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{what}: {cause}")]
+    Permanent { what: String, cause: std::io::Error },
     /// The server refused the login. Never retried: a locked account must
     /// not be hammered.
     #[error("{what}: login refused: {why}")]
@@ -89,11 +84,11 @@ impl TransportError {
     }
 
     pub(crate) fn temporary(what: impl Into<String>, why: impl std::fmt::Display) -> TransportError {
-        TransportError::Temporary { what: what.into(), source: std::io::Error::other(why.to_string()) }
+        TransportError::Temporary { what: what.into(), cause: std::io::Error::other(why.to_string()) }
     }
 
     pub(crate) fn permanent(what: impl Into<String>, why: impl std::fmt::Display) -> TransportError {
-        TransportError::Permanent { what: what.into(), source: std::io::Error::other(why.to_string()) }
+        TransportError::Permanent { what: what.into(), cause: std::io::Error::other(why.to_string()) }
     }
 }
 

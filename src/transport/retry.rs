@@ -35,10 +35,10 @@ pub fn retry<T>(
                 );
                 std::thread::sleep(wait);
             }
-            Err(TransportError::Temporary { what: w, source }) if attempt > 0 => {
+            Err(TransportError::Temporary { what: w, cause: source }) if attempt > 0 => {
                 return Err(TransportError::Temporary {
                     what: format!("{w} (gave up after {} attempts)", attempt + 1),
-                    source,
+                    cause: source,
                 });
             }
             Err(e) => return Err(e),

@@ -77,7 +77,7 @@ impl SftpTransport {
             .build()
             .map_err(|e| TransportError::Permanent {
                 what: "sftp: cannot start a runtime".into(),
-                source: e,
+                cause: e,
             })?;
         Ok(SftpTransport {
             cfg,
@@ -194,7 +194,7 @@ impl SftpTransport {
             Ok(Ok(buf)) => out
                 .write_all(&buf)
                 .map(|()| buf.len() as u64)
-                .map_err(|e| TransportError::Permanent { what: format!("{what}: local write"), source: e }),
+                .map_err(|e| TransportError::Permanent { what: format!("{what}: local write"), cause: e }),
             Ok(Err(e)) => Err(e),
             Err(e) => Err(TransportError::temporary(what, format!("download task failed: {e}"))),
         };
@@ -405,14 +405,26 @@ fn classify(what: &str, e: SftpError) -> TransportError {
         SftpError::Status(s) => match s.status_code {
             StatusCode::NoSuchFile => TransportError::NotFound { what: what.to_string() },
             StatusCode::NoConnection | StatusCode::ConnectionLost => {
-                TransportError::temporary(what, format!("{}: {}", s.status_code, s.error_message))
+                TransportError::temporary(what, status_text(&s))
             }
-            _ => TransportError::permanent(what, format!("{}: {}", s.status_code, s.error_message)),
+            _ => TransportError::permanent(what, status_text(&s)),
         },
         SftpError::Timeout => TransportError::temporary(what, "no answer from the server in time"),
         SftpError::IO(m) => TransportError::temporary(what, m),
         SftpError::UnexpectedBehavior(m) => TransportError::temporary(what, m),
         e => TransportError::permanent(what, e),
+    }
+}
+
+/// A status the server sent: its code's name, then the server's own words
+/// where they add something (OpenSSH's sftp-server repeats the name).
+fn status_text(s: &russh_sftp::protocol::Status) -> String {
+    let code = s.status_code.to_string();
+    let message = s.error_message.trim();
+    if message.is_empty() || message.eq_ignore_ascii_case(&code) {
+        code
+    } else {
+        format!("{code}: {message}")
     }
 }
 
@@ -496,7 +508,7 @@ async fn read_exactly(
             }
         }
         out.write_all(&data)
-            .map_err(|e| TransportError::Permanent { what: format!("{what}: local write"), source: e })?;
+            .map_err(|e| TransportError::Permanent { what: format!("{what}: local write"), cause: e })?;
         if next < size {
             pending.push_back(request(next));
             next += read_len.min(size - next);
@@ -523,7 +535,7 @@ async fn upload(
         loop {
             let mut buf = vec![0u8; write_len];
             let n = read_full(data, &mut buf)
-                .map_err(|e| TransportError::Permanent { what: format!("{what}: local read"), source: e })?;
+                .map_err(|e| TransportError::Permanent { what: format!("{what}: local read"), cause: e })?;
             if n == 0 {
                 break;
             }
