@@ -562,6 +562,50 @@ name = "{{job}}_{{stem}}{{ext}}"
     assert!(!sshd.srv().join("back/.t_summary.csv.part").exists());
 }
 
+#[test]
+fn push_back_retries_a_dropped_connection() {
+    let sshd = Sshd::start();
+    let d = setup(&sshd, &password(), "");
+    let pull = fs::read_to_string(d.path("jobs/t.toml")).unwrap();
+    let push = format!(
+        "[[push]]\nfiles = [\"summary.csv\", \"report.html\"]\nname = \"{{stem}}{{ext}}\"\n[push.to]\n{}",
+        writable_destination(&sshd, "back")
+    );
+    d.write("jobs/t.toml", format!("{pull}{push}"));
+    serve(&sshd.srv(), "patients.csv", patients(0..3).as_bytes());
+    // ferry pauses in its second put, once it has found the connection
+    // open, and the connection is cut there.
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", "t"])
+        .current_dir(d.path(""))
+        .env("FERRY_HOME", d.home())
+        .env("SFTP_PW", PW_PASSWORD)
+        .env("FERRY_PAUSEPOINT", "sftp-put:2:3000")
+        .env_remove("FERRY_FAILPOINT")
+        .env_remove("FERRY_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !sshd.srv().join("back/summary.csv").exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first file was never pushed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sshd.kill_sessions() > 0, "a session to kill");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("retrying"), "the drop was retried: {err}");
+    let report = d.latest_report("t");
+    assert_eq!(
+        fs::read(sshd.srv().join("back/report.html")).unwrap(),
+        fs::read(report.join("report.html")).unwrap(),
+        "the second file arrives whole after the drop"
+    );
+}
+
 /// The body of an SFTP destination table (`[outbox.to]`, `[push.to]`) for
 /// the password user, into `folder` under the server's root, which this
 /// makes and opens to that user.

@@ -338,6 +338,8 @@ impl Transport for SftpTransport {
         let part = self.path(&super::part_name(name));
         let dest = self.path(name);
         let what = format!("{} {dest}", self.server());
+        // Tests cut the connection here, after it was found open.
+        crate::store::pausepoint("sftp-put");
         let r = self.rt.block_on(async {
             let written = upload(&sftp, &part, data, write_len, fsync, &what).await;
             let written = match written {
