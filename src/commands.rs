@@ -356,13 +356,14 @@ pub fn generate_population(patients: usize, seed: u64, noise: &str, out: &Path, 
     let s = generate(&GenOptions { patients, seed, noise, out_dir: out.to_path_buf() })?;
     if !quiet {
         say!(
-            "wrote {} EHR and {} practice records ({} persons, {} on both sides, {} twin pairs, {} duplicates \
-             per side) to {} in {:.1}s",
+            "wrote {} EHR and {} practice records ({} persons, {} on both sides, {} twin pairs, {} namesake \
+             pairs, {} duplicates per side) to {} in {:.1}s",
             s.ehr_records,
             s.practice_records,
             s.persons,
             s.true_pairs,
             s.twin_pairs,
+            s.namesake_pairs,
             s.duplicates_per_side,
             out.display(),
             started.elapsed().as_secs_f64()

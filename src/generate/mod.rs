@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::model::Side;
-use person::{People, Person, Record, mix, twin_pair};
+use person::{People, Person, Record, mix, namesake_pair, twin_pair};
 
 /// File names written in [`GenOptions::out_dir`].
 pub const EHR_FILE: &str = "ehr_patients.csv";
@@ -98,7 +98,7 @@ pub struct GenOptions {
 /// "Errors" happen to one copy of a person: for a person on both sides the
 /// side is chosen at random, and a within-side duplicate draws its own.
 /// [`Noise::none`] and [`Noise::high`] change the errors, missing values,
-/// twins and duplicates, and keep the shape (the first three fields).
+/// twins, namesakes and duplicates, and keep the shape (the first three fields).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Noise {
     /// Persons on one side only, half in the EHR and half at the practice (0.2).
@@ -111,6 +111,10 @@ pub struct Noise {
     /// Persons who have a twin: another person with the same birth date,
     /// surname, address and phone and a different first name (0.004).
     pub twins: f64,
+    /// Persons who have a namesake: a parent or child of the same sex, first
+    /// and last name, 20 to 40 years apart, at the same address and phone
+    /// (Sr. and Jr.) (0.002).
+    pub namesakes: f64,
     /// Persons of a side with a second record on that side, under a new
     /// record ID and with errors of its own (0.01).
     pub duplicate_record: f64,
@@ -158,6 +162,7 @@ impl Default for Noise {
             ehr_carries_mrn: 0.5,
             practice_carries_ehr_id: 0.4,
             twins: 0.004,
+            namesakes: 0.002,
             duplicate_record: 0.01,
             last_name_typo: 0.03,
             first_name_typo: 0.03,
@@ -180,7 +185,7 @@ impl Default for Noise {
 }
 
 impl Noise {
-    /// No errors, missing values, twins or duplicates: a person on both sides
+    /// No errors, missing values, twins, namesakes or duplicates: a person on both sides
     /// has the same demographics on both, up to each system's formats.
     pub fn none() -> Noise {
         Noise::default().scaled(0.0)
@@ -199,6 +204,7 @@ impl Noise {
             ehr_carries_mrn: self.ehr_carries_mrn,
             practice_carries_ehr_id: self.practice_carries_ehr_id,
             twins: s(self.twins),
+            namesakes: s(self.namesakes),
             duplicate_record: s(self.duplicate_record),
             last_name_typo: s(self.last_name_typo),
             first_name_typo: s(self.first_name_typo),
@@ -225,6 +231,7 @@ impl Noise {
             ("ehr_carries_mrn", self.ehr_carries_mrn),
             ("practice_carries_ehr_id", self.practice_carries_ehr_id),
             ("twins", self.twins),
+            ("namesakes", self.namesakes),
             ("duplicate_record", self.duplicate_record),
             ("last_name_typo", self.last_name_typo),
             ("first_name_typo", self.first_name_typo),
@@ -270,6 +277,8 @@ pub struct GenSummary {
     pub duplicates_per_side: usize,
     /// Pairs of twins (both persons of a pair are counted in `persons`).
     pub twin_pairs: usize,
+    /// Pairs of namesakes, parent and child (both counted in `persons`).
+    pub namesake_pairs: usize,
     /// EHR records with a PracticeMRN.
     pub ehr_carrying_mrn: usize,
     /// Practice records with an EHR Patient ID.
@@ -578,7 +587,10 @@ impl Population {
             }
         }
         let seed = self.people.seed;
-        let twins = (0..self.persons() / 2).filter(|&k| twin_pair(seed, k, self.people.noise.twins)).count();
+        let noise = &self.people.noise;
+        let twins = (0..self.persons() / 2).filter(|&k| twin_pair(seed, k, noise.twins)).count();
+        let namesakes =
+            (0..self.persons() / 2).filter(|&k| namesake_pair(seed, k, noise.twins, noise.namesakes)).count();
         GenSummary {
             persons: self.persons() as usize,
             ehr_records: self.n as usize,
@@ -589,6 +601,7 @@ impl Population {
             practice_only: self.only as usize,
             duplicates_per_side: self.dups as usize,
             twin_pairs: twins,
+            namesake_pairs: namesakes,
             ..GenSummary::default()
         }
     }

@@ -53,6 +53,12 @@ pub(super) fn twin_pair(seed: u64, k: u64, rate: f64) -> bool {
     unit(mix(seed ^ mix(k ^ 0x7417_5EED))) < rate
 }
 
+/// Whether person 2k+1 is person 2k's parent or child of the same name
+/// (Sr. and Jr.). Never twins as well.
+pub(super) fn namesake_pair(seed: u64, k: u64, twins: f64, rate: f64) -> bool {
+    !twin_pair(seed, k, twins) && unit(mix(seed ^ mix(k ^ 0x0005_E41D))) < rate
+}
+
 /// Draws an index from a table with fixed weights.
 pub(super) struct Weighted {
     cumulative: Vec<f64>,
@@ -250,6 +256,11 @@ impl People {
         if index % 2 == 1 && twin_pair(self.seed, index / 2, self.noise.twins) {
             let elder = self.draw(&mut person_rng(self.seed, index - 1));
             self.make_twin(&mut p, &elder, &mut rng);
+        } else if index % 2 == 1
+            && namesake_pair(self.seed, index / 2, self.noise.twins, self.noise.namesakes)
+        {
+            let other = self.draw(&mut person_rng(self.seed, index - 1));
+            self.make_namesake(&mut p, &other, &mut rng);
         }
         // The errors of the first records: each kind by its rate, on one of
         // the person's sides chosen at random.
@@ -317,6 +328,25 @@ impl People {
         p.birth = elder.birth;
         p.home = elder.home.clone();
         p.phone = elder.phone;
+        p.email = email(p.first, &p.last, p.birth.year(), rng);
+    }
+
+    /// A namesake is `other`'s child (or parent, where a child would not be
+    /// born yet) of the same sex and first and last name, 20 to 40 years
+    /// apart, at the same address and phone: Sr. and Jr., who must never be
+    /// taken for one person.
+    fn make_namesake(&self, p: &mut Person, other: &Person, rng: &mut StdRng) {
+        p.sex = other.sex;
+        (p.first, p.nicknames) = (other.first, other.nicknames);
+        p.middle = p.middle.filter(|m| *m != p.first);
+        p.last = other.last.clone();
+        // Whole years (29 February becomes the 28th), so nothing but the
+        // year tells the two apart.
+        let months = chrono::Months::new(12 * rng.random_range(20..=40u32));
+        let later = other.birth.checked_add_months(months).filter(|d| *d <= LATEST_BIRTH);
+        p.birth = later.or_else(|| other.birth.checked_sub_months(months)).unwrap_or(EARLIEST_BIRTH);
+        p.home = other.home.clone();
+        p.phone = other.phone;
         p.email = email(p.first, &p.last, p.birth.year(), rng);
     }
 

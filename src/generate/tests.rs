@@ -166,7 +166,7 @@ fn files_parse_with_the_repo_schemas() {
 fn without_noise_both_sides_agree() {
     let dir = tempfile::tempdir().unwrap();
     let s = generate_in(dir.path(), 3000, 3, Noise::none());
-    assert_eq!((s.duplicates_per_side, s.twin_pairs), (0, 0));
+    assert_eq!((s.duplicates_per_side, s.twin_pairs, s.namesake_pairs), (0, 0, 0));
     assert_eq!(s.planted, Planted::default());
     let records = records(dir.path());
     let mut sides: HashMap<u64, [Option<String>; 2]> = HashMap::new();
@@ -256,6 +256,40 @@ fn twins_share_all_but_their_first_names() {
 }
 
 #[test]
+fn namesakes_share_all_but_their_birth_years() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = generate_in(dir.path(), 2000, 5, Noise { namesakes: 1.0, ..Noise::none() });
+    assert_eq!((s.namesake_pairs, s.twin_pairs), (s.persons / 2, 0));
+    let records = records(dir.path());
+    let mut ehr: HashMap<u64, &Patient> = HashMap::new();
+    for (person, side, id) in truth(dir.path()) {
+        if side == Side::Ehr {
+            ehr.insert(person, &records[&(side, id)]);
+        }
+    }
+    let mut pairs = 0;
+    for (&person, one) in &ehr {
+        let Some(other) = ehr.get(&(person ^ 1)).filter(|_| person % 2 == 1) else { continue };
+        let shared = |p: &Patient| {
+            (
+                p.first_name.clone(),
+                p.last_name.clone(),
+                p.sex,
+                p.address1.as_deref().map(address_key),
+                p.zip.as_deref().map(zip_key),
+                p.phone_home.clone(),
+            )
+        };
+        assert_eq!(shared(one), shared(other));
+        let (a, b) = (one.birth_date.unwrap(), other.birth_date.unwrap());
+        assert!((20..=40).contains(&(a.year() - b.year()).abs()), "{a} {b}");
+        assert_eq!(a.month(), b.month());
+        pairs += 1;
+    }
+    assert!(pairs > 500, "{pairs}");
+}
+
+#[test]
 fn planted_counts_are_near_their_rates() {
     let dir = tempfile::tempdir().unwrap();
     let n = 20_000;
@@ -281,6 +315,7 @@ fn planted_counts_are_near_their_rates() {
     near("missing addresses", p.missing_addresses, noise.missing_address * records);
     near("unknown sex", p.unknown_sex, noise.unknown_sex * n as f64);
     near("twins", s.twin_pairs, noise.twins * (s.persons / 2) as f64);
+    near("namesakes", s.namesake_pairs, noise.namesakes * (s.persons / 2) as f64);
     // Only some names have nicknames and some dates allow a swap.
     assert!((0.3..=1.0).contains(&(p.nicknames as f64 / (noise.nickname * draws))), "{p:?}");
     assert!((0.2..=0.6).contains(&(p.dob_swaps as f64 / (noise.dob_swap * draws))), "{p:?}");
