@@ -348,24 +348,30 @@ fn killed_mid_transfer_then_rerun_loads_once() {
 
 /// The server drops the connection in the middle of a download: ferry
 /// reconnects, starts the file again and finishes the run.
+/// `ferry run t` started in the background, to pause at `pausepoint`
+/// (`FERRY_PAUSEPOINT`: NAME:N:MILLIS) while the test cuts its connection.
+fn run_paused(d: &Dir, pausepoint: &str) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", "t"])
+        .current_dir(d.path(""))
+        .env("FERRY_HOME", d.home())
+        .env("SFTP_PW", PW_PASSWORD)
+        .env("FERRY_PAUSEPOINT", pausepoint)
+        .env_remove("FERRY_FAILPOINT")
+        .env_remove("FERRY_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn dropped_connection_mid_transfer_is_retried() {
     let sshd = Sshd::start();
     let body = big_csv();
     serve(&sshd.srv(), "big.csv", body.as_bytes());
     let d = setup(&sshd, &password(), "");
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["run", "t"])
-        .current_dir(d.path(""))
-        .env("FERRY_HOME", d.home())
-        .env("SFTP_PW", PW_PASSWORD)
-        .env("FERRY_PAUSEPOINT", "fetch-write:3:3000")
-        .env_remove("FERRY_FAILPOINT")
-        .env_remove("FERRY_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_paused(&d, "fetch-write:3:3000");
     // Wait until ferry is paused half-way (its partial copy exists).
     let started = Instant::now();
     let part = loop {
@@ -575,18 +581,7 @@ fn push_back_retries_a_dropped_connection() {
     serve(&sshd.srv(), "patients.csv", patients(0..3).as_bytes());
     // ferry pauses in its second put, once it has found the connection
     // open, and the connection is cut there.
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["run", "t"])
-        .current_dir(d.path(""))
-        .env("FERRY_HOME", d.home())
-        .env("SFTP_PW", PW_PASSWORD)
-        .env("FERRY_PAUSEPOINT", "sftp-put:2:3000")
-        .env_remove("FERRY_FAILPOINT")
-        .env_remove("FERRY_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = run_paused(&d, "sftp-put:2:3000");
     let started = Instant::now();
     while !sshd.srv().join("back/summary.csv").exists() {
         assert!(started.elapsed() < Duration::from_secs(30), "the first file was never pushed");
