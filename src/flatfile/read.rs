@@ -55,16 +55,25 @@ impl ParsedFile {
     }
 }
 
-const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
 /// Parse a whole file. `today` bounds birth dates.
 pub fn parse_bytes(bytes: &[u8], schema: &Schema, side: Side, today: NaiveDate) -> ParsedFile {
     // Windows-1252 decodes every byte, so convert up front and read UTF-8
     // after; a UTF-8 file is read as bytes and checked field by field, so one
     // stray byte rejects one record, not the file.
-    let decoded: Cow<[u8]> = match schema.encoding {
-        EncodingName::Utf8 => Cow::Borrowed(bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes)),
-        EncodingName::Windows1252 => {
+    // A DOS end-of-file byte (Ctrl-Z) after the last line is no record.
+    let bytes = bytes.strip_suffix(b"\x1a").unwrap_or(bytes);
+    let decoded: Cow<[u8]> = match (encoding_rs::Encoding::for_bom(bytes), schema.encoding) {
+        // A byte-order mark says what the file is, whatever the schema says
+        // (as WHATWG's decode does): Excel's "CSV UTF-8" of a Windows-1252
+        // roster, or its "Unicode text" (UTF-16). It is never part of a
+        // header name or an ID.
+        (Some((enc, bom)), _) if enc == encoding_rs::UTF_8 => Cow::Borrowed(&bytes[bom..]),
+        (Some((enc, bom)), _) => {
+            let (text, _) = enc.decode_without_bom_handling(&bytes[bom..]);
+            Cow::Owned(text.into_owned().into_bytes())
+        }
+        (None, EncodingName::Utf8) => Cow::Borrowed(bytes),
+        (None, EncodingName::Windows1252) => {
             let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
             match text {
                 Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
@@ -99,12 +108,18 @@ pub fn parse_bytes(bytes: &[u8], schema: &Schema, side: Side, today: NaiveDate) 
 }
 
 fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut RecordBuilder) -> ParsedFile {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .delimiter(delimiter)
-        .quote(quote)
-        .from_reader(bytes);
+    // A reader from byte `from` on: the file's start, or the line after one
+    // whose quote was never closed.
+    let reader = |from: usize| {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(delimiter)
+            .quote(quote)
+            .from_reader(&bytes[from..])
+    };
+    let mut rdr = reader(0);
+    let mut base = 0;
     let mut record = csv::ByteRecord::new();
 
     // Where each schema column sits in a row; None for an absent optional column.
@@ -143,6 +158,9 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
     }
     let needed = slots.iter().flatten().max().map_or(0, |m| m + 1);
     let mut lines = LineCounter { bytes, offset: 0, line: 1 };
+    // A value that holds a line break and a row's worth of delimiters is
+    // rows swallowed by a quote left open, not one value.
+    let row_of_delimiters = width.unwrap_or(needed).saturating_sub(1).max(2);
 
     loop {
         match rdr.read_byte_record(&mut record) {
@@ -151,12 +169,41 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
             Err(e) => {
                 // The csv reader only fails on I/O or (never here) UTF-8; stop
                 // the file rather than guess where the next record starts.
-                let line = lines.line_at(e.position().map_or(0, |p| p.byte()));
+                let line = lines.line_at(base as u64 + e.position().map_or(0, |p| p.byte()));
                 b.out.fatal = Some(format!("line {line}: {e}"));
                 break;
             }
         }
-        let line = lines.line_at(record.position().map_or(0, |p| p.byte()));
+        let start = base + record.position().map_or(0, |p| p.byte() as usize);
+        let line = lines.line_at(start as u64);
+        if record.iter().any(|f| {
+            memchr::memchr2(b'\n', b'\r', f).is_some()
+                && memchr::memchr_iter(delimiter, f).count() >= row_of_delimiters
+        }) {
+            // The row is rejected alone, and reading goes on at the next line
+            // with a reader of its own: the rows the quote ran over are read
+            // as the rows they are.
+            b.reject_row(
+                line,
+                None,
+                format!(
+                    "a quote ({}) opened in this row is never closed before the rows after it: \
+                     the row is rejected, and the next line is read as a row of its own",
+                    quote as char
+                ),
+            );
+            let from = start + bytes[start..].iter().position(|&c| !matches!(c, b'\r' | b'\n')).unwrap_or(0);
+            let end = match memchr::memchr2(b'\n', b'\r', &bytes[from..]) {
+                Some(i) if bytes[from + i] == b'\r' && bytes.get(from + i + 1) == Some(&b'\n') => {
+                    from + i + 2
+                }
+                Some(i) => from + i + 1,
+                None => bytes.len(),
+            };
+            base = end;
+            rdr = reader(base);
+            continue;
+        }
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             // A row of bare delimiters is a blank line to people, but it was
             // a record in the file: count it so the totals still add up.
@@ -220,12 +267,11 @@ fn read_fixed(bytes: &[u8], skip_lines: usize, b: &mut RecordBuilder) -> ParsedF
         })
         .max()
         .unwrap_or(0);
-    for (i, raw_line) in bytes.split(|&c| c == b'\n').enumerate() {
+    for (i, raw_line) in physical_lines(bytes).enumerate() {
         let line = i as u64 + 1;
         if i < skip_lines {
             continue;
         }
-        let raw_line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
         if raw_line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -370,11 +416,42 @@ impl LineCounter<'_> {
             at += 1;
         }
         if at >= self.offset {
-            self.line += self.bytes[self.offset..at].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.line += line_breaks(&self.bytes[self.offset..at], self.bytes.get(at).copied());
             self.offset = at;
         }
         self.line
     }
+}
+
+/// How many line breaks `bytes` holds: LF, CRLF, or a CR alone (classic
+/// Mac, Excel's "CSV (Macintosh)"), as the csv reader ends records and
+/// editors break lines. `next` is the byte after them, to tell a CR that
+/// ends the run from the first half of a CRLF.
+fn line_breaks(bytes: &[u8], next: Option<u8>) -> u64 {
+    let lf = memchr::memchr_iter(b'\n', bytes).count();
+    let lone_cr = memchr::memchr_iter(b'\r', bytes)
+        .filter(|&i| bytes.get(i + 1).copied().or(next) != Some(b'\n'))
+        .count();
+    (lf + lone_cr) as u64
+}
+
+/// The lines of a file, each without its ending: LF, CRLF or a CR alone.
+fn physical_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(bytes);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match memchr::memchr2(b'\n', b'\r', text) {
+            Some(i) => {
+                let ending = if text[i] == b'\r' && text.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                rest = Some(&text[i + ending..]);
+                Some(&text[..i])
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
 }
 
 /// Turns one row's raw values into a record, a rejection, or a record with warnings.
@@ -682,7 +759,95 @@ optional_column = true
 
     #[test]
     fn fixed_width() {
-        let s = Schema::parse(
+        let s = fixed_schema();
+        let p = parse_bytes(
+            b"HEADER\r\n0001Lee   19700102\r\n\r\n0002Ng\r\n0003Po    2099\r\n",
+            &s,
+            Side::Practice,
+            today(),
+        );
+        assert_eq!(lines(&p), [2, 4, 5], "trimmed lines are fine while every required column starts");
+        assert_eq!(p.records[0].patient.practice_mrn.as_deref(), Some("0001"));
+        assert_eq!(p.records[1].patient.birth_date, None);
+        assert_eq!(p.rejects.len(), 1);
+        assert_eq!((p.rejects[0].line, p.rejects[0].severity), (5, Severity::Warning));
+        assert_adds_up(&p);
+    }
+
+    #[test]
+    fn an_unclosed_quote_rejects_its_row_alone() {
+        // Never closed: it ran to the end of the file, taking two rows.
+        let p = parse(b"ID,Last,DOB,Phone\nE1,Smith,01/02/1970,\nE2,\"Jones,01/02/1971,\nE3,Lee,01/02/1972,\nE4,Ng,01/02/1973,\n");
+        assert_eq!(lines(&p), [2, 4, 5]);
+        assert_eq!((p.read, p.rejects[0].line), (4, 3));
+        assert!(p.rejects[0].reason.contains("never closed"), "{:?}", p.rejects);
+        // Closed by a later row's quoted value: the two rows came out as one
+        // row of the right width, E2 with E3's values.
+        let p =
+            parse(b"ID,Last,DOB,Phone\nE2,\"Jones,01/02/1971,\nE3,\"Lee\",01/02/1972,\nE4,Ng,01/02/1973,\n");
+        let ids: Vec<_> = p.records.iter().map(|r| r.patient.ehr_id.as_deref().unwrap()).collect();
+        assert_eq!((ids, lines(&p)), (vec!["E3", "E4"], vec![3, 4]));
+        assert_eq!(p.records[0].patient.last_name.as_deref(), Some("Lee"));
+        assert_eq!((p.read, p.rejects[0].line), (3, 2));
+        assert_adds_up(&p);
+        // A quoted value over two lines, with a comma, is still one value.
+        let p = parse(b"ID,Last,DOB,Phone\nE1,\"Smith,\nJr\",01/02/1970,\nE2,Ng,01/02/1973,\n");
+        assert_eq!((lines(&p), p.rejects.len()), (vec![2, 4], 0));
+    }
+
+    #[test]
+    fn lines_may_end_in_a_cr_alone() {
+        let p =
+            parse(b"ID,Last,DOB,Phone\rE1,Smith,01/02/1970,\rE2,Jones,13/02/1971,\r\rE1,Lee,01/02/1972,\r");
+        assert_eq!(lines(&p), [2]);
+        let rejects: Vec<_> = p.rejects.iter().map(|r| r.line).collect();
+        assert_eq!(rejects, [3, 5]);
+        assert!(p.rejects[1].reason.contains("already on line 2"), "{}", p.rejects[1].reason);
+        let p = parse_bytes(
+            b"HEADER\r0001Lee   19700102\r0002Ng    19710102\r",
+            &fixed_schema(),
+            Side::Practice,
+            today(),
+        );
+        assert_eq!(lines(&p), [2, 3]);
+        assert_adds_up(&p);
+    }
+
+    #[test]
+    fn a_byte_order_mark_says_what_the_file_is() {
+        // Excel's "CSV UTF-8" of a Windows-1252 file: the mark is not text.
+        let p = parse_bytes(
+            b"\xEF\xBB\xBFID,Last,DOB,Phone\r\nE1,M\xC3\xBCller,01/02/1970,\r\n",
+            &schema("windows-1252"),
+            Side::Ehr,
+            today(),
+        );
+        assert_eq!(p.records[0].patient.ehr_id.as_deref(), Some("E1"));
+        assert_eq!(p.records[0].patient.last_name.as_deref(), Some("Müller"));
+        // UTF-16 (Notepad's "Unicode"), little- and big-endian.
+        let text = "HEADER\r\n0001Lëe   19700102\r\n";
+        let le: Vec<u8> =
+            [0xFF, 0xFE].into_iter().chain(text.encode_utf16().flat_map(u16::to_le_bytes)).collect();
+        let be: Vec<u8> =
+            [0xFE, 0xFF].into_iter().chain(text.encode_utf16().flat_map(u16::to_be_bytes)).collect();
+        for bytes in [le, be] {
+            let p = parse_bytes(&bytes, &fixed_schema(), Side::Practice, today());
+            assert_eq!((p.read, p.rejects.len()), (1, 0), "{:?}", p.rejects);
+            assert_eq!(p.records[0].patient.last_name.as_deref(), Some("Lëe"));
+        }
+    }
+
+    #[test]
+    fn a_dos_end_of_file_byte_is_no_record() {
+        let p = parse(b"ID,Last,DOB,Phone\r\nE1,Smith,01/02/1970,\r\n\x1a");
+        assert_eq!((p.read, p.rejects.len()), (1, 0));
+        let p =
+            parse_bytes(b"HEADER\r\n0001Lee   19700102\r\n\x1a", &fixed_schema(), Side::Practice, today());
+        assert_eq!((p.read, p.rejects.len()), (1, 0));
+    }
+
+    fn fixed_schema() -> Schema {
+        Schema::parse(
             Path::new("f.toml"),
             r#"
 format = "fixed_width"
@@ -704,19 +869,7 @@ field = "birth_date"
 formats = ["%Y%m%d"]
 "#,
         )
-        .unwrap();
-        let p = parse_bytes(
-            b"HEADER\r\n0001Lee   19700102\r\n\r\n0002Ng\r\n0003Po    2099\r\n",
-            &s,
-            Side::Practice,
-            today(),
-        );
-        assert_eq!(lines(&p), [2, 4, 5], "trimmed lines are fine while every required column starts");
-        assert_eq!(p.records[0].patient.practice_mrn.as_deref(), Some("0001"));
-        assert_eq!(p.records[1].patient.birth_date, None);
-        assert_eq!(p.rejects.len(), 1);
-        assert_eq!((p.rejects[0].line, p.rejects[0].severity), (5, Severity::Warning));
-        assert_adds_up(&p);
+        .unwrap()
     }
 
     #[test]
