@@ -176,10 +176,14 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
         }
         let start = base + record.position().map_or(0, |p| p.byte() as usize);
         let line = lines.line_at(start as u64);
-        if record.iter().any(|f| {
-            memchr::memchr2(b'\n', b'\r', f).is_some()
-                && memchr::memchr_iter(delimiter, f).count() >= row_of_delimiters
-        }) {
+        // One search over the row's values together; a value is looked at
+        // only when the row holds a line break at all.
+        if memchr::memchr2(b'\n', b'\r', record.as_slice()).is_some()
+            && record.iter().any(|f| {
+                memchr::memchr2(b'\n', b'\r', f).is_some()
+                    && memchr::memchr_iter(delimiter, f).count() >= row_of_delimiters
+            })
+        {
             // The row is rejected alone, and reading goes on at the next line
             // with a reader of its own: the rows the quote ran over are read
             // as the rows they are.
