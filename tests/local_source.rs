@@ -172,6 +172,21 @@ fn a_roster_back_to_an_earlier_export_replaces_the_later_one() {
     // Unchanged since: nothing to do.
     assert_exit(&d.ferry(&["run", "t"]), 0);
     assert_eq!((practice(), roster_status()), (1, Some("already loaded".to_string())));
+
+    // A broken export (empty, a header alone, every row rejected) would
+    // empty the practice side: the run fails and the last good roster stays.
+    let bad_dates =
+        format!("{head}100100,E1,Lee,Ann,,02.01.1980,F,,,,,,,,\n100200,E2,Ng,Bo,,04.03.1970,M,,,,,,,,\n");
+    for (i, broken) in ["", head, &bad_dates].into_iter().enumerate() {
+        write_roster(broken, first_mtime + Duration::from_secs(180 + i as u64));
+        let out = d.ferry(&["run", "t"]);
+        assert_exit(&out, 1);
+        assert!(stderr(&out).contains("a snapshot with no record to load"), "{}", stderr(&out));
+        assert_eq!((practice(), roster_status()), (1, Some("failed".to_string())));
+    }
+    write_roster(&full, first_mtime + Duration::from_secs(240));
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!((practice(), roster_status()), (2, Some("loaded".to_string())));
 }
 
 /// The same bytes sent again under another name load again (the records

@@ -257,6 +257,25 @@ pub fn run_job_locked(job: &Job, _lock: &JobLock, opts: &RunOptions) -> Result<R
 /// The summary of a file that could not be read at all: not loaded and not
 /// in the ledger, so the source file stays where it is, to be taken again
 /// once the schema or the file is fixed.
+/// Why a snapshot (`load = "replace"`, the practice roster) with no record
+/// to load is not loaded: it would empty its whole side, and every patient
+/// of the other would turn up as unmatched or as an unknown ID in the
+/// reports staff work from. A broken export (an empty file, a header
+/// alone, a changed date format that rejects every row) fails the run
+/// instead, and the records stored from the last good one stay.
+fn empty_snapshot(load: LoadMode, parsed: &ParsedFile) -> Option<String> {
+    (load == LoadMode::Replace && parsed.accepted() == 0).then(|| {
+        let rows = match parsed.read {
+            0 => "it holds no rows".to_string(),
+            n => format!("all {n} of its rows are rejected"),
+        };
+        format!(
+            "a snapshot with no record to load ({rows}): it would replace every stored record of its \
+             side with nothing, so it is not loaded and the records of the last good one stay"
+        )
+    })
+}
+
 fn not_loaded(p: &Pending, read: u64, rejected: u64, warnings: u64, reason: &str) -> FileSummary {
     warn!(file = %p.taken.name, "File could not be read; left at the source.");
     FileSummary {
@@ -567,7 +586,8 @@ fn run_stages(
             }
             Read::Flat(parsed) => {
                 let parsed = parsed?;
-                if let Some(reason) = &parsed.fatal {
+                let fatal = parsed.fatal.clone().or_else(|| empty_snapshot(p.load, &parsed));
+                if let Some(reason) = &fatal {
                     files.push(not_loaded(p, parsed.read, parsed.rejected(), parsed.warnings(), reason));
                     failed = true;
                     continue;
