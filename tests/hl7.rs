@@ -332,6 +332,12 @@ fn files_of_a_run_killed_before_its_reports_are_in_the_next_runs() {
         .map(|r| r["record_id"].clone())
         .collect();
     assert_eq!(rejected, ["M6", "M7"]);
+    // Each file once: the roster, still listed at its place, is not also
+    // "already loaded" (it was listed twice).
+    let text = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    let statuses: Vec<&str> = text.lines().filter(|l| l.contains(",status,")).collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert!(statuses.iter().all(|l| l.ends_with(",loaded")), "{statuses:?}");
     let db = Connection::open(d.home().join("ferry.db")).unwrap();
     let runs: Vec<(String, String)> =
         pairs(&db, "SELECT outcome, records || '/' || rejects FROM runs ORDER BY id");

@@ -222,6 +222,11 @@ fn finish_known(
     files: &mut Vec<FileSummary>,
 ) -> Result<()> {
     finish_source_file(transport, store, known.id, &known.state, &entry.name, pick.after, src_archive(job))?;
+    // A file this report has already (loaded by a run that stopped before
+    // its reports, carried to this one) is not listed twice.
+    if files.iter().any(|f| f.side == pick.side && f.name == entry.name) {
+        return Ok(());
+    }
     let why = format!("in the ledger since run {}; not loaded again", known.run_id);
     files.push(file_note(pick.side, &entry.name, "already loaded", why));
     Ok(())
