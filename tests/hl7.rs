@@ -69,6 +69,37 @@ fn setup() -> Dir {
     d
 }
 
+/// An MRN the EHR took away from its record is a changed_id conflict for a
+/// person, and is not written back by id_updates.csv meanwhile, though the
+/// roster's chart still carries the EHR ID.
+#[test]
+fn an_mrn_the_ehr_took_away_is_not_written_back() {
+    let d = Dir::with_project();
+    d.write("jobs/h.toml", JOB);
+    d.write("roster.csv", ROSTER);
+    let mut feed = msg("M1", "ADT^A28", "20261101090000", &pid("E1", "100100", "2 New St"));
+    feed += &msg(
+        "M2",
+        "ADT^A08",
+        "20261102090000",
+        "PID|1||E1^^^ATHENA^PI||Lee^Ann||19800102|F|||2 New St^^Boston^MA^02134",
+    );
+    d.write("inbox/feed.hl7", feed);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let dir = d.latest_report("h");
+    let conflicts = read_csv(&dir.join("external_id_conflicts.csv"));
+    let changed: Vec<(&str, &str)> = conflicts
+        .iter()
+        .filter(|c| c["kind"] == "changed_id")
+        .map(|c| (c["id"].as_str(), c["records"].as_str()))
+        .collect();
+    assert_eq!(changed, [("100100", "ehr:E1")], "the ID taken away is named: {conflicts:?}");
+    let linked: Vec<String> =
+        read_csv(&dir.join("matched.csv")).iter().map(|r| r["ehr_id"].clone()).collect();
+    assert!(linked.contains(&"E1".to_string()), "the roster's chart still links by the EHR ID it carries");
+    assert!(read_csv(&dir.join("id_updates.csv")).is_empty(), "no MRN goes back while the change waits");
+}
+
 #[test]
 fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     let d = setup();

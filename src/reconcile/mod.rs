@@ -266,14 +266,14 @@ fn changed_ids(out: &mut Outcome, ehr: &[PatientRecord], practice: &[PatientReco
             Side::Practice => by_practice.get(h.own_id.as_str()),
         };
         let Some(&i) = found else { continue };
-        let new = h.new.as_deref().unwrap_or("(none)");
-        let shown = h.new.as_deref().map_or_else(|| new.to_string(), |n| format!("{n:?}"));
+        let shown = h.new.as_deref().map_or_else(|| "(none)".to_string(), |n| format!("{n:?}"));
         let when = h.time.as_deref().map(|t| format!(" at {t}")).unwrap_or_default();
         out.conflicts.push(Conflict {
             kind: ConflictKind::ChangedId,
             key: h.key,
             side: h.side,
-            id: new.to_string(),
+            // The ID concerned: the new one, or the one taken away.
+            id: h.new.as_deref().or(h.old.as_deref()).unwrap_or_default().to_string(),
             records: vec![(h.side, i)],
             detail: format!(
                 "{} record {} changed its {} from {before} to {shown}{when}",
@@ -419,12 +419,25 @@ fn demographics(
         marks[d.a] = true;
         marks[d.b] = true;
     }
+    // Nor to an EHR record whose MRN the EHR changed or took away: the
+    // change waits for a person (changed_id), and writing the chart back
+    // could undo a correction made there.
+    let mut mrn_changed = vec![false; ehr.len()];
+    for c in &out.conflicts {
+        if c.kind == ConflictKind::ChangedId && c.key == LinkKey::PracticeMrn {
+            for &(side, i) in &c.records {
+                if side == Side::Ehr {
+                    mrn_changed[i] = true;
+                }
+            }
+        }
+    }
     out.id_updates = out
         .links
         .iter()
         .filter(|l| l.probability.is_some_and(|p| p >= s.link_at))
         .filter(|l| ehr[l.ehr].patient.practice_mrn.is_none())
-        .filter(|l| !dup_e[l.ehr] && !dup_p[l.practice])
+        .filter(|l| !dup_e[l.ehr] && !dup_p[l.practice] && !mrn_changed[l.ehr])
         .map(|l| (l.ehr, l.practice))
         .collect();
     out.matching = Some(stats);
@@ -496,7 +509,7 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("(none)", r#"ehr record E1 changed its practice_mrn from "M2" to (none) at t2"#),
+                ("M2", r#"ehr record E1 changed its practice_mrn from "M2" to (none) at t2"#),
                 ("M3", r#"ehr record E1 changed its practice_mrn from (none) (earlier "M2") to "M3" at t3"#),
             ]
         );
