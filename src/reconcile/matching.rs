@@ -695,15 +695,7 @@ pub fn fit(u: LevelShares, patterns: &[Pattern], s: &MatchSettings) -> Model {
     apply_fixed(&mut model, s);
     // Distinct patterns with their counts: EM runs on a few thousand rows
     // however many pairs there are.
-    let mut counts: HashMap<Pattern, f64> = HashMap::new();
-    for p in patterns {
-        *counts.entry(*p).or_default() += 1.0;
-    }
-    // In the patterns' order, not the map's (seeded afresh in every
-    // process): EM's sums of floats then come out the same to the last bit,
-    // and so does every probability in the reports.
-    let mut rows: Vec<(Pattern, f64)> = counts.into_iter().collect();
-    rows.sort_unstable_by_key(|&(p, _)| p);
+    let rows = pattern_counts(patterns.iter());
     let all_m_fixed = COMPARISONS.iter().all(|&c| {
         (0..c.levels().len())
             .all(|l| s.fixed.iter().any(|f| f.comparison == c && f.level == l && f.m.is_some()))
@@ -718,12 +710,23 @@ pub fn fit(u: LevelShares, patterns: &[Pattern], s: &MatchSettings) -> Model {
 /// candidate pairs: the pairs still unlinked once IDs have linked most true
 /// matches, or the pairs within one side, where duplicates are rare. The
 /// prior learned on every candidate pair would overstate both.
-pub fn with_prior_for<'p>(model: &Model, patterns: impl Iterator<Item = &'p Pattern>) -> Model {
+/// The distinct patterns with how many times each occurs, in the patterns'
+/// order, not a map's (seeded afresh in every process): sums of floats over
+/// them come out the same to the last bit, and so does every probability
+/// in the reports.
+fn pattern_counts<'p>(patterns: impl Iterator<Item = &'p Pattern>) -> Vec<(Pattern, f64)> {
     let mut counts: HashMap<Pattern, f64> = HashMap::new();
     for p in patterns {
         *counts.entry(*p).or_default() += 1.0;
     }
-    let total: f64 = counts.values().sum();
+    let mut rows: Vec<(Pattern, f64)> = counts.into_iter().collect();
+    rows.sort_unstable_by_key(|&(p, _)| p);
+    rows
+}
+
+pub fn with_prior_for<'p>(model: &Model, patterns: impl Iterator<Item = &'p Pattern>) -> Model {
+    let counts = pattern_counts(patterns);
+    let total: f64 = counts.iter().map(|(_, n)| n).sum();
     let mut out = model.clone();
     if total == 0.0 {
         return out;
@@ -1100,10 +1103,13 @@ mod tests {
             vec![1.0 / COMPARISONS[c].levels().len() as f64; COMPARISONS[c].levels().len()]
         });
         let s = MatchSettings::default();
-        let first = format!("{:?}", fit(u.clone(), &patterns, &s));
-        // Each fit counts the patterns in a map seeded afresh.
+        let model = fit(u.clone(), &patterns, &s);
+        let first = format!("{model:?}");
+        let prior = format!("{:?}", with_prior_for(&model, patterns.iter()));
+        // Each counts the patterns in a map seeded afresh.
         for _ in 0..5 {
             assert_eq!(format!("{:?}", fit(u.clone(), &patterns, &s)), first);
+            assert_eq!(format!("{:?}", with_prior_for(&model, patterns.iter())), prior);
         }
     }
 
