@@ -103,7 +103,9 @@ pub fn parse_bytes(bytes: &[u8], schema: &Schema, side: Side, today: NaiveDate) 
         Layout::Delimited { delimiter, quote, header } => {
             read_delimited(&decoded, *delimiter, *quote, *header, &mut builder)
         }
-        Layout::FixedWidth { skip_lines } => read_fixed(&decoded, *skip_lines, &mut builder),
+        Layout::FixedWidth { skip_lines, line_width } => {
+            read_fixed(&decoded, *skip_lines, *line_width, &mut builder)
+        }
     }
 }
 
@@ -136,7 +138,17 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
         let mut missing = Vec::new();
         for c in &b.schema.columns {
             let Place::Named(name) = &c.place else { unreachable!("schema checks named columns") };
-            let at = names.iter().position(|n| *n == name.trim().to_ascii_lowercase());
+            let wanted = name.trim().to_ascii_lowercase();
+            let mut found = names.iter().enumerate().filter(|(_, n)| **n == wanted).map(|(i, _)| i);
+            let at = found.next();
+            if let (Some(first), Some(second)) = (at, found.next()) {
+                return ParsedFile::fail(format!(
+                    "line 1: the header has column {name} twice (fields {} and {}): which one holds \
+                     the value is unclear",
+                    first + 1,
+                    second + 1
+                ));
+            }
             if at.is_none() && !c.optional_column {
                 missing.push(name.as_str());
             }
@@ -157,6 +169,19 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
         }
     }
     let needed = slots.iter().flatten().max().map_or(0, |m| m + 1);
+    if !header {
+        // Without a header, a row's width is the one most rows of the file
+        // have (at least what the schema reads): a row with more fields
+        // (an unquoted comma in a street) would shift its values.
+        let mut widths: crate::FastMap<usize, usize> = crate::FastMap::default();
+        let mut row = csv::ByteRecord::new();
+        let mut all = reader(0);
+        while let Ok(true) = all.read_byte_record(&mut row) {
+            *widths.entry(row.len()).or_default() += 1;
+        }
+        let common = widths.into_iter().max_by_key(|&(w, n)| (n, std::cmp::Reverse(w))).map_or(0, |(w, _)| w);
+        width = Some(common.max(needed));
+    }
     let mut lines = LineCounter { bytes, offset: 0, line: 1 };
     // A value that holds a line break and a row's worth of delimiters is
     // rows swallowed by a quote left open, not one value.
@@ -217,7 +242,7 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
             continue;
         }
         let expected = width.unwrap_or(needed);
-        if (header && record.len() != expected) || (!header && record.len() < needed) {
+        if record.len() != expected {
             b.reject_row(
                 line,
                 None,
@@ -256,7 +281,12 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
     b.finish()
 }
 
-fn read_fixed(bytes: &[u8], skip_lines: usize, b: &mut RecordBuilder) -> ParsedFile {
+fn read_fixed(
+    bytes: &[u8],
+    skip_lines: usize,
+    line_width: Option<usize>,
+    b: &mut RecordBuilder,
+) -> ParsedFile {
     let needed = b
         .schema
         .columns
@@ -301,6 +331,21 @@ fn read_fixed(bytes: &[u8], skip_lines: usize, b: &mut RecordBuilder) -> ParsedF
                 line,
                 None,
                 format!("line is {} characters; the layout needs at least {needed}", chars.len()),
+            );
+            continue;
+        }
+        if let Some(w) = line_width
+            && chars.len() > w
+            && !text[chars[w].0..].trim().is_empty()
+        {
+            b.reject_row(
+                line,
+                None,
+                format!(
+                    "line is {} characters; the layout's lines are {w} (a value ran over its columns, and \
+                     every value after it would be read shifted)",
+                    chars.len()
+                ),
             );
             continue;
         }
@@ -800,6 +845,62 @@ optional_column = true
     }
 
     #[test]
+    fn without_a_header_rows_are_as_wide_as_most() {
+        let s = Schema::parse(
+            Path::new("n.toml"),
+            "format = \"delimited\"\nheader = false\n[[columns]]\nindex = 1\nfield = \"practice_mrn\"\nrequired = true\n\
+             [[columns]]\nindex = 2\nfield = \"last_name\"\n[[columns]]\nindex = 3\nfield = \"city\"\n",
+        )
+        .unwrap();
+        // Four fields a row (the fourth not read); one row has an unquoted
+        // comma in its name, one lacks the last field.
+        let p = parse_bytes(
+            b"1,Smith,Boston,x\n2,Jones, Jr,Salem,x\n3,Lee,Lowell,x\n4,Ng,Quincy\n",
+            &s,
+            Side::Practice,
+            today(),
+        );
+        assert_eq!(lines(&p), [1, 3]);
+        let rejects: Vec<(u64, &str)> = p.rejects.iter().map(|r| (r.line, r.reason.as_str())).collect();
+        assert_eq!(
+            rejects,
+            [
+                (2, "wrong column count: expected 4 fields, found 5"),
+                (4, "wrong column count: expected 4 fields, found 3")
+            ]
+        );
+        assert_adds_up(&p);
+    }
+
+    #[test]
+    fn a_fixed_width_line_longer_than_the_layout_is_rejected() {
+        let text = fixed_schema_text().replace("skip_lines = 1", "skip_lines = 1\nline_width = 20");
+        let s = Schema::parse(Path::new("f.toml"), &text).unwrap();
+        let p = parse_bytes(
+            b"HEADER\r\n0001Lee   19700102    \r\n0002Leeson19710102\r\n0003Longwood 19720102\r\n",
+            &s,
+            Side::Practice,
+            today(),
+        );
+        assert_eq!(lines(&p), [2, 3], "spaces beyond the width are no text");
+        assert_eq!(p.rejects.len(), 1);
+        assert!(p.rejects[0].reason.starts_with("line is 21 characters; the layout's lines are 20"));
+        let bad = fixed_schema_text().replace("skip_lines = 1", "skip_lines = 1\nline_width = 12");
+        let e = Schema::parse(Path::new("f.toml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("line_width = 12 ends inside a column"), "{e}");
+    }
+
+    #[test]
+    fn a_column_the_header_names_twice_fails_the_file() {
+        let p = parse(b"ID,Last,DOB,ID,Phone\nE1,Smith,01/02/1970,E999,\n");
+        let fatal = p.fatal.unwrap_or_default();
+        assert!(fatal.contains("column ID twice (fields 1 and 4)"), "{fatal}");
+        // A column the schema does not read may be there twice.
+        let p = parse(b"ID,Last,DOB,Phone,Note,Note\nE1,Smith,01/02/1970,,a,b\n");
+        assert_eq!((p.fatal, p.read), (None, 1));
+    }
+
+    #[test]
     fn lines_may_end_in_a_cr_alone() {
         let p =
             parse(b"ID,Last,DOB,Phone\rE1,Smith,01/02/1970,\rE2,Jones,13/02/1971,\r\rE1,Lee,01/02/1972,\r");
@@ -851,9 +952,11 @@ optional_column = true
     }
 
     fn fixed_schema() -> Schema {
-        Schema::parse(
-            Path::new("f.toml"),
-            r#"
+        Schema::parse(Path::new("f.toml"), fixed_schema_text()).unwrap()
+    }
+
+    fn fixed_schema_text() -> &'static str {
+        r#"
 format = "fixed_width"
 skip_lines = 1
 [[columns]]
@@ -871,9 +974,7 @@ start = 11
 width = 8
 field = "birth_date"
 formats = ["%Y%m%d"]
-"#,
-        )
-        .unwrap()
+"#
     }
 
     #[test]

@@ -24,6 +24,9 @@ struct SchemaFile {
     header: Option<bool>,
     /// Fixed-width only: lines to skip before the data (default 0).
     skip_lines: Option<usize>,
+    /// Fixed-width only: how many characters a line holds; text beyond is
+    /// a value that ran over its columns, and the line is rejected.
+    line_width: Option<usize>,
     #[serde(default)]
     encoding: EncodingName,
     /// Region for phone numbers without a country code (default "US").
@@ -88,7 +91,7 @@ pub struct Schema {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
     Delimited { delimiter: u8, quote: u8, header: bool },
-    FixedWidth { skip_lines: usize },
+    FixedWidth { skip_lines: usize, line_width: Option<usize> },
 }
 
 #[derive(Debug, Clone)]
@@ -163,8 +166,11 @@ impl SchemaFile {
         });
         let layout = match self.format {
             FormatName::Delimited => {
-                if self.skip_lines.is_some() {
-                    problems.push("skip_lines is for fixed_width files; a delimited file uses header".into());
+                if self.skip_lines.is_some() || self.line_width.is_some() {
+                    problems.push(
+                        "skip_lines and line_width are for fixed_width files; a delimited file uses header"
+                            .into(),
+                    );
                 }
                 let delimiter =
                     one_byte(self.delimiter.as_deref().unwrap_or(","), "delimiter", &mut problems);
@@ -175,7 +181,20 @@ impl SchemaFile {
                 if self.delimiter.is_some() || self.quote.is_some() || self.header.is_some() {
                     problems.push("delimiter, quote and header are for delimited files".into());
                 }
-                Layout::FixedWidth { skip_lines: self.skip_lines.unwrap_or(0) }
+                let end = self
+                    .columns
+                    .iter()
+                    .filter_map(|c| Some(c.start?.saturating_sub(1) + c.width?))
+                    .max()
+                    .unwrap_or(0);
+                if let Some(w) = self.line_width
+                    && w < end
+                {
+                    problems.push(format!(
+                        "line_width = {w} ends inside a column, which runs to character {end}"
+                    ));
+                }
+                Layout::FixedWidth { skip_lines: self.skip_lines.unwrap_or(0), line_width: self.line_width }
             }
         };
         let phone_country = self.phone_country.unwrap_or_else(|| "US".to_string());
