@@ -165,9 +165,10 @@ fn killed_hl7_backfill_loads_no_message_twice() {
     for (killed, resumed) in [("on", "off"), ("off", "on")] {
         let d = setup(10);
         d.write("inbox/adt_full.hl7", hl7_batch(9_000));
-        // Chunks of hl7::CHUNK (1024) messages: abort after the first checkpoint.
+        // A checkpoint every 1000 messages (not at a chunk's end: messages are
+        // mapped 1024 at a time): abort after the first.
         let o = d.ferry_env(
-            &["backfill", "jobs/bf.toml", "--batch", "1"],
+            &["backfill", "jobs/bf.toml", "--batch", "1000"],
             &[("FERRY_FAILPOINT", "checkpoint:1"), ("FERRY_MAP_AHEAD", killed)],
         );
         assert!(!o.status.success());
@@ -177,20 +178,21 @@ fn killed_hl7_backfill_loads_no_message_twice() {
         assert_exit(&o, 0);
         let new: Vec<serde_json::Value> =
             stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(new.len(), 9000 - 1024, "every message after the first chunk waits");
+        assert_eq!(new.len(), 9000 - 1000, "every message after the first batch waits");
         let first = &new[0];
         assert_eq!(
             (&first["number"], &first["control_id"], &first["event"], &first["state"], &first["id"]),
-            (&1025.into(), &"M1024".into(), &"ADT^A28".into(), &"NEW".into(), &serde_json::Value::Null)
+            (&1001.into(), &"M1000".into(), &"ADT^A28".into(), &"NEW".into(), &serde_json::Value::Null)
         );
         assert_eq!(first["time"], "2026-11-01T09:00:00.000Z", "read in the job's time zone (UTC): {first}");
         let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
         assert!(
-            stdout(&o).contains("job bf: 7976 NEW, 1024 PROCESSED, 0 ERROR, 0 DELETED"),
+            stdout(&o).contains("job bf: 8000 NEW, 1000 PROCESSED, 0 ERROR, 0 DELETED"),
             "{}",
             stdout(&o)
         );
-        let o = d.ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1"], &[("FERRY_MAP_AHEAD", resumed)]);
+        let o =
+            d.ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1000"], &[("FERRY_MAP_AHEAD", resumed)]);
         assert_exit(&o, 0);
         let o = d.ferry(&["queue", "--job", "jobs/bf.toml"]);
         assert!(stdout(&o).contains("job bf: 0 NEW, 9000 PROCESSED, 0 ERROR, 0 DELETED"), "{}", stdout(&o));

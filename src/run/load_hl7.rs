@@ -88,12 +88,13 @@ pub(super) fn load_hl7(
                 Queued::Loaded(Applied::Written) | Queued::Error => {}
             }
             since_checkpoint += 1;
-        }
-        if let Some(last) = chunk.last() {
-            if since_checkpoint >= batch && last.end < p.taken.size {
-                load.checkpoint(last.number)?;
+            // Every `batch` messages, wherever that falls in a chunk.
+            if since_checkpoint >= batch && o.end < p.taken.size {
+                load.checkpoint(o.number)?;
                 since_checkpoint = 0;
             }
+        }
+        if let Some(last) = chunk.last() {
             bar.set_position(base + last.end);
         }
         Ok(())
