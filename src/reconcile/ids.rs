@@ -50,6 +50,8 @@ struct Linker<'a> {
     /// Records an earlier key found in a contradiction or pointing at a
     /// different person: no later key may link them until a person decides.
     held: FastSet<(Side, usize)>,
+    /// (EHR, practice) pairs held as different people.
+    held_pairs: FastSet<(usize, usize)>,
     out: Outcome,
 }
 
@@ -77,6 +79,7 @@ pub(super) fn link_with(
         practice_link: vec![None; practice.len()],
         link_index: vec![None; ehr.len()],
         held: FastSet::default(),
+        held_pairs: FastSet::default(),
         out: Outcome::default(),
     };
     for &key in &cfg.keys {
@@ -271,6 +274,11 @@ impl<'a> Linker<'a> {
                 return;
             }
         }
+        // A pair an earlier key already held as different people: the same
+        // question, not a second conflict.
+        if self.held_pairs.contains(&(e, p)) {
+            return;
+        }
         if let Some(&(side, i)) = records.iter().find(|r| self.held.contains(r)) {
             let held_id = self.records(side)[i].own_id();
             let detail = format!(
@@ -315,6 +323,7 @@ impl<'a> Linker<'a> {
                 pr.own_id()
             );
             self.held.extend(records.iter().copied());
+            self.held_pairs.insert((e, p));
             self.conflict(ConflictKind::DifferentPerson, key, carrier_side, id, records, detail);
             return;
         }
@@ -461,6 +470,12 @@ mod tests {
             assert!(out.links.is_empty(), "{first} {dob}");
             assert_eq!(kinds(&out), vec![(ConflictKind::DifferentPerson, Side::Practice, "E5".into())]);
         }
+        // Both keys point at the twins' pair: one conflict, not a second
+        // that says the keys disagree.
+        let ehr = [rec(Side::Ehr, "E1", Some("M1"), "Emma", "Patel", "2015-05-05")];
+        let pr = [rec(Side::Practice, "M1", Some("E1"), "Grace", "Patel", "2015-05-05")];
+        let out = link(&ehr, &pr, &cfg(LeadingZeros::Exact));
+        assert_eq!(kinds(&out), vec![(ConflictKind::DifferentPerson, Side::Ehr, "M1".into())]);
     }
 
     /// Two EHR records carrying one chart number: the chart is in the
