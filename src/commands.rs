@@ -563,10 +563,15 @@ pub struct ParseOptions<'a> {
 pub fn parse(file: &Path, o: &ParseOptions) -> Result<Exit> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let job = o.job.map(Job::load).transpose()?;
+    // What the job reads the file as: one of its inputs, or its roster.
     let input = match &job {
         Some(job) => {
             let name = file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-            let input = job.input_for(&name);
+            let roster = job.practice.as_ref().filter(|p| p.file.file_name() == file.file_name());
+            let input = job
+                .input_for(&name)
+                .map(|i| (&i.schema, i.side))
+                .or(roster.map(|p| (&p.schema, Side::Practice)));
             if input.is_none() && o.schema.is_none() {
                 let why = format!(
                     "no input of job {} takes a file named {name:?}; name the schema with --schema",
@@ -584,7 +589,7 @@ pub fn parse(file: &Path, o: &ParseOptions) -> Result<Exit> {
             let path = schema_path(Path::new(""), Path::new("schemas"), name);
             Some(load_schema_file(&path).map_err(|e| ConfigError::new(&path, e))?)
         }
-        None => input.map(|i| i.schema.clone()),
+        None => input.map(|(schema, _)| schema.clone()),
     };
     if looks_like_hl7(&bytes) {
         let settings = Hl7View {
@@ -610,7 +615,7 @@ pub fn parse(file: &Path, o: &ParseOptions) -> Result<Exit> {
     };
     let side = match (o.side.and_then(Side::parse), input) {
         (Some(s), _) => s,
-        (None, Some(input)) => input.side,
+        (None, Some((_, side))) => side,
         (None, None) if schema.check_side(Side::Ehr).is_ok() => Side::Ehr,
         (None, None) => Side::Practice,
     };

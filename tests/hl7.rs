@@ -1099,9 +1099,15 @@ fn parse_shows_segments_and_mapped_records() {
     let out = d.ferry(&["parse", "inbox/feed.hl7", "--json", "--time-zone", "Mars/Olympus"]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("not a time zone name"), "{}", stderr(&out));
-    let out = d.ferry(&["parse", "roster.csv", "--job", "h"]);
+    // The job's roster is read as the job reads it, by its schema.
+    let out = d.ferry(&["parse", "roster.csv", "--job", "h", "--json"]);
+    assert_exit(&out, 0);
+    let first: serde_json::Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["record"]["practice_mrn"], "100100", "{first}");
+    d.write("other.csv", ROSTER);
+    let out = d.ferry(&["parse", "other.csv", "--job", "h"]);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("no input of job h takes a file named \"roster.csv\""), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no input of job h takes a file named \"other.csv\""), "{}", stderr(&out));
     d.write("inbox/empty.hl7", "\r\n");
     let out = d.ferry(&["parse", "inbox/empty.hl7"]);
     assert_exit(&out, 2);
