@@ -209,6 +209,26 @@ fn killed_hl7_backfill_loads_no_message_twice() {
     }
 }
 
+/// What a file's messages did before a kill is counted with what they did
+/// after it: the file's detail covers the whole file.
+#[test]
+fn a_resumed_hl7_load_counts_what_its_messages_did_before_the_kill() {
+    let d = setup(10);
+    // 600 messages, then 1200 older ones: those of the first 600 patients
+    // are older than the stored data, 400 before the checkpoint, 200 after.
+    let newer = hl7_batch(600).replace("20261101090000", "20261102090000");
+    d.write("inbox/adt_full.hl7", format!("{newer}{}", hl7_batch(1200)));
+    let o =
+        d.ferry_env(&["backfill", "jobs/bf.toml", "--batch", "1000"], &[("FERRY_FAILPOINT", "checkpoint:1")]);
+    assert!(!o.status.success());
+    assert_exit(&d.ferry(&["backfill", "jobs/bf.toml", "--batch", "1000"]), 0);
+    let s = summary(&d.latest_report("bf"));
+    assert_eq!(
+        s[&("file:ehr/adt_full.hl7".to_string(), "detail".to_string())],
+        "600 message(s) older than the stored data were queued but not applied"
+    );
+}
+
 /// A load killed after a checkpoint goes on from ferry's own copy even when
 /// the source no longer lists the file as it was: gone, or sent again
 /// under its name with other bytes (which is then a file of its own). The

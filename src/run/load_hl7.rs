@@ -12,7 +12,7 @@ use crate::hl7::{self, MapSettings, Mapped, MessageOutcome};
 use crate::job::Job;
 use crate::model::{Field, Reject, Severity};
 use crate::report::FileSummary;
-use crate::store::{Applied, Counts, FileLoad, MessageRow, Store};
+use crate::store::{Applied, Counts, FileLoad, MessageRow, Older, Store};
 
 /// An HL7 file mapped whole before its load began, across files in
 /// parallel (see `run_stages`): its outcomes in file order and its
@@ -63,13 +63,14 @@ pub(super) fn load_hl7(
     batch: usize,
     bar: &indicatif::ProgressBar,
 ) -> Result<(i64, FileSummary)> {
-    let (mut load, done) = match &p.resume {
-        Some(entry) => (store.resume_file(&job.name, entry.id, run_id)?, entry.records_done),
-        None => (store.begin_file(&job.name, run_id, &p.taken, p.load)?, 0),
+    // A resumed load goes on counting from its last checkpoint.
+    let (mut load, done, mut older) = match &p.resume {
+        Some(entry) => (store.resume_file(&job.name, entry.id, run_id)?, entry.records_done, entry.older),
+        None => (store.begin_file(&job.name, run_id, &p.taken, p.load)?, 0, Older::default()),
     };
     let base = bar.position();
     let mut counts = Counts::default();
-    let (mut stale, mut in_part, mut ignored, mut since_checkpoint) = (0u64, 0u64, 0u64, 0usize);
+    let mut since_checkpoint = 0usize;
     let mut sink = |chunk: &[MessageOutcome]| -> Result<()> {
         for o in chunk {
             counts.read += 1;
@@ -82,14 +83,15 @@ pub(super) fn load_hl7(
                 continue;
             }
             match apply_message(&mut load, o, schema)? {
-                Queued::Loaded(Applied::Stale) => stale += 1,
-                Queued::Loaded(Applied::InPart) => in_part += 1,
-                Queued::Ignored => ignored += 1,
+                Queued::Loaded(Applied::Stale) => older.stale += 1,
+                Queued::Loaded(Applied::InPart) => older.in_part += 1,
+                Queued::Ignored => older.ignored += 1,
                 Queued::Loaded(Applied::Written) | Queued::Error => {}
             }
             since_checkpoint += 1;
             // Every `batch` messages, wherever that falls in a chunk.
             if since_checkpoint >= batch && o.end < p.taken.size {
+                load.older(&older)?;
                 load.checkpoint(o.number)?;
                 since_checkpoint = 0;
             }
@@ -118,17 +120,9 @@ pub(super) fn load_hl7(
     // merged ID brought back), and, for a resumed load, from before the
     // interruption: the file's rows count them all.
     counts.warnings = load.warnings()?;
+    load.older(&older)?;
     let file_id = load.finish(&counts, p.after.loaded_state())?;
-    let detail = [
-        (stale, "older than the stored data were queued but not applied"),
-        (in_part, "older than the stored data were applied only to the fields no newer message said"),
-        (ignored, "of events the schema ignores were queued as PROCESSED, not loaded"),
-    ]
-    .iter()
-    .filter(|(n, _)| *n > 0)
-    .map(|(n, what)| format!("{n} message(s) {what}"))
-    .collect::<Vec<_>>()
-    .join("; ");
+    let detail = older.detail();
     let summary = FileSummary {
         side: p.taken.side,
         name: p.taken.name.clone(),

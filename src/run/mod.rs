@@ -489,7 +489,14 @@ fn run_stages(
             accepted: f.accepted,
             rejected: f.rejected,
             warnings: f.warnings,
-            detail: format!("loaded by run {}, which stopped before it reported them", f.run_id),
+            detail: [
+                format!("loaded by run {}, which stopped before it reported them", f.run_id),
+                f.older.detail(),
+            ]
+            .into_iter()
+            .filter(|d| !d.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
         })
         .collect();
     if !files.is_empty() {

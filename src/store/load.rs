@@ -403,7 +403,7 @@ impl<'c> FileLoad<'c> {
         let at = now();
         tx.execute(
             "UPDATE files SET state = 'loading', run_id = ?2, mtime = ?3, local_path = ?4, read = 0, accepted = 0,
-                              rejected = 0, warnings = 0, records_done = 0, loaded_at = ?5, state_at = ?5
+                              rejected = 0, warnings = 0, records_done = 0, stale = 0, in_part = 0, ignored = 0, loaded_at = ?5, state_at = ?5
              WHERE id = ?1",
             params![file_id, run_id, file.mtime, file.local_path, at],
         )?;
@@ -446,6 +446,16 @@ impl<'c> FileLoad<'c> {
     /// Commit what is loaded so far with the count of records (or messages)
     /// done, so that a load killed later goes on from here; the file stays
     /// `loading` in the ledger until [`FileLoad::finish`].
+    /// The file's messages that changed less than they said, so far: kept
+    /// with the next checkpoint or the finish.
+    pub fn older(&mut self, older: &crate::store::Older) -> Result<()> {
+        self.tx().execute(
+            "UPDATE files SET stale = ?2, in_part = ?3, ignored = ?4 WHERE id = ?1",
+            params![self.file_id, older.stale as i64, older.in_part as i64, older.ignored as i64],
+        )?;
+        Ok(())
+    }
+
     pub fn checkpoint(&mut self, done: u64) -> Result<()> {
         self.tx().execute(
             "UPDATE files SET records_done = ?2 WHERE id = ?1",

@@ -290,6 +290,15 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX appointments_by_patient ON appointments(patient_ehr_id, job);
     "#,
+    // 12: an HL7 file's messages that changed less than they said (older
+    // than the stored data, applied in part, of ignored events), counted
+    // at each checkpoint: the file's detail in the reports holds also when
+    // its load was resumed, or reported by a later run.
+    r#"
+    ALTER TABLE files ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN in_part INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN ignored INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Bring the database up to the newest version, in one exclusive transaction.

@@ -79,6 +79,37 @@ pub struct CarriedFile {
     pub accepted: u64,
     pub rejected: u64,
     pub warnings: u64,
+    pub older: Older,
+}
+
+/// An HL7 file's messages that changed less than they said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Older {
+    /// Older than the stored data: queued, not applied.
+    pub stale: u64,
+    /// Applied only to the fields no newer message said.
+    pub in_part: u64,
+    /// Of events the schema ignores: queued as PROCESSED, not loaded.
+    pub ignored: u64,
+}
+
+impl Older {
+    /// The file's detail in the reports ("" when every message loaded).
+    pub fn detail(&self) -> String {
+        [
+            (self.stale, "older than the stored data were queued but not applied"),
+            (
+                self.in_part,
+                "older than the stored data were applied only to the fields no newer message said",
+            ),
+            (self.ignored, "of events the schema ignores were queued as PROCESSED, not loaded"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} message(s) {what}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+    }
 }
 
 /// A ledger row.
@@ -91,15 +122,25 @@ pub struct LedgerEntry {
     pub run_id: i64,
     /// Records (flat files) or messages (HL7) committed so far.
     pub records_done: u64,
+    /// Of the HL7 messages committed so far.
+    pub older: Older,
 }
 
-/// `SELECT id, state, run_id FROM files` as a ledger entry.
+/// The columns [`ledger_entry`] reads, in its order.
+const LEDGER_COLUMNS: &str = "id, state, run_id, records_done, stale, in_part, ignored";
+
+/// `SELECT LEDGER_COLUMNS FROM files` as a ledger entry.
 fn ledger_entry(r: &rusqlite::Row) -> rusqlite::Result<LedgerEntry> {
     Ok(LedgerEntry {
         id: r.get(0)?,
         state: r.get(1)?,
         run_id: r.get(2)?,
         records_done: r.get::<_, i64>(3)? as u64,
+        older: Older {
+            stale: r.get::<_, i64>(4)? as u64,
+            in_part: r.get::<_, i64>(5)? as u64,
+            ignored: r.get::<_, i64>(6)? as u64,
+        },
     })
 }
 
@@ -284,7 +325,8 @@ impl Store {
     /// whose load is still to finish (`loading`) is moved when it resumes.
     pub fn carry_unreported_files(&self, job: &str, run_id: i64) -> Result<Vec<CarriedFile>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT f.id, f.run_id, f.side, f.name, f.read, f.accepted, f.rejected, f.warnings
+            "SELECT f.id, f.run_id, f.side, f.name, f.read, f.accepted, f.rejected, f.warnings,
+                    f.stale, f.in_part, f.ignored
              FROM files f JOIN runs r ON r.id = f.run_id
              WHERE f.job = ?1 AND r.id <> ?2 AND r.outcome <> 'running'
                AND (r.report_dir IS NULL OR r.outcome = 'abandoned')
@@ -303,6 +345,11 @@ impl Store {
                     accepted: r.get::<_, i64>(5)? as u64,
                     rejected: r.get::<_, i64>(6)? as u64,
                     warnings: r.get::<_, i64>(7)? as u64,
+                    older: Older {
+                        stale: r.get::<_, i64>(8)? as u64,
+                        in_part: r.get::<_, i64>(9)? as u64,
+                        ignored: r.get::<_, i64>(10)? as u64,
+                    },
                 },
             ))
         })?;
@@ -430,11 +477,11 @@ impl Store {
         size: u64,
         mtime: &str,
     ) -> Result<Option<LedgerEntry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, state, run_id, records_done FROM files
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM files
              WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND mtime = ?5
-             ORDER BY id DESC LIMIT 1",
-        )?;
+             ORDER BY id DESC LIMIT 1"
+        ))?;
         Ok(stmt.query_row(params![job, side.as_str(), name, size as i64, mtime], ledger_entry).optional()?)
     }
 
@@ -447,10 +494,10 @@ impl Store {
         size: u64,
         sha256: &str,
     ) -> Result<Option<LedgerEntry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, state, run_id, records_done FROM files
-             WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND sha256 = ?5",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM files
+             WHERE job = ?1 AND side = ?2 AND name = ?3 AND size = ?4 AND sha256 = ?5"
+        ))?;
         Ok(stmt.query_row(params![job, side.as_str(), name, size as i64, sha256], ledger_entry).optional()?)
     }
 
@@ -510,9 +557,9 @@ impl Store {
 
     /// This job's loads that stopped after a checkpoint (`loading`), oldest first.
     pub fn interrupted_loads(&self, job: &str) -> Result<Vec<LedgerEntry>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, state, run_id, records_done FROM files WHERE job = ?1 AND state = 'loading' ORDER BY id",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM files WHERE job = ?1 AND state = 'loading' ORDER BY id"
+        ))?;
         let rows = stmt.query_map([job], ledger_entry)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
