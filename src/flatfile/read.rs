@@ -222,14 +222,7 @@ fn read_delimited(bytes: &[u8], delimiter: u8, quote: u8, header: bool, b: &mut 
                 ),
             );
             let from = start + bytes[start..].iter().position(|&c| !matches!(c, b'\r' | b'\n')).unwrap_or(0);
-            let end = match memchr::memchr2(b'\n', b'\r', &bytes[from..]) {
-                Some(i) if bytes[from + i] == b'\r' && bytes.get(from + i + 1) == Some(&b'\n') => {
-                    from + i + 2
-                }
-                Some(i) => from + i + 1,
-                None => bytes.len(),
-            };
-            base = end;
+            base = from + split_line(&bytes[from..]).1.unwrap_or(bytes.len() - from);
             rdr = reader(base);
             continue;
         }
@@ -490,18 +483,22 @@ fn physical_lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(bytes);
     std::iter::from_fn(move || {
         let text = rest?;
-        match memchr::memchr2(b'\n', b'\r', text) {
-            Some(i) => {
-                let ending = if text[i] == b'\r' && text.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
-                rest = Some(&text[i + ending..]);
-                Some(&text[..i])
-            }
-            None => {
-                rest = None;
-                Some(text)
-            }
-        }
+        let (line, next) = split_line(text);
+        rest = next.map(|n| &text[n..]);
+        Some(line)
     })
+}
+
+/// The first line of `text`, without its ending (LF, CRLF or a CR alone),
+/// and where the next line starts; None when the line runs to the end.
+fn split_line(text: &[u8]) -> (&[u8], Option<usize>) {
+    match memchr::memchr2(b'\n', b'\r', text) {
+        Some(i) => {
+            let ending = if text[i] == b'\r' && text.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+            (&text[..i], Some(i + ending))
+        }
+        None => (text, None),
+    }
 }
 
 /// Turns one row's raw values into a record, a rejection, or a record with warnings.

@@ -408,28 +408,18 @@ fn demographics(
             evidence: matching::evidence(&x.pattern),
         }));
     }
-    // No MRN goes back to the EHR while either record may be a duplicate:
-    // the chart it names may be merged away.
-    let (mut dup_e, mut dup_p) = (vec![false; ehr.len()], vec![false; practice.len()]);
-    for d in &out.duplicates {
-        let marks = match d.side {
-            Side::Ehr => &mut dup_e,
-            Side::Practice => &mut dup_p,
-        };
-        marks[d.a] = true;
-        marks[d.b] = true;
-    }
-    // Nor to an EHR record whose MRN the EHR changed or took away: the
-    // change waits for a person (changed_id), and writing the chart back
-    // could undo a correction made there.
-    let mut mrn_changed = vec![false; ehr.len()];
-    for c in &out.conflicts {
-        if c.kind == ConflictKind::ChangedId && c.key == LinkKey::PracticeMrn {
-            for &(side, i) in &c.records {
-                if side == Side::Ehr {
-                    mrn_changed[i] = true;
-                }
-            }
+    // No MRN goes back to the EHR while either record may be a duplicate
+    // (the chart it names may be merged away), nor to an EHR record whose
+    // MRN the EHR changed or took away: that change waits for a person
+    // (changed_id), and writing the chart back could undo a correction.
+    let (mut hold_e, mut hold_p) = (vec![false; ehr.len()], vec![false; practice.len()]);
+    let mrn_changes =
+        out.conflicts.iter().filter(|c| c.kind == ConflictKind::ChangedId && c.key == LinkKey::PracticeMrn);
+    let held = out.duplicates.iter().flat_map(|d| [(d.side, d.a), (d.side, d.b)]);
+    for (side, i) in held.chain(mrn_changes.flat_map(|c| c.records.iter().copied())) {
+        match side {
+            Side::Ehr => hold_e[i] = true,
+            Side::Practice => hold_p[i] = true,
         }
     }
     out.id_updates = out
@@ -437,7 +427,7 @@ fn demographics(
         .iter()
         .filter(|l| l.probability.is_some_and(|p| p >= s.link_at))
         .filter(|l| ehr[l.ehr].patient.practice_mrn.is_none())
-        .filter(|l| !dup_e[l.ehr] && !dup_p[l.practice] && !mrn_changed[l.ehr])
+        .filter(|l| !hold_e[l.ehr] && !hold_p[l.practice])
         .map(|l| (l.ehr, l.practice))
         .collect();
     out.matching = Some(stats);

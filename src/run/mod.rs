@@ -593,8 +593,8 @@ fn run_stages(
             }
             Read::Flat(parsed) => {
                 let parsed = parsed?;
-                let fatal = parsed.fatal.clone().or_else(|| empty_snapshot(p.load, &parsed));
-                if let Some(reason) = &fatal {
+                let empty = empty_snapshot(p.load, &parsed);
+                if let Some(reason) = parsed.fatal.as_ref().or(empty.as_ref()) {
                     files.push(not_loaded(p, parsed.read, parsed.rejected(), parsed.warnings(), reason));
                     failed = true;
                     continue;
