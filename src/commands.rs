@@ -100,10 +100,10 @@ pub fn exit_status(result: Result<Exit>) -> Exit {
     }
 }
 
-pub fn run(job: &str, quiet: bool) -> Result<Exit> {
+pub fn run(job: &str, accept_shrink: bool, quiet: bool) -> Result<Exit> {
     let job = Job::load(job)?;
     let progress = !quiet && std::io::stderr().is_terminal();
-    let result = run_job(&job, &RunOptions { progress, ..RunOptions::default() })?;
+    let result = run_job(&job, &RunOptions { progress, accept_shrink, ..RunOptions::default() })?;
     if !quiet {
         let t = &result.totals;
         say!(
@@ -300,7 +300,7 @@ pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
     }
     let progress = !quiet && std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
-    let result = run_job(&job, &RunOptions { progress, kind: "backfill", batch })?;
+    let result = run_job(&job, &RunOptions { progress, kind: "backfill", batch, ..RunOptions::default() })?;
     let secs = started.elapsed().as_secs_f64();
     if !quiet {
         let t = &result.totals;

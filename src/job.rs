@@ -667,6 +667,9 @@ struct InputConfig {
     /// `upsert` (default: each file adds and updates records) or `replace`
     /// (each file is a complete snapshot of its side).
     load: Option<LoadMode>,
+    /// With `load = "replace"`: the most of its side's stored records a
+    /// snapshot may drop ("50%" by default; "100%" turns the check off).
+    max_shrink: Option<String>,
 }
 
 fn default_input_side() -> Side {
@@ -680,6 +683,9 @@ fn default_input_side() -> Side {
 struct PracticeConfig {
     file: PathBuf,
     schema: String,
+    /// The most of the stored roster a new export may drop ("50%" by
+    /// default; "100%" turns the check off).
+    max_shrink: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -998,6 +1004,9 @@ pub struct Input {
     pub schema: InputSchema,
     pub side: Side,
     pub load: LoadMode,
+    /// The share of its side's stored records a snapshot may drop (see
+    /// [`DEFAULT_MAX_SHRINK`]).
+    pub max_shrink: f64,
 }
 
 #[derive(Debug)]
@@ -1005,6 +1014,26 @@ pub struct Practice {
     pub file: PathBuf,
     /// Always a flat-file schema.
     pub schema: InputSchema,
+    /// The share of the stored roster a new export may drop.
+    pub max_shrink: f64,
+}
+
+/// A snapshot (`load = "replace"`, the practice roster) holding fewer than
+/// half the records stored from the last one is taken for a partial export
+/// (a report cut short, a filter left on), not loaded: it would drop the
+/// rest from its side, and their patients would turn up in the reports as
+/// missing or unmatched. `max_shrink` sets the share per input.
+pub const DEFAULT_MAX_SHRINK: f64 = 0.5;
+
+/// `max_shrink`: "N%" with N from 0 to 100.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let share = s
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .filter(|n| (0.0..=100.0).contains(n))
+        .ok_or_else(|| format!("{s:?} is not a share like \"50%\" (from \"0%\" to \"100%\")"))?;
+    Ok(share / 100.0)
 }
 
 #[derive(Debug, Clone)]
@@ -1173,9 +1202,28 @@ impl JobFile {
                 .and_then(|s| s.check_side(input.side).map(|()| s))
                 .map_err(|e| problems.push(format!("inputs[{i}].schema: {e}")))
                 .ok();
+            let load = input.load.unwrap_or(LoadMode::Upsert);
+            let max_shrink = match (&input.max_shrink, load) {
+                (None, _) => DEFAULT_MAX_SHRINK,
+                (Some(_), LoadMode::Upsert) => {
+                    problems.push(format!(
+                        "inputs[{i}].max_shrink: only a snapshot (load = \"replace\") can drop records"
+                    ));
+                    DEFAULT_MAX_SHRINK
+                }
+                (Some(share), LoadMode::Replace) => parse_share(share)
+                    .map_err(|e| problems.push(format!("inputs[{i}].max_shrink: {e}")))
+                    .unwrap_or(DEFAULT_MAX_SHRINK),
+            };
             if let (Some(files), Some(schema)) = (files, schema) {
-                let load = input.load.unwrap_or(LoadMode::Upsert);
-                inputs.push(Input { files, pattern: input.files, schema, side: input.side, load });
+                inputs.push(Input {
+                    files,
+                    pattern: input.files,
+                    schema,
+                    side: input.side,
+                    load,
+                    max_shrink,
+                });
             }
         }
 
@@ -1209,8 +1257,14 @@ impl JobFile {
                     }
                 })
                 .map_err(|e| problems.push(format!("practice.schema: {e}")))
-                .ok()?;
-            Some(Practice { file, schema })
+                .ok();
+            let max_shrink = match &p.max_shrink {
+                None => DEFAULT_MAX_SHRINK,
+                Some(share) => parse_share(share)
+                    .map_err(|e| problems.push(format!("practice.max_shrink: {e}")))
+                    .unwrap_or(DEFAULT_MAX_SHRINK),
+            };
+            Some(Practice { file, schema: schema?, max_shrink })
         });
 
         let time_zone = match self.time_zone.as_deref() {

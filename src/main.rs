@@ -47,6 +47,10 @@ enum Command {
     Run {
         /// A job name (jobs/NAME.toml) or a path to a job file.
         job: String,
+        /// Load a snapshot (the practice roster, a `load = "replace"` input) even if it drops more of
+        /// the stored records than its `max_shrink` allows: you have checked that the drop is real.
+        #[arg(long)]
+        accept_shrink: bool,
     },
     /// The full load when an interface is first enabled: every file the job's source has, committed in
     /// batches (a killed backfill goes on where it stopped), then a full reconciliation.
@@ -162,7 +166,7 @@ fn main() -> ExitCode {
     commands::init_logging(Logging { verbose: cli.verbose, quiet: cli.quiet, format: cli.log_format });
     ferry::job::set_jobs_dir(cli.jobs_dir);
     let result = match cli.command {
-        Command::Run { job } => commands::run(&job, cli.quiet),
+        Command::Run { job, accept_shrink } => commands::run(&job, accept_shrink, cli.quiet),
         Command::Backfill { job, batch } => commands::backfill(&job, batch, cli.quiet),
         Command::Gen { patients, seed, noise, out } => {
             commands::generate_population(patients, seed, &noise, &out, cli.quiet)

@@ -189,6 +189,75 @@ fn a_roster_back_to_an_earlier_export_replaces_the_later_one() {
     assert_eq!((practice(), roster_status()), (2, Some("loaded".to_string())));
 }
 
+/// A roster export that holds far fewer patients than the one before (a
+/// report cut short, a filter left on) would drop the rest from the
+/// practice side: beyond `max_shrink` (half, by default) the run fails and
+/// the last roster stays, until the operator accepts the drop once.
+#[test]
+fn a_roster_that_drops_most_patients_waits_for_the_operator() {
+    let d = setup("keep", "0");
+    let job = fs::read_to_string(d.path("jobs/t.toml")).unwrap();
+    let with_roster = |extra: &str| {
+        format!("{job}\n[practice]\nfile = \"../roster.csv\"\nschema = \"practice_roster\"\n{extra}")
+    };
+    d.write("jobs/t.toml", with_roster(""));
+    let head = "Chart Number,EHR Patient ID,Last Name,First Name,Middle Name,Date of Birth,Sex,Street,Street 2,City,ST,ZIP Code,Home Phone,Cell Phone,E-mail\n";
+    let roster = |n: usize| {
+        let rows: String = (1..=n)
+            .map(|i| {
+                format!("{},E{i},Lee{i},Ann,,1980-01-{i:02},F,{i} New St,,Boston,MA,02134,,,\n", 100100 + i)
+            })
+            .collect();
+        d.write("roster.csv", format!("{head}{rows}"));
+    };
+    let practice = || -> i64 {
+        rusqlite::Connection::open(d.home().join("ferry.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM patients WHERE side = 'practice'", [], |r| r.get(0))
+            .unwrap()
+    };
+    roster(10);
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(practice(), 10);
+    roster(4);
+    for _ in 0..2 {
+        let out = d.ferry(&["run", "t"]);
+        assert_exit(&out, 1);
+        let err = stderr(&out);
+        assert!(err.contains("a snapshot of 4 record(s), against 10 stored"), "{err}");
+        assert!(err.contains("drop 60% of the practice side, more than max_shrink allows (50%)"), "{err}");
+        assert!(err.contains("ferry run t --accept-shrink"), "{err}");
+        assert_eq!(practice(), 10, "the last roster stays");
+    }
+    assert_exit(&d.ferry(&["run", "t", "--accept-shrink"]), 0);
+    assert_eq!(practice(), 4);
+    // Half or less is an ordinary change.
+    roster(2);
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(practice(), 2);
+    // The share is the job's to set.
+    d.write("jobs/t.toml", with_roster("max_shrink = \"100%\"\n"));
+    roster(1);
+    assert_exit(&d.ferry(&["run", "t"]), 0);
+    assert_eq!(practice(), 1);
+    for (bad, says) in [
+        ("max_shrink = \"half\"\n", "practice.max_shrink: \"half\" is not a share like \"50%\""),
+        ("max_shrink = \"150%\"\n", "practice.max_shrink: \"150%\" is not a share"),
+    ] {
+        d.write("jobs/t.toml", with_roster(bad));
+        let out = d.ferry(&["check", "t"]);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    d.write(
+        "jobs/t.toml",
+        job.replace("schema = \"ehr_patients\"", "schema = \"ehr_patients\"\nmax_shrink = \"10%\""),
+    );
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("inputs[0].max_shrink: only a snapshot"), "{}", stderr(&out));
+}
+
 /// The same bytes sent again under another name load again (the records
 /// are upserted as they are), and the summary says which file they repeat.
 #[test]

@@ -50,11 +50,14 @@ pub struct RunOptions {
     /// Records (or HL7 messages, rounded up to whole chunks) per committed
     /// batch: a load killed half-way goes on from its last batch.
     pub batch: usize,
+    /// Load a snapshot that drops more of its side than its `max_shrink`
+    /// allows (`ferry run --accept-shrink`): the operator has checked it.
+    pub accept_shrink: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { progress: false, kind: "run", batch: DEFAULT_BATCH }
+        RunOptions { progress: false, kind: "run", batch: DEFAULT_BATCH, accept_shrink: false }
     }
 }
 
@@ -274,6 +277,39 @@ fn empty_snapshot(load: LoadMode, parsed: &ParsedFile) -> Option<String> {
              side with nothing, so it is not loaded and the records of the last good one stay"
         )
     })
+}
+
+/// Why a snapshot that would drop more of its side's stored records than
+/// its `max_shrink` allows is not loaded (see [`crate::job::DEFAULT_MAX_SHRINK`]).
+/// Not asked of a load resumed after a kill: its side is already part
+/// replaced, and the check passed when it began.
+fn shrunk_snapshot(job: &Job, store: &Store, p: &Pending, parsed: &ParsedFile) -> Result<Option<String>> {
+    if p.load != LoadMode::Replace || p.resume.is_some() {
+        return Ok(None);
+    }
+    let max_shrink = match p.taken.side {
+        Side::Practice if p.origin == Origin::Practice => job.practice.as_ref().map(|r| r.max_shrink),
+        _ => job.input_for(&p.taken.name).map(|i| i.max_shrink),
+    }
+    .unwrap_or(crate::job::DEFAULT_MAX_SHRINK);
+    let stored = store.side_count(&job.name, p.taken.side)?;
+    let records = parsed.accepted();
+    if stored == 0 || records >= stored {
+        return Ok(None);
+    }
+    let dropped = (stored - records) as f64 / stored as f64;
+    Ok((dropped > max_shrink).then(|| {
+        format!(
+            "a snapshot of {records} record(s), against {stored} stored from the last one: it would drop \
+             {:.0}% of the {} side, more than max_shrink allows ({:.0}%). A partial export? The records \
+             of the last one stay; if the drop is real, run `ferry run {} --accept-shrink` once, or raise \
+             max_shrink",
+            dropped * 100.0,
+            p.taken.side,
+            max_shrink * 100.0,
+            job.name
+        )
+    }))
 }
 
 fn not_loaded(p: &Pending, read: u64, rejected: u64, warnings: u64, reason: &str) -> FileSummary {
@@ -594,7 +630,11 @@ fn run_stages(
             Read::Flat(parsed) => {
                 let parsed = parsed?;
                 let empty = empty_snapshot(p.load, &parsed);
-                if let Some(reason) = parsed.fatal.as_ref().or(empty.as_ref()) {
+                let shrunk = match opts.accept_shrink {
+                    false => shrunk_snapshot(job, store, p, &parsed)?,
+                    true => None,
+                };
+                if let Some(reason) = parsed.fatal.as_ref().or(empty.as_ref()).or(shrunk.as_ref()) {
                     files.push(not_loaded(p, parsed.read, parsed.rejected(), parsed.warnings(), reason));
                     failed = true;
                     continue;

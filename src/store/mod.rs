@@ -706,11 +706,7 @@ impl Store {
         }
         // Every record loaded upserted the row of its own ID, so the rows
         // include these IDs; as many rows as IDs means nothing else.
-        let total: i64 = self.conn.query_row(
-            "SELECT count(*) FROM patients WHERE job = ?1 AND side = ?2",
-            params![job, side.as_str()],
-            |r| r.get(0),
-        )?;
+        let total = self.side_count(job, side)? as i64;
         // The row of each own ID is its last record, in load order.
         let mut last: crate::FastMap<&str, (usize, usize)> =
             crate::FastMap::with_capacity_and_hasher(total as usize, Default::default());
@@ -745,6 +741,16 @@ impl Store {
         Ok(Some(out))
     }
 
+    /// How many patients the store holds for one side of a job.
+    pub fn side_count(&self, job: &str, side: Side) -> Result<u64> {
+        let count: i64 = self.conn.query_row(
+            "SELECT count(*) FROM patients WHERE job = ?1 AND side = ?2",
+            params![job, side.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(count as u64)
+    }
+
     /// Every current patient of one side, in own-ID order (stable reports).
     pub fn patients(&self, job: &str, side: Side) -> Result<Vec<PatientRecord>> {
         let files = self.file_facts(job, side)?;
@@ -757,12 +763,7 @@ impl Store {
              WHERE p.job = ?1 AND p.side = ?2",
             cols.join(", ")
         );
-        let count: i64 = self.conn.query_row(
-            "SELECT count(*) FROM patients WHERE job = ?1 AND side = ?2",
-            params![job, side.as_str()],
-            |r| r.get(0),
-        )?;
-        let mut out = Vec::with_capacity(count as usize);
+        let mut out = Vec::with_capacity(self.side_count(job, side)? as usize);
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params![job, side.as_str()])?;
         while let Some(r) = rows.next()? {
