@@ -762,6 +762,21 @@ impl Member for AppointmentField {
     }
 }
 
+/// Whether a spreadsheet would run `cell` as a formula: it starts with
+/// = + - @ (or a tab or CR), perhaps after spaces or line breaks, which
+/// some spreadsheets skip, or in their full-width forms, which some read as
+/// the ASCII ones. E.164 phones and negative numbers are data, not
+/// formulas. The report CSVs defuse such cells; an ID that is one is not
+/// written back to the EHR.
+pub fn formula_like(cell: &str) -> bool {
+    let mut chars = cell.trim_start_matches([' ', '\n', '\u{a0}', '\u{3000}']).chars();
+    match chars.next() {
+        Some('=' | '@' | '\t' | '\r' | '＝' | '＠' | '＋' | '－') => true,
+        Some('+' | '-') => !chars.all(|c| c.is_ascii_digit() || c == '.'),
+        _ => false,
+    }
+}
+
 /// A date as YYYY-MM-DD, as the store keeps it (years 0 to 9999).
 pub fn iso_date(d: NaiveDate) -> CompactString {
     use chrono::Datelike;

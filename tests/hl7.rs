@@ -100,6 +100,41 @@ fn an_mrn_the_ehr_took_away_is_not_written_back() {
     assert!(read_csv(&dir.join("id_updates.csv")).is_empty(), "no MRN goes back while the change waits");
 }
 
+/// id_updates.csv is the EHR's import: its IDs go exactly as they are, so
+/// a link whose ID a spreadsheet would run as a formula (the reports
+/// defuse it with an apostrophe) is not written back at all.
+#[test]
+fn an_id_that_reads_as_a_formula_is_not_written_back() {
+    let d = Dir::with_project();
+    d.write("jobs/h.toml", JOB);
+    d.write("roster.csv", ROSTER.replace("100100,E1,", "-A100,E1,"));
+    let mut feed = msg(
+        "M1",
+        "ADT^A28",
+        "20261101090000",
+        "PID|1||E1^^^ATHENA^PI||Lee^Ann||19800102|F|||2 New St^^Boston^MA^02134",
+    );
+    feed += &msg(
+        "M2",
+        "ADT^A28",
+        "20261101090000",
+        "PID|1||E2^^^ATHENA^PI||Ng^Bo||19700304|M|||5 Elm St^^Salem^MA^01970",
+    );
+    d.write("inbox/feed.hl7", feed);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let dir = d.latest_report("h");
+    let linked: Vec<(String, String)> = read_csv(&dir.join("matched.csv"))
+        .iter()
+        .map(|r| (r["ehr_id"].clone(), r["practice_mrn"].clone()))
+        .collect();
+    assert_eq!(linked, [("E1".into(), "'-A100".into()), ("E2".into(), "100200".into())]);
+    let updates: Vec<(String, String)> = read_csv(&dir.join("id_updates.csv"))
+        .iter()
+        .map(|r| (r["PatientID"].clone(), r["PracticeMRN"].clone()))
+        .collect();
+    assert_eq!(updates, [("E2".into(), "100200".into())]);
+}
+
 #[test]
 fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     let d = setup();

@@ -428,6 +428,13 @@ fn demographics(
         .filter(|l| l.probability.is_some_and(|p| p >= s.link_at))
         .filter(|l| ehr[l.ehr].patient.practice_mrn.is_none())
         .filter(|l| !hold_e[l.ehr] && !hold_p[l.practice])
+        // An ID a spreadsheet would run as a formula is suspect, and the
+        // import file must hold it exactly: the reports' apostrophe would
+        // change it.
+        .filter(|l| {
+            let ids = [ehr[l.ehr].own_id(), practice[l.practice].own_id()];
+            !ids.into_iter().any(crate::model::formula_like)
+        })
         .map(|l| (l.ehr, l.practice))
         .collect();
     out.matching = Some(stats);

@@ -23,19 +23,10 @@ pub fn writer(path: &Path) -> Result<CsvFile> {
     Ok(CsvFile { inner, path: path.to_path_buf() })
 }
 
-/// A cell starting with = + - @ (or a tab or CR) is run as a formula by
-/// spreadsheets: prefix an apostrophe (OWASP's advice). So is one where
-/// these come after spaces or line breaks, which some spreadsheets skip,
-/// or in their full-width forms, which some read as the ASCII ones. E.164
-/// phones and negative numbers are left alone: they are data, not formulas.
+/// A cell a spreadsheet would run as a formula ([`crate::model::formula_like`]):
+/// prefix an apostrophe (OWASP's advice).
 fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
-    let mut chars = cell.trim_start_matches([' ', '\n', '\u{a0}', '\u{3000}']).chars();
-    let risky = match chars.next() {
-        Some('=' | '@' | '\t' | '\r' | '＝' | '＠' | '＋' | '－') => true,
-        Some('+' | '-') => !chars.all(|c| c.is_ascii_digit() || c == '.'),
-        _ => false,
-    };
-    if risky { format!("'{cell}").into() } else { cell.into() }
+    if crate::model::formula_like(cell) { format!("'{cell}").into() } else { cell.into() }
 }
 
 impl CsvFile {
