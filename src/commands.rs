@@ -6,6 +6,11 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use tracing::Level;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::clock;
 use crate::flatfile::parse_bytes;
@@ -75,12 +80,16 @@ pub fn init_logging(l: Logging) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ferry={level}")))
         // suppaftp traces each command it sends, the password's PASS too:
-        // never below debug, whatever FERRY_LOG asks.
-        .add_directive("suppaftp=debug".parse().expect("a valid directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        // never its trace, whatever FERRY_LOG asks (an env-filter's more
+        // specific directive, `suppaftp::sync_ftp=trace`, would win over a
+        // directive here).
+        .and(filter_fn(|event| !(event.target().starts_with("suppaftp") && *event.level() == Level::TRACE)));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match l.format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_ansi(std::io::stderr().is_terminal()).with_filter(filter))
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::registry().with(layer.json().with_filter(filter)).try_init(),
     };
 }
 
