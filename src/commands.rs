@@ -17,7 +17,7 @@ use crate::flatfile::parse_bytes;
 use crate::generate::{GenOptions, Noise, generate};
 use crate::hl7;
 use crate::job::{ConfigError, InputSchema, Job, default_state_dir, jobs_dir, load_schema_file, schema_path};
-use crate::model::{Field, Side};
+use crate::model::{Field, Side, shown};
 use crate::report::email::{self, Outbox};
 use crate::run::{
     JobLock, RunOptions, RunResult, flush_outbox, lock_job, preview_source, run_job, run_job_locked,
@@ -127,10 +127,10 @@ pub fn run(job: &str, accept_shrink: bool, quiet: bool) -> Result<Exit> {
             t.conflicts
         );
         for f in result.files.iter().filter(|f| f.status != "loaded") {
-            say!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
+            say!("  {} {}: {} {}", f.side, shown(&f.name), f.status, shown(&f.detail));
         }
         for s in &result.sent {
-            say!("  sent {}: {} to {} {}", s.name, s.status, s.to, s.detail);
+            say!("  sent {}: {} to {} {}", shown(&s.name), s.status, s.to, shown(&s.detail));
         }
         say!("Reports: {}", result.report_dir.display());
         print_delivery(&result);
@@ -324,7 +324,7 @@ pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
             read as f64 / secs.max(1e-3)
         );
         for f in result.files.iter().filter(|f| f.status != "loaded") {
-            say!("  {} {}: {} {}", f.side, f.name, f.status, f.detail);
+            say!("  {} {}: {} {}", f.side, shown(&f.name), f.status, shown(&f.detail));
         }
         say!("  patients {} EHR, {} practice", r.ehr, r.practice);
         say!(
@@ -903,12 +903,12 @@ pub fn queue_list(job: Option<&str>, state: QueueState, json: bool) -> Result<Ex
                 "{:>6} {:<12} {:<28} {:>6} {:>6} {:<14} {:<10} {}",
                 q.id.map_or("-".to_string(), |id| id.to_string()),
                 q.job,
-                q.file,
+                shown(&q.file),
                 q.number,
                 q.line,
-                q.control_id.as_deref().unwrap_or("-"),
-                q.event.as_deref().unwrap_or("-"),
-                q.reason.as_deref().unwrap_or("")
+                shown(q.control_id.as_deref().unwrap_or("-")),
+                shown(q.event.as_deref().unwrap_or("-")),
+                shown(q.reason.as_deref().unwrap_or(""))
             )?;
         }
         Ok(())
@@ -1053,7 +1053,7 @@ pub fn queue_retry(job: Option<&str>, id: Option<i64>) -> Result<Exit> {
             Exit::Done
         }
         Retried::Error(reason) => {
-            say!("message {id} is still in ERROR: {reason}");
+            say!("message {id} is still in ERROR: {}", shown(&reason));
             Exit::Failed
         }
     })
@@ -1185,7 +1185,7 @@ fn queue_retry_all(job: Option<&str>) -> Result<Exit> {
     let mut by_count: Vec<(&String, &u64)> = errors.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1));
     for (reason, n) in by_count {
-        say!("  {n} x {reason}");
+        say!("  {n} x {}", shown(reason));
     }
     if cut > 0 {
         say!(

@@ -762,6 +762,26 @@ impl Member for AppointmentField {
     }
 }
 
+/// `s` as it may be printed for a person (stderr, `ferry queue`): each
+/// control character, and each bidirectional override that would show the
+/// text in another order, escaped (`\n`, `\u{1b}`). A value the
+/// counterparty chose (a file name, MSH-10) can then neither start a line
+/// of its own in a log nor send a terminal escape sequences.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(hidden) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match hidden(c) {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// Whether a spreadsheet would run `cell` as a formula: it starts with
 /// = + - @ (or a tab or CR), perhaps after spaces or line breaks, which
 /// some spreadsheets skip, or in their full-width forms, which some read as

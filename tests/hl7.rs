@@ -135,6 +135,29 @@ fn an_id_that_reads_as_a_formula_is_not_written_back() {
     assert_eq!(updates, [("E2".into(), "100200".into())]);
 }
 
+/// The sender's header values are printed with their control characters
+/// escaped, raw or written as HL7 escapes: a newline in MSH-10 would start
+/// a line of its own in `ferry queue`, and ESC reach the terminal.
+#[test]
+fn the_queue_prints_no_control_character_of_the_sender() {
+    let d = Dir::with_project();
+    d.write("jobs/h.toml", JOB);
+    d.write("roster.csv", ROSTER);
+    let pid = "PID|1||E9^^^ATHENA^PI||Lee^Ann||19800102|F";
+    let mut feed = msg("CTL\x1b[2J1", "ADT^Z\x1b[31mRED", "20261101090000", pid);
+    feed += &msg("CTL\\X0A\\forged line", "ADT^A\\X1B\\[31m", "20261101090000", pid);
+    d.write("inbox/feed.hl7", feed);
+    assert_exit(&d.ferry(&["run", "h"]), 0);
+    let listing = stdout(&d.ferry(&["queue"]));
+    assert!(listing.contains(r"CTL\u{1b}[2J1") && listing.contains(r"ADT^Z\u{1b}[31mRED"), "{listing}");
+    assert!(listing.contains(r"CTL\nforged line"), "{listing}");
+    let retried = stderr(&d.ferry(&["queue", "retry", "--all"]));
+    assert!(retried.contains(r"2 still in ERROR") && retried.contains(r"ADT^A\u{1b}[31m"), "{retried}");
+    for text in [listing, retried] {
+        assert!(!text.contains('\x1b') && !text.contains("\nforged"), "{text}");
+    }
+}
+
 #[test]
 fn hl7_batch_loads_in_order_and_queues_bad_messages() {
     let d = setup();

@@ -306,7 +306,13 @@ fn hostile_names_are_refused_and_nothing_escapes() {
     let st = statuses(&d);
     let refused: Vec<_> = st.iter().filter(|(_, v)| v == "refused").collect();
     assert_eq!(refused.len(), 3, "{st:?}");
-    assert!(stderr(&out).contains("refused file name"), "{}", stderr(&out));
+    // The names are printed with their control characters escaped, once:
+    // a newline would start a line of its own, and ESC reach the terminal.
+    let err = stderr(&out);
+    assert!(err.contains(r#"refused file name "evil\nname.csv""#), "{err}");
+    assert!(err.contains(r#"  ehr evil\nname.csv: refused its name contains a control character"#), "{err}");
+    assert!(err.contains(r#"  ehr back\slash.csv: refused its name contains a path separator"#), "{err}");
+    assert!(!err.contains('\x1b') && !err.contains("\nname.csv"), "{err}");
     assert!(sshd.srv().join("archive/ok.csv").exists());
     for name in ["evil\nname.csv", "back\\slash.csv", "esc\x1b[31m.csv"] {
         assert!(sshd.srv().join(name).exists(), "{name:?} left on the server");

@@ -75,7 +75,12 @@ pub(super) fn take_from_source<'j>(
             |status: &str, detail: String| files.push(file_note(Side::Ehr, &entry.name, status, detail));
         if let Err(e) = transport::check_name(&entry.name) {
             warn!(error = %e, source = %transport.describe(), "Refused a file name.");
-            note("refused", e.to_string());
+            // The status says it is refused, and the scope names the file.
+            let why = match e {
+                transport::TransportError::HostileName { why, .. } => format!("its name {why}"),
+                e => e.to_string(),
+            };
+            note("refused", why);
             continue;
         }
         if let Settle::MinAge(min_age) = src.settle {

@@ -182,7 +182,7 @@ pub fn check_name(name: &str) -> Result<&str, TransportError> {
         None
     };
     match why {
-        Some(why) => Err(TransportError::HostileName { name: name.escape_debug().to_string(), why }),
+        Some(why) => Err(TransportError::HostileName { name: name.to_string(), why }),
         None => Ok(name),
     }
 }
