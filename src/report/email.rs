@@ -6,8 +6,9 @@
 //! folder is, never a patient: no names, birth dates or IDs, no file
 //! details, no error text (which could quote a record). Patient data
 //! travels only in the attached zip of the report folder, AES-256 encrypted
-//! when the job names a password. `report.html` (counts only) is attached
-//! beside it so it opens without the password.
+//! when the job names a password. `report.html` (counts, and the run's
+//! files by name) is attached beside a zip without a password; beside an
+//! encrypted one it would show those names in clear, so it is only inside.
 //!
 //! The outbox is what makes delivery safe: a message is written whole
 //! (temporary name, fsync, rename) before any attempt to send it, and
@@ -94,7 +95,12 @@ pub fn compose(email: &Email, facts: &Facts, now: DateTime<Utc>) -> Result<Outgo
             }
             Err(why) => notes.push(format!("The report files are not attached: {why}.")),
         }
-        if let Ok(page) = fs::read(dir.join("report.html")) {
+        // The page lists the run's files by name, which may name a patient:
+        // beside an encrypted zip (or none, for want of its password), it
+        // goes only inside the zip.
+        if email.zip_password.is_none()
+            && let Ok(page) = fs::read(dir.join("report.html"))
+        {
             attachments.push(Attachment::new("report.html".to_string()).body(page, ContentType::TEXT_HTML));
         }
     }
@@ -539,9 +545,15 @@ mod tests {
         let text = String::from_utf8_lossy(&m.bytes);
         assert!(!text.contains("reports.zip\""), "a zip was attached");
         assert!(text.contains("FERRY_TEST_UNSET_VAR"), "the body should say why");
-        assert!(text.contains("report.html"));
+        assert!(!text.contains("filename=\"report.html\""), "its file names go only in an encrypted zip");
         assert_eq!(m.head.to.len(), 2);
         assert!(m.head.message_id.ends_with("@practice.example>"));
+        // Where the job asks for no password, the page is attached beside
+        // the plain zip.
+        let plain = Email { zip_password: None, ..settings() };
+        let text = String::from_utf8_lossy(&compose(&plain, &facts, Utc::now()).unwrap().bytes).into_owned();
+        assert!(text.contains("filename=\"demo-run7-reports.zip\""), "{text}");
+        assert!(text.contains("filename=\"report.html\""), "{text}");
     }
 
     #[test]
