@@ -40,6 +40,37 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// name it yet.
 const PR_THP_DISABLE_EXCEPT_ADVISED: libc::c_ulong = 1 << 1;
 
+/// Patient data is never open to other users of the machine: whatever
+/// the umask (cron's and most systems' is 022), what ferry creates (the
+/// store, received copies, reports, the outbox, their folders) gives
+/// others no access. The group keeps what the umask gives it, for staff
+/// who read the reports through a group. A file pushed to a local folder
+/// for another system to pick up gets the modes the umask gave
+/// ([`handed_over_mode`]).
+pub fn private_files() {
+    // SAFETY: umask only sets this process's file mode mask; it is called
+    // at start-up, before any thread that could create a file.
+    let mask = unsafe {
+        let mask = libc::umask(0o077);
+        libc::umask(mask | 0o007);
+        mask
+    };
+    UMASK_GIVEN.store(mask as u32, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The umask ferry was started with, once [`private_files`] tightened it.
+static UMASK_GIVEN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// The mode for a file handed over to another system (a push to a local
+/// pickup folder, whose reader may be another user): what the umask ferry
+/// was started with gives. `None` when ferry has not tightened it.
+pub fn handed_over_mode() -> Option<u32> {
+    match UMASK_GIVEN.load(std::sync::atomic::Ordering::Relaxed) {
+        u32::MAX => None,
+        mask => Some(0o666 & !mask),
+    }
+}
+
 /// Call first thing in `main` (the `ferry` binary and the benches do).
 ///
 /// Two defaults cost a run dearly in page faults, each page of which the

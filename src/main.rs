@@ -162,6 +162,7 @@ enum QueueAction {
 
 fn main() -> ExitCode {
     ferry::tune_memory();
+    ferry::private_files();
     let cli = Cli::parse();
     commands::init_logging(Logging { verbose: cli.verbose, quiet: cli.quiet, format: cli.log_format });
     ferry::job::set_jobs_dir(cli.jobs_dir);

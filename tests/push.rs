@@ -77,3 +77,49 @@ fn push_names_a_report_file() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("push[0].files[0]") && stderr(&out).contains("not a report file"));
 }
+
+/// What ferry keeps (the store, received copies, reports) is closed to
+/// other users whatever the umask, as it holds patient data; a file pushed
+/// to a local pickup folder, for another system's user, keeps the modes the
+/// umask gives.
+#[test]
+fn what_ferry_keeps_is_closed_to_other_users_and_a_push_is_not() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let d = Dir::with_project();
+    std::fs::create_dir_all(d.path("outbound")).unwrap();
+    d.write(
+        "jobs/demo.toml",
+        demo_job(
+            "",
+            "[[push]]\nfiles = [\"id_updates.csv\"]\n[push.to]\ntype = \"local\"\ndir = \"../outbound\"\n",
+        ),
+    );
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(["-q", "run", "demo"]).current_dir(d.path("")).env("FERRY_HOME", d.home());
+    // SAFETY: umask is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_exit(&out, 0);
+    let mut seen = 0;
+    let mut stack = vec![d.home()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let mode = e.metadata().unwrap().permissions().mode();
+            assert_eq!(mode & 0o007, 0, "{} is open to others: {mode:o}", e.path().display());
+            seen += 1;
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    assert!(seen > 10, "the store, received copies and reports: {seen}");
+    let pushed = std::fs::read_dir(d.path("outbound")).unwrap().next().unwrap().unwrap();
+    assert_eq!(pushed.metadata().unwrap().permissions().mode() & 0o777, 0o644);
+}

@@ -106,6 +106,10 @@ impl Transport for LocalTransport {
         let what = || dest.display().to_string();
         let written = (|| {
             let mut f = File::create(&tmp)?;
+            if let Some(mode) = crate::handed_over_mode() {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(fs::Permissions::from_mode(mode))?;
+            }
             let n = io::copy(data, &mut f)?;
             f.sync_all()?;
             Ok(n)
