@@ -463,3 +463,67 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A file the source will not give (another account left it unreadable)
+/// fails the run and stays at the source, but the files beside it load:
+/// before, it stopped every run of the job, and each left ferry's copies
+/// of the files fetched before it in `received/`.
+#[test]
+fn a_file_the_source_will_not_give_stops_only_itself() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let d = setup("archive", "0");
+    d.fixture("ehr_small.csv", "inbox/b.csv");
+    let unreadable = d.path("inbox/b.csv");
+    fs::set_permissions(&unreadable, fs::Permissions::from_mode(0o000)).unwrap();
+    // Root reads any file: ferry runs as nobody, who owns the rest.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        let status = std::process::Command::new("chown").args(["-R", "nobody"]).arg(d.path("")).status();
+        assert!(status.unwrap().success());
+        std::os::unix::fs::chown(&unreadable, Some(0), None).unwrap();
+    }
+    let run = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(["run", "t"]).current_dir(d.path("")).env("FERRY_HOME", d.home());
+        if root {
+            // SAFETY: setgid/setuid are async-signal-safe, as pre_exec requires.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd.output().unwrap()
+    };
+    let out = run();
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("ehr b.csv: failed could not be fetched") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(d.path("inbox/archive/a.csv").exists(), "the file beside it is loaded and archived");
+    assert!(unreadable.exists(), "left at the source");
+    let mut st = statuses(&d);
+    st.sort();
+    assert_eq!(st, [("file:ehr/a.csv".into(), "loaded".into()), ("file:ehr/b.csv".into(), "failed".into())]);
+    let out = run();
+    assert_exit(&out, 1);
+    assert_eq!(statuses(&d), [("file:ehr/b.csv".into(), "failed".into())]);
+    let mut parts = Vec::new();
+    let mut stack = vec![d.home().join("received")];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(dir).unwrap().map(Result::unwrap) {
+            match e.file_type().unwrap().is_dir() {
+                true => stack.push(e.path()),
+                false if e.file_name().to_string_lossy().ends_with(".part") => parts.push(e.path()),
+                false => {}
+            }
+        }
+    }
+    assert!(parts.is_empty(), "{parts:?}");
+}

@@ -706,6 +706,9 @@ fn run_stages(
     let rejects = store.rejects_of_run(run_id)?;
     let merges = store.merges(&job.name)?;
     let appointments = store.appointment_counts(&job.name)?;
+    // A file the source refused, or whose load cannot go on, fails the run
+    // as one that could not be read does.
+    let failed = failed || files.iter().any(|f| f.status == "failed");
     let loaded = files.iter().filter(|f| f.status == "loaded");
     let mut totals = RunTotals {
         outcome: if failed { "failed" } else { "ok" }.to_string(),
@@ -715,7 +718,8 @@ fn run_stages(
         matches: outcome.links.len() as u64,
         conflicts: outcome.conflicts.len() as u64,
         report_dir: None,
-        error: failed.then(|| "a file could not be read; see rejects.csv".to_string()),
+        error: failed
+            .then(|| "a file could not be fetched or read; see summary.csv and rejects.csv".to_string()),
     };
     let history = store.runs(Some(&job.name), 40)?;
     let history: Vec<_> = history.into_iter().filter(|r| r.id != run_id).collect();

@@ -21,6 +21,9 @@ pub enum Fetched {
     Changed(String),
     /// It was listed but is gone.
     Gone,
+    /// The source refused to give it (as a file another account left
+    /// unreadable): it stays there, and the other files go on.
+    Refused(String),
 }
 
 /// Copy source files into `dir`: each under a temporary name (`.NAME.part`),
@@ -41,16 +44,19 @@ pub fn pull(transport: &mut dyn Transport, names: &[String], dir: &Path) -> Resu
     for name in names {
         let name = transport::check_name(name)?;
         let tmp = dir.join(format!(".{name}.part"));
+        // Local disk errors stop the run; the source's refusal of one file
+        // stops only that file.
+        let mut local_error = false;
         let fetched = retry(&limits, &format!("fetch {name}"), || {
-            let file = File::create(&tmp).map_err(|e| TransportError::Permanent {
-                what: format!("cannot create {}", tmp.display()),
-                cause: e,
+            let file = File::create(&tmp).map_err(|e| {
+                local_error = true;
+                TransportError::Permanent { what: format!("cannot create {}", tmp.display()), cause: e }
             })?;
             let mut w = HashingWriter::new(file);
             transport.fetch(name, &mut w)?;
-            w.finish().map_err(|e| TransportError::Permanent {
-                what: format!("cannot write {}", tmp.display()),
-                cause: e,
+            w.finish().map_err(|e| {
+                local_error = true;
+                TransportError::Permanent { what: format!("cannot write {}", tmp.display()), cause: e }
             })
         });
         match fetched {
@@ -66,8 +72,19 @@ pub fn pull(transport: &mut dyn Transport, names: &[String], dir: &Path) -> Resu
                 let _ = fs::remove_file(&tmp);
                 out.push(Fetched::Gone);
             }
+            Err(e @ TransportError::Permanent { .. }) if !local_error => {
+                let _ = fs::remove_file(&tmp);
+                out.push(Fetched::Refused(e.to_string()));
+            }
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
+                // The copies fetched before it are not kept: they are
+                // fetched again next run.
+                for f in &out {
+                    if let Fetched::Whole(part, _) = f {
+                        let _ = fs::remove_file(part);
+                    }
+                }
                 return Err(e).with_context(|| format!("cannot fetch {name} from {}", transport.describe()));
             }
         }

@@ -308,6 +308,12 @@ fn take_fetched<'j>(
             files.push(file_note(pick.side, &entry.name, "gone", why));
             return Ok(());
         }
+        Fetched::Refused(why) => {
+            warn!(file = %entry.name, "The source refused to give a file; left there.");
+            let why = format!("could not be fetched ({why}); left at the source, taken again next run");
+            files.push(file_note(pick.side, &entry.name, "failed", why));
+            return Ok(());
+        }
     };
     let size = fs::metadata(&local)?.len();
     if size != entry.size {
