@@ -186,9 +186,8 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
         return Ok(Exit::BadConfig);
     }
     let (mut failed, mut bad) = (false, false);
-    let mut names = JobNames::default();
-    for file in files {
-        let job = match Job::load(&file.display().to_string()).and_then(|j| names.own(j)) {
+    for job in folder_jobs(&files) {
+        let job = match job {
             Ok(j) => j,
             Err(e) => {
                 say!("{e}");
@@ -408,10 +407,14 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
                 }
             }
         }
-        let mut names = JobNames::default();
-        for path in toml_files(&jobs_dir())? {
+        let files = toml_files(&jobs_dir())?;
+        for (path, job) in files.iter().zip(folder_jobs(&files)) {
             any = true;
-            if let Ok(Err(e)) = Job::load(&path.display().to_string()).map(|j| names.own(j)) {
+            // A file that loads but shares its name is refused here; one
+            // that does not load, check_job tells in full.
+            if let Err(e) = &job
+                && Job::load(&path.display().to_string()).is_ok()
+            {
                 say!("{e}");
                 note(Exit::BadConfig);
                 continue;
@@ -433,27 +436,32 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
     Ok(worst)
 }
 
-/// The names of the jobs of the jobs folder read so far, and their files:
-/// two jobs of one name would share one ledger, lock, reports and schedule
-/// (a job file copied, its name left as it was).
-#[derive(Default)]
-struct JobNames(std::collections::HashMap<String, PathBuf>);
-
-impl JobNames {
-    /// `job`, if no file read before it has its name.
-    fn own(&mut self, job: Job) -> Result<Job, ConfigError> {
-        if let Some(first) = self.0.get(&job.name) {
-            let why = format!(
-                "name: {:?} is also the name of {}: the two jobs would share one ledger, lock, reports and \
-                 schedule; give each its own name",
-                job.name,
-                first.display()
-            );
-            return Err(ConfigError::new(&job.file, why));
-        }
-        self.0.insert(job.name.clone(), job.file.clone());
-        Ok(job)
+/// The jobs of the jobs folder's files, in their order. Two files of one
+/// name would share one ledger, lock, reports and schedule (a job file
+/// copied, its name left as it was): every file of such a name is refused,
+/// as ferry cannot tell which of them the operator means.
+fn folder_jobs(files: &[PathBuf]) -> Vec<Result<Job, ConfigError>> {
+    let mut jobs: Vec<Result<Job, ConfigError>> =
+        files.iter().map(|f| Job::load(&f.display().to_string())).collect();
+    let mut files_of: std::collections::HashMap<String, Vec<PathBuf>> = Default::default();
+    for job in jobs.iter().flatten() {
+        files_of.entry(job.name.clone()).or_default().push(job.file.clone());
     }
+    for slot in &mut jobs {
+        let Ok(job) = slot else { continue };
+        let others: Vec<String> =
+            files_of[&job.name].iter().filter(|f| **f != job.file).map(|f| f.display().to_string()).collect();
+        if !others.is_empty() {
+            let why = format!(
+                "name: {:?} is also the name of {}: the jobs would share one ledger, lock, reports and \
+                 schedule, so none of them runs; give each its own name",
+                job.name,
+                others.join(", ")
+            );
+            *slot = Err(ConfigError::new(&job.file, why));
+        }
+    }
+    jobs
 }
 
 /// Tell the operator that emails of `job` wait in the outbox, and why.
@@ -1222,8 +1230,8 @@ pub fn status() -> Result<Exit> {
     let mut seen = BTreeSet::new();
     let mut rows: Vec<StatusRow> = Vec::new();
     let mut bad = Vec::new();
-    for file in toml_files(&jobs_dir()).unwrap_or_default() {
-        let job = match Job::load(&file.display().to_string()) {
+    for job in folder_jobs(&toml_files(&jobs_dir()).unwrap_or_default()) {
+        let job = match job {
             Ok(job) => job,
             Err(e) => {
                 bad.push(e);

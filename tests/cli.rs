@@ -133,21 +133,29 @@ fn check_all_passes_on_the_shipped_files() {
 }
 
 /// Two job files with one name (a job copied, its name left as it was)
-/// would share one ledger, lock, reports and schedule: `check` and
-/// `run-due` refuse the second, naming both files.
+/// would share one ledger, lock, reports and schedule: `check`, `run-due`
+/// and `status` refuse both, each naming the other (ferry cannot tell
+/// which one the operator edited; `run-due` ran the first in file order).
 #[test]
 fn two_jobs_of_one_name_are_refused() {
-    let d = job_dir_with(&format!("name = \"nightly\"\n{GOOD_JOB}"));
-    d.write("jobs/u.toml", format!("name = \"nightly\"\n{GOOD_JOB}"));
-    for args in [&["check"][..], &["run-due"]] {
-        let out = d.ferry(args);
+    let job = format!("name = \"nightly\"\nschedule = \"* * * * *\"\n{GOOD_JOB}");
+    let d = job_dir_with(&job);
+    d.write("jobs/u.toml", &job);
+    // run-due twice, so that the schedule fires between the two.
+    fn at(t: &str) -> [(&str, &str); 1] {
+        [("FERRY_NOW", t)]
+    }
+    assert_exit(&d.ferry_env(&["run-due"], &at("2026-12-01T02:30:10Z")), 2);
+    for args in [&["check"][..], &["run-due"], &["status"]] {
+        let out = d.ferry_env(args, &at("2026-12-01T02:35:10Z"));
         assert_exit(&out, 2);
         let err = stderr(&out);
-        assert!(
-            err.contains("u.toml: name: \"nightly\" is also the name of") && err.contains("t.toml"),
-            "{args:?}: {err}"
-        );
+        for (file, other) in [("t.toml", "u.toml"), ("u.toml", "t.toml")] {
+            let says = format!("{file}: name: \"nightly\" is also the name of");
+            assert!(err.contains(&says) && err.contains(other), "{args:?}: {err}");
+        }
     }
+    assert!(!d.home().join("reports").exists(), "run-due ran neither");
     d.write("jobs/u.toml", format!("name = \"weekly\"\n{GOOD_JOB}"));
     assert!(!stderr(&d.ferry(&["check"])).contains("is also the name of"));
 }
