@@ -294,8 +294,22 @@ fn try_lock(job: &Job) -> Result<Option<JobLock>> {
 fn due_now(job: &Job) -> Result<Option<crate::schedule::Due>> {
     let Some(schedule) = &job.schedule else { return Ok(None) };
     let store = Store::open(&job.db_path())?;
-    let since = store.schedule_since(&job.name)?;
-    Ok(schedule.due(since, clock::now(), job.time_zone))
+    let now = clock::now();
+    let (since, ahead) = store.schedule_since(&job.name, now)?;
+    if ahead {
+        clock_behind(job);
+    }
+    Ok(schedule.due(since, now, job.time_zone))
+}
+
+/// Say that `job` has a run recorded after this machine's clock (see
+/// [`Store::schedule_since`]).
+fn clock_behind(job: &Job) {
+    tracing::warn!(
+        job = %job.name,
+        "A run of the job is recorded after this machine's clock (was the clock wrong then, or is it \
+         now?); its schedule goes on from the last run before the clock."
+    );
 }
 
 /// `ferry backfill JOB`: the full load, in committed batches so that a
@@ -1252,7 +1266,12 @@ pub fn status() -> Result<Exit> {
             Some(schedule) => {
                 let now = clock::now();
                 let since = match &store {
-                    Some(s) => s.schedule_since_peek(&job.name)?,
+                    Some(s) => s.schedule_since_peek(&job.name, now)?.map(|(t, ahead)| {
+                        if ahead {
+                            clock_behind(&job);
+                        }
+                        t
+                    }),
                     None => None,
                 };
                 let fmt = |t: chrono::DateTime<chrono::Utc>| {

@@ -214,3 +214,35 @@ fn one_failing_job_does_not_stop_the_others() {
     assert_eq!(runs(&d).len(), 1, "demo ran all the same");
     assert_eq!(runs(&d)[0]["outcome"], "ok");
 }
+
+/// A job run by hand before cron ran run-due (go-live on Friday, cron set
+/// up on Sunday): the firings since that run are due, as `status` says,
+/// and run-due runs the job once.
+#[test]
+fn a_run_by_hand_before_run_due_met_the_job_counts_as_its_last_run() {
+    let d = scheduled("30 2 * * *");
+    let out = d.ferry_env(&["run", "demo"], &[("FERRY_NOW", "2026-11-20T07:00:00-05:00")]);
+    assert_exit(&out, 0);
+    let sunday = "2026-11-22T07:00:00-05:00";
+    assert!(status_line(&d, sunday).contains("now (due since 2026-11-21 02:30 EST)"));
+    assert_exit(&run_due(&d, sunday), 0);
+    assert_eq!(runs(&d).len(), 2, "the missed firings run once");
+    assert!(status_line(&d, sunday).contains("2026-11-23 02:30 EST"));
+}
+
+/// A run recorded while the clock was ahead (a wrong clock at boot, a VM
+/// restored) does not stop the schedule until that time: it is read as
+/// now, and run-due says so.
+#[test]
+fn a_last_run_after_the_clock_does_not_stop_the_schedule() {
+    let d = scheduled("*/5 * * * *");
+    let out = d.ferry_env(&["run", "demo"], &[("FERRY_NOW", "2027-06-01T00:00:00-04:00")]);
+    assert_exit(&out, 0);
+    let out = run_due(&d, "2026-11-23T10:01:00-05:00");
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("recorded after this machine's clock"), "{}", stderr(&out));
+    let line = status_line(&d, "2026-11-23T10:02:00-05:00");
+    assert!(line.contains(" ok ") && line.ends_with("2026-11-23 10:05 EST  -"), "{line}");
+    assert_exit(&run_due(&d, "2026-11-23T10:06:00-05:00"), 0);
+    assert_eq!(runs(&d).len(), 2, "the schedule goes on");
+}

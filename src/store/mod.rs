@@ -361,47 +361,49 @@ impl Store {
         Ok(files.into_iter().map(|(_, f)| f).collect())
     }
 
-    /// When the schedule of `job` was last taken care of: the start of its
-    /// latest run that did not crash, or when run-due first saw the job
-    /// (recorded now if this is the first time), whichever is later. A run
-    /// that crashed (still `running` or `abandoned`) does not count, so the
-    /// next run-due runs the job again.
-    pub fn schedule_since(&self, job: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    /// When the schedule of `job` was last taken care of, at `now`: the
+    /// start of its latest run that did not crash, else when run-due first
+    /// saw the job (recorded now if this is the first time), so that a new
+    /// job does not run at once for a firing before it was there. A run by
+    /// hand counts though run-due had not seen the job then (go-live before
+    /// cron was set up): the firings since are due. A run that crashed
+    /// (still `running` or `abandoned`) does not count, so the next run-due
+    /// runs the job again. Neither does a run recorded after `now`, while
+    /// the clock was ahead (a bad clock at boot, a VM restored): kept, it
+    /// would stop the schedule until that time. A first sighting after
+    /// `now` is moved to `now`. The flag says a run was passed over so.
+    pub fn schedule_since(
+        &self,
+        job: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(chrono::DateTime<chrono::Utc>, bool)> {
         self.conn.execute(
-            "INSERT INTO schedules (job, first_seen) VALUES (?1, ?2) ON CONFLICT (job) DO NOTHING",
-            params![job, now()],
+            "INSERT INTO schedules (job, first_seen) VALUES (?1, ?2)
+             ON CONFLICT (job) DO UPDATE SET first_seen = ?2 WHERE first_seen > ?2",
+            params![job, timestamp(now)],
         )?;
-        let (first_seen, last_run): (String, Option<String>) = self.conn.query_row(
-            "SELECT s.first_seen,
-                    (SELECT max(started_at) FROM runs
-                     WHERE job = ?1 AND outcome NOT IN ('running', 'abandoned'))
-             FROM schedules s WHERE s.job = ?1",
-            [job],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let since = last_run.filter(|l| *l > first_seen).unwrap_or(first_seen);
-        parse_timestamp(&since).with_context(|| format!("bad time {since:?} in the store"))
+        let since = self.schedule_since_peek(job, now)?;
+        since.ok_or_else(|| anyhow::anyhow!("job {job} has no schedule row"))
     }
 
-    /// When the job's schedule was last taken care of, without recording
-    /// anything (for `ferry status`): None for a job run-due has not seen.
-    pub fn schedule_since_peek(&self, job: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-        let row: Option<(Option<String>, Option<String>)> = self
-            .conn
-            .query_row(
-                "SELECT (SELECT first_seen FROM schedules WHERE job = ?1),
-                        (SELECT max(started_at) FROM runs
-                         WHERE job = ?1 AND outcome NOT IN ('running', 'abandoned'))",
-                [job],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let Some((first_seen, last_run)) = row else { return Ok(None) };
-        let since = match (first_seen, last_run) {
-            (Some(f), Some(l)) => Some(if l > f { l } else { f }),
-            (f, l) => f.or(l),
-        };
-        Ok(since.as_deref().and_then(parse_timestamp))
+    /// [`Store::schedule_since`] without recording anything (for `ferry
+    /// status`): None for a job run-due has not seen and nobody has run.
+    pub fn schedule_since_peek(
+        &self,
+        job: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, bool)>> {
+        let (first_seen, last_run, ahead): (Option<String>, Option<String>, bool) = self.conn.query_row(
+            "SELECT (SELECT min(first_seen, ?2) FROM schedules WHERE job = ?1),
+                    (SELECT max(started_at) FROM runs
+                     WHERE job = ?1 AND outcome NOT IN ('running', 'abandoned') AND started_at <= ?2),
+                    EXISTS (SELECT 1 FROM runs WHERE job = ?1 AND started_at > ?2)",
+            params![job, timestamp(now)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let Some(since) = last_run.or(first_seen) else { return Ok(None) };
+        let at = parse_timestamp(&since).with_context(|| format!("bad time {since:?} in the store"))?;
+        Ok(Some((at, ahead)))
     }
 
     /// Finished runs of `job` that started before `before`, oldest first,
