@@ -1459,6 +1459,14 @@ impl PushConfig {
             }
             rest = &rest[open + close + 1..];
         }
+        // What the name says itself (the filled-in parts are plain names):
+        // every push would be refused at the destination.
+        if name.contains(['/', '\\']) || name.chars().any(char::is_control) {
+            problems.push(format!(
+                "push[{i}].name: {name:?} holds a path separator or a control character: a name at the \
+                 destination is a plain file name; the folder is the destination's to set"
+            ));
+        }
         let to = self.to.build(base, &format!("push[{i}].to"), problems, missing);
         let to = to?;
         (problems.len() == before).then_some(Push {

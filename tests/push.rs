@@ -76,6 +76,26 @@ fn push_names_a_report_file() {
     let out = d.ferry(&["check", "demo"]);
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("push[0].files[0]") && stderr(&out).contains("not a report file"));
+    // A name at the destination that every push would be refused: check
+    // says so, not the first run at 03:00.
+    for name in ["../{stem}_{stamp}{ext}", "sub\\\\{stem}{ext}"] {
+        d.write(
+            "jobs/demo.toml",
+            demo_job(
+                "",
+                &format!(
+                    "[[push]]\nfiles = [\"id_updates.csv\"]\nname = \"{name}\"\n[push.to]\ntype = \"local\"\ndir = \"../outbound\"\n"
+                ),
+            ),
+        );
+        let out = d.ferry(&["check", "demo"]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains("push[0].name:") && stderr(&out).contains("path separator"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 /// What ferry keeps (the store, received copies, reports) is closed to
