@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use tracing::Level;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
@@ -190,7 +190,7 @@ pub fn run_due(quiet: bool) -> Result<Exit> {
         let job = match job {
             Ok(j) => j,
             Err(e) => {
-                say!("{e}");
+                say_at("ERROR", &e.to_string());
                 bad = true;
                 continue;
             }
@@ -317,9 +317,6 @@ fn clock_behind(job: &Job) {
 /// terminal, then a full reconciliation and a summary.
 pub fn backfill(job: &str, batch: usize, quiet: bool) -> Result<Exit> {
     let job = Job::load(job)?;
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     let progress = !quiet && std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
     let result = run_job(&job, &RunOptions { progress, kind: "backfill", batch, ..RunOptions::default() })?;
@@ -417,7 +414,7 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
                 Ok(InputSchema::Hl7(s)) => say!("ok    schema {} (HL7; {})", s.name, s.summary()),
                 Err(e) => {
                     note(Exit::BadConfig);
-                    say!("{e}");
+                    say_at("ERROR", &e.to_string());
                 }
             }
         }
@@ -429,7 +426,7 @@ pub fn check(jobs: &[String], accept_new_host_key: bool) -> Result<Exit> {
             if let Err(e) = &job
                 && Job::load(&path.display().to_string()).is_ok()
             {
-                say!("{e}");
+                say_at("ERROR", &e.to_string());
                 note(Exit::BadConfig);
                 continue;
             }
@@ -491,7 +488,7 @@ fn check_job(name: &str, accept_new_host_key: bool) -> Exit {
     let job = match Job::load(name) {
         Ok(job) => job,
         Err(e) => {
-            say!("{e}");
+            say_at("ERROR", &e.to_string());
             return Exit::BadConfig;
         }
     };
@@ -1244,7 +1241,9 @@ pub fn status() -> Result<Exit> {
     let mut seen = BTreeSet::new();
     let mut rows: Vec<StatusRow> = Vec::new();
     let mut bad = Vec::new();
-    for job in folder_jobs(&toml_files(&jobs_dir()).unwrap_or_default()) {
+    let files = toml_files(&jobs_dir()).unwrap_or_default();
+    let has_jobs = !files.is_empty();
+    for job in folder_jobs(&files) {
         let job = match job {
             Ok(job) => job,
             Err(e) => {
@@ -1348,10 +1347,25 @@ pub fn status() -> Result<Exit> {
     }
     // A job file that cannot be read never runs: say so where people look.
     for e in &bad {
-        say!("{e}");
+        say_at("ERROR", &e.to_string());
     }
     if !bad.is_empty() {
-        say!("ferry: {} job file(s) cannot be read, and their jobs do not run: see above", bad.len());
+        say_at(
+            "ERROR",
+            &format!("ferry: {} job file(s) cannot be read, and their jobs do not run: see above", bad.len()),
+        );
+        return Ok(Exit::BadConfig);
+    }
+    // A jobs folder mistyped, or status run from elsewhere: every job
+    // above shows "no job file", and run-due, which looks there, runs none.
+    if !has_jobs {
+        say_at(
+            "ERROR",
+            &format!(
+                "ferry status: no job files in {}; set --jobs-dir or FERRY_JOBS_DIR",
+                jobs_dir().display()
+            ),
+        );
         return Ok(Exit::BadConfig);
     }
     Ok(Exit::Done)

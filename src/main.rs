@@ -58,8 +58,8 @@ enum Command {
         /// A job name (jobs/NAME.toml) or a path to a job file.
         job: String,
         /// Records (or HL7 messages) per committed batch.
-        #[arg(long, default_value_t = ferry::run::DEFAULT_BATCH)]
-        batch: usize,
+        #[arg(long, default_value_t = ferry::run::DEFAULT_BATCH as u64, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        batch: u64,
     },
     /// Write a made-up population with known truth: an EHR patient export, a practice roster and
     /// truth.csv (which records are the same person), with controlled noise. For testing and benchmarks.
@@ -168,7 +168,7 @@ fn main() -> ExitCode {
     ferry::job::set_jobs_dir(cli.jobs_dir);
     let result = match cli.command {
         Command::Run { job, accept_shrink } => commands::run(&job, accept_shrink, cli.quiet),
-        Command::Backfill { job, batch } => commands::backfill(&job, batch, cli.quiet),
+        Command::Backfill { job, batch } => commands::backfill(&job, batch as usize, cli.quiet),
         Command::Gen { patients, seed, noise, out } => {
             commands::generate_population(patients, seed, &noise, &out, cli.quiet)
         }

@@ -290,6 +290,6 @@ fn backfill_without_a_kill_matches_a_plain_run() {
     assert_eq!(count(&s, "file:ehr/ehr_full.csv", "accepted"), 300);
     assert_eq!(count(&s, "reconcile", "matched"), 300);
     let o = d.ferry(&["backfill", "jobs/bf.toml", "--batch", "0"]);
-    assert_exit(&o, 1);
-    assert!(stderr(&o).contains("--batch must be at least 1"));
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("invalid value '0' for '--batch <BATCH>'"), "{}", stderr(&o));
 }

@@ -259,6 +259,16 @@ fn status_and_history_after_a_run() {
     assert_exit(&out, 2);
     assert!(stdout(&out).lines().any(|l| l.starts_with("demo")), "{}", stdout(&out));
     assert!(stderr(&out).contains("other.toml") && stderr(&out).contains("do not run"), "{}", stderr(&out));
+    // As an ERROR in JSON logs, for alerts.
+    let out = d.ferry(&["--log-format", "json", "status"]);
+    let line = stderr(&out).lines().find(|l| l.contains("other.toml")).unwrap().to_string();
+    assert!(line.contains(r#""level":"ERROR""#), "{line}");
+
+    // A jobs folder mistyped: every job would show "no job file".
+    std::fs::remove_file(d.path("jobs/other.toml")).unwrap();
+    let out = d.ferry_env(&["status"], &[("FERRY_JOBS_DIR", "jbos")]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("no job files in jbos"), "{}", stderr(&out));
 }
 
 #[test]
