@@ -385,6 +385,7 @@ impl SourceConfig {
                     .ok();
                 let min_age =
                     parse_duration(&min_age).map_err(|e| problems.push(format!("source.min_age: {e}"))).ok();
+                archive_only(after, archive_dir.is_some(), problems);
                 let archive_dir = archive_dir.map(|d| base.join(d)).unwrap_or_else(|| inbox.join("archive"));
                 Some(Source {
                     endpoint: Endpoint::Local(inbox),
@@ -397,6 +398,20 @@ impl SourceConfig {
             SourceConfig::Sftp(r) => r.build_source(Protocol::Sftp, base, problems),
             SourceConfig::Ftp(r) => r.build_source(Protocol::Ftp, base, problems),
         }
+    }
+}
+
+/// `source.archive_dir` with another `after`: the files would not go
+/// where the operator looks for them (a job that deletes them).
+fn archive_only(after: AfterAction, archive_dir: bool, problems: &mut Vec<String>) {
+    if archive_dir && after != AfterAction::Archive {
+        let after = match after {
+            AfterAction::Archive => "archive",
+            AfterAction::Delete => "delete",
+            AfterAction::Keep => "keep",
+        };
+        problems
+            .push(format!("source.archive_dir: only used with after = \"archive\", and after is {after:?}"));
     }
 }
 
@@ -419,6 +434,7 @@ impl RemoteConfig {
             .map_err(|e| problems.push(format!("source.stable_for: {e}")))
             .ok();
         let after = self.after.unwrap_or_default();
+        archive_only(after, self.archive_dir.is_some(), problems);
         let archive_dir = self.archive_dir.clone().unwrap_or_else(|| "archive".to_string());
         let endpoint = self.build_endpoint(protocol, base, "source", problems);
         if problems.len() > before {
@@ -741,9 +757,9 @@ struct FixedWeightConfig {
 
 impl MatchingConfig {
     fn settings(self, problems: &mut Vec<String>) -> Option<MatchSettings> {
-        if !self.enabled {
-            return None;
-        }
+        // Checked with matching off too: a bad value would wait for the
+        // day it is turned on.
+        let enabled = self.enabled;
         let mut s = MatchSettings::default();
         let mut probability = |name: &str, v: Option<f64>, slot: &mut f64| {
             if let Some(v) = v {
@@ -789,7 +805,7 @@ impl MatchingConfig {
             }
             s.fixed.push(FixedWeight { comparison: f.comparison, level, m: f.m, u: f.u });
         }
-        Some(s)
+        enabled.then_some(s)
     }
 }
 
@@ -954,6 +970,9 @@ pub struct NameFilter {
 
 impl NameFilter {
     pub fn new(include: &[String], exclude: &[String]) -> Result<NameFilter, String> {
+        if include.is_empty() {
+            return Err("include: an empty list takes no file; leave include out to take every file".into());
+        }
         Ok(NameFilter { include: globs(include, "include")?, exclude: globs(exclude, "exclude")? })
     }
 
@@ -965,6 +984,11 @@ impl NameFilter {
 fn globs(patterns: &[String], key: &str) -> Result<GlobSet, String> {
     let mut b = GlobSetBuilder::new();
     for (i, p) in patterns.iter().enumerate() {
+        if p.contains('/') {
+            return Err(format!(
+                "{key}[{i}]: {p:?} holds a '/': patterns are matched to file names, not paths"
+            ));
+        }
         let g = Glob::new(p).map_err(|e| format!("{key}[{i}]: bad pattern {p:?}: {}", e.kind()))?;
         b.add(g);
     }

@@ -17,6 +17,36 @@ fn job_dir_with(text: &str) -> Dir {
     d
 }
 
+/// Settings that could never take effect fail `check`, instead of doing
+/// something else at 03:00 (a job told to archive that deletes).
+#[test]
+fn check_refuses_settings_that_cannot_take_effect() {
+    let cases = [
+        (
+            GOOD_JOB.replace(
+                "inbox = \"../inbox\"",
+                "inbox = \"../inbox\"\nafter = \"delete\"\narchive_dir = \"../archive\"",
+            ),
+            "source.archive_dir: only used with after = \"archive\", and after is \"delete\"",
+        ),
+        (
+            GOOD_JOB.replace("inbox = \"../inbox\"", "inbox = \"../inbox\"\ninclude = []"),
+            "source.include: an empty list takes no file",
+        ),
+        (GOOD_JOB.replace("files = \"*.csv\"", "files = \"sub/*.csv\""), "\"sub/*.csv\" holds a '/'"),
+        (
+            format!("{GOOD_JOB}\n[reconcile.matching]\nenabled = false\nlink_at = 7\n"),
+            "reconcile.matching.link_at: 7 must be a probability",
+        ),
+    ];
+    for (job, says) in cases {
+        let d = job_dir_with(&job);
+        let out = d.ferry(&["check", "jobs/t.toml"]);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(says), "{says}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn check_misspelt_key_exits_2_naming_the_key() {
     let d = job_dir_with(&GOOD_JOB.replace("inbox = ", "inbx = "));
