@@ -256,7 +256,7 @@ impl DestinationConfig {
                 problems.push(format!("{key}.{k}: only for a [source], not a destination"));
             }
         }
-        r.build_endpoint(protocol, base, key, problems)
+        r.build_endpoint(protocol, base, key, problems, missing)
     }
 }
 
@@ -395,8 +395,8 @@ impl SourceConfig {
                     archive_dir: archive_dir.display().to_string(),
                 })
             }
-            SourceConfig::Sftp(r) => r.build_source(Protocol::Sftp, base, problems),
-            SourceConfig::Ftp(r) => r.build_source(Protocol::Ftp, base, problems),
+            SourceConfig::Sftp(r) => r.build_source(Protocol::Sftp, base, problems, missing),
+            SourceConfig::Ftp(r) => r.build_source(Protocol::Ftp, base, problems, missing),
         }
     }
 }
@@ -422,7 +422,13 @@ enum Protocol {
 }
 
 impl RemoteConfig {
-    fn build_source(self, protocol: Protocol, base: &Path, problems: &mut Vec<String>) -> Option<Source> {
+    fn build_source(
+        self,
+        protocol: Protocol,
+        base: &Path,
+        problems: &mut Vec<String>,
+        missing: &mut Vec<String>,
+    ) -> Option<Source> {
         let before = problems.len();
         let filter = NameFilter::new(
             self.include.as_deref().unwrap_or(&default_include()),
@@ -436,7 +442,7 @@ impl RemoteConfig {
         let after = self.after.unwrap_or_default();
         archive_only(after, self.archive_dir.is_some(), problems);
         let archive_dir = self.archive_dir.clone().unwrap_or_else(|| "archive".to_string());
-        let endpoint = self.build_endpoint(protocol, base, "source", problems);
+        let endpoint = self.build_endpoint(protocol, base, "source", problems, missing);
         if problems.len() > before {
             return None;
         }
@@ -450,13 +456,17 @@ impl RemoteConfig {
     }
 
     /// The connection alone (for a source, or a destination files are
-    /// pushed to). `key` names the table in messages.
+    /// pushed to). `key` names the table in messages. A secret's variable
+    /// that is not set here is noted in `missing`, as a folder not mounted
+    /// is: the job file is sound, and the shell `status` or `queue` is run
+    /// from need not hold the secrets cron's does (see [`Job::missing`]).
     fn build_endpoint(
         &self,
         protocol: Protocol,
         base: &Path,
         key: &str,
         problems: &mut Vec<String>,
+        missing: &mut Vec<String>,
     ) -> Option<Endpoint> {
         let before = problems.len();
         let mut problem = |k: &str, msg: String| problems.push(format!("{key}.{k}: {msg}"));
@@ -498,8 +508,18 @@ impl RemoteConfig {
         if self.user.trim().is_empty() {
             problem("user", "must name the login".into());
         }
-        let secret = |env: &Option<String>, k: &str, problem: &mut dyn FnMut(&str, String)| {
-            env.as_deref().and_then(|e| Secret::from_env(e).map_err(|m| problem(k, m)).ok())
+        let mut secret = |env: &Option<String>, k: &str, problem: &mut dyn FnMut(&str, String)| {
+            env.as_deref().and_then(|e| match Secret::from_env(e) {
+                Ok(secret) => Some(secret),
+                Err(m) if crate::transport::is_env_name(e) => {
+                    missing.push(format!("{key}.{k}: {m}"));
+                    Some(Secret::unset(e))
+                }
+                Err(m) => {
+                    problem(k, m);
+                    None
+                }
+            })
         };
         let folder = self.folder.clone().unwrap_or_else(|| ".".to_string());
         let endpoint = match protocol {
@@ -1724,7 +1744,8 @@ mod tests {
         .to_string();
         assert!(err.contains("source.key_file: only for type = \"sftp\""), "{err}");
         assert!(err.contains("source.known_hosts: only for type = \"sftp\""), "{err}");
-        assert!(err.contains("environment variable FERRY_TEST_UNSET_VAR is not set"), "{err}");
+        // Not a fault of the file: a variable unset here is noted missing.
+        assert!(!err.contains("FERRY_TEST_UNSET_VAR"), "{err}");
         assert!(err.contains("source.tls_pin_sha256"), "{err}");
         // A password pasted where its variable's name belongs is refused
         // without being repeated.

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::servers::{KEY_PASSPHRASE, KEY_USER, PW_PASSWORD, PW_USER, Sshd, serve};
-use crate::util::{Dir, assert_exit, count, read_csv, stderr, summary};
+use crate::util::{Dir, assert_exit, count, read_csv, stderr, stdout, summary};
 
 const CSV: &str = "PatientID,FirstName,LastName,DOB,Gender,Address1,Address2,City,State,Zip,Phone,Email,InsuranceProvider,MemberID,GroupNumber\r\n";
 
@@ -164,6 +164,33 @@ fn rsa_key_keep_and_the_ledger_stops_a_second_load() {
     assert_eq!(statuses(&d), vec![("file:ehr/a.csv".to_string(), "already loaded".to_string())]);
     // OpenSSH accepted an RSA signature: it must have been SHA-2.
     assert!(sshd.log().contains("Accepted publickey for ferrytest-key"), "{}", sshd.log());
+}
+
+/// The password's variable unset where ferry is run (a shell that lacks
+/// cron's secrets) is not a broken job file: status and history show the
+/// job as it is, and a run fails, recorded as failed, naming the variable.
+#[test]
+fn a_password_variable_unset_here_fails_the_run_not_the_job_file() {
+    let sshd = Sshd::start();
+    serve(&sshd.srv(), "a.csv", patients(0..2).as_bytes());
+    let d = setup(&sshd, &password(), "");
+    assert_exit(&ferry(&d, &["run", "t"]), 0);
+    let out = d.ferry(&["status"]);
+    assert_exit(&out, 0);
+    let line = stdout(&out).lines().find(|l| l.starts_with("t ")).unwrap_or_default().to_string();
+    assert!(line.contains(" ok ") && !line.contains("no job file"), "{line}");
+    let out = d.ferry(&["run", "t"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("source.password_env: environment variable SFTP_PW is not set"),
+        "{}",
+        stderr(&out)
+    );
+    let history = stdout(&d.ferry(&["history", "t"]));
+    assert!(history.lines().nth(1).is_some_and(|l| l.contains("failed")), "{history}");
+    let out = d.ferry(&["check", "t"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("SFTP_PW is not set"), "{}", stderr(&out));
 }
 
 #[test]

@@ -44,6 +44,12 @@ impl Secret {
         }
     }
 
+    /// The secret of a variable not set where the job was loaded: the job
+    /// notes it missing ([`crate::job::Job::missing`]), so no run uses it.
+    pub(crate) fn unset(env: &str) -> Secret {
+        Secret { env: env.to_string(), value: String::new() }
+    }
+
     pub(crate) fn expose(&self) -> &str {
         &self.value
     }
